@@ -1,0 +1,74 @@
+"""Settings: every one has a default and an environment variable.
+
+`Settings` is the single list; the README's configuration table and
+`bidlens config` are made from it (tests/test_config.py keeps the README true).
+Secrets are marked and never printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control.domain import InvalidValue
+
+
+def setting(default, env: str, doc: str, *, secret: bool = False):
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = setting("./data", "BIDLENS_DATA_DIR",
+                            "Folder for the embedded store, models, reports and the worker lock.")
+    db_url: str = setting("", "BIDLENS_DB_URL",
+                          "SQLAlchemy URL of the store. Empty: SQLite file DATA_DIR/bidlens.db (WAL). "
+                          "PostgreSQL: postgresql+psycopg://user:pass@host:5432/bidlens", secret=True)
+    panel_port: int = setting(8501, "BIDLENS_PANEL_PORT", "Port of the Streamlit panel.")
+    panel_url: str = setting("http://localhost:8501", "BIDLENS_PANEL_URL",
+                             "Public URL of the panel, used in alert links.")
+    api_port: int = setting(8600, "BIDLENS_API_PORT", "Port of the bidder HTTP API.")
+    demo_speed: float = setting(60.0, "BIDLENS_DEMO_SPEED",
+                                "Demo clock: simulated seconds per real second (60 = a minute per second).")
+    demo_password: str = setting("", "BIDLENS_DEMO_PASSWORD",
+                                 "Password for the demo users made by `bidlens init --demo-users`; "
+                                 "empty: a random one each, printed once.", secret=True)
+    session_timeout_min: int = setting(60, "BIDLENS_SESSION_TIMEOUT_MIN",
+                                       "Panel sessions end after this many idle minutes.")
+    max_bid_multiple: float = setting(3.0, "BIDLENS_MAX_BID_MULTIPLE",
+                                      "An override bid may be at most this many times the model's bid.")
+    max_bid: float = setting(50.0, "BIDLENS_MAX_BID",
+                             "Absolute cap on any override bid, yuan per click.")
+    max_override_hours: int = setting(168, "BIDLENS_MAX_OVERRIDE_HOURS",
+                                      "The longest an override may be proposed for, hours.")
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{Path(self.data_dir).resolve() / 'bidlens.db'}"
+
+    def public_items(self) -> dict[str, object]:
+        """Every setting with secrets redacted: safe to print or show."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata["secret"] and value else value
+        return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    values = {}
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(f.metadata["env"])
+        if raw is None or raw == "":
+            continue
+        kind = type(f.default)
+        try:
+            values[f.name] = kind(raw)
+        except ValueError:
+            shown = "***" if f.metadata["secret"] else raw
+            raise InvalidValue(f.metadata["env"], shown, f"must be a {kind.__name__}") from None
+    return Settings(**values)

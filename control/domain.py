@@ -1,0 +1,355 @@
+"""Domain types: what BidLens talks about.
+
+Every value is a frozen dataclass validated on construction. A bad value raises
+`InvalidValue`, which names the field and the value, so callers (the API, file
+ingestion, the panel) can show or quarantine it without guessing.
+
+Time is integer epoch seconds (UTC) everywhere: `*_ts` fields. A time bucket is
+named by the epoch second it starts at (`bucket_ts`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class InvalidValue(ValueError):
+    """A value refused on construction; names the field and the value."""
+
+    def __init__(self, field_name: str, value: object, reason: str):
+        self.field = field_name
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field_name}={value!r}: {reason}")
+
+
+def require_finite(field_name: str, value: float, *, minimum: float | None = 0.0,
+                   maximum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidValue(field_name, value, "must be a number")
+    if not math.isfinite(value):
+        raise InvalidValue(field_name, value, "must be finite")
+    if minimum is not None and value < minimum:
+        raise InvalidValue(field_name, value, f"must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidValue(field_name, value, f"must be <= {maximum}")
+    return float(value)
+
+
+def require_text(field_name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValue(field_name, value, "must be a non-empty string")
+    return value
+
+
+def require_count(field_name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue(field_name, value, "must be a whole number >= 0")
+    return value
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    ENGINEER = "engineer"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class DecidedBy(StrEnum):
+    """Which authority decided a served decision (see control.policy)."""
+
+    OVERRIDE = "override"
+    RULE_POOL = "rule_pool"
+    MODEL = "model"
+
+
+class OverrideField(StrEnum):
+    BID = "bid"              # yuan per click for the slot(s) in scope
+    BUDGET = "budget"        # the campaign's daily budget, yuan
+    AUDIENCE_ON = "audience_on"  # 1.0 = serve the audience package, 0.0 = switch it off
+
+
+class OverrideStatus(StrEnum):
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class GuardMode(StrEnum):
+    """Who serves a campaign's traffic according to its guard."""
+
+    MODEL = "model"
+    TRIPPED = "tripped"          # the manual rule pool serves everything
+    PROBATION = "probation"      # the pool serves, a canary share goes back to the model
+    FORCED_POOL = "forced_pool"  # a manager pinned the pool; automatic rules never leave it
+    FORCED_MODEL = "forced_model"  # a manager pinned the model; automatic rules never leave it
+
+
+# Modes in which the rule pool answers for the slot (probation: for the non-canary share).
+POOL_MODES = frozenset({GuardMode.TRIPPED, GuardMode.PROBATION, GuardMode.FORCED_POOL})
+
+
+@dataclass(frozen=True, slots=True)
+class AudiencePackage:
+    code: str
+    name_zh: str
+    name_en: str
+    kind: str = "life_scene"  # life_scene | value_tier
+
+    def __post_init__(self):
+        require_text("code", self.code)
+        require_text("name_zh", self.name_zh)
+        require_text("name_en", self.name_en)
+        if self.kind not in ("life_scene", "value_tier"):
+            raise InvalidValue("kind", self.kind, "must be life_scene or value_tier")
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    campaign_id: str
+    name: str
+    category: str
+    daily_budget: float   # yuan
+    budget_cap: float     # the most a daily budget may be raised to (override bound), yuan
+    avg_order_value: float  # yuan
+    gross_margin: float   # share of GMV kept as gross profit, in [0, 1]
+    target_roi: float = 2.0  # the bid formula divides predicted value per click by this
+
+    def __post_init__(self):
+        require_text("campaign_id", self.campaign_id)
+        require_text("name", self.name)
+        require_text("category", self.category)
+        require_finite("daily_budget", self.daily_budget)
+        require_finite("budget_cap", self.budget_cap)
+        if self.budget_cap < self.daily_budget:
+            raise InvalidValue("budget_cap", self.budget_cap, "must be >= daily_budget")
+        require_finite("avg_order_value", self.avg_order_value)
+        require_finite("gross_margin", self.gross_margin, maximum=1.0)
+        require_finite("target_roi", self.target_roi)
+        if self.target_roi == 0:
+            raise InvalidValue("target_roi", self.target_roi, "must be > 0")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Slot:
+    """campaign x audience package x time bucket: the unit the bidder decides for."""
+
+    campaign_id: str
+    audience_package: str
+    bucket_ts: int
+
+    def __post_init__(self):
+        require_text("campaign_id", self.campaign_id)
+        require_text("audience_package", self.audience_package)
+        require_count("bucket_ts", self.bucket_ts)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDecision:
+    """What the model decided for one slot, with what it saw (its feature vector)."""
+
+    slot: Slot
+    model_version: str
+    bid: float            # yuan per click, after pacing and caps
+    budget_share: float   # share of the campaign's budget for this bucket, [0, 1]
+    audience_on: bool
+    pred_ctr: float
+    pred_cvr: float
+    pred_value: float     # predicted GMV per click, yuan
+    pred_roi: float       # predicted GMV / spend at this bid
+    pacing: float = 1.0   # pacing multiplier applied to the bid
+    features: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        require_text("model_version", self.model_version)
+        require_finite("bid", self.bid)
+        require_finite("budget_share", self.budget_share, maximum=1.0)
+        if not isinstance(self.audience_on, bool):
+            raise InvalidValue("audience_on", self.audience_on, "must be true or false")
+        require_finite("pred_ctr", self.pred_ctr, maximum=1.0)
+        require_finite("pred_cvr", self.pred_cvr, maximum=1.0)
+        require_finite("pred_value", self.pred_value)
+        require_finite("pred_roi", self.pred_roi)
+        require_finite("pacing", self.pacing)
+        for name, value in self.features.items():
+            require_finite(f"features.{name}", value, minimum=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a slot's served decision produced, as far as known at `known_ts`.
+
+    Outcomes arrive as increments: orders and GMV keep arriving after the bucket
+    (conversion lag), each increment with the time it became known.
+    """
+
+    slot: Slot
+    known_ts: int
+    impressions: int = 0
+    clicks: int = 0
+    spend: float = 0.0
+    orders: int = 0
+    gmv: float = 0.0
+
+    def __post_init__(self):
+        require_count("known_ts", self.known_ts)
+        if self.known_ts < self.slot.bucket_ts:
+            raise InvalidValue("known_ts", self.known_ts, "is before the slot's bucket")
+        require_count("impressions", self.impressions)
+        require_count("clicks", self.clicks)
+        require_count("orders", self.orders)
+        require_finite("spend", self.spend)
+        require_finite("gmv", self.gmv)
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideScope:
+    campaign_id: str
+    audience_package: str | None = None  # None: every audience package of the campaign
+
+    def __post_init__(self):
+        require_text("campaign_id", self.campaign_id)
+        if self.audience_package is not None:
+            require_text("audience_package", self.audience_package)
+
+    def covers(self, campaign_id: str, audience_package: str) -> bool:
+        return self.campaign_id == campaign_id and self.audience_package in (None, audience_package)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    override_id: int
+    scope: OverrideScope
+    field: OverrideField
+    value: float
+    reason: str
+    proposed_by: str
+    proposed_ts: int
+    expires_ts: int
+    status: OverrideStatus = OverrideStatus.PROPOSED
+    reviewed_by: str | None = None
+    reviewed_ts: int | None = None
+    review_comment: str = ""
+    version: int = 1
+
+    def __post_init__(self):
+        require_finite("value", self.value)
+        if self.field is OverrideField.AUDIENCE_ON and self.value not in (0.0, 1.0):
+            raise InvalidValue("value", self.value, "audience_on takes 0 or 1")
+        require_text("reason", self.reason)
+        require_text("proposed_by", self.proposed_by)
+        require_count("proposed_ts", self.proposed_ts)
+        require_count("expires_ts", self.expires_ts)
+        if self.expires_ts <= self.proposed_ts:
+            raise InvalidValue("expires_ts", self.expires_ts, "must be after proposed_ts")
+
+    def in_force(self, now_ts: int) -> bool:
+        return self.status is OverrideStatus.APPROVED and now_ts < self.expires_ts
+
+
+@dataclass(frozen=True, slots=True)
+class GuardState:
+    """A campaign's guard as the effective policy needs it; guard internals live in guards/."""
+
+    campaign_id: str
+    mode: GuardMode = GuardMode.MODEL
+    canary_share: float = 0.0  # in PROBATION: share of traffic served by the model
+    event_id: int | None = None  # the guard event that put it in this mode
+
+    def __post_init__(self):
+        require_text("campaign_id", self.campaign_id)
+        require_finite("canary_share", self.canary_share, maximum=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleAnswer:
+    """The manual rule pool's decision for one slot (computed by guards.rule_pool)."""
+
+    rule_id: str
+    bid: float
+    audience_on: bool = True
+    budget_cap: float | None = None
+
+    def __post_init__(self):
+        require_text("rule_id", self.rule_id)
+        require_finite("bid", self.bid)
+        if self.budget_cap is not None:
+            require_finite("budget_cap", self.budget_cap)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    display_name: str
+    role: Role
+    active: bool = True
+
+    def __post_init__(self):
+        require_text("username", self.username)
+        require_text("display_name", self.display_name)
+        if not isinstance(self.role, Role):
+            raise InvalidValue("role", self.role, f"must be one of {[r.value for r in Role]}")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    entry_id: int
+    ts: int
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    before: dict | None
+    after: dict | None
+    prev_hash: str
+    hash: str
+
+
+class RuleAction(StrEnum):
+    FIXED_BID = "fixed_bid"        # bid = value, yuan per click
+    MULTIPLIER = "multiplier"      # bid = value x the slot's reference bid
+    BUDGET_CAP = "budget_cap"      # the campaign's spend per day may not pass value, yuan
+    AUDIENCE_OFF = "audience_off"  # do not serve the audience package
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One human-written rule of the manual rule pool (人工规则池).
+
+    Matches a campaign (or any, None), an audience package (or any) and an hour
+    range [hour_from, hour_to) of the promotion day; the highest priority match wins
+    per action kind.
+    """
+
+    rule_id: str
+    action: RuleAction
+    value: float = 0.0
+    priority: int = 0
+    campaign_id: str | None = None
+    audience_package: str | None = None
+    hour_from: int = 0
+    hour_to: int = 24
+    note: str = ""
+
+    def __post_init__(self):
+        require_text("rule_id", self.rule_id)
+        if not isinstance(self.action, RuleAction):
+            raise InvalidValue("action", self.action, f"must be one of {[a.value for a in RuleAction]}")
+        require_finite("value", self.value)
+        if self.action is RuleAction.MULTIPLIER and self.value == 0:
+            raise InvalidValue("value", self.value, "a multiplier must be > 0")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise InvalidValue("priority", self.priority, "must be a whole number")
+        if not (isinstance(self.hour_from, int) and 0 <= self.hour_from < 24):
+            raise InvalidValue("hour_from", self.hour_from, "must be a whole hour in 0..23")
+        if not (isinstance(self.hour_to, int) and self.hour_from < self.hour_to <= 24):
+            raise InvalidValue("hour_to", self.hour_to, "must be a whole hour after hour_from, <= 24")
+
+    def matches(self, campaign_id: str, audience_package: str, hour: int) -> bool:
+        return (self.campaign_id in (None, campaign_id)
+                and self.audience_package in (None, audience_package)
+                and self.hour_from <= hour < self.hour_to)

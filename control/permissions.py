@@ -1,0 +1,55 @@
+"""Who may do what. Enforced here, in the core: the panel and the API only ask.
+
+Admins administer users and tokens; they are not managers and do not approve
+overrides (the approver must be someone who answers for the money).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from control.domain import Role, User
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    PROPOSE_OVERRIDE = "propose_override"
+    APPROVE_OVERRIDE = "approve_override"   # approve or reject
+    REVOKE_OVERRIDE = "revoke_override"     # end someone else's or an approved override
+    KILL_SWITCH = "kill_switch"
+    FORCE_GUARD = "force_guard"             # manual trip, force model / pool, release
+    EDIT_GUARD_CONFIG = "edit_guard_config"
+    EDIT_RULE_POOL = "edit_rule_pool"
+    ACK_ALERT = "ack_alert"
+    RUN_STRESS_TEST = "run_stress_test"
+    MANAGE_USERS = "manage_users"
+    MANAGE_TOKENS = "manage_tokens"
+
+
+PERMISSIONS: dict[Role, frozenset[Action]] = {
+    Role.OPERATOR: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT}),
+    Role.ENGINEER: frozenset({Action.VIEW, Action.ACK_ALERT, Action.RUN_STRESS_TEST,
+                              Action.EDIT_RULE_POOL}),
+    Role.MANAGER: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.APPROVE_OVERRIDE,
+                             Action.REVOKE_OVERRIDE, Action.KILL_SWITCH, Action.FORCE_GUARD,
+                             Action.EDIT_GUARD_CONFIG, Action.EDIT_RULE_POOL, Action.ACK_ALERT,
+                             Action.RUN_STRESS_TEST}),
+    Role.ADMIN: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT,
+                           Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS}),
+}
+
+
+class PermissionDenied(PermissionError):
+    def __init__(self, user: User, action: Action):
+        self.user = user
+        self.action = action
+        super().__init__(f"{user.username} ({user.role.value}) may not {action.value}")
+
+
+def allowed(user: User, action: Action) -> bool:
+    return user.active and action in PERMISSIONS[user.role]
+
+
+def require(user: User, action: Action) -> None:
+    if not allowed(user, action):
+        raise PermissionDenied(user, action)

@@ -1,0 +1,241 @@
+"""Effective policy: for every slot exactly one authority decides.
+
+Order of authority, highest first:
+
+1. an approved, unexpired override covering the slot (decided_by = override);
+2. the manual rule pool, when the campaign's guard has it on the pool (tripped,
+   probation, forced) or a kill switch (global or the campaign's) is on
+   (decided_by = rule_pool);
+3. the model (decided_by = model).
+
+An override changes only its own field (bid, budget or audience on/off); the
+fields it does not touch come from the authority below it, but the slot is
+reported as decided by the override. Among overrides for the same field, one
+scoped to the audience package beats one scoped to the whole campaign, and of
+equal scope the one reviewed last wins.
+
+In PROBATION the pool decides and `canary_share` says which share of the slot's
+traffic the bidder sends back to the model (the guard's canary).
+
+`resolve_slot` is the definition, one slot at a time; `resolve_policy` is the
+same rule over a whole plan at once (columnar, vectorised) and is tested
+against `resolve_slot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from control.domain import (
+    POOL_MODES,
+    DecidedBy,
+    GuardMode,
+    GuardState,
+    Override,
+    OverrideField,
+    RuleAnswer,
+    Slot,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """Global and per-campaign kill switches: on means the rule pool serves."""
+
+    global_on: bool = False
+    campaigns: frozenset[str] = frozenset()
+
+    def covers(self, campaign_id: str) -> bool:
+        return self.global_on or campaign_id in self.campaigns
+
+
+@dataclass(frozen=True, slots=True)
+class SlotPlan:
+    """The model's plan for one slot: the inputs the policy needs from a ModelDecision."""
+
+    slot: Slot
+    bid: float
+    audience_on: bool
+    budget_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveDecision:
+    slot: Slot
+    decided_by: DecidedBy
+    bid: float
+    audience_on: bool
+    budget_share: float
+    model_bid: float
+    reason: str
+    override_ids: tuple[int, ...] = ()
+    rule_id: str | None = None
+    guard_event_id: int | None = None
+    canary_share: float = 0.0
+    daily_budget: float | None = None  # set by a budget override, yuan
+
+
+def _override_rank(override: Override) -> tuple[int, int, int]:
+    specific = 1 if override.scope.audience_package is not None else 0
+    return (specific, override.reviewed_ts or 0, override.override_id)
+
+
+def _winning_overrides(overrides: Iterable[Override], slot: Slot, now_ts: int) -> dict[OverrideField, Override]:
+    winners: dict[OverrideField, Override] = {}
+    for override in overrides:
+        if not override.in_force(now_ts):
+            continue
+        if not override.scope.covers(slot.campaign_id, slot.audience_package):
+            continue
+        current = winners.get(override.field)
+        if current is None or _override_rank(override) > _override_rank(current):
+            winners[override.field] = override
+    return winners
+
+
+def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardState | None,
+                 kill_switch: KillSwitch, pool: RuleAnswer | None, now_ts: int) -> EffectiveDecision:
+    """The effective decision for one slot (see the module docstring for the order)."""
+    slot = plan.slot
+    mode = guard.mode if guard is not None else GuardMode.MODEL
+    killed = kill_switch.covers(slot.campaign_id)
+    pool_serves = (killed or mode in POOL_MODES) and pool is not None
+
+    if pool_serves:
+        base = EffectiveDecision(
+            slot=slot, decided_by=DecidedBy.RULE_POOL, bid=pool.bid,
+            audience_on=pool.audience_on, budget_share=plan.budget_share, model_bid=plan.bid,
+            reason="kill_switch" if killed else f"guard:{mode.value}",
+            rule_id=pool.rule_id,
+            guard_event_id=None if killed else guard.event_id,
+            canary_share=0.0 if killed or mode is not GuardMode.PROBATION else guard.canary_share,
+        )
+    else:
+        reason = "model"
+        if killed or mode in POOL_MODES:
+            reason = "rule_pool_gap"  # a validated pool never has one; kept visible if it happens
+        base = EffectiveDecision(
+            slot=slot, decided_by=DecidedBy.MODEL, bid=plan.bid, audience_on=plan.audience_on,
+            budget_share=plan.budget_share, model_bid=plan.bid, reason=reason,
+        )
+
+    winners = _winning_overrides(overrides, slot, now_ts)
+    if not winners:
+        return base
+    bid, audience_on, daily_budget = base.bid, base.audience_on, None
+    if OverrideField.BID in winners:
+        bid = winners[OverrideField.BID].value
+    if OverrideField.AUDIENCE_ON in winners:
+        audience_on = winners[OverrideField.AUDIENCE_ON].value == 1.0
+    if OverrideField.BUDGET in winners:
+        daily_budget = winners[OverrideField.BUDGET].value
+    ids = tuple(sorted(o.override_id for o in winners.values()))
+    return EffectiveDecision(
+        slot=slot, decided_by=DecidedBy.OVERRIDE, bid=bid, audience_on=audience_on,
+        budget_share=base.budget_share, model_bid=plan.bid,
+        reason="override:" + ",".join(str(i) for i in ids), override_ids=ids,
+        rule_id=base.rule_id, guard_event_id=base.guard_event_id,
+        canary_share=0.0, daily_budget=daily_budget,
+    )
+
+
+# Columns of the plan frame `resolve_policy` takes and of the policy frame it returns.
+PLAN_COLUMNS = ("campaign_id", "audience_package", "bucket_ts", "bid", "audience_on", "budget_share")
+POLICY_COLUMNS = PLAN_COLUMNS + (
+    "decided_by", "model_bid", "reason", "override_ids", "rule_id", "guard_event_id",
+    "canary_share", "daily_budget",
+)
+
+
+def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
+                   guards: Mapping[str, GuardState], kill_switch: KillSwitch,
+                   pool: Mapping[tuple[str, str], RuleAnswer], now_ts: int) -> pd.DataFrame:
+    """`resolve_slot` for every row of `plan` (columns PLAN_COLUMNS), vectorised.
+
+    `pool` maps (campaign_id, audience_package) to the rule pool's answer for the
+    plan's bucket. Returns a new frame with POLICY_COLUMNS, one row per plan row,
+    in the same order.
+    """
+    n = len(plan)
+    campaign = plan["campaign_id"].to_numpy(dtype=object)
+    package = plan["audience_package"].to_numpy(dtype=object)
+    model_bid = plan["bid"].to_numpy(dtype=np.float64)
+    bid = model_bid.copy()
+    audience_on = plan["audience_on"].to_numpy(dtype=bool).copy()
+    decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
+    reason = np.full(n, "model", dtype=object)
+    rule_id = np.full(n, None, dtype=object)
+    guard_event_id = np.full(n, None, dtype=object)
+    canary_share = np.zeros(n)
+    daily_budget = np.full(n, np.nan)
+    override_ids = np.full(n, (), dtype=object)
+
+    rows_by_campaign = pd.Series(np.arange(n)).groupby(campaign, sort=False).indices if n else {}
+
+    # Rule pool: kill switch first, then guard modes, campaign by campaign.
+    for campaign_id, rows in rows_by_campaign.items():
+        guard = guards.get(campaign_id)
+        mode = guard.mode if guard is not None else GuardMode.MODEL
+        killed = kill_switch.covers(campaign_id)
+        if not (killed or mode in POOL_MODES):
+            continue
+        why = "kill_switch" if killed else f"guard:{mode.value}"
+        for row in rows:
+            answer = pool.get((campaign_id, package[row]))
+            if answer is None:
+                reason[row] = "rule_pool_gap"
+                continue
+            bid[row] = answer.bid
+            audience_on[row] = answer.audience_on
+            decided_by[row] = DecidedBy.RULE_POOL.value
+            reason[row] = why
+            rule_id[row] = answer.rule_id
+            if not killed:
+                guard_event_id[row] = guard.event_id
+                if mode is GuardMode.PROBATION:
+                    canary_share[row] = guard.canary_share
+
+    # Overrides in rank order, so the highest-ranked one for a field is applied last.
+    in_force = sorted((o for o in overrides if o.in_force(now_ts)), key=_override_rank)
+    touched: dict[int, dict[OverrideField, int]] = {}
+    for override in in_force:
+        rows = rows_by_campaign.get(override.scope.campaign_id)
+        if rows is None:
+            continue
+        if override.scope.audience_package is not None:
+            rows = rows[package[rows] == override.scope.audience_package]
+        if override.field is OverrideField.BID:
+            bid[rows] = override.value
+        elif override.field is OverrideField.AUDIENCE_ON:
+            audience_on[rows] = override.value == 1.0
+        else:
+            daily_budget[rows] = override.value
+        for row in rows.tolist():
+            touched.setdefault(row, {})[override.field] = override.override_id
+    for row, by_field in touched.items():
+        ids = tuple(sorted(by_field.values()))
+        override_ids[row] = ids
+        decided_by[row] = DecidedBy.OVERRIDE.value
+        reason[row] = "override:" + ",".join(str(i) for i in ids)
+        canary_share[row] = 0.0
+
+    return pd.DataFrame({
+        "campaign_id": campaign,
+        "audience_package": package,
+        "bucket_ts": plan["bucket_ts"].to_numpy(),
+        "bid": bid,
+        "audience_on": audience_on,
+        "budget_share": plan["budget_share"].to_numpy(dtype=np.float64),
+        "decided_by": decided_by,
+        "model_bid": model_bid,
+        "reason": reason,
+        "override_ids": override_ids,
+        "rule_id": rule_id,
+        "guard_event_id": guard_event_id,
+        "canary_share": canary_share,
+        "daily_budget": daily_budget,
+    })

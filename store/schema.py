@@ -1,0 +1,279 @@
+"""The store's tables (SQLAlchemy Core). Migrations in store/migrations create them.
+
+Times are integer epoch seconds (UTC), `*_ts`. Money is yuan (float). JSON
+columns hold small documents (features, payloads, before/after states).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("campaign_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("daily_budget", Float, nullable=False),
+    Column("budget_cap", Float, nullable=False),
+    Column("avg_order_value", Float, nullable=False),
+    Column("gross_margin", Float, nullable=False),
+    Column("target_roi", Float, nullable=False, server_default="2.0"),
+)
+
+audience_packages = Table(
+    "audience_packages", metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name_zh", String(64), nullable=False),
+    Column("name_en", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+)
+
+# One row per served slot decision: the model's decision, what was served, and who decided.
+decisions = Table(
+    "decisions", metadata,
+    Column("decision_id", ID, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("audience_package", String(64), nullable=False),
+    Column("bucket_ts", BigInteger, nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("model_bid", Float, nullable=False),
+    Column("bid", Float, nullable=False),  # served
+    Column("budget_share", Float, nullable=False),
+    Column("audience_on", Boolean, nullable=False),
+    Column("pred_ctr", Float, nullable=False),
+    Column("pred_cvr", Float, nullable=False),
+    Column("pred_value", Float, nullable=False),
+    Column("pred_roi", Float, nullable=False),
+    Column("pacing", Float, nullable=False, server_default="1.0"),
+    Column("pool_bid", Float),       # the rule pool's answer for the slot (shadow score)
+    Column("pool_pred_roi", Float),  # predicted ROI at the pool's bid (shadow score)
+    Column("decided_by", String(16), nullable=False),
+    Column("decided_reason", String(200), nullable=False, server_default=""),
+    Column("source", String(32), nullable=False, server_default="sim"),
+    Column("received_ts", BigInteger, nullable=False),
+    Column("features", JSON),
+    Index("ix_decisions_campaign_bucket", "campaign_id", "bucket_ts"),
+    Index("ix_decisions_bucket", "bucket_ts"),
+)
+
+# Increments: each row is what became known at known_ts (conversion lag).
+outcomes = Table(
+    "outcomes", metadata,
+    Column("outcome_id", ID, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("audience_package", String(64), nullable=False),
+    Column("bucket_ts", BigInteger, nullable=False),
+    Column("known_ts", BigInteger, nullable=False),
+    Column("impressions", BigInteger, nullable=False, server_default="0"),
+    Column("clicks", BigInteger, nullable=False, server_default="0"),
+    Column("spend", Float, nullable=False, server_default="0"),
+    Column("orders", BigInteger, nullable=False, server_default="0"),
+    Column("gmv", Float, nullable=False, server_default="0"),
+    Column("source", String(32), nullable=False, server_default="sim"),
+    Index("ix_outcomes_campaign_bucket", "campaign_id", "bucket_ts"),
+    Index("ix_outcomes_known", "known_ts"),
+)
+
+# Rows refused by validation, kept with the reason: nothing is silently dropped.
+quarantine = Table(
+    "quarantine", metadata,
+    Column("quarantine_id", ID, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # decision | outcome
+    Column("source", String(200), nullable=False),
+    Column("received_ts", BigInteger, nullable=False),
+    Column("row_index", BigInteger),
+    Column("field", String(64), nullable=False),
+    Column("value", Text),
+    Column("reason", Text, nullable=False),
+    Column("row", JSON, nullable=False),
+)
+
+# SHAP values stored with the decision, under the model version that made it.
+explanations = Table(
+    "explanations", metadata,
+    Column("decision_id", ID, ForeignKey("decisions.decision_id", ondelete="CASCADE"), primary_key=True),
+    Column("model_version", String(64), nullable=False),
+    Column("base_value", Float, nullable=False),
+    Column("contributions", LargeBinary, nullable=False),  # float32, in the model's feature order
+    Column("feature_values", LargeBinary, nullable=False),  # float32: what the model saw
+)
+
+models = Table(
+    "models", metadata,
+    Column("model_version", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, server_default="0"),
+    Column("meta", JSON, nullable=False),
+)
+
+users = Table(
+    "users", metadata,
+    Column("username", String(64), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(300), nullable=False),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
+    Column("locked_until_ts", BigInteger, nullable=False, server_default="0"),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+overrides = Table(
+    "overrides", metadata,
+    Column("override_id", ID, primary_key=True, autoincrement=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("audience_package", String(64)),
+    Column("field", String(16), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("reviewed_by", String(64)),
+    Column("reviewed_ts", BigInteger),
+    Column("review_comment", Text, nullable=False, server_default=""),
+    Column("version", Integer, nullable=False),  # optimistic concurrency
+    Index("ix_overrides_status", "status"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("entry_id", ID, primary_key=True, autoincrement=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity", String(64), nullable=False),
+    Column("entity_id", String(200), nullable=False),
+    Column("before", JSON),
+    Column("after", JSON),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Small named switches and documents (kill switch, guard defaults), versioned.
+control_flags = Table(
+    "control_flags", metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)
+
+# Current state of each guard for each campaign (guards/ owns the state document).
+guard_states = Table(
+    "guard_states", metadata,
+    Column("guard", String(32), primary_key=True),
+    Column("campaign_id", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("event_id", BigInteger),
+    Column("version", Integer, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+)
+
+guard_events = Table(
+    "guard_events", metadata,
+    Column("event_id", ID, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("guard", String(32), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Index("ix_guard_events_campaign_ts", "campaign_id", "ts"),
+)
+
+# The ledger of trips: figures before and after, detection delay, loss avoided.
+guard_trips = Table(
+    "guard_trips", metadata,
+    Column("trip_id", ID, primary_key=True, autoincrement=True),
+    Column("guard", String(32), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("tripped_ts", BigInteger, nullable=False),
+    Column("restored_ts", BigInteger),
+    Column("event_id", BigInteger, nullable=False),
+    Column("roi_before", Float),
+    Column("roi_after", Float),
+    Column("detection_delay_s", BigInteger),
+    Column("loss_avoided", Float),
+    Column("details", JSON, nullable=False),
+)
+
+rule_pool_versions = Table(
+    "rule_pool_versions", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("source", Text, nullable=False),  # the TOML text as written
+    Column("status", String(16), nullable=False),  # active | superseded | refused
+    Column("error", Text, nullable=False, server_default=""),
+)
+
+# Durable alert outbox (at-least-once delivery; dedupe_key stops doubles).
+alerts = Table(
+    "alerts", metadata,
+    Column("alert_id", ID, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("group_key", String(200), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("campaign_id", String(64)),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_ts", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("delivered_ts", BigInteger),
+    Column("message_id", String(200)),
+    Column("acked_ts", BigInteger),
+    Column("acked_by", String(64)),
+    Column("resolved_ts", BigInteger),
+    Column("last_error", Text, nullable=False, server_default=""),
+    UniqueConstraint("dedupe_key", name="uq_alerts_dedupe_key"),
+    Index("ix_alerts_status_next", "status", "next_attempt_ts"),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("revoked_ts", BigInteger),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("response", JSON, nullable=False),
+)
