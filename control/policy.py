@@ -172,7 +172,8 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
     guard_event_id = np.full(n, None, dtype=object)
     canary_share = np.zeros(n)
     daily_budget = np.full(n, np.nan)
-    override_ids = np.full(n, (), dtype=object)
+    override_ids = np.empty(n, dtype=object)
+    override_ids[:] = [()] * n
 
     rows_by_campaign = pd.Series(np.arange(n)).groupby(campaign, sort=False).indices if n else {}
 
