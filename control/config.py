@@ -44,6 +44,11 @@ class Settings:
                              "Absolute cap on any override bid, yuan per click.")
     max_override_hours: int = setting(168, "BIDLENS_MAX_OVERRIDE_HOURS",
                                       "The longest an override may be proposed for, hours.")
+    guard_config: str = setting("", "BIDLENS_GUARD_CONFIG",
+                                "TOML file overriding guards/guard_defaults.toml (also per campaign); "
+                                "empty: the defaults.")
+    guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
+                                    "The guard worker evaluates every this many seconds of its clock.")
 
     @property
     def database_url(self) -> str:
