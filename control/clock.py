@@ -30,15 +30,25 @@ class ManualClock:
         return self.now_ts
 
 
-@dataclass
+@dataclass(frozen=True)
 class AcceleratedClock:
-    start_ts: int             # simulated time at the moment the clock was made
-    speed: float              # simulated seconds per real second
-    real_time: Callable[[], float] = time.monotonic
-    _real_start: float = field(init=False)
+    """Simulated time = start_ts + (real time - real_start) x speed.
 
-    def __post_init__(self):
-        self._real_start = self.real_time()
+    Anchored to wall-clock time, so every process of the demo (simulator, guard
+    worker, panels) that is given the same anchor reads the same promotion time.
+    """
+
+    start_ts: int        # simulated time at real_start
+    real_start: float    # wall-clock epoch seconds
+    speed: float         # simulated seconds per real second
+    real_time: Callable[[], float] = field(default=time.time, compare=False)
 
     def __call__(self) -> int:
-        return int(self.start_ts + (self.real_time() - self._real_start) * self.speed)
+        return int(self.start_ts + (self.real_time() - self.real_start) * self.speed)
+
+    def anchor(self) -> dict:
+        return {"start_ts": self.start_ts, "real_start": self.real_start, "speed": self.speed}
+
+    @classmethod
+    def from_anchor(cls, anchor: dict) -> AcceleratedClock:
+        return cls(int(anchor["start_ts"]), float(anchor["real_start"]), float(anchor["speed"]))
