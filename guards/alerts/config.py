@@ -160,12 +160,12 @@ def _channel(name: str, doc: object) -> ChannelConfig:
     where = f"channels.{name}"
     if not isinstance(doc, dict):
         raise InvalidValue(where, doc, "must be a table")
+    if {"key", "webhook", "webhook_url"} & set(doc):  # checked first: the value must not reach an error
+        raise InvalidValue(where, "***", "put the key in an environment variable and name it in key_env")
     known = set(ChannelConfig.__slots__) - {"name"}
     unknown = set(doc) - known
-    if unknown:
-        raise InvalidValue(f"{where}.{sorted(unknown)[0]}", doc[sorted(unknown)[0]], "unknown setting")
-    if "key" in doc or "webhook" in doc:
-        raise InvalidValue(where, "***", "put the key in an environment variable and name it in key_env")
+    if unknown:  # the value is not shown: a misnamed setting may hold a secret
+        raise InvalidValue(f"{where}.{sorted(unknown)[0]}", "…", "unknown setting")
     values = dict(doc)
     for lst in ("mentioned_list", "mentioned_mobile_list"):
         if lst in values:

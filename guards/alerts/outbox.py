@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from control.audit import AuditRecord
 from control.config import load_settings
 from control.domain import InvalidValue
-from guards.alerts.channels import Channels
+from guards.alerts.channels import Channels, build_channels
 from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
 from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, group_due, pack, plan_enqueue
 from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
@@ -66,6 +66,11 @@ def current_config() -> AlertsConfig:
     st = load_settings()
     mtime = Path(st.alerts_config).stat().st_mtime if st.alerts_config and Path(st.alerts_config).exists() else 0
     return _config_at(st.alerts_config, mtime, st.data_dir)
+
+
+def channels_from_settings(environ: Mapping[str, str] | None = None) -> Channels:
+    """The live channels of the configured file, keys read from the environment, links to the panel."""
+    return build_channels(current_config(), environ, panel_url=load_settings().panel_url)
 
 
 def _insert_ignore(conn: Connection, table, values: dict):
