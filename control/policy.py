@@ -172,7 +172,8 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
     guard_event_id = np.full(n, None, dtype=object)
     canary_share = np.zeros(n)
     daily_budget = np.full(n, np.nan)
-    override_ids = np.full(n, (), dtype=object)
+    override_ids = np.empty(n, dtype=object)
+    override_ids[:] = [()] * n
 
     rows_by_campaign = pd.Series(np.arange(n)).groupby(campaign, sort=False).indices if n else {}
 
@@ -234,8 +235,9 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
         "model_bid": model_bid,
         "reason": reason,
         "override_ids": override_ids,
-        "rule_id": rule_id,
-        "guard_event_id": guard_event_id,
+        # object dtype keeps None as None (pandas would turn it into NaN in a string column)
+        "rule_id": pd.Series(rule_id, dtype=object),
+        "guard_event_id": pd.Series(guard_event_id, dtype=object),
         "canary_share": canary_share,
         "daily_budget": daily_budget,
     })

@@ -31,3 +31,12 @@ def make_engine(url: str) -> Engine:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def open_store(url: str) -> Engine:
+    """An engine on `url` with the schema migrated to the newest revision."""
+    from store.migrate import upgrade
+
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine

@@ -1,0 +1,141 @@
+"""Validating batches of decision and outcome rows, vectorised.
+
+A batch is split into the rows that pass and the rows that are refused; each
+refusal names the row's index in the batch, the first field that failed, its
+value and the reason. Refused rows are kept (the quarantine table), never dropped.
+The same rules as the domain types (control.domain), applied to whole columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DECISION_COLUMNS = {
+    "campaign_id": "text", "audience_package": "text", "bucket_ts": "ts",
+    "model_version": "text", "bid": "money", "budget_share": "share", "audience_on": "bool",
+    "pred_ctr": "share", "pred_cvr": "share", "pred_value": "money", "pred_roi": "rate",
+}
+DECISION_OPTIONAL = {"model_bid": "money", "pacing": "rate", "pool_bid": "money",
+                     "pool_pred_roi": "rate", "decided_by": "text", "decided_reason": "any",
+                     "features": "any"}
+OUTCOME_COLUMNS = {
+    "campaign_id": "text", "audience_package": "text", "bucket_ts": "ts", "known_ts": "ts",
+    "impressions": "count", "clicks": "count", "spend": "money", "orders": "count", "gmv": "money",
+}
+
+MAX_FUTURE_S = 24 * 3600  # a timestamp more than a day ahead of the receiving clock is refused
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    row_index: int
+    field: str
+    value: object
+    reason: str
+    row: dict
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    accepted: pd.DataFrame
+    refused: list[Refusal]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bid: float = 1000.0          # yuan per click: anything above is a unit or decimal-point error
+    max_future_s: int = MAX_FUTURE_S
+
+
+def _failures(col: pd.Series, kind: str, limits: Limits, now_ts: int) -> tuple[np.ndarray, str]:
+    """A boolean mask of failing rows and the reason, for one column of one kind."""
+    if kind == "any":
+        return np.zeros(len(col), dtype=bool), ""
+    if kind == "text":
+        text = col.astype("string")
+        return (col.isna() | (text.str.strip() == "")).to_numpy(dtype=bool), "must be a non-empty string"
+    if kind == "bool":
+        ok = col.map(lambda v: isinstance(v, (bool, np.bool_)) or v in (0, 1))
+        return ~ok.to_numpy(dtype=bool), "must be true or false"
+    numbers = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers)
+    if kind in ("ts", "count"):
+        bad |= (numbers < 0) | (np.floor(numbers) != numbers)
+        if kind == "ts":
+            bad |= numbers > now_ts + limits.max_future_s
+            return bad, f"must be whole epoch seconds, not negative nor more than {limits.max_future_s} s ahead"
+        return bad, "must be a whole number >= 0"
+    bad |= numbers < 0
+    if kind == "share":
+        bad |= numbers > 1
+        return bad, "must be a finite number in [0, 1]"
+    if kind == "money":
+        bad |= numbers > limits.max_bid * 1e6  # money columns other than bids: only absurd sizes
+        return bad, "must be a finite number >= 0"
+    return bad, "must be a finite number >= 0"
+
+
+def _validate(frame: pd.DataFrame, columns: dict[str, str], optional: dict[str, str],
+              now_ts: int, limits: Limits, extra_checks) -> ValidationResult:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"batch lacks required column(s) {missing}")
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    first_field = np.full(n, None, dtype=object)
+    reasons = np.full(n, None, dtype=object)
+
+    def mark(mask: np.ndarray, field: str, reason: str) -> None:
+        new = mask & (first_field == None)  # noqa: E711 - elementwise on an object array
+        first_field[new] = field
+        reasons[new] = reason
+
+    for name, kind in list(columns.items()) + [(c, k) for c, k in optional.items() if c in frame]:
+        mask, reason = _failures(frame[name], kind, limits, now_ts)
+        if name in optional:
+            mask &= frame[name].notna().to_numpy(dtype=bool)
+        mark(mask, name, reason)
+    for field, mask, reason in extra_checks(frame):
+        mark(np.asarray(mask, dtype=bool), field, reason)
+
+    refused_rows = np.flatnonzero(first_field != None)  # noqa: E711
+    refusals = [
+        Refusal(int(i), first_field[i], frame.at[i, first_field[i]], reasons[i],
+                {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                 for k, v in frame.iloc[i].to_dict().items()})
+        for i in refused_rows
+    ]
+    accepted = frame.drop(index=refused_rows).reset_index(drop=True) if len(refused_rows) else frame
+    return ValidationResult(accepted, refusals)
+
+
+def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                       limits: Limits = Limits()) -> ValidationResult:
+    def checks(f: pd.DataFrame):
+        bids = pd.to_numeric(f["bid"], errors="coerce").to_numpy(dtype=np.float64)
+        yield "bid", bids > limits.max_bid, f"bid above {limits.max_bid} yuan per click"
+        if known_campaigns is not None:
+            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
+                   "unknown campaign")
+        if "decided_by" in f:
+            yield ("decided_by",
+                   f["decided_by"].notna().to_numpy() & ~f["decided_by"].isin(["model", "rule_pool", "override"]).to_numpy(),
+                   "must be model, rule_pool or override")
+    return _validate(frame, DECISION_COLUMNS, DECISION_OPTIONAL, now_ts, limits, checks)
+
+
+def validate_outcomes(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                      limits: Limits = Limits()) -> ValidationResult:
+    def checks(f: pd.DataFrame):
+        num = {c: pd.to_numeric(f[c], errors="coerce").to_numpy(dtype=np.float64)
+               for c in ("bucket_ts", "known_ts", "impressions", "clicks", "orders")}
+        yield "known_ts", num["known_ts"] < num["bucket_ts"], "is before the slot's bucket"
+        yield "clicks", num["clicks"] > num["impressions"], "more clicks than impressions"
+        if known_campaigns is not None:
+            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
+                   "unknown campaign")
+    return _validate(frame, OUTCOME_COLUMNS, {}, now_ts, limits, checks)
