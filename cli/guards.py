@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 from cli.output import add_json_flag, emit, fail
+from control.clock import AcceleratedClock
 from control.domain import InvalidValue, User
 from control.permissions import PermissionDenied
 from control.service import Control
+from guards.alert_bridge import enqueue_guard_alert
 from guards.config import load_guard_settings
 from guards.pool_store import list_versions
 from guards.rule_pool import PoolBounds
@@ -19,24 +21,13 @@ from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 
 
-def _open(clock=None):
+def _open():
     from cli.store_cmds import open_control
 
     control = open_control()
-    if clock is not None:
-        control.clock = clock
     settings = load_guard_settings(control.settings.guard_config)
     bounds = PoolBounds(max_bid=control.settings.max_bid, max_multiplier=control.settings.max_bid_multiple)
-    return control, GuardService(control.engine, control.clock, settings, bounds, alert_sink=_alert_sink()), settings
-
-
-def _alert_sink():
-    """The alert outbox when the alerts package is installed with this build."""
-    try:
-        from guards.alert_bridge import enqueue_guard_alert
-    except ImportError:
-        return None
-    return enqueue_guard_alert
+    return control, GuardService(control.engine, control.clock, settings, bounds, alert_sink=enqueue_guard_alert), settings
 
 
 def _user(control: Control, username: str) -> User:
@@ -47,20 +38,18 @@ def _user(control: Control, username: str) -> User:
     return record.user
 
 
-def make_clock(speed: float, start_ts: int | None):
-    """Real time, or an accelerated clock: start_ts + speed x real seconds since now."""
-    if speed == 1.0 and start_ts is None:
-        return lambda: int(time.time())
-    origin, base = time.time(), int(time.time()) if start_ts is None else start_ts
-    return lambda: int(base + (time.time() - origin) * speed)
-
-
 def cmd_run(args) -> int:
-    clock = make_clock(args.speed, args.start_ts)
-    control, _, settings = _open(clock)
+    control, _, settings = _open()
+    if args.speed is not None:
+        start = int(time.time()) if args.start_ts is None else args.start_ts
+        clock = AcceleratedClock(start, time.time(), args.speed)
+    else:  # the demo's promotion clock when one is anchored in the store, else real time
+        with control.engine.connect() as conn:
+            clock = repo.store_clock(conn)
+    control.clock = clock
     worker = GuardWorker(control.engine, clock, settings,
                          interval_s=args.interval or control.settings.guard_interval_s,
-                         expire_overrides=control.expire_overrides, alert_sink=_alert_sink())
+                         expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert)
 
     def on_tick(report) -> None:
         for e in report.events:
@@ -80,7 +69,7 @@ def cmd_run(args) -> int:
                      f"{report.campaigns} campaigns evaluated in {report.seconds:.3f}s, "
                      f"{len(report.events)} events")
                 return 0
-            print(f"guard worker running: every {worker.interval_s}s of its clock (speed x{args.speed})", flush=True)
+            print(f"guard worker running: every {worker.interval_s}s of its clock", flush=True)
             worker.run(on_tick=on_tick)
     except LockBusy as exc:
         return fail(str(exc), 3)
@@ -172,8 +161,10 @@ def register(subparsers) -> None:
 
     run = sub.add_parser("run", help="run the guard worker (one per store; a second one waits)")
     run.add_argument("--interval", type=int, default=0, help="seconds of the clock between evaluations")
-    run.add_argument("--speed", type=float, default=1.0, help="clock speed (60 = a simulated minute per second)")
-    run.add_argument("--start-ts", type=int, default=None, help="accelerated clock starts here (epoch seconds)")
+    run.add_argument("--speed", type=float, default=None,
+                     help="own accelerated clock (60 = a simulated minute per second); default: the demo's "
+                          "clock anchored in the store, else real time")
+    run.add_argument("--start-ts", type=int, default=None, help="with --speed: the clock starts here (epoch s)")
     run.add_argument("--once", action="store_true", help="one evaluation, then exit")
     run.add_argument("--lock-timeout", type=float, default=None, help="give up waiting for the lock after S s")
     add_json_flag(run)
