@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control.domain import DecidedBy, GuardMode, GuardState, Override, OverrideField, OverrideScope, OverrideStatus, Slot
+from control.domain import (
+    DecidedBy,
+    GuardMode,
+    GuardState,
+    Override,
+    OverrideField,
+    OverrideScope,
+    OverrideStatus,
+    Slot,
+)
 from control.policy import KillSwitch, SlotPlan, resolve_policy, resolve_slot
 from guards.pool_store import active_version, list_versions, load_active_pool, submit_pool
 from guards.rule_pool import PoolBounds, load_rule_pool, validate_rule_pool
@@ -47,8 +56,8 @@ hour_from = 22
 """
 
 
-def problems(text: str, bounds=PoolBounds()):
-    return validate_rule_pool(load_rule_pool(text), CAMPAIGNS, list(PACKAGES), bounds)
+def problems(text: str, bounds: PoolBounds | None = None):
+    return validate_rule_pool(load_rule_pool(text), CAMPAIGNS, list(PACKAGES), bounds or PoolBounds())
 
 
 def test_answers_follow_priority_and_kinds():
