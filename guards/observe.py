@@ -76,15 +76,18 @@ def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
     return max(config.maturity_s + config.realised_window_s, config.spend_window_s, 3 * stale_after_s)
 
 
-def _sum_by(keys: np.ndarray, index: pd.Index, values: np.ndarray) -> np.ndarray:
-    codes = index.get_indexer(keys)
+def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
+    """Row -> campaign position in `index` (-1: a campaign not in the campaigns table)."""
+    return index.get_indexer(frame["campaign_id"].to_numpy(dtype=object))
+
+
+def _sum_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     ok = codes >= 0
-    return np.bincount(codes[ok], weights=values[ok], minlength=len(index))
+    return np.bincount(codes[ok], weights=values[ok], minlength=n)
 
 
-def _max_by(keys: np.ndarray, index: pd.Index, values: np.ndarray) -> np.ndarray:
-    out = np.full(len(index), np.nan)
-    codes = index.get_indexer(keys)
+def _max_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    out = np.full(n, np.nan)
     ok = codes >= 0
     np.fmax.at(out, codes[ok], values[ok].astype(np.float64))
     return out
@@ -102,21 +105,21 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
     index = pd.Index(campaigns["campaign_id"].to_numpy(dtype=object))
     n = len(index)
 
-    d_keys = decisions["campaign_id"].to_numpy(dtype=object)
+    d_codes = _codes(decisions, index)
     d_bucket = decisions["bucket_ts"].to_numpy(dtype=np.int64)
-    latest = _max_by(d_keys, index, d_bucket)
-    latest_row = latest[index.get_indexer(d_keys)] if len(d_keys) else np.zeros(0)
+    latest = _max_by(d_codes, n, d_bucket)
+    latest_row = np.append(latest, np.nan)[d_codes]  # -1 (unknown campaign) reads the NaN
     in_pred = d_bucket > latest_row - config.pred_window_s
     w = decisions["w"].to_numpy(dtype=np.float64) * in_pred
-    w_sum = _sum_by(d_keys, index, w)
-    roi_sum = _sum_by(d_keys, index, decisions["roi_w"].to_numpy(dtype=np.float64) * in_pred)
-    pool_sum = _sum_by(d_keys, index, np.nan_to_num(decisions["pool_w"].to_numpy(dtype=np.float64)) * in_pred)
-    pool_n = _sum_by(d_keys, index, np.nan_to_num(decisions["pool_n"].to_numpy(dtype=np.float64)) * in_pred)
+    w_sum = _sum_by(d_codes, n, w)
+    roi_sum = _sum_by(d_codes, n, decisions["roi_w"].to_numpy(dtype=np.float64) * in_pred)
+    pool_sum = _sum_by(d_codes, n, np.nan_to_num(decisions["pool_w"].to_numpy(dtype=np.float64)) * in_pred)
+    pool_n = _sum_by(d_codes, n, np.nan_to_num(decisions["pool_n"].to_numpy(dtype=np.float64)) * in_pred)
     with np.errstate(invalid="ignore", divide="ignore"):
         pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
         pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
 
-    o_keys = outcomes["campaign_id"].to_numpy(dtype=object)
+    o_codes = _codes(outcomes, index)
     o_bucket = outcomes["bucket_ts"].to_numpy(dtype=np.int64)
     spend = outcomes["spend"].to_numpy(dtype=np.float64)
     last_known = outcomes["last_known_ts"].to_numpy(dtype=np.int64)
@@ -124,12 +127,12 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
     age = watermark - o_bucket
     share = lag_share(age, config)
     mature = (age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)
-    realised_spend = _sum_by(o_keys, index, spend * share * mature)
-    realised_gmv = _sum_by(o_keys, index, outcomes["gmv"].to_numpy(dtype=np.float64) * mature)
-    realised_orders = _sum_by(o_keys, index, outcomes["orders"].to_numpy(dtype=np.float64) * mature)
+    realised_spend = _sum_by(o_codes, n, spend * share * mature)
+    realised_gmv = _sum_by(o_codes, n, outcomes["gmv"].to_numpy(dtype=np.float64) * mature)
+    realised_orders = _sum_by(o_codes, n, outcomes["orders"].to_numpy(dtype=np.float64) * mature)
     recent = o_bucket > watermark - config.spend_window_s
-    spend_rate = _sum_by(o_keys, index, spend * recent) / config.spend_window_s
-    last_outcome = _max_by(o_keys, index, last_known)
+    spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
+    last_outcome = _max_by(o_codes, n, last_known)
     with np.errstate(invalid="ignore", divide="ignore"):
         realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
 
