@@ -192,9 +192,14 @@ EVENT_TYPES = {cls.kind: cls for cls in (GuardTripped, ProbationStarted, GuardRe
 
 # --- transitions -------------------------------------------------------------------------------
 
+def _figures(signal: Signal) -> tuple[tuple[str, float], ...]:
+    """The signal's figures for an event or a state: finite values, rounded (computed only when needed)."""
+    return tuple(sorted((k, round(float(v), 4)) for k, v in signal.figures.items() if v == v))
+
+
 def _event(cls, guard: str, campaign_id: str, now: int, before: MachineState, after: MachineState,
            signal: Signal | None, **extra) -> GuardEvent:
-    figures = tuple(sorted(signal.figures.items())) if signal is not None else ()
+    figures = _figures(signal) if signal is not None else ()
     return cls(guard=guard, campaign_id=campaign_id, ts=now, mode_before=before.mode,
                mode_after=after.mode, figures=figures, **extra)
 
@@ -209,7 +214,7 @@ def _trip(state: MachineState, signal: Signal, config: MachineConfig, now: int, 
     after = replace(state, mode=GuardMode.TRIPPED, since_ts=now, cause=cause, counts=(),
                     first_breach_ts=None, probation_passes=0, cooldown_s=cooldown,
                     trip_ts=_recent_trips(state, now) + (now,), release_approved=False, waiting_note="",
-                    figures_at_trip=tuple(sorted(signal.figures.items())), canary_share=0.0)
+                    figures_at_trip=_figures(signal), canary_share=0.0)
     started = state.first_breach_ts if state.first_breach_ts is not None else now
     return after, [_event(GuardTripped, guard, campaign_id, now, state, after, signal, cause=cause,
                           detection_delay_s=max(0, now - started))]
@@ -259,6 +264,8 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
     if state.mode is GuardMode.MODEL:
         if not new_evaluation:
             return state, events
+        if not state.counts and not any(c.breached for c in signal.checks):
+            return state, events  # the common case: nothing to count, nothing to write
         counted, fired = _count(state, signal, now_ts)
         if fired is None:
             return counted, events

@@ -78,7 +78,7 @@ def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
 
 def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
     """Row -> campaign position in `index` (-1: a campaign not in the campaigns table)."""
-    return index.get_indexer(frame["campaign_id"].to_numpy(dtype=object))
+    return index.get_indexer(frame["campaign_id"].array)
 
 
 def _sum_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
@@ -102,7 +102,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
     features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
     campaigns: campaign_id, avg_order_value
     """
-    index = pd.Index(campaigns["campaign_id"].to_numpy(dtype=object))
+    index = pd.Index(campaigns["campaign_id"].array)
     n = len(index)
 
     d_codes = _codes(decisions, index)

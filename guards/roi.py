@@ -66,8 +66,7 @@ def roi_signal(obs: Observation, config: RoiConfig) -> Signal:
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
                "realised_upper": upper, "realised_spend": obs.realised_spend,
                "pool_pred_roi": obs.pool_pred_roi}
-    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s,
-                  {k: round(float(v), 4) for k, v in figures.items() if v == v})
+    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures)
 
 
 def transition(state: MachineState, observation: Observation, config: RoiConfig,

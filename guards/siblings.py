@@ -21,7 +21,7 @@ def pacing_signal(obs: Observation, config: PacingConfig) -> Signal:
     healthy = None if pace != pace else pace <= limit - config.hysteresis
     return Signal(obs.latest_bucket_ts, (Check("spend_pace", breached, config.machine.consecutive),),
                   healthy, obs.data_age_s,
-                  {"spend_pace": round(pace, 4), "limit": limit} if pace == pace else {"limit": limit})
+                  {"spend_pace": pace, "limit": limit})
 
 
 def inventory_signal(obs: Observation, config: InventoryConfig) -> Signal:
@@ -29,8 +29,5 @@ def inventory_signal(obs: Observation, config: InventoryConfig) -> Signal:
     level = obs.inventory_level
     breached = None if level != level else level < config.min_level
     healthy = None if level != level else level >= config.min_level + config.hysteresis
-    figures = {"min_level": config.min_level}
-    if level == level:
-        figures["inventory_level"] = round(level, 4)
     return Signal(obs.latest_bucket_ts, (Check("inventory_level", breached, config.machine.consecutive),),
-                  healthy, obs.data_age_s, figures)
+                  healthy, obs.data_age_s, {"inventory_level": level, "min_level": config.min_level})

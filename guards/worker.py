@@ -144,7 +144,7 @@ class GuardWorker:
                         row = stored.get((guard, obs.campaign_id))
                         before = row.state if row is not None else MachineState(since_ts=now)
                         after, events = evaluate(guard, before, obs, config, now)
-                        if not events and row is not None and _same(before, after):
+                        if not events and row is not None and (after is before or _same(before, after)):
                             continue
                         event_id = record_events(conn, events, actor=WORKER_ACTOR,
                                                  observe=self.settings.observe, alert_sink=self.alert_sink,
