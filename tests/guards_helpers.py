@@ -35,8 +35,7 @@ def make_store(path, campaigns=("c1", "c2")):
     return engine
 
 
-def feed_minute(engine, minute: int, roi_by_campaign: dict[str, float], *, outcomes: bool = True,
-                spend: float = 50.0) -> None:
+def minute_frames(minute: int, roi_by_campaign: dict[str, float], spend: float = 50.0):
     """One bucket of decisions (pred_roi as given) and its outcomes (GMV at that ROI, known at once)."""
     bucket = T0 + 60 * minute
     rows, outs = [], []
@@ -49,9 +48,16 @@ def feed_minute(engine, minute: int, roi_by_campaign: dict[str, float], *, outco
             outs.append({"campaign_id": c, "audience_package": p, "bucket_ts": bucket, "known_ts": bucket + 60,
                          "impressions": 100, "clicks": 10, "spend": spend / 2, "orders": int(round(roi * spend / 200)),
                          "gmv": roi * spend / 2})
-    repo.write_decisions(engine, pd.DataFrame(rows), received_ts=bucket + 60)
+    return pd.DataFrame(rows), pd.DataFrame(outs)
+
+
+def feed_minute(engine, minute: int, roi_by_campaign: dict[str, float], *, outcomes: bool = True,
+                spend: float = 50.0) -> None:
+    """minute_frames written to the store, as a bidder would."""
+    decisions, outs = minute_frames(minute, roi_by_campaign, spend)
+    repo.write_decisions(engine, decisions, received_ts=T0 + 60 * minute + 60)
     if outcomes:
-        repo.write_outcomes(engine, pd.DataFrame(outs))
+        repo.write_outcomes(engine, outs)
 
 
 def rng(seed: int = 0) -> np.random.Generator:

@@ -3,6 +3,7 @@ restart in the middle of a trip, one worker per store (SQLite file lock, Postgre
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
@@ -14,6 +15,7 @@ from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.config import parse_guard_settings
+from guards.driver import GuardDriver
 from guards.handlers import loss_avoided
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
@@ -21,7 +23,7 @@ from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 from store import schema as s
 from store.engine import open_store
-from tests.guards_helpers import T0, feed_minute, make_store
+from tests.guards_helpers import T0, feed_minute, make_store, minute_frames
 
 # The synthetic feed makes every bucket's GMV known at once: a lag curve that says so.
 SETTINGS = parse_guard_settings("[machine]\ncooldown_s = 600\nprobation_evaluations = 3\n"
@@ -181,3 +183,29 @@ def test_one_worker_per_postgres_store(postgres_url, tmp_path):
         _two_workers(engine, tmp_path)
     finally:
         engine.dispose()
+
+
+def test_the_stress_driver_runs_the_same_guard_as_the_worker(tmp_path):
+    """Same feed, same clock: the in-memory driver (bidlens stress) and the worker agree event for event."""
+    engine = make_store(tmp_path / "b.db")
+    clock = ManualClock(T0)
+    w = worker(engine, clock)
+    with engine.connect() as conn:
+        campaigns = list(repo.load_campaigns(conn).values())
+    driver = GuardDriver(campaigns, SETTINGS)
+    roi = [2.5] * 4 + [1.5] * 8 + [2.6] * 25
+    worker_events, driver_events = [], []
+    for m, value in enumerate(roi):
+        decisions, outcomes = minute_frames(m, {"c1": value, "c2": 2.6})
+        repo.write_decisions(engine, decisions, received_ts=T0 + 60 * m + 60)
+        repo.write_outcomes(engine, outcomes)
+        driver.feed(decisions, outcomes, pd.DataFrame({"campaign_id": ["c1", "c2"], "spend_pace": [1.0, 1.0],
+                                                       "inventory_level": [0.9, 0.9]}))
+        clock.now_ts = T0 + 60 * m + 61
+        worker_events += w.tick().events
+        driver_events += driver.tick(clock.now_ts)
+    assert [(e.guard, e.campaign_id, e.kind, e.ts) for e in driver_events] == \
+        [(e.guard, e.campaign_id, e.kind, e.ts) for e in worker_events]
+    assert [e.kind for e in driver_events] == ["tripped", "probation_started", "restored"]
+    assert driver.trips[0].campaign_id == "c1"
+    assert driver.guard_states()["c1"].mode is GuardMode.MODEL
