@@ -153,9 +153,9 @@ def test_state_survives_json():
 
 
 def test_poisson_bound_matches_the_exact_chi_square_values():
-    # Exact one-sided 99% upper bounds (chi2.ppf(0.99, 2n + 2) / 2) for n = 0, 10, 100.
-    for n, exact in ((0, 4.605), (10, 21.29), (100, 125.6)):
-        assert poisson_upper(n, 0.99) == pytest.approx(exact, rel=0.06)
+    # Exact one-sided 99% upper bounds (scipy.stats.chi2.ppf(0.99, 2n + 2) / 2).
+    for n, exact in ((0, 4.6052), (1, 6.6384), (10, 20.1447), (100, 125.8387)):
+        assert poisson_upper(n, 0.99) == pytest.approx(exact, rel=0.003)
 
 
 def test_sibling_guards_trip_on_their_own_signals():
