@@ -33,7 +33,7 @@ class MachineConfig:
     max_trips_per_hour: int = 2
     require_approval: bool = False
     stale_after_s: int = 600
-    stale_action: str = "pool"
+    stale_action: str = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class ObserveConfig:
     pred_window_s: int = 60
     spend_window_s: int = 300
     realised_window_s: int = 1800
-    maturity_cdf: float = 0.65
+    maturity_cdf: float = 0.55
     lag_minutes: tuple[int, ...] = (0, 5, 15, 30, 60, 120, 240, 480)
     lag_cdf: tuple[float, ...] = (0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0)
     tz_offset_s: int = 28800

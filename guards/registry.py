@@ -15,7 +15,7 @@ from guards.siblings import inventory_signal, pacing_signal
 @dataclass(frozen=True)
 class GuardKind:
     name: str
-    signal: Callable[[Observation, object], Signal]
+    signal: Callable[[Observation, object, MachineState], Signal]  # (observation, config, state)
 
 
 GUARDS: dict[str, GuardKind] = {g.name: g for g in (
@@ -31,5 +31,5 @@ def enabled(config) -> bool:
 
 def evaluate(guard: str, state: MachineState, obs: Observation, config, now_ts: int):
     """Any registered guard's transition for one campaign."""
-    return step(state, GUARDS[guard].signal(obs, config), config.machine, now_ts,
+    return step(state, GUARDS[guard].signal(obs, config, state), config.machine, now_ts,
                 guard=guard, campaign_id=obs.campaign_id)

@@ -13,8 +13,10 @@ Two trip rules (docs/GUARDS.md explains the method):
 
 The order count is treated as Poisson (GMV = orders x basket value); its upper
 bound uses the Wilson-Hilferty approximation of the exact chi-square bound.
-Probation passes when the model's predicted ROI is at least floor + hysteresis
-and the realised rule does not breach.
+Probation passes when the model's predicted ROI -- scaled by how much it
+over-promised at a realised-ROI trip (`calibration`) -- is at least floor +
+hysteresis and the realised rule does not breach; the scaled prediction below the
+floor fails it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+from control.domain import GuardMode
 from guards.config import RoiConfig
 from guards.machine import Check, MachineState, Signal, step
 from guards.observe import Observation
@@ -45,11 +48,29 @@ def realised_upper(obs: Observation, confidence: float) -> float:
     return poisson_upper(n, confidence) * basket / obs.realised_spend
 
 
-def roi_signal(obs: Observation, config: RoiConfig) -> Signal:
+def calibration(state: MachineState) -> float:
+    """How far the model's predictions over-promised when the realised rule tripped it (<= 1).
+
+    While the pool serves, realised outcomes are mostly the pool's, so the canary is
+    judged on the model's predicted ROI scaled by this factor: a model whose
+    predictions were 2.7 against a realised 1.3 must predict 4.6 before it is
+    believed again. 1.0 when the predicted rule tripped (the prediction was honest).
+    """
+    at_trip = dict(state.figures_at_trip)
+    if state.mode is GuardMode.MODEL or state.cause != "realised_roi":
+        return 1.0
+    pred, realised = at_trip.get("pred_roi"), at_trip.get("realised_roi")
+    if not pred or realised is None or pred <= 0:
+        return 1.0
+    return min(1.0, realised / pred)
+
+
+def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Signal:
     floor = config.floor
+    pred_roi = obs.pred_roi * calibration(state)
     pred_breach = None
-    if obs.pred_roi == obs.pred_roi and obs.pred_spend >= config.min_pred_spend:
-        pred_breach = obs.pred_roi < floor
+    if pred_roi == pred_roi and obs.pred_spend >= config.min_pred_spend:
+        pred_breach = pred_roi < floor
     checks = [Check("pred_roi", pred_breach, config.machine.consecutive)]
     upper = realised_upper(obs, config.confidence)
     realised_breach = None
@@ -60,9 +81,9 @@ def roi_signal(obs: Observation, config: RoiConfig) -> Signal:
             realised_breach = upper < floor
         checks.append(Check("realised_roi", realised_breach, config.realised_consecutive))
     healthy = None
-    if obs.pred_roi == obs.pred_roi:
-        healthy = obs.pred_roi >= floor + config.hysteresis and not realised_breach
-    figures = {"floor": floor, "pred_roi": obs.pred_roi, "pred_spend": obs.pred_spend,
+    if pred_roi == pred_roi:
+        healthy = pred_roi >= floor + config.hysteresis and not realised_breach
+    figures = {"floor": floor, "pred_roi": obs.pred_roi, "calibrated_pred_roi": pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
                "realised_upper": upper, "realised_spend": obs.realised_spend,
                "pool_pred_roi": obs.pool_pred_roi}
@@ -72,5 +93,5 @@ def roi_signal(obs: Observation, config: RoiConfig) -> Signal:
 def transition(state: MachineState, observation: Observation, config: RoiConfig,
                now_ts: int) -> tuple[MachineState, list]:
     """The ROI guard's pure transition: (state, observation, config, now) -> (state, events)."""
-    return step(state, roi_signal(observation, config), config.machine, now_ts,
+    return step(state, roi_signal(observation, config, state), config.machine, now_ts,
                 guard=GUARD, campaign_id=observation.campaign_id)

@@ -7,11 +7,11 @@ healthy, read from the observation. guards.registry lists them.
 from __future__ import annotations
 
 from guards.config import InventoryConfig, PacingConfig
-from guards.machine import Check, Signal
+from guards.machine import Check, MachineState, Signal
 from guards.observe import Observation
 
 
-def pacing_signal(obs: Observation, config: PacingConfig) -> Signal:
+def pacing_signal(obs: Observation, config: PacingConfig, state: MachineState) -> Signal:
     """Spend running more than `max_ahead` ahead of the day's plan (spend_pace > 1 + max_ahead)."""
     pace = obs.spend_pace
     limit = 1.0 + config.max_ahead
@@ -24,7 +24,7 @@ def pacing_signal(obs: Observation, config: PacingConfig) -> Signal:
                   {"spend_pace": pace, "limit": limit})
 
 
-def inventory_signal(obs: Observation, config: InventoryConfig) -> Signal:
+def inventory_signal(obs: Observation, config: InventoryConfig, state: MachineState) -> Signal:
     """Stock below `min_level` of the opening stock: the pool's bids cut the volume."""
     level = obs.inventory_level
     breached = None if level != level else level < config.min_level

@@ -54,16 +54,22 @@ CASES = [
      minutes([2.5] * 4, realised_roi=1.0, realised_spend=100.0, realised_orders=1.0), MODEL, []),
     ("realised ROI below but within noise does not",
      minutes([2.5] * 4, realised_roi=1.8, realised_spend=1000.0, realised_orders=18.0), MODEL, []),
-    ("stale data fails safe to the pool",
-     [(0, obs(2.5, data_age_s=30)), (60, obs(2.5, data_age_s=700))], TRIPPED, ["data_stale", "tripped"]),
-    ("stale data alerts once", [(t, obs(2.5, data_age_s=700 + t)) for t in (0, 60, 120)], TRIPPED,
-     ["data_stale", "tripped"]),
+    ("stale data holds the mode and alerts once", [(t, obs(1.5, bucket=T0 + t, data_age_s=700 + t))
+                                                   for t in (0, 60, 120, 180)], MODEL, ["data_stale"]),
 ]
+FAIL_SAFE = replace(ROI, machine=replace(M, stale_action="pool"))
+CASES += [(name, steps, mode, kinds, FAIL_SAFE) for name, steps, mode, kinds in [
+    ("stale data fails safe to the pool when configured",
+     [(0, obs(2.5, data_age_s=30)), (60, obs(2.5, data_age_s=700))], TRIPPED, ["data_stale", "tripped"]),
+    ("fail-safe alerts once", [(t, obs(2.5, data_age_s=700 + t)) for t in (0, 60, 120)], TRIPPED,
+     ["data_stale", "tripped"]),
+]]
 
 
-@pytest.mark.parametrize("name,steps,mode,kinds", CASES, ids=[c[0] for c in CASES])
-def test_transition_table(name, steps, mode, kinds):
-    state, _, got = play(steps)
+@pytest.mark.parametrize("name,steps,mode,kinds,config", [c if len(c) == 5 else (*c, ROI) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_transition_table(name, steps, mode, kinds, config):
+    state, _, got = play(steps, config)
     assert state.mode is mode
     assert got == kinds
 
@@ -125,11 +131,26 @@ def test_trip_budget_holds_the_pool():
     assert set(modes) == {TRIPPED} and kinds == ["release_held"]
 
 
-def test_stale_hold_keeps_the_mode():
-    config = replace(ROI, machine=replace(M, stale_action="hold"))
+def test_stale_hold_keeps_the_mode_and_counts_nothing_until_fresh():
     state, modes, kinds = play([(0, obs(1.5, data_age_s=900)), (60, obs(1.5, bucket=T0 + 60, data_age_s=960)),
-                                (120, obs(1.5, bucket=T0 + 120, data_age_s=20))], config)
+                                (120, obs(1.5, bucket=T0 + 120, data_age_s=20))])
     assert modes == [MODEL, MODEL, MODEL] and kinds == ["data_stale", "data_fresh"]
+    assert dict(state.counts) == {"pred_roi": 1}
+
+
+def test_a_model_that_over_promised_is_not_believed_in_probation():
+    """Tripped on realised ROI 1.2 while predicting 2.7: its 2.7 now counts as 1.2, so probation fails."""
+    bad = dict(realised_roi=1.2, realised_spend=3000.0, realised_orders=36.0)
+    state, _, kinds = play(minutes([2.7, 2.7], **bad))
+    assert kinds == ["tripped"] and state.cause == "realised_roi"
+    t = M.cooldown_s + 120
+    # While the pool serves, realised outcomes look fine (they are the pool's).
+    state, _, kinds = play([(t, obs(2.7, bucket=T0 + t)), (t + 60, obs(2.7, bucket=T0 + t + 60))], state=state)
+    assert kinds == ["probation_started", "probation_failed"] and state.mode is TRIPPED
+    # One tripped on its own prediction is judged on its prediction.
+    state = tripped_at()
+    state, _, kinds = play(minutes([2.7] * 6, start=t // 60), state=state)
+    assert kinds == ["probation_started", "restored"]
 
 
 def test_forced_modes_and_bad_commands():
