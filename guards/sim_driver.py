@@ -60,6 +60,12 @@ class SimGuardDriver:
         self.driver.tick(now_ts)
         return self.driver.guard_states()
 
+    @property
+    def trips(self) -> list[tuple[str, int]]:
+        """(campaign_id, minute of the day) of each trip proper (GuardTripped), without the returns to
+        TRIPPED after a failed probation, which sim.stress also counts as trips."""
+        return [(e.campaign_id, (e.ts - DAY_START_TS) // BUCKET_SECONDS) for e in self.driver.trips]
+
 
 def make_guard_driver(scenario, catalog) -> SimGuardDriver:
     settings = load_guard_settings(load_settings().guard_config)

@@ -27,8 +27,10 @@ def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 1
                        day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level)
 
 
-def make_store(path, campaigns=("c1", "c2")):
-    engine = open_store(f"sqlite:///{path}")
+def make_store(path_or_url, campaigns=("c1", "c2")):
+    """A migrated store with campaigns and audience packages: a SQLite file path, or any store URL."""
+    url = str(path_or_url)
+    engine = open_store(url if "://" in url else f"sqlite:///{url}")
     with engine.begin() as conn:
         repo.upsert_campaigns(conn, [Campaign(c, c, "pets", 10_000.0, 20_000.0, 100.0, 0.3) for c in campaigns])
         repo.upsert_audience_packages(conn, [AudiencePackage(p, p, p) for p in PACKAGES])

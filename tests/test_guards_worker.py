@@ -54,8 +54,9 @@ def count(engine, table):
         return conn.execute(select(func.count()).select_from(table)).scalar()
 
 
-def test_a_trip_is_stored_ledgered_audited_and_alerted_together(tmp_path):
-    engine = make_store(tmp_path / "b.db")
+def test_a_trip_is_stored_ledgered_audited_and_alerted_together(store_url):
+    """On SQLite and on PostgreSQL (the observation queries differ by dialect)."""
+    engine = make_store(store_url)
     clock = ManualClock(T0)
     events = play(engine, clock, 8, lambda m: 2.5 if m < 4 else 1.5)
     assert [(e.campaign_id, e.kind) for e in events] == [("c1", "tripped")]
