@@ -23,7 +23,8 @@ def synthetic_inputs(campaigns: int, buckets: int, rng: np.random.Generator):
     bucket = np.tile(T0 + 60 * np.arange(buckets), campaigns)
     w = rng.uniform(0.5, 1.0, len(cid))
     decisions = pd.DataFrame({"campaign_id": cid, "bucket_ts": bucket, "w": w,
-                              "roi_w": w * rng.uniform(1.5, 3.0, len(cid)), "pool_w": w * 2.3, "pool_n": w})
+                              "roi_w": w * rng.uniform(1.5, 3.0, len(cid)), "pool_w": w * 2.3, "pool_n": w,
+                              "served_w": w * 2.4})
     outcomes = pd.DataFrame({"campaign_id": cid, "bucket_ts": bucket, "spend": rng.uniform(10, 50, len(cid)),
                              "orders": rng.poisson(0.5, len(cid)), "gmv": rng.uniform(20, 120, len(cid)),
                              "last_known_ts": bucket + 60})

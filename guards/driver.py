@@ -26,19 +26,23 @@ from guards.observe import FEATURE_COLUMNS, Feeds, lookback_s, observations_from
 from guards.registry import GUARDS, enabled, evaluate
 from store.repo import most_restrictive
 
-_DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
+_DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n", "served_w")
 _OUTCOME_SUMS = ("spend", "orders", "gmv")
 
 
 def decision_sums(decisions) -> dict[str, np.ndarray]:
     """Per decision row, what guards.observe sums per campaign x bucket (the worker's SQL does the same):
-    w = budget_share x audience_on, roi_w = w x pred_roi, pool_w / pool_n over rows with a pool score."""
+    w = budget_share x audience_on, roi_w = w x pred_roi, pool_w / pool_n over rows with a pool score,
+    served_w = w x the predicted ROI of what was served (the pool's where it decided)."""
     w = np.asarray(decisions["budget_share"], dtype=float) * np.asarray(decisions["audience_on"], dtype=bool)
     pool = (np.asarray(pd.to_numeric(pd.Series(decisions["pool_pred_roi"]), errors="coerce"), dtype=float)
             if "pool_pred_roi" in decisions else np.full(len(w), np.nan))
     scored = w * ~np.isnan(pool)
-    return {"w": w, "roi_w": w * np.asarray(decisions["pred_roi"], dtype=float),
-            "pool_w": scored * np.nan_to_num(pool), "pool_n": scored}
+    pred = np.asarray(decisions["pred_roi"], dtype=float)
+    by_pool = (np.asarray(decisions["decided_by"], dtype=object) == "rule_pool") & ~np.isnan(pool) \
+        if "decided_by" in decisions else np.zeros(len(w), dtype=bool)
+    return {"w": w, "roi_w": w * pred, "pool_w": scored * np.nan_to_num(pool), "pool_n": scored,
+            "served_w": w * np.where(by_pool, np.nan_to_num(pool), pred)}
 
 
 class GuardDriver:
@@ -125,7 +129,7 @@ class GuardDriver:
         o_codes, o_bucket, o = self._window(self._outcomes, now_ts)
         d = d if len(d) else np.zeros((0, len(_DECISION_SUMS) + 1))
         o = o if len(o) else np.zeros((0, len(_OUTCOME_SUMS) + 1))
-        feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
+        feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3], d[:, 4],
                       o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], self._features)
         columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback)
         observed = observations_from(self.campaign_ids, columns)

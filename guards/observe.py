@@ -19,6 +19,11 @@ Definitions (docs/GUARDS.md has the reasoning):
   sum(spend x F(a)): the GMV still to come is neither ignored (no false fall) nor
   invented per bucket. Using the watermark instead of now means an outcome feed
   that stops does not make recent buckets look like a fall.
+- predicted ROI of what was served, over the same mature buckets as the realised
+  ROI: the pool's predicted ROI where the pool served, the model's elsewhere. Both
+  come from the model's value-per-click prediction, so realised / served-predicted
+  is how far the model's predictions are off, even while the pool serves (the
+  ROI guard's probation uses it).
 - data age: now minus the older of the campaign's newest decision bucket and
   newest outcome known_ts, looked up within `lookback_s`; None when the campaign
   has neither (nothing to guard).
@@ -50,6 +55,7 @@ class Observation:
     pred_spend: float          # spend expected over pred_window_s at the current rate, yuan
     spend_per_hour: float      # spend at risk, yuan per hour
     pool_pred_roi: float       # the rule pool's predicted ROI on the same slots (shadow score)
+    served_pred_roi: float     # predicted ROI of what was served, over the mature buckets (see below)
     realised_roi: float        # lag-corrected, mature buckets only
     realised_spend: float      # sum(spend x F(age)) of those buckets, yuan
     realised_orders: float     # orders known in those buckets
@@ -106,6 +112,7 @@ class Feeds:
     roi_w: np.ndarray
     pool_w: np.ndarray
     pool_n: np.ndarray
+    served_w: np.ndarray
     o_codes: np.ndarray
     o_bucket: np.ndarray
     spend: np.ndarray
@@ -136,6 +143,10 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
     realised_spend = _sum_by(o_codes, n, spend * share * mature)
     realised_gmv = _sum_by(o_codes, n, feeds.gmv * mature)
     realised_orders = _sum_by(o_codes, n, feeds.orders * mature)
+    d_age = watermark - d_bucket
+    d_mature = (d_age >= config.maturity_s) & (d_age < config.maturity_s + config.realised_window_s)
+    served_sum = _sum_by(d_codes, n, feeds.served_w * d_mature)
+    served_n = _sum_by(d_codes, n, feeds.w * d_mature)
     recent = o_bucket > watermark - config.spend_window_s
     spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
     last_outcome = _max_by(o_codes, n, feeds.last_known)
@@ -143,6 +154,7 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
         pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
         realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
+        served_pred_roi = np.where(served_n > 0, served_sum / served_n, np.nan)
 
     # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
@@ -154,6 +166,7 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         "pred_spend": spend_rate * config.pred_window_s,
         "spend_per_hour": spend_rate * 3600,
         "pool_pred_roi": pool_pred_roi,
+        "served_pred_roi": served_pred_roi,
         "realised_roi": realised_roi,
         "realised_spend": realised_spend,
         "realised_orders": realised_orders,
@@ -168,7 +181,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
 
-    decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
+    decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n, served_w (sums per campaign x bucket)
     outcomes:  campaign_id, bucket_ts, spend, orders, gmv, last_known_ts (sums per campaign x bucket)
     features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
     campaigns: campaign_id, avg_order_value
@@ -181,7 +194,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
 
     feeds = Feeds(
         _codes(decisions, index), col(decisions, "bucket_ts", np.int64), col(decisions, "w"),
-        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
+        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"), col(decisions, "served_w"),
         _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
         col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "last_known_ts"),
         {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
@@ -230,10 +243,12 @@ def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: 
         "SUM(CASE WHEN audience_on THEN budget_share * pred_roi ELSE 0 END) AS roi_w, "
         "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share * pool_pred_roi "
         "ELSE 0 END) AS pool_w, "
-        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share ELSE 0 END) AS pool_n "
+        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share ELSE 0 END) AS pool_n, "
+        "SUM(CASE WHEN NOT audience_on THEN 0 WHEN decided_by = 'rule_pool' AND pool_pred_roi IS NOT NULL "
+        "THEN budget_share * pool_pred_roi ELSE budget_share * pred_roi END) AS served_w "
         "FROM decisions WHERE bucket_ts >= :since AND bucket_ts <= :now "
         "GROUP BY campaign_id, bucket_ts"), {"since": since, "now": now_ts}).all(),
-        columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n"])
+        columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n", "served_w"])
     outcomes = pd.DataFrame(conn.execute(text(
         "SELECT campaign_id, bucket_ts, SUM(spend), SUM(orders), SUM(gmv), MAX(known_ts) "
         "FROM outcomes WHERE bucket_ts >= :since AND known_ts <= :now "

@@ -13,8 +13,8 @@ Two trip rules (docs/GUARDS.md explains the method):
 
 The order count is treated as Poisson (GMV = orders x basket value); its upper
 bound uses the Wilson-Hilferty approximation of the exact chi-square bound.
-Probation passes when the model's predicted ROI -- scaled by how much it
-over-promised at a realised-ROI trip (`calibration`) -- is at least floor +
+Probation passes when the model's predicted ROI -- scaled by how far its
+predictions are off (`calibration`) -- is at least floor +
 hysteresis and the realised rule does not breach; the scaled prediction below the
 floor fails it.
 """
@@ -48,26 +48,31 @@ def realised_upper(obs: Observation, confidence: float) -> float:
     return poisson_upper(n, confidence) * basket / obs.realised_spend
 
 
-def calibration(state: MachineState) -> float:
-    """How far the model's predictions over-promised when the realised rule tripped it (<= 1).
+def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> float:
+    """How far the model's predictions are off (realised / predicted, at most 1), outside MODEL.
 
     While the pool serves, realised outcomes are mostly the pool's, so the canary is
-    judged on the model's predicted ROI scaled by this factor: a model whose
-    predictions were 2.7 against a realised 1.3 must predict 4.6 before it is
-    believed again. 1.0 when the predicted rule tripped (the prediction was honest).
+    judged on the model's predicted ROI scaled by this factor. It is measured live:
+    realised ROI / predicted ROI of what was served over the same mature buckets (the
+    pool's predictions also come from the model's value per click, so an over-promising
+    model shows even while the pool serves). Without enough mature spend, the factor
+    measured at the trip. In MODEL the prediction is taken as it is (1.0).
     """
-    at_trip = dict(state.figures_at_trip)
-    if state.mode is GuardMode.MODEL or state.cause != "realised_roi":
+    if state.mode is GuardMode.MODEL:
         return 1.0
+    if obs.realised_spend >= config.realised_min_spend and obs.served_pred_roi > 0 \
+            and obs.realised_roi == obs.realised_roi:
+        return min(1.0, obs.realised_roi / obs.served_pred_roi)
+    at_trip = dict(state.figures_at_trip)
     pred, realised = at_trip.get("pred_roi"), at_trip.get("realised_roi")
-    if not pred or realised is None or pred <= 0:
+    if state.cause != "realised_roi" or not pred or realised is None:
         return 1.0
     return min(1.0, realised / pred)
 
 
 def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Signal:
     floor = config.floor
-    pred_roi = obs.pred_roi * calibration(state)
+    pred_roi = obs.pred_roi * calibration(state, obs, config)
     pred_breach = None
     if pred_roi == pred_roi and obs.pred_spend >= config.min_pred_spend:
         pred_breach = pred_roi < floor
@@ -86,7 +91,7 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     figures = {"floor": floor, "pred_roi": obs.pred_roi, "calibrated_pred_roi": pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
                "realised_upper": upper, "realised_spend": obs.realised_spend,
-               "pool_pred_roi": obs.pool_pred_roi}
+               "pool_pred_roi": obs.pool_pred_roi, "served_pred_roi": obs.served_pred_roi}
     return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures)
 
 

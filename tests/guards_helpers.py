@@ -22,6 +22,7 @@ def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 1
         inventory_level: float = math.nan, day_elapsed_s: int = 7200) -> Observation:
     return Observation(campaign_id=campaign_id, latest_bucket_ts=bucket, pred_roi=pred_roi,
                        pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=math.nan,
+                       served_pred_roi=math.nan,
                        realised_roi=realised_roi, realised_spend=realised_spend,
                        realised_orders=realised_orders, avg_order_value=100.0, data_age_s=data_age_s,
                        day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level)
