@@ -147,6 +147,12 @@ def test_a_model_that_over_promised_is_not_believed_in_probation():
     # While the pool serves, realised outcomes look fine (they are the pool's).
     state, _, kinds = play([(t, obs(2.7, bucket=T0 + t)), (t + 60, obs(2.7, bucket=T0 + t + 60))], state=state)
     assert kinds == ["probation_started", "probation_failed"] and state.mode is TRIPPED
+    # Measured live: once the pool's realised ROI matches what the model's values predicted for it
+    # (the model's predictions are sound again), the model's 2.7 is believed.
+    sound = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, served_pred_roi=2.7)
+    t2 = t + int(state.cooldown_s) + 60
+    state, _, kinds = play(minutes([2.7] * 6, start=t2 // 60, **sound), state=state)
+    assert kinds == ["probation_started", "restored"]
     # One tripped on its own prediction is judged on its prediction.
     state = tripped_at()
     state, _, kinds = play(minutes([2.7] * 6, start=t // 60), state=state)
