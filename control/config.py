@@ -44,6 +44,15 @@ class Settings:
                              "Absolute cap on any override bid, yuan per click.")
     max_override_hours: int = setting(168, "BIDLENS_MAX_OVERRIDE_HOURS",
                                       "The longest an override may be proposed for, hours.")
+    api_max_batch_rows: int = setting(10_000, "BIDLENS_API_MAX_BATCH_ROWS",
+                                      "Most rows in one POST to the bidder API (413 beyond).")
+    api_max_body_mb: int = setting(16, "BIDLENS_API_MAX_BODY_MB",
+                                   "Largest request body the bidder API reads, MiB (413 beyond).")
+    policy_window_s: int = setting(3600, "BIDLENS_POLICY_WINDOW_S",
+                                   "The policy lists slots with a model decision this recent (seconds "
+                                   "before the newest decision's bucket).")
+    ingest_memory_mb: int = setting(256, "BIDLENS_INGEST_MEMORY_MB",
+                                    "Memory budget of file ingestion, MiB: sets the chunk size.")
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,130 @@
+"""The effective policy in force now, built from the store.
+
+The plan is the model's latest decision per slot (campaign x audience package):
+among the decisions whose bucket is within `window_s` of the newest bucket in
+the store, the newest bucket of each slot, last received first. Slots the model
+has not decided for within the window are not in the policy (no live traffic).
+
+The rule pool answers only for the slots whose campaign it serves (guard on the
+pool or kill switch on), so asking it costs nothing while every guard is on the model.
+
+`policy_version` names the inputs (newest decision, in-force overrides, guard
+states, kill switch, active rule pool) in a few cheap queries: a bidder that
+polls gets "nothing changed" without the policy being resolved again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Connection, func, select, text
+
+from control.domain import POOL_MODES, OverrideStatus, RuleAnswer
+from control.policy import PLAN_COLUMNS, resolve_policy
+from store import repo
+from store import schema as s
+
+# The rule pool's answer for one slot: (campaign_id, audience_package, bucket_ts, reference_bid).
+PoolAnswerFn = Callable[[str, str, int, float], RuleAnswer | None]
+PoolAnswers = Mapping[tuple[str, str], RuleAnswer] | PoolAnswerFn
+
+DEFAULT_WINDOW_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFilter:
+    campaign_id: str | None = None
+    audience_package: str | None = None
+
+
+NO_FILTER = PolicyFilter()
+
+_PLAN_SQL = """
+SELECT campaign_id, audience_package, bucket_ts, bid, audience_on, budget_share FROM (
+  SELECT campaign_id, audience_package, bucket_ts, model_bid AS bid, audience_on, budget_share,
+         ROW_NUMBER() OVER (PARTITION BY campaign_id, audience_package
+                            ORDER BY bucket_ts DESC, decision_id DESC) AS rank
+  FROM decisions
+  WHERE bucket_ts >= :since {extra}
+) latest WHERE rank = 1
+ORDER BY campaign_id, audience_package
+"""
+
+
+def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
+              where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
+    """The model's latest decision per slot (columns PLAN_COLUMNS; `bid` is the model's bid)."""
+    newest = conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
+    if newest is None:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PLAN_COLUMNS})
+    extra, params = "", {"since": int(newest) - window_s}
+    if where.campaign_id is not None:
+        extra += " AND campaign_id = :campaign_id"
+        params["campaign_id"] = where.campaign_id
+    if where.audience_package is not None:
+        extra += " AND audience_package = :audience_package"
+        params["audience_package"] = where.audience_package
+    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).all()
+    frame = pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
+    return frame.astype({"campaign_id": object, "audience_package": object, "bucket_ts": "int64",
+                         "bid": "float64", "audience_on": bool, "budget_share": "float64"})
+
+
+def active_rule_pool(conn: Connection) -> tuple[int, str] | None:
+    """(version, TOML text) of the active rule pool version, or None when there is none."""
+    row = conn.execute(select(s.rule_pool_versions.c.version, s.rule_pool_versions.c.source)
+                       .where(s.rule_pool_versions.c.status == "active")
+                       .order_by(s.rule_pool_versions.c.version.desc()).limit(1)).first()
+    return (row.version, row.source) if row else None
+
+
+def policy_version(conn: Connection, now_ts: int) -> str:
+    """A short name for the policy's inputs now: equal names, equal policies."""
+    d = s.decisions.c
+    o = s.overrides.c
+    g = s.guard_states.c
+    decisions = conn.execute(select(func.max(d.decision_id), func.max(d.bucket_ts))).one()
+    overrides = conn.execute(select(func.count(), func.coalesce(func.sum(o.version), 0),
+                                    func.coalesce(func.max(o.override_id), 0))).one()
+    # An approved override stops being in force at expires_ts without any write: name the live ones.
+    in_force = conn.execute(select(o.override_id).where(o.status == OverrideStatus.APPROVED.value,
+                                                        o.expires_ts > now_ts)
+                            .order_by(o.override_id)).scalars().all()
+    guards = conn.execute(select(func.count(), func.coalesce(func.sum(g.version), 0),
+                                 func.max(g.updated_ts))).one()
+    _, kill_version = repo.get_flag(conn, repo.KILL_SWITCH_KEY)
+    pool = conn.execute(select(func.max(s.rule_pool_versions.c.version))
+                        .where(s.rule_pool_versions.c.status == "active")).scalar()
+    parts = (tuple(decisions), tuple(overrides), tuple(in_force), tuple(guards), kill_version, pool)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+
+
+def _pool_for(plan: pd.DataFrame, answers: PoolAnswers, served: set[str]) -> dict[tuple[str, str], RuleAnswer]:
+    """The pool's answers for the plan rows of the campaigns it serves."""
+    if isinstance(answers, Mapping):
+        return dict(answers)
+    rows = plan[plan["campaign_id"].isin(served)]
+    out = {}
+    for campaign_id, package, bucket_ts, bid in zip(rows["campaign_id"], rows["audience_package"],
+                                                    rows["bucket_ts"], rows["bid"], strict=True):
+        answer = answers(campaign_id, package, int(bucket_ts), float(bid))
+        if answer is not None:
+            out[(campaign_id, package)] = answer
+    return out
+
+
+def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
+                   window_s: int = DEFAULT_WINDOW_S, where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
+    """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS)."""
+    plan = load_plan(conn, window_s=window_s, where=where)
+    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED], where.campaign_id)
+    guards = repo.load_guard_states(conn)
+    kill = repo.load_kill_switch(conn)
+    served = {c for c in plan["campaign_id"].unique()
+              if kill.covers(c) or (c in guards and guards[c].mode in POOL_MODES)}
+    pool = _pool_for(plan, pool_answers, served) if served else {}
+    return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
+
