@@ -5,8 +5,6 @@ policy through control.current_policy, tokens through control.tokens. This
 module only speaks HTTP: auth headers, body limits, status codes, ETags.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import logging
@@ -15,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from threading import Lock
+from typing import Annotated
 
 import pandas as pd
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
@@ -142,7 +141,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         return error_response(500, "internal_error", "internal error")
 
     def grant(needed: Grant):
-        def check(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> ServiceToken:
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> ServiceToken:
             token = tokens.authenticate(credentials.credentials if credentials else None)
             if token is None:
                 raise ApiError(401, "unauthorized", "missing or invalid token",
@@ -150,7 +149,10 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
             if not token.may(needed):
                 raise ApiError(403, "forbidden", "this token may not do that")
             return token
-        return Depends(check)
+        return Annotated[ServiceToken, Depends(check)]
+
+    WriteToken = grant(Grant.WRITE_DATA)
+    ReadToken = grant(Grant.READ_POLICY)
 
     async def read_body(request: Request) -> bytes:
         content_type = request.headers.get("content-type", "")
@@ -223,8 +225,8 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         await run_in_threadpool(api_repo.complete_idempotency_key, engine, scoped, request_hash, status, doc)
         return JSONResponse(doc, status_code=status)
 
-    key_header = Header(None, alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$",
-                        description="Re-send a batch with the same key: stored once, response replayed.")
+    KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$",
+                        description="Re-send a batch with the same key: stored once, response replayed.")]
     batch_responses = {200: {"model": m.IngestResult, "description": "Every row stored"},
                        207: {"model": m.IngestResult, "description": "Some rows refused and quarantined; "
                                                                       "the others stored"},
@@ -237,28 +239,25 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
     @app.post("/v1/decisions", tags=["ingest"], responses=batch_responses,
               openapi_extra=batch_body(m.DecisionBatch), response_model=None,
               summary="Send a batch of model decisions")
-    async def post_decisions(request: Request, token: ServiceToken = grant(Grant.WRITE_DATA),
-                             idempotency_key: str | None = key_header) -> Response:
+    async def post_decisions(request: Request, token: WriteToken, idempotency_key: KeyHeader = None) -> Response:
         return await ingest(request, Kind.DECISION, token, idempotency_key)
 
     @app.post("/v1/outcomes", tags=["ingest"], responses=batch_responses,
               openapi_extra=batch_body(m.OutcomeBatch), response_model=None,
               summary="Send a batch of outcomes (increments)")
-    async def post_outcomes(request: Request, token: ServiceToken = grant(Grant.WRITE_DATA),
-                            idempotency_key: str | None = key_header) -> Response:
+    async def post_outcomes(request: Request, token: WriteToken, idempotency_key: KeyHeader = None) -> Response:
         return await ingest(request, Kind.OUTCOME, token, idempotency_key)
 
-    if_none_match = Header(None, alias="If-None-Match", max_length=1000,
-                           description="The ETag of the last response: 304 if nothing changed.")
+    IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=1000,
+                                               description="The ETag of the last response: 304 if nothing changed.")]
+    Filter = Annotated[str | None, Query(min_length=1, max_length=64)]
 
     @app.get("/v1/policy", tags=["policy"], response_model=None,
              responses={200: {"model": m.PolicyResponse, "description": "The effective policy"},
                         304: {"description": "Not modified since the ETag sent"}, **_errors(401, 403, 422)},
              summary="The effective policy for every live slot, or a filter")
-    def get_policy(campaign_id: str | None = Query(None, min_length=1, max_length=64),
-                   audience_package: str | None = Query(None, min_length=1, max_length=64),
-                   etag_sent: str | None = if_none_match,
-                   _token: ServiceToken = grant(Grant.READ_POLICY)) -> Response:
+    def get_policy(_token: ReadToken, campaign_id: Filter = None, audience_package: Filter = None,
+                   etag_sent: IfNoneMatch = None) -> Response:
         now = clock()
         where = PolicyFilter(campaign_id, audience_package)
         with engine.connect() as conn:
@@ -281,8 +280,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
              responses={200: {"model": m.GuardsResponse, "description": "Guard states and the kill switch"},
                         304: {"description": "Not modified since the ETag sent"}, **_errors(401, 403, 422)},
              summary="Guard state per campaign and the kill switch")
-    def get_guards(etag_sent: str | None = if_none_match,
-                   _token: ServiceToken = grant(Grant.READ_POLICY)) -> Response:
+    def get_guards(_token: ReadToken, etag_sent: IfNoneMatch = None) -> Response:
         with engine.connect() as conn:
             guards = repo.load_guard_states(conn)
             kill = repo.load_kill_switch(conn)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
 from sqlalchemy import Connection, func, select, text
@@ -128,3 +129,38 @@ def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
     pool = _pool_for(plan, pool_answers, served) if served else {}
     return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
 
+
+
+# --- the rule pool's answers from its active version ------------------------------------------
+
+CHINA_UTC_OFFSET_S = 8 * 3600  # rules name hours of the day in China (UTC+8, no daylight saving)
+
+
+class RuleAnswering(Protocol):
+    def answer(self, campaign_id: str, audience_package: str, hour: int,
+               reference_bid: float) -> RuleAnswer | None: ...
+
+
+def pool_answer_fn(pool: RuleAnswering, utc_offset_s: int = CHINA_UTC_OFFSET_S) -> PoolAnswerFn:
+    """Ask `pool` for a slot at its bucket's hour of the day; the reference bid is the model's bid."""
+    def answer(campaign_id: str, audience_package: str, bucket_ts: int, reference_bid: float):
+        hour = ((bucket_ts + utc_offset_s) // 3600) % 24
+        return pool.answer(campaign_id, audience_package, hour, reference_bid)
+    return answer
+
+
+def rule_pool_provider(load: Callable[[str], RuleAnswering],
+                       utc_offset_s: int = CHINA_UTC_OFFSET_S) -> Callable[[Connection], PoolAnswers]:
+    """Answers from the active rule pool version (parsed once per version); none without one."""
+    parsed: dict[int, RuleAnswering] = {}
+
+    def provider(conn: Connection) -> PoolAnswers:
+        active = active_rule_pool(conn)
+        if active is None:
+            return {}
+        version, source = active
+        if version not in parsed:
+            parsed.clear()
+            parsed[version] = load(source)
+        return pool_answer_fn(parsed[version], utc_offset_s)
+    return provider
