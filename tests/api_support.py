@@ -15,7 +15,7 @@ from control.domain import AudiencePackage, Campaign
 from store import repo
 from store.engine import open_store
 
-NOW = 1_786_982_400  # 2026-08-18 00:00 UTC: "818"
+NOW = 1_786_982_400  # 2026-08-18 00:00 in Beijing (16:00 UTC the day before): "818"
 PACKAGES = ("parenting", "moving", "gifting")
 CAMPAIGNS = ("c1", "c2", "c3")
 
