@@ -112,15 +112,8 @@ def _as_float(v) -> float:
         return math.inf
 
 
-_TRUE = {"true", "1", "t", "yes"}
-_FALSE = {"false", "0", "f", "no"}
-
-
-def _bool_cell(v):
-    if isinstance(v, str):
-        low = v.strip().lower()
-        return True if low in _TRUE else False if low in _FALSE else v
-    return v
+_TEXT_BOOL = {"true": True, "1": True, "t": True, "yes": True,
+              "false": False, "0": False, "f": False, "no": False}
 
 
 def _features_cell(v):
@@ -146,8 +139,11 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
     """(column converted for validation, mask of values of the wrong type, reason)."""
     null = _null(col)
     if kind == "text":
-        ok = col.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
         limit = MAX_TEXT.get(name, 64)
+        if from_text:  # every cell is text or empty
+            long = (col.str.len() > limit).to_numpy(dtype=bool)
+            return col, long, f"must be a string of at most {limit} characters"
+        ok = col.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
         long = col.map(lambda v: isinstance(v, str) and len(v) > limit).to_numpy(dtype=bool)
         return col, (~ok & ~null) | long, f"must be a string of at most {limit} characters"
     if kind == "any" and name == "features":
@@ -157,7 +153,10 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
     if kind == "any":
         return col, np.zeros(len(col), dtype=bool), ""
     if kind == "bool":
-        col = col.map(_bool_cell) if from_text else col
+        if from_text:
+            flags = col.str.strip().str.lower().map(_TEXT_BOOL)
+            wrong = flags.isna().to_numpy(dtype=bool) & ~null
+            return flags.where(~wrong, col).astype(object), wrong, "must be true or false"
         ok = col.map(lambda v: isinstance(v, (bool, np.bool_)) or (_is_number(v) and v in (0, 1)))
         return col, ~ok.to_numpy(dtype=bool) & ~null, "must be true or false"
     if col.dtype.kind in "iuf":
@@ -297,7 +296,8 @@ def _csv_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
         columns = next(std_csv.reader(f), [])
     reader = csv.open_csv(
         path,
-        read_options=csv.ReadOptions(block_size=max(64 << 10, int(budget_bytes * TEXT_SHARE))),
+        read_options=csv.ReadOptions(block_size=max(64 << 10, int(budget_bytes * TEXT_SHARE)),
+                                      use_threads=False),  # single-threaded: malformed rows keep line numbers
         parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
         convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
                                            strings_can_be_null=True))
