@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import models as m
 from control.current_policy import DEFAULT_WINDOW_S, PolicyFilter, PoolAnswers, current_policy, policy_version
-from control.ingest import SPECS, Kind, known_campaign_ids, refusal_json
+from control.ingest import SPECS, Kind, known_campaign_ids, records_frame, refusal_json, safe_value
 from control.ingest import ingest_frame as core_ingest_frame
 from control.tokens import Grant, ServiceToken, Tokens
 from control.validation import Limits, Refusal
@@ -186,9 +186,9 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         not_objects = [Refusal(i, "_row", r, "each row must be a JSON object", {"_row": r})
                        for i, r in enumerate(rows) if not isinstance(r, dict)]
         known = SPECS[kind].all_columns
-        ignored = sorted({k for _, r in objects for k in r if k not in known})
+        ignored = sorted({safe_value(k) for _, r in objects for k in r if k not in known})
         quarantine_source = f"api:token:{token.token_id}:{token.name}"[:200]
-        frame = pd.DataFrame.from_records([r for _, r in objects]) if objects else pd.DataFrame()
+        frame = records_frame([r for _, r in objects], kind)
         accepted, refusals = core_ingest_frame(
             engine, kind, frame, now_ts=now, source="api", quarantine_source=quarantine_source,
             known_campaigns=known_campaign_ids(engine), limits=config.limits,

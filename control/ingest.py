@@ -125,9 +125,26 @@ def _features_cell(v):
     return v
 
 
+def _clean_text(v) -> bool:
+    """Text a store can keep: a string of valid UTF-8 (no lone surrogates) without NUL."""
+    if not isinstance(v, str) or "\x00" in v:
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_value(v):
+    """A refused value as the quarantine can store it (broken text kept, escaped)."""
+    return v.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00") \
+        if isinstance(v, str) else v
+
+
 def _features_ok(v) -> bool:
     return v is None or (isinstance(v, dict) and len(v) <= 500 and all(
-        isinstance(k, str) and len(k) <= 64 and _is_number(x) and math.isfinite(_as_float(x))
+        _clean_text(k) and len(k) <= 64 and _is_number(x) and math.isfinite(_as_float(x))
         for k, x in v.items()))
 
 
@@ -143,9 +160,8 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
         if from_text:  # every cell is text or empty
             long = (col.str.len() > limit).to_numpy(dtype=bool)
             return col, long, f"must be a string of at most {limit} characters"
-        ok = col.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-        long = col.map(lambda v: isinstance(v, str) and len(v) > limit).to_numpy(dtype=bool)
-        return col, (~ok & ~null) | long, f"must be a string of at most {limit} characters"
+        ok = col.map(lambda v: _clean_text(v) and len(v) <= limit).to_numpy(dtype=bool)
+        return col, ~ok & ~null, f"must be a string of at most {limit} characters (UTF-8, no NUL)"
     if kind == "any" and name == "features":
         col = col.map(_features_cell) if from_text else col
         ok = col.map(_features_ok).to_numpy(dtype=bool)
@@ -175,6 +191,13 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
     return numbers, wrong, "must be a number"
 
 
+def records_frame(records: Sequence[dict], kind: Kind) -> pd.DataFrame:
+    """JSON objects as a frame of their known fields, values untouched (object columns: no string
+    inference, which would fail on text that is not valid UTF-8 before it could be refused)."""
+    known = SPECS[Kind(kind)].all_columns
+    return pd.DataFrame([{k: v for k, v in r.items() if k in known} for r in records], dtype=object)
+
+
 def _row_json(frame: pd.DataFrame, i: int) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in frame.iloc[i].to_dict().items()}
@@ -196,6 +219,7 @@ def prepare(frame: pd.DataFrame, kind: Kind, *, from_text: bool = False) -> tupl
                 out[name] = pd.Series([None] * len(frame), dtype=object)
             continue
         col = frame[name]
+        col_kind = "text" if name in MAX_TEXT else col_kind  # free text the store keeps in a sized column
         if col_kind in ("text", "bool", "any"):
             col = col.astype(object).where(col.notna(), None)
         converted, wrong, reason = _typed_column(col, col_kind, name, from_text)
@@ -214,8 +238,17 @@ _DTYPES = {"ts": "int64", "count": "int64", "money": "float64", "share": "float6
            "bool": bool}
 
 
+# What an optional decision field means when a row leaves it out (the store's columns are NOT NULL).
+DECISION_DEFAULTS = {"pacing": 1.0, "decided_by": "model", "decided_reason": ""}
+
+
 def _normalise(frame: pd.DataFrame, kind: Kind) -> pd.DataFrame:
-    """Accepted rows in the store's types (whole seconds and counts as integers)."""
+    """Accepted rows in the store's types (whole seconds and counts as integers), defaults filled."""
+    if kind is Kind.DECISION and len(frame):
+        fills = {c: v for c, v in DECISION_DEFAULTS.items() if c in frame}
+        frame = frame.fillna(fills) if fills else frame
+        if "model_bid" in frame:
+            frame = frame.assign(model_bid=frame["model_bid"].fillna(frame["bid"]))
     types = {c: _DTYPES[k] for c, k in SPECS[kind].all_columns.items()
              if k in _DTYPES and c in frame and frame[c].notna().all()}
     return frame.astype(types)
@@ -244,7 +277,8 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
     refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
     refusals += [Refusal(int(where[kept_index[r.row_index]]), r.field, r.value, r.reason, r.row)
                  for r in result.refused]
-    refusals = sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)
+    refusals = [Refusal(r.row_index, r.field, safe_value(r.value), r.reason, r.row)
+                for r in sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)]
     accepted = _normalise(result.accepted, kind)
     if kind is Kind.DECISION:
         repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
@@ -280,7 +314,7 @@ def _malformed(position: int, text: str, reason: str) -> Refusal:
     return Refusal(position, "_line", text[:1000], reason, {"_line": text[:10_000]})
 
 
-def _csv_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
+def _csv_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
     import csv as std_csv
 
     import pyarrow as pa
@@ -315,7 +349,7 @@ def _csv_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
         start += total
 
 
-def _jsonl_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
+def _jsonl_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
     limit = max(64 << 10, int(budget_bytes * TEXT_SHARE))
     records, positions, malformed, size, position = [], [], [], 0, 0
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -334,13 +368,13 @@ def _jsonl_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
             position += 1
             size += len(line)
             if size >= limit:
-                yield Chunk(pd.DataFrame.from_records(records), np.asarray(positions, dtype=np.int64), malformed)
+                yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
                 records, positions, malformed, size = [], [], [], 0
     if records or malformed:
-        yield Chunk(pd.DataFrame.from_records(records), np.asarray(positions, dtype=np.int64), malformed)
+        yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
 
 
-def _parquet_chunks(path: Path, budget_bytes: int) -> Iterator[Chunk]:
+def _parquet_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
@@ -370,7 +404,7 @@ def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, bu
     kind = Kind(kind)
     known = known_campaign_ids(engine) if known_campaigns is None else known_campaigns
     report = IngestReport(kind.value, f"file:{path.resolve()}"[:200], now_ts)
-    for chunk in reader(path, budget_bytes):
+    for chunk in reader(path, budget_bytes, kind):
         accepted, refusals = ingest_frame(
             engine, kind, chunk.frame, now_ts=now_ts, source="file",
             quarantine_source=report.source, known_campaigns=known, limits=limits,

@@ -86,7 +86,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_good_rows_stored(api, bidder)
     rows[7]["pred_ctr"] = 1.5
     text = json.dumps({"rows": rows + ["not an object"]})
     # JSON has no NaN, but Python's parser accepts the literal: that row is refused, not the batch.
-    text = text.replace('"bid": %s' % json.dumps(rows[6]["bid"]), '"bid": NaN', 1)
+    text = text.replace(f'"bid": {json.dumps(rows[6]["bid"])}', '"bid": NaN', 1)
     decisions, quarantined = count(api["engine"], "decisions"), count(api["engine"], "quarantine")
     r = post(api, "/v1/decisions", text, bidder)
     assert r.status_code == 207
