@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import sys
-import time
+from collections.abc import Callable
 
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue
 from control.ingest import Kind, ingest_file
 from control.tokens import TokenRole, Tokens
+from store import repo
 from store.engine import open_store
 
 
-def _clock() -> int:
-    return int(time.time())
+def store_clock(engine) -> Callable[[], int]:
+    """Now on the store's clock: the demo's promotion clock once a demo anchored one, else real time.
+
+    Read on every call, so an API started before the demo follows the demo's time."""
+    def now() -> int:
+        with engine.connect() as conn:
+            return repo.store_clock(conn)()
+    return now
 
 
 def _engine():
@@ -35,7 +42,7 @@ def cmd_api(args) -> int:
 
     settings = load_settings()
     engine = open_store(settings.database_url)
-    app = create_app(engine, _clock, config=api_config(settings), pool_provider=no_rule_pool)
+    app = create_app(engine, store_clock(engine), config=api_config(settings), pool_provider=no_rule_pool)
     print(f"bidlens api: serving on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="info")
     return 0
@@ -43,7 +50,8 @@ def cmd_api(args) -> int:
 
 def cmd_token_create(args) -> int:
     try:
-        token, secret = Tokens(_engine(), _clock).create(None, args.role, args.name or "")
+        engine = _engine()
+        token, secret = Tokens(engine, store_clock(engine)).create(None, args.role, args.name or "")
     except InvalidValue as exc:
         return fail(str(exc))
     emit(args, {**token.as_json(), "token": secret},
@@ -53,7 +61,8 @@ def cmd_token_create(args) -> int:
 
 def cmd_token_revoke(args) -> int:
     try:
-        token = Tokens(_engine(), _clock).revoke(None, args.token_id)
+        engine = _engine()
+        token = Tokens(engine, store_clock(engine)).revoke(None, args.token_id)
     except InvalidValue as exc:
         return fail(str(exc))
     emit(args, token.as_json(), f"token {token.token_id} ({token.name}) revoked")
@@ -61,7 +70,8 @@ def cmd_token_revoke(args) -> int:
 
 
 def cmd_token_list(args) -> int:
-    tokens = Tokens(_engine(), _clock).list(None)
+    engine = _engine()
+    tokens = Tokens(engine, store_clock(engine)).list(None)
     lines = [f"{t.token_id:>4}  {t.role.value:<7} {'active' if t.active else 'revoked':<8} {t.name}"
              for t in tokens]
     emit(args, [t.as_json() for t in tokens], "\n".join(lines) or "no tokens")
@@ -71,8 +81,9 @@ def cmd_token_list(args) -> int:
 def cmd_ingest(args) -> int:
     settings = load_settings()
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
+    engine = _engine()
     try:
-        report = ingest_file(_engine(), Kind(args.kind.rstrip("s")), args.file, now_ts=_clock(),
+        report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
                              budget_bytes=budget)
     except (OSError, ValueError) as exc:
         return fail(str(exc))

@@ -58,16 +58,6 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
 
 
-class Clock:
-    """A settable clock for the app under test."""
-
-    def __init__(self, now: int = NOW):
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @contextlib.contextmanager
 def serve(app):
     """Run `app` on a real uvicorn server on 127.0.0.1 (ephemeral port) in a thread; yields its URL."""

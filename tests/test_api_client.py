@@ -7,14 +7,15 @@ import pytest
 
 from api.app import create_app
 from api.client import ApiError, BidLensClient
+from control.clock import ManualClock
 from control.tokens import Tokens
-from tests.api_support import NOW, Clock, count, decision_rows, make_store, serve
+from tests.api_support import NOW, count, decision_rows, make_store, serve
 
 
 @pytest.fixture()
 def live(tmp_path):
     engine = make_store(tmp_path)
-    clock = Clock()
+    clock = ManualClock(NOW)
     tokens = Tokens(engine, clock)
     _, bidder = tokens.create(None, "bidder", "client-test")
     _, reader = tokens.create(None, "reader", "client-reader")

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from api.app import ApiConfig, create_app
+from control.clock import ManualClock
 from control.config import Settings
 from control.current_policy import rule_pool_provider
 from control.domain import GuardMode, OverrideField, Role, RuleAnswer
@@ -15,7 +16,7 @@ from control.service import Control
 from control.tokens import Tokens
 from store import repo
 from store import schema as s
-from tests.api_support import NOW, Clock, count, decision_rows, make_store, outcome_rows, serve
+from tests.api_support import NOW, count, decision_rows, make_store, outcome_rows, serve
 
 GENERIC_401 = {"error": {"code": "unauthorized", "message": "missing or invalid token"}}
 
@@ -35,7 +36,7 @@ class FixedPool:
 def api(tmp_path_factory):
     folder = tmp_path_factory.mktemp("api")
     engine = make_store(folder)
-    clock = Clock()
+    clock = ManualClock(NOW)
     tokens = Tokens(engine, clock)
     pool = FixedPool()
     app = create_app(engine, clock, config=ApiConfig(max_batch_rows=50, max_body_bytes=200_000),
@@ -214,13 +215,13 @@ def test_an_approved_override_is_served_until_it_expires(api, bidder):
     (slot,) = r.json()["slots"]
     assert (slot["decided_by"], slot["bid"], slot["override_ids"]) == ("override", 1.25, [proposed.override_id])
     etag = r.headers["ETag"]
-    api["clock"].now = NOW + 601  # expired, though nobody has written anything yet
+    api["clock"].now_ts = NOW + 601  # expired, though nobody has written anything yet
     try:
         r = get(api, "/v1/policy", {**bidder, "If-None-Match": etag}, campaign_id="c2", audience_package="moving")
         assert r.status_code == 200
         assert r.json()["slots"][0]["decided_by"] == "model"
     finally:
-        api["clock"].now = NOW
+        api["clock"].now_ts = NOW
 
 
 def test_a_tripped_guard_or_the_kill_switch_hands_the_slot_to_the_rule_pool(api, bidder):
@@ -260,7 +261,7 @@ def test_health_and_readiness(api, tmp_path):
     assert requests.get(api["url"] + "/readyz", timeout=10).json() == {"status": "ready", "reason": None}
     from store.engine import make_engine
 
-    unmigrated = create_app(make_engine(f"sqlite:///{tmp_path / 'empty.db'}"), Clock())
+    unmigrated = create_app(make_engine(f"sqlite:///{tmp_path / 'empty.db'}"), ManualClock(NOW))
     with serve(unmigrated) as url:
         r = requests.get(url + "/readyz", timeout=10)
     assert r.status_code == 503 and r.json()["reason"].startswith("schema not current")

@@ -23,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import ApiConfig, create_app
+from control.clock import ManualClock
 from control.tokens import Tokens
-from tests.api_support import CAMPAIGNS, NOW, Clock, count, make_store, serve
+from tests.api_support import CAMPAIGNS, NOW, count, make_store, serve
 
 NO_INPUTS = {"GET /healthz", "GET /readyz"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -33,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def fuzz_store(tmp_path_factory):
     engine = make_store(tmp_path_factory.mktemp("fuzz"))
-    clock = Clock()
+    clock = ManualClock(NOW)
     _, secret = Tokens(engine, clock).create(None, "bidder", "fuzz")
     with serve(create_app(engine, clock, config=ApiConfig(max_batch_rows=200))) as url:
         yield url, secret, engine

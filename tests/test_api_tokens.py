@@ -8,16 +8,17 @@ import pytest
 
 from cli.main import main
 from control.audit import verify_chain
+from control.clock import ManualClock
 from control.domain import InvalidValue, Role, User
 from control.permissions import PermissionDenied
 from control.tokens import Grant, Tokens, hash_token
 from store import repo
-from tests.api_support import Clock, make_store
+from tests.api_support import NOW, make_store
 
 
 @pytest.fixture()
 def tokens(tmp_path):
-    return Tokens(make_store(tmp_path), Clock())
+    return Tokens(make_store(tmp_path), ManualClock(NOW))
 
 
 def test_only_the_hash_is_stored_and_the_secret_authenticates(tokens):
