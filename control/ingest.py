@@ -101,6 +101,19 @@ def refusal_json(r: Refusal) -> dict:
 
 # --- types: JSON values or CSV text into columns the validation understands ------------------
 
+_PLAIN = (int, float, type(None))
+
+
+def _plain_numbers(values: list) -> np.ndarray | None:
+    """The values as floats when every one is a plain int, float or None (the usual batch), else None."""
+    if not set(map(type, values)) <= set(_PLAIN):
+        return None
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    except OverflowError:  # an integer too big for a float
+        return None
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
@@ -160,8 +173,14 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
         if from_text:  # every cell is text or empty
             long = (col.str.len() > limit).to_numpy(dtype=bool)
             return col, long, f"must be a string of at most {limit} characters"
-        ok = col.map(lambda v: _clean_text(v) and len(v) <= limit).to_numpy(dtype=bool)
-        return col, ~ok & ~null, f"must be a string of at most {limit} characters (UTF-8, no NUL)"
+        reason = f"must be a string of at most {limit} characters (UTF-8, no NUL)"
+        values = col.tolist()
+        if set(map(type, values)) <= {str, type(None)}:
+            texts = [v for v in values if v is not None]
+            if max(map(len, texts), default=0) <= limit and _clean_text("".join(texts)):
+                return col, np.zeros(len(values), dtype=bool), reason  # the usual batch: all fine
+        ok = np.array([_clean_text(v) and len(v) <= limit for v in values], dtype=bool)
+        return col, ~ok & ~null, reason
     if kind == "any" and name == "features":
         col = col.map(_features_cell) if from_text else col
         ok = col.map(_features_ok).to_numpy(dtype=bool)
@@ -183,10 +202,14 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
         wrong = numbers.isna().to_numpy(dtype=bool) & ~null
     else:
         values = col.tolist()
-        wrong = np.array([not (_is_number(v) or v is None) for v in values], dtype=bool)
-        numbers = pd.Series([_as_float(v) if _is_number(v) else np.nan for v in values],
-                            index=col.index, dtype="float64")
-        wrong &= ~null
+        numbers = _plain_numbers(values)
+        if numbers is not None:
+            wrong = np.zeros(len(values), dtype=bool)
+        else:  # some value is not a plain number: look at each
+            wrong = np.array([not (_is_number(v) or v is None) for v in values], dtype=bool)
+            numbers = np.array([_as_float(v) if _is_number(v) else np.nan for v in values], dtype=np.float64)
+            wrong &= ~null
+        numbers = pd.Series(numbers, index=col.index, dtype="float64")
     wrong |= np.abs(numbers.to_numpy()) > MAX_MAGNITUDE
     return numbers, wrong, "must be a number"
 

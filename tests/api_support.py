@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import uvicorn
 
 from control.domain import AudiencePackage, Campaign
 from store import repo
@@ -56,23 +52,3 @@ def count(engine, table: str, where: str = "") -> int:
 
 def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows)
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run `app` on a real uvicorn server on 127.0.0.1 (ephemeral port) in a thread; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

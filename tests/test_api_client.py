@@ -7,9 +7,10 @@ import pytest
 
 from api.app import create_app
 from api.client import ApiError, BidLensClient
+from api.server import serve_in_thread as serve
 from control.clock import ManualClock
 from control.tokens import Tokens
-from tests.api_support import NOW, count, decision_rows, make_store, serve
+from tests.api_support import NOW, count, decision_rows, make_store
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from api.app import ApiConfig, create_app
+from api.server import serve_in_thread as serve
 from control.clock import ManualClock
 from control.config import Settings
 from control.current_policy import rule_pool_provider
@@ -16,7 +17,7 @@ from control.service import Control
 from control.tokens import Tokens
 from store import repo
 from store import schema as s
-from tests.api_support import NOW, count, decision_rows, make_store, outcome_rows, serve
+from tests.api_support import NOW, count, decision_rows, make_store, outcome_rows
 
 GENERIC_401 = {"error": {"code": "unauthorized", "message": "missing or invalid token"}}
 

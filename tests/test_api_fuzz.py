@@ -23,9 +23,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import ApiConfig, create_app
+from api.server import serve_in_thread as serve
 from control.clock import ManualClock
 from control.tokens import Tokens
-from tests.api_support import CAMPAIGNS, NOW, count, make_store, serve
+from tests.api_support import CAMPAIGNS, NOW, count, make_store
 
 NO_INPUTS = {"GET /healthz", "GET /readyz"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
