@@ -68,8 +68,9 @@ def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
     if where.audience_package is not None:
         extra += " AND audience_package = :audience_package"
         params["audience_package"] = where.audience_package
-    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).all()
-    frame = pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
+    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).tuples().all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(PLAN_COLUMNS)
+    frame = pd.DataFrame(dict(zip(PLAN_COLUMNS, columns, strict=True)))
     return frame.astype({"campaign_id": object, "audience_package": object, "bucket_ts": "int64",
                          "bid": "float64", "audience_on": bool, "budget_share": "float64"})
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from control.validation import (
     DECISION_COLUMNS,
@@ -34,6 +34,7 @@ from control.validation import (
     validate_outcomes,
 )
 from store import repo
+from store import schema as s
 
 MAX_TEXT = {"decided_reason": 200}  # other text columns: 64 characters (the store's width)
 MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender sends it
@@ -315,7 +316,7 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
 
 def known_campaign_ids(engine: Engine) -> set[str]:
     with engine.connect() as conn:
-        return set(repo.load_campaigns(conn))
+        return set(conn.execute(select(s.campaigns.c.campaign_id)).scalars())
 
 
 # --- files -------------------------------------------------------------------------------------
