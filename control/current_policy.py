@@ -68,7 +68,7 @@ def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
     if where.audience_package is not None:
         extra += " AND audience_package = :audience_package"
         params["audience_package"] = where.audience_package
-    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).tuples().all()
+    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).all()
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(PLAN_COLUMNS)
     frame = pd.DataFrame(dict(zip(PLAN_COLUMNS, columns, strict=True)))
     return frame.astype({"campaign_id": object, "audience_package": object, "bucket_ts": "int64",
