@@ -43,8 +43,9 @@ def cmd_api(args) -> int:
     settings = load_settings()
     engine = open_store(settings.database_url)
     app = create_app(engine, store_clock(engine), config=api_config(settings), pool_provider=no_rule_pool)
-    print(f"bidlens api: serving on http://{args.host}:{args.port} (OpenAPI at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="info")
+    port = args.port or settings.api_port
+    print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=port, log_level="info")
     return 0
 
 
