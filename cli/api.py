@@ -38,11 +38,14 @@ def api_config(settings):
 def cmd_api(args) -> int:
     import uvicorn
 
-    from api.app import create_app, no_rule_pool
+    from api.app import create_app
+    from control.current_policy import rule_pool_provider
+    from guards.pool_store import load_active_pool
+    from guards.rule_pool import hour_of
 
     settings = load_settings()
     engine = open_store(settings.database_url)
-    app = create_app(engine, store_clock(engine), config=api_config(settings), pool_provider=no_rule_pool)
+    app = create_app(engine, store_clock(engine), config=api_config(settings), pool_provider=rule_pool_provider(load_active_pool, hour_of))
     port = args.port or settings.api_port
     print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=port, log_level="info")

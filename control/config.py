@@ -44,6 +44,15 @@ class Settings:
                              "Absolute cap on any override bid, yuan per click.")
     max_override_hours: int = setting(168, "BIDLENS_MAX_OVERRIDE_HOURS",
                                       "The longest an override may be proposed for, hours.")
+    alerts_config: str = setting("", "BIDLENS_ALERTS_CONFIG",
+                                 "TOML file of alert channels (WeCom robots, webhook, log file) and routes; "
+                                 "keys come from the environment variables it names. Empty: alerts go to "
+                                 "DATA_DIR/alerts.log. See docs/ALERTS.md.")
+    guard_config: str = setting("", "BIDLENS_GUARD_CONFIG",
+                                "TOML file overriding guards/guard_defaults.toml (also per campaign); "
+                                "empty: the defaults.")
+    guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
+                                    "The guard worker evaluates every this many seconds of its clock.")
     api_max_batch_rows: int = setting(10_000, "BIDLENS_API_MAX_BATCH_ROWS",
                                       "Most rows in one POST to the bidder API (413 beyond).")
     api_max_body_mb: int = setting(16, "BIDLENS_API_MAX_BODY_MB",

@@ -75,14 +75,6 @@ def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
                          "bid": "float64", "audience_on": bool, "budget_share": "float64"})
 
 
-def active_rule_pool(conn: Connection) -> tuple[int, str] | None:
-    """(version, TOML text) of the active rule pool version, or None when there is none."""
-    row = conn.execute(select(s.rule_pool_versions.c.version, s.rule_pool_versions.c.source)
-                       .where(s.rule_pool_versions.c.status == "active")
-                       .order_by(s.rule_pool_versions.c.version.desc()).limit(1)).first()
-    return (row.version, row.source) if row else None
-
-
 def policy_version(conn: Connection, now_ts: int) -> str:
     """A short name for the policy's inputs now: equal names, equal policies."""
     d = s.decisions.c
@@ -134,34 +126,24 @@ def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
 
 # --- the rule pool's answers from its active version ------------------------------------------
 
-CHINA_UTC_OFFSET_S = 8 * 3600  # rules name hours of the day in China (UTC+8, no daylight saving)
-
-
 class RuleAnswering(Protocol):
     def answer(self, campaign_id: str, audience_package: str, hour: int,
                reference_bid: float) -> RuleAnswer | None: ...
 
 
-def pool_answer_fn(pool: RuleAnswering, utc_offset_s: int = CHINA_UTC_OFFSET_S) -> PoolAnswerFn:
+def pool_answer_fn(pool: RuleAnswering, hour_of: Callable[[int], int]) -> PoolAnswerFn:
     """Ask `pool` for a slot at its bucket's hour of the day; the reference bid is the model's bid."""
     def answer(campaign_id: str, audience_package: str, bucket_ts: int, reference_bid: float):
-        hour = ((bucket_ts + utc_offset_s) // 3600) % 24
-        return pool.answer(campaign_id, audience_package, hour, reference_bid)
+        return pool.answer(campaign_id, audience_package, int(hour_of(bucket_ts)), reference_bid)
     return answer
 
 
-def rule_pool_provider(load: Callable[[str], RuleAnswering],
-                       utc_offset_s: int = CHINA_UTC_OFFSET_S) -> Callable[[Connection], PoolAnswers]:
-    """Answers from the active rule pool version (parsed once per version); none without one."""
-    parsed: dict[int, RuleAnswering] = {}
+def rule_pool_provider(load_active: Callable[[Connection], tuple[int, RuleAnswering] | None],
+                       hour_of: Callable[[int], int]) -> Callable[[Connection], PoolAnswers]:
+    """Answers from the rule pool in force (`load_active` gives (version, pool) or None); none without one.
 
+    Called when the policy's inputs changed, not on every poll."""
     def provider(conn: Connection) -> PoolAnswers:
-        active = active_rule_pool(conn)
-        if active is None:
-            return {}
-        version, source = active
-        if version not in parsed:
-            parsed.clear()
-            parsed[version] = load(source)
-        return pool_answer_fn(parsed[version], utc_offset_s)
+        active = load_active(conn)
+        return {} if active is None else pool_answer_fn(active[1], hour_of)
     return provider

@@ -12,9 +12,11 @@ from api.server import serve_in_thread as serve
 from control.clock import ManualClock
 from control.config import Settings
 from control.current_policy import rule_pool_provider
-from control.domain import GuardMode, OverrideField, Role, RuleAnswer
+from control.domain import GuardMode, OverrideField, Role
 from control.service import Control
 from control.tokens import Tokens
+from guards.pool_store import load_active_pool
+from guards.rule_pool import hour_of
 from store import repo
 from store import schema as s
 from tests.api_support import NOW, count, decision_rows, make_store, outcome_rows
@@ -22,15 +24,21 @@ from tests.api_support import NOW, count, decision_rows, make_store, outcome_row
 GENERIC_401 = {"error": {"code": "unauthorized", "message": "missing or invalid token"}}
 
 
-class FixedPool:
-    """A rule pool stand-in: a fixed bid, and the hours it was asked about."""
+# Rules name hours of the day in Beijing: NOW - 20 s is 23:59:40 there, so "late" answers.
+POOL_TOML = """
+[[rules]]
+rule_id = "r-fixed"
+action = "fixed_bid"
+value = 0.5
 
-    def __init__(self):
-        self.hours = []
-
-    def answer(self, campaign_id, audience_package, hour, reference_bid):
-        self.hours.append(hour)
-        return RuleAnswer("r-fixed", 0.5)
+[[rules]]
+rule_id = "late"
+action = "fixed_bid"
+value = 0.7
+priority = 1
+hour_from = 23
+hour_to = 24
+"""
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +47,10 @@ def api(tmp_path_factory):
     engine = make_store(folder)
     clock = ManualClock(NOW)
     tokens = Tokens(engine, clock)
-    pool = FixedPool()
     app = create_app(engine, clock, config=ApiConfig(max_batch_rows=50, max_body_bytes=200_000),
-                     pool_provider=rule_pool_provider(lambda _text: pool))
+                     pool_provider=rule_pool_provider(load_active_pool, hour_of))
     with serve(app) as url:
-        yield {"url": url, "engine": engine, "clock": clock, "tokens": tokens, "pool": pool}
+        yield {"url": url, "engine": engine, "clock": clock, "tokens": tokens}
 
 
 @pytest.fixture()
@@ -230,13 +237,12 @@ def test_a_tripped_guard_or_the_kill_switch_hands_the_slot_to_the_rule_pool(api,
     engine = api["engine"]
     with engine.begin() as conn:
         conn.execute(s.rule_pool_versions.insert().values(version=1, created_ts=NOW, created_by="t",
-                                                          source="[[rules]]", status="active"))
+                                                          source=POOL_TOML, status="active"))
         conn.execute(s.guard_states.insert().values(guard="roi", campaign_id="c3", mode=GuardMode.TRIPPED.value,
                                                     state={}, event_id=77, version=1, updated_ts=NOW))
     slots = get(api, "/v1/policy", bidder, campaign_id="c3").json()["slots"]
     assert slots and all((x["decided_by"], x["rule_id"], x["bid"], x["guard_event_id"], x["reason"])
-                         == ("rule_pool", "r-fixed", 0.5, 77, "guard:tripped") for x in slots)
-    assert api["pool"].hours and set(api["pool"].hours) == {((NOW - 20 + 8 * 3600) // 3600) % 24}
+                         == ("rule_pool", "late", 0.7, 77, "guard:tripped") for x in slots)
     guards = get(api, "/v1/guards", bidder).json()
     assert guards["guards"] == [{"campaign_id": "c3", "mode": "tripped", "canary_share": 0.0, "event_id": 77}]
 

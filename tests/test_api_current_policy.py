@@ -15,6 +15,8 @@ from control.current_policy import (
 from control.domain import GuardMode, RuleAnswer
 from control.ingest import Kind, ingest_frame
 from control.policy import POLICY_COLUMNS
+from guards.pool_store import load_active_pool
+from guards.rule_pool import hour_of
 from store import repo
 from store import schema as s
 from tests.api_support import CAMPAIGNS, NOW, decision_rows, frame, make_store
@@ -116,29 +118,20 @@ def test_rule_hours_are_hours_of_the_day_in_china():
         def answer(self, campaign_id, audience_package, hour, reference_bid):
             return RuleAnswer(f"h{hour}", reference_bid)
 
-    ask = pool_answer_fn(Pool())
+    ask = pool_answer_fn(Pool(), hour_of)
     assert ask("c1", "p", NOW, 1.0).rule_id == "h0"           # 16:00 UTC is midnight in Beijing
     assert ask("c1", "p", NOW + 8 * 3600 + 59, 1.0).rule_id == "h8"
 
 
-def test_the_provider_parses_each_active_version_once(tmp_path):
+def test_the_provider_answers_from_the_pool_in_force(tmp_path):
     engine = make_store(tmp_path)
-    parsed = []
-
-    class Pool:
-        def __init__(self, text):
-            parsed.append(text)
-
-        def answer(self, *args):
-            return None
-
-    provider = rule_pool_provider(Pool)
+    provider = rule_pool_provider(load_active_pool, hour_of)
     with engine.connect() as conn:
         assert provider(conn) == {}
     with engine.begin() as conn:
-        conn.execute(s.rule_pool_versions.insert().values(version=1, created_ts=NOW, created_by="t",
-                                                          source="v1", status="active"))
-    for _ in range(3):
-        with engine.connect() as conn:
-            assert callable(provider(conn))
-    assert parsed == ["v1"]
+        conn.execute(s.rule_pool_versions.insert().values(
+            version=1, created_ts=NOW, created_by="t", status="active",
+            source='[[rules]]\nrule_id = "half"\naction = "multiplier"\nvalue = 0.5\n'))
+    with engine.connect() as conn:
+        answer = provider(conn)("c1", "parenting", NOW, 2.0)
+    assert (answer.rule_id, answer.bid) == ("half", 1.0)
