@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import models as m
 from control.current_policy import DEFAULT_WINDOW_S, PolicyFilter, PoolAnswers, current_policy, policy_version
-from control.ingest import SPECS, Kind, known_campaign_ids, records_frame, refusal_json, safe_value
+from control.ingest import SPECS, Enrich, Kind, known_campaign_ids, records_frame, refusal_json, safe_value
 from control.ingest import ingest_frame as core_ingest_frame
 from control.tokens import Grant, ServiceToken, Tokens
 from control.validation import Limits, Refusal
@@ -113,8 +113,9 @@ def policy_json(policy: pd.DataFrame) -> list[dict]:
 
 
 def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | None = None,
-               pool_provider: PoolProvider = no_rule_pool) -> FastAPI:
-    """The API over `engine`; `clock` gives epoch seconds; `pool_provider` the rule pool's answers."""
+               pool_provider: PoolProvider = no_rule_pool, enrich: Enrich | None = None) -> FastAPI:
+    """The API over `engine`; `clock` gives epoch seconds; `pool_provider` the rule pool's answers;
+    `enrich` completes accepted decision rows before they are stored (api.shadow.shadow_filler)."""
     config = config or ApiConfig()
     tokens = Tokens(engine, clock)
     cache = _PolicyCache()
@@ -192,7 +193,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         accepted, refusals = core_ingest_frame(
             engine, kind, frame, now_ts=now, source="api", quarantine_source=quarantine_source,
             known_campaigns=known_campaign_ids(engine), limits=config.limits,
-            positions=[i for i, _ in objects], extra_refusals=not_objects)
+            positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich)
         refusals = sorted(refusals, key=lambda r: r.row_index)
         body = {"accepted": accepted, "refused": len(refusals),
                 "refusals": [refusal_json(r) for r in refusals],

@@ -39,13 +39,15 @@ def cmd_api(args) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.shadow import shadow_filler
     from control.current_policy import rule_pool_provider
     from guards.pool_store import load_active_pool
     from guards.rule_pool import hour_of
 
     settings = load_settings()
     engine = open_store(settings.database_url)
-    app = create_app(engine, store_clock(engine), config=api_config(settings), pool_provider=rule_pool_provider(load_active_pool, hour_of))
+    app = create_app(engine, store_clock(engine), config=api_config(settings),
+                     pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine))
     port = args.port or settings.api_port
     print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=port, log_level="info")
@@ -83,12 +85,14 @@ def cmd_token_list(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    from api.shadow import shadow_filler
+
     settings = load_settings()
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
     engine = _engine()
     try:
         report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
-                             budget_bytes=budget)
+                             budget_bytes=budget, enrich=shadow_filler(engine))
     except (OSError, ValueError) as exc:
         return fail(str(exc))
     data = report.as_json()

@@ -40,6 +40,8 @@ MAX_TEXT = {"decided_reason": 200}  # other text columns: 64 characters (the sto
 MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender sends it
 DEFAULT_LIMITS = Limits()
 
+Enrich = Callable[[pd.DataFrame], pd.DataFrame]
+
 
 class Kind(StrEnum):
     DECISION = "decision"
@@ -284,12 +286,14 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
                  quarantine_source: str, known_campaigns: Collection[str] | None,
                  limits: Limits = DEFAULT_LIMITS, from_text: bool = False,
                  positions: np.ndarray | None = None,
-                 extra_refusals: Sequence[Refusal] = ()) -> tuple[int, list[Refusal]]:
+                 extra_refusals: Sequence[Refusal] = (),
+                 enrich: Enrich | None = None) -> tuple[int, list[Refusal]]:
     """Store the valid rows of `frame`, quarantine the rest; returns (accepted, refusals).
 
     Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can
     name a row of a whole file; `extra_refusals` (already positioned, e.g. malformed
-    lines) are quarantined with them.
+    lines) are quarantined with them. `enrich` completes accepted decision rows before
+    they are stored (the rule pool's shadow score).
     """
     kind = Kind(kind)
     spec = SPECS[kind]
@@ -305,6 +309,7 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
                 for r in sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)]
     accepted = _normalise(result.accepted, kind)
     if kind is Kind.DECISION:
+        accepted = enrich(accepted) if enrich is not None else accepted
         repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
     else:
         repo.write_outcomes(engine, accepted, source=source)
@@ -419,7 +424,8 @@ READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".ndjson": _jsonl_chunk
 
 def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
                 known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
-                progress: Callable[[IngestReport], None] | None = None) -> IngestReport:
+                progress: Callable[[IngestReport], None] | None = None,
+                enrich: Enrich | None = None) -> IngestReport:
     """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
@@ -432,7 +438,8 @@ def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, bu
         accepted, refusals = ingest_frame(
             engine, kind, chunk.frame, now_ts=now_ts, source="file",
             quarantine_source=report.source, known_campaigns=known, limits=limits,
-            from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed)
+            from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed,
+            enrich=enrich)
         report.add(accepted, refusals)
         if progress is not None:
             progress(report)

@@ -9,6 +9,7 @@ import requests
 
 from api.app import ApiConfig, create_app
 from api.server import serve_in_thread as serve
+from api.shadow import shadow_filler
 from control.clock import ManualClock
 from control.config import Settings
 from control.current_policy import rule_pool_provider
@@ -48,7 +49,7 @@ def api(tmp_path_factory):
     clock = ManualClock(NOW)
     tokens = Tokens(engine, clock)
     app = create_app(engine, clock, config=ApiConfig(max_batch_rows=50, max_body_bytes=200_000),
-                     pool_provider=rule_pool_provider(load_active_pool, hour_of))
+                     pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine))
     with serve(app) as url:
         yield {"url": url, "engine": engine, "clock": clock, "tokens": tokens}
 
@@ -235,9 +236,8 @@ def test_an_approved_override_is_served_until_it_expires(api, bidder):
 def test_a_tripped_guard_or_the_kill_switch_hands_the_slot_to_the_rule_pool(api, bidder):
     post(api, "/v1/decisions", {"rows": decision_rows(9, seed=11, bucket_ts=NOW - 20)}, bidder)
     engine = api["engine"]
+    _activate_pool(engine)
     with engine.begin() as conn:
-        conn.execute(s.rule_pool_versions.insert().values(version=1, created_ts=NOW, created_by="t",
-                                                          source=POOL_TOML, status="active"))
         conn.execute(s.guard_states.insert().values(guard="roi", campaign_id="c3", mode=GuardMode.TRIPPED.value,
                                                     state={}, event_id=77, version=1, updated_ts=NOW))
     slots = get(api, "/v1/policy", bidder, campaign_id="c3").json()["slots"]
@@ -256,6 +256,26 @@ def test_a_tripped_guard_or_the_kill_switch_hands_the_slot_to_the_rule_pool(api,
     with engine.begin() as conn:
         repo.set_flag(conn, repo.KILL_SWITCH_KEY, {"global": False, "campaigns": []}, "t", NOW)
         conn.execute(s.guard_states.delete())
+
+
+def _activate_pool(engine) -> None:
+    with engine.begin() as conn:
+        if conn.execute(s.rule_pool_versions.select()).first() is None:
+            conn.execute(s.rule_pool_versions.insert().values(version=1, created_ts=NOW, created_by="t",
+                                                              source=POOL_TOML, status="active"))
+
+
+def test_decisions_get_the_rule_pools_shadow_score_unless_they_bring_their_own(api, bidder):
+    _activate_pool(api["engine"])
+    rows = decision_rows(2, seed=12, bucket_ts=NOW - 20)
+    rows[1]["pool_bid"], rows[1]["pool_pred_roi"] = 0.9, 2.5
+    assert post(api, "/v1/decisions", {"rows": rows}, bidder).status_code == 200
+    with api["engine"].connect() as conn:
+        stored = conn.exec_driver_sql("SELECT model_bid, pred_roi, pool_bid, pool_pred_roi FROM decisions "
+                                      "ORDER BY decision_id DESC LIMIT 2").all()[::-1]
+    assert stored[0].pool_bid == 0.7  # the "late" rule at 23:59 Beijing time
+    assert stored[0].pool_pred_roi == pytest.approx(stored[0].pred_roi * stored[0].model_bid / 0.7)
+    assert (stored[1].pool_bid, stored[1].pool_pred_roi) == (0.9, 2.5)
 
 
 def test_guards_answer_304_when_unchanged(api, reader):
