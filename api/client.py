@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+import pandas as pd
 import requests
 
 RETRY_STATUSES = {409, 429, 502, 503, 504}
@@ -59,6 +60,34 @@ def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
         yield batch
+
+
+def serve_policy(plan, snapshot: PolicySnapshot | None):
+    """What a bidder serves for its fresh model plan under the effective policy.
+
+    `plan` is a pandas DataFrame with campaign_id, audience_package, bid, audience_on (the
+    model's decision for this bucket). Where the policy has the slot decided by an override
+    or the rule pool, its bid and audience_on are served; elsewhere the model's. Adds the
+    columns decided_by, decided_reason and canary_share (in probation: the share of the
+    slot's traffic to send to the model's bid). The policy is as of the last poll, so a
+    rule pool multiplier scales the model's previous bid.
+    """
+    served = plan.copy()
+    served["model_bid"] = plan["bid"]
+    served["decided_by"], served["decided_reason"], served["canary_share"] = "model", "model", 0.0
+    if snapshot is None or not snapshot.slots:
+        return served
+    policy = pd.DataFrame(snapshot.slots)
+    policy = policy[policy["decided_by"] != "model"]
+    keys = ["campaign_id", "audience_package"]
+    joined = served[keys].merge(policy, on=keys, how="left")
+    take = joined["decided_by"].notna().to_numpy()
+    for column, source in (("bid", "bid"), ("audience_on", "audience_on"), ("decided_by", "decided_by"),
+                           ("decided_reason", "reason"), ("canary_share", "canary_share")):
+        values = served[column].to_numpy(dtype=object).copy()
+        values[take] = joined.loc[take, source].to_numpy(dtype=object)
+        served[column] = pd.Series(values, index=served.index).infer_objects()
+    return served
 
 
 class BidLensClient:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from api.app import create_app
-from api.client import ApiError, BidLensClient
+from api.client import ApiError, BidLensClient, PolicySnapshot, serve_policy
 from api.server import serve_in_thread as serve
 from control.clock import ManualClock
 from control.tokens import Tokens
@@ -56,3 +56,23 @@ def test_polling_returns_the_policy_only_when_it_changed(live):
     with pytest.raises(ApiError) as refused:
         poller.send_decisions(decision_rows(1))
     assert refused.value.status == 403
+
+
+def test_a_bidder_serves_overrides_and_the_pool_and_the_model_elsewhere():
+    plan = pd.DataFrame({"campaign_id": ["c1", "c1", "c2"], "audience_package": ["a", "b", "a"],
+                         "bid": [1.0, 2.0, 3.0], "audience_on": [True, True, True]})
+    snapshot = PolicySnapshot("v1", NOW, [
+        {"campaign_id": "c1", "audience_package": "a", "bid": 0.4, "audience_on": False, "decided_by": "rule_pool",
+         "reason": "guard:probation", "canary_share": 0.1},
+        {"campaign_id": "c1", "audience_package": "b", "bid": 2.5, "audience_on": True, "decided_by": "model",
+         "reason": "model", "canary_share": 0.0},
+        {"campaign_id": "c2", "audience_package": "a", "bid": 1.5, "audience_on": True, "decided_by": "override",
+         "reason": "override:4", "canary_share": 0.0},
+    ])
+    served = serve_policy(plan, snapshot)
+    assert served["bid"].tolist() == [0.4, 2.0, 1.5]  # the model's fresh bid where the model decides
+    assert served["audience_on"].tolist() == [False, True, True]
+    assert served["decided_by"].tolist() == ["rule_pool", "model", "override"]
+    assert served["canary_share"].tolist() == [0.1, 0.0, 0.0]
+    assert served["model_bid"].tolist() == [1.0, 2.0, 3.0]
+    assert serve_policy(plan, None)["bid"].tolist() == [1.0, 2.0, 3.0]
