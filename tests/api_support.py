@@ -17,7 +17,12 @@ CAMPAIGNS = ("c1", "c2", "c3")
 
 
 def make_store(folder: Path, campaigns=CAMPAIGNS):
-    engine = open_store(f"sqlite:///{folder / 'bidlens.db'}")
+    return seeded_store(f"sqlite:///{folder / 'bidlens.db'}", campaigns)
+
+
+def seeded_store(url: str, campaigns=CAMPAIGNS):
+    """A migrated store at `url` that knows the test campaigns and audience packages."""
+    engine = open_store(url)
     with engine.begin() as conn:
         repo.upsert_campaigns(conn, [Campaign(c, f"campaign {c}", "toys", 1000.0, 3000.0, 120.0, 0.3)
                                      for c in campaigns])
