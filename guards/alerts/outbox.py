@@ -30,13 +30,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from control.audit import AuditRecord
 from control.config import load_settings
-from control.domain import InvalidValue
+from control.domain import InvalidValue, User
+from control.permissions import Action, require
 from guards.alerts.channels import Channels, build_channels
 from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
 from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, group_due, pack, plan_enqueue
 from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, SendOutcome, redact
+from store import repo
 from store import schema as s
 
 log = logging.getLogger("guards.alerts")
@@ -173,19 +175,6 @@ class AckResult:
     already: bool  # acknowledged before: nothing changed, nothing audited
 
 
-def _append_audit(conn: Connection, record: AuditRecord) -> None:
-    """Append to the hash-chained audit log (store.repo.append_audit once it is on main)."""
-    from control.audit import GENESIS_HASH, chain
-
-    last = conn.execute(select(s.audit_log.c.entry_id, s.audit_log.c.hash)
-                        .order_by(s.audit_log.c.entry_id.desc()).limit(1)).first()
-    prev_hash, entry_id = (last.hash, last.entry_id + 1) if last else (GENESIS_HASH, 1)
-    e = chain(prev_hash, record, entry_id)
-    conn.execute(insert(s.audit_log).values(
-        entry_id=e.entry_id, ts=e.ts, actor=e.actor, action=e.action, entity=e.entity, entity_id=e.entity_id,
-        before=e.before, after=e.after, prev_hash=e.prev_hash, hash=e.hash))
-
-
 def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source: str = "cli") -> AckResult:
     """Someone has seen the alert and is on it: every channel's copy of the event, audited."""
     if not by or not by.strip():
@@ -196,12 +185,19 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     a = s.alerts
     conn.execute(update(a).where(a.c.event_key == alert.event_key, a.c.acked_ts.is_(None))
                  .values(acked_ts=now_ts, acked_by=by, ack_source=source))
-    _append_audit(conn, AuditRecord(
+    repo.append_audit(conn, AuditRecord(
         ts=now_ts, actor=by, action="alert.ack", entity="alert", entity_id=str(alert_id),
         before={"acked_ts": None, "status": alert.status},
         after={"acked_ts": now_ts, "acked_by": by, "source": source, "kind": alert.kind.value,
                "campaign_id": alert.campaign_id, "time_to_ack_s": now_ts - alert.occurred_ts}))
     return AckResult(get_alert(conn, alert_id), already=False)
+
+
+def ack_alert(engine: Engine, actor: User, alert_id: int, now_ts: int, *, source: str = "panel") -> AckResult:
+    """The panel's and the API's acknowledgement: permission-checked (ack_alert), then audited."""
+    require(actor, Action.ACK_ALERT)
+    with engine.begin() as conn:
+        return acknowledge(conn, alert_id, actor.username, now_ts, source=source)
 
 
 # ---- deliver -------------------------------------------------------------------------------------
