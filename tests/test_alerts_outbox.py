@@ -285,3 +285,25 @@ def test_give_up_deadline_marks_dead(engine, server, tmp_path, clock):
         [alert] = list_alerts(conn)
     assert alert.status == "dead" and "gave up" in alert.last_error
 
+
+
+def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
+    """The same enqueue / deliver / ack on both stores (conflict-free inserts, conditional claims)."""
+    from control.domain import Role, User
+    from control.permissions import PermissionDenied
+    from guards.alerts.outbox import ack_alert
+    from store.engine import open_store
+
+    engine = open_store(store_url)
+    with LocalRobotServer(keys=[KEY], clock=clock) as srv:
+        config = robot_config(srv.base_url, tmp_path, group_wait_s=0)
+        first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+        assert enqueue(engine, trip("c001", int(clock())), int(clock()), config).duplicate
+        report = deliver_due(engine, channels_for(config), clock, np.random.default_rng(1))
+        assert report.alerts_delivered == 1 and len(srv.state.received) == 1
+    viewer = User("wang.wu", "Wang Wu", Role.ENGINEER, active=False)
+    with pytest.raises(PermissionDenied):
+        ack_alert(engine, viewer, first.alert_ids[0], int(clock()))
+    result = ack_alert(engine, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0], int(clock()) + 90)
+    assert result.alert.acked_by == "li.lei" and result.alert.acked_ts - result.alert.occurred_ts == 90
+    engine.dispose()
