@@ -20,11 +20,12 @@ from guards.alerts import (
 )
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
-from guards.alerts.outbox import channels_from_settings
+from guards.alerts.outbox import channels_from_settings, requeue_dead
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, redact
 from store.engine import make_engine
 from store.migrate import pending
+from store.repo import store_clock
 
 
 def _engine():
@@ -69,8 +70,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_ack(args) -> int:
-    with _engine().begin() as conn:
-        result = acknowledge(conn, args.id, args.by or os.environ.get("USER", ""), int(time.time()), source="cli")
+    with _engine().begin() as conn:  # the store's clock: the demo's promotion time, else real time
+        result = acknowledge(conn, args.id, args.by or os.environ.get("USER", ""), int(store_clock(conn)()),
+                             source="cli")
     a = result.alert
     text = (f"#{a.alert_id} already acknowledged by {a.acked_by}" if result.already
             else f"#{a.alert_id} acknowledged by {a.acked_by} after {a.acked_ts - a.occurred_ts} s")
@@ -78,8 +80,22 @@ def cmd_ack(args) -> int:
     return 0
 
 
+def cmd_retry(args) -> int:
+    with _engine().begin() as conn:
+        ids = args.ids or [a.alert_id for a in list_alerts(conn, status="dead", limit=None)]
+        requeued = requeue_dead(conn, ids, args.by or os.environ.get("USER", ""), int(store_clock(conn)()))
+    emit(args, {"requeued": requeued}, f"requeued {len(requeued)} dead alerts" + (
+        f": {', '.join(map(str, requeued))}" if requeued else ""))
+    return 0
+
+
 def cmd_send(args) -> int:
-    report = deliver_due(_engine(), channels_from_settings(), time.time, np.random.default_rng())
+    engine = _engine()
+    with engine.connect() as conn:
+        events_clock = store_clock(conn)
+    # Events on the store's clock; rate window, backoff and leases on real time (what WeCom sees).
+    report = deliver_due(engine, channels_from_settings(), events_clock, np.random.default_rng(),
+                         wall_clock=time.time)
     data = report.as_json()
     text = (f"sent {report.messages_sent} messages ({report.alerts_delivered} alerts), resent {report.resent}, "
             f"retrying {report.retries}, dead {report.dead_alerts}")
@@ -130,6 +146,11 @@ def register(subparsers) -> None:
     p.add_argument("--by", help="who acknowledges (default: $USER)")
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_ack))
+    p = sub.add_parser("retry", help="send dead alerts again (after fixing the key or receiver); audited")
+    p.add_argument("ids", nargs="*", type=int, help="alert ids (default: every dead alert)")
+    p.add_argument("--by", help="who requeues (default: $USER)")
+    add_json_flag(p)
+    p.set_defaults(func=_guarded(cmd_retry))
     p = sub.add_parser("send", help="one delivery pass over the outbox")
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_send))

@@ -307,3 +307,47 @@ def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
     result = ack_alert(engine, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0], int(clock()) + 90)
     assert result.alert.acked_by == "li.lei" and result.alert.acked_ts - result.alert.occurred_ts == 90
     engine.dispose()
+
+
+def test_slow_answer_is_retried_as_the_same_recognisable_message(engine, server, tmp_path, clock):
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)  # client read timeout 0.3 s
+    channels = channels_for(config)
+    enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    server.set_mode("slow")
+    server.state.slow_s = 0.6  # WeCom got it, but answers after the client gave up
+    report = deliver_due(engine, channels, clock, np.random.default_rng(1))
+    assert report.retries == 1 and "Timeout" in report.errors[0]
+    server.set_mode("ok")
+    clock.t = report.next_due_ts
+    assert deliver_due(engine, channels, clock, np.random.default_rng(1)).alerts_delivered == 1
+    import time
+    time.sleep(0.5)  # let the slow handler finish recording what it received
+    got = server.state.received
+    assert len(got) == 2 and ref_of(got[0].content) == ref_of(got[1].content)
+
+
+def test_rate_window_runs_on_the_wall_clock_when_events_are_accelerated(engine, server, tmp_path):
+    events, wall = Clock(), Clock()  # the demo's promotion clock runs 60 times faster than the wall
+    server.state.clock = wall
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)
+    channels = channels_for(config)
+    for i in range(30):  # one trip a simulated minute = one a real second
+        enqueue(engine, trip(f"c{i:03d}", int(events())), int(events()), config)
+        deliver_due(engine, channels, events, np.random.default_rng(i), wall_clock=wall)
+        events.advance(60)
+        wall.advance(1)
+    assert set(server.state.errcodes()) == {0} and len(server.state.received) == 20
+    wall.advance(60)
+    deliver_due(engine, channels, events, np.random.default_rng(0), wall_clock=wall)
+    assert sorted(campaigns_in(r.content for r in server.state.received)) == [f"c{i:03d}" for i in range(30)]
+
+
+def test_dead_alerts_requeued_after_the_key_is_fixed(engine, server, tmp_path, clock):
+    from guards.alerts.outbox import requeue_dead
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)
+    first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    assert deliver_due(engine, channels_for(config, key="old-key"), clock, np.random.default_rng(1)).dead_alerts == 1
+    with engine.begin() as conn:
+        assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == list(first.alert_ids)
+        assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == []
+    assert deliver_due(engine, channels_for(config), clock, np.random.default_rng(1)).alerts_delivered == 1

@@ -240,7 +240,11 @@ def parse_config(doc: Mapping, data_dir: str = ".") -> AlertsConfig:
         Promotion(str(p.get("name") or f"promotion {i}"), _date_ts(f"promotions[{i}].start", p.get("start")),
                   _date_ts(f"promotions[{i}].end", p.get("end"), days=1))
         for i, p in enumerate(doc.get("promotions") or []))
-    return AlertsConfig(channels=channels, routes=routes, delivery=DeliveryPolicy(**delivery_doc),
+    delivery = DeliveryPolicy(**delivery_doc)
+    slowest = max(c.timeout_s for c in channels.values())
+    if delivery.lease_s <= 2 * slowest:  # a live send must never look crashed
+        raise InvalidValue("delivery.lease_s", delivery.lease_s, f"must exceed twice the longest timeout_s ({slowest})")
+    return AlertsConfig(channels=channels, routes=routes, delivery=delivery,
                         templates=templates, promotions=promotions, data_dir=data_dir)
 
 
