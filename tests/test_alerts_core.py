@@ -136,6 +136,10 @@ def test_config_routes_first_match_and_continue():
      "routes[0].channels"),
     ({"channels": {"ops": {"type": "log_file", "path": "x", "group_wait": 3}}}, "channels.ops.group_wait"),
     ({"channels": {}}, "channels"),
+    ({"channels": {"ops": {"type": "log_file", "path": "x"}}, "routes": [{"channels": ["ops"], "severity": "critical"}]},
+     "routes[0]"),
+    ({"channels": {"ops": {"type": "wecom", "key_env": "K", "mentioned_mobile_list": ["138"]}}}, "channels.ops.msgtype"),
+    ({"channels": {"ops": {"type": "wecom", "key_env": "K", "timeout_s": 40}}}, "delivery.lease_s"),
 ])
 def test_config_errors_name_the_setting(doc, where):
     with pytest.raises(InvalidValue) as e:

@@ -351,3 +351,65 @@ def test_dead_alerts_requeued_after_the_key_is_fixed(engine, server, tmp_path, c
         assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == list(first.alert_ids)
         assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == []
     assert deliver_due(engine, channels_for(config), clock, np.random.default_rng(1)).alerts_delivered == 1
+
+
+@pytest.mark.slow
+def test_two_senders_at_once_deliver_each_alert_once(tmp_path, server, clock):
+    """Two sender processes (separate engines) on one store: claims and planning never double a message."""
+    import threading
+
+    from store.engine import make_engine
+
+    engine = store(tmp_path)
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0, rate_limit=1000)
+    for i in range(60):
+        enqueue(engine, trip(f"c{i:03d}", int(clock())), int(clock()), config)
+        if i % 6 == 5:
+            clock.advance(1)
+    errors = []
+
+    def sender(seed):
+        own = make_engine(f"sqlite:///{tmp_path / 'bidlens.db'}")
+        try:
+            for _ in range(20):
+                deliver_due(own, channels_for(config), clock, np.random.default_rng(seed))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(campaigns_in(r.content for r in server.state.received)) == [f"c{i:03d}" for i in range(60)]
+
+
+def test_webhook_token_never_in_errors(engine, tmp_path, clock, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    with LocalRobotServer() as srv:
+        dead_url = srv.hook_url + "/T0001/B0002?token=hook-s3cret-token"
+    config = parse_config({"channels": {"hook": {"type": "webhook", "url_env": "HOOK", "group_wait_s": 0,
+                                                 "timeout_s": 0.3}}}, str(tmp_path))
+    enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    report = deliver_due(engine, build_channels(config, {"HOOK": dead_url}), clock, np.random.default_rng(1))
+    assert report.retries == 1 and "ConnectionError" in report.errors[0]
+    with engine.connect() as conn:
+        stored = list_alerts(conn)[0].last_error
+    text = json.dumps(report.as_json()) + stored + caplog.text
+    assert "hook-s3cret-token" not in text and "T0001/B0002" not in text
+
+
+def test_a_broken_config_file_never_fails_the_guards_transaction(engine, tmp_path, clock, monkeypatch, caplog):
+    bad = tmp_path / "alerts.toml"
+    bad.write_text("[channels.ops]\ntype = 'wecom'\n", encoding="utf-8")  # no key_env
+    monkeypatch.setenv("BIDLENS_ALERTS_CONFIG", str(bad))
+    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
+    with engine.begin() as conn:
+        result = enqueue_alert(conn, trip("c001", int(clock())), int(clock()))
+    assert len(result.alert_ids) == 1 and "alerts config unusable" in caplog.text
+    with engine.connect() as conn:
+        assert list_alerts(conn)[0].channel == "log"

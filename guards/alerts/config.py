@@ -177,6 +177,9 @@ def _channel(name: str, doc: object) -> ChannelConfig:
         raise InvalidValue(f"{where}.language", cfg.language, f"must be one of {list(LANGUAGES)}")
     if cfg.msgtype not in MAX_BYTES:
         raise InvalidValue(f"{where}.msgtype", cfg.msgtype, f"must be one of {sorted(MAX_BYTES)}")
+    if cfg.msgtype == "markdown" and (cfg.mentioned_mobile_list or "@all" in cfg.mentioned_list):
+        raise InvalidValue(f"{where}.msgtype", cfg.msgtype,
+                           "markdown can mention user ids only; use msgtype = \"text\" for mobiles or @all")
     if cfg.type == "wecom" and not cfg.key_env:
         raise InvalidValue(f"{where}.key_env", "", "a WeCom channel needs the name of the variable holding its key")
     if cfg.type == "webhook" and not (cfg.url or cfg.url_env):
@@ -225,6 +228,11 @@ def parse_config(doc: Mapping, data_dir: str = ".") -> AlertsConfig:
     channels = {name: _channel(name, c) for name, c in channels_doc.items()}
     routes_doc = doc.get("routes") or [{"channels": list(channels)}]
     routes = tuple(_route(i, r, channels) for i, r in enumerate(routes_doc))
+    last = routes[-1]
+    if last.campaigns or last.guards or last.severities or last.kinds:
+        raise InvalidValue(f"routes[{len(routes) - 1}]", "has matchers",
+                           "the last route must match everything (no campaign/guard/severity/kind), "
+                           "so no alert is left without a channel")
     delivery_doc = doc.get("delivery") or {}
     unknown = set(delivery_doc) - set(DeliveryPolicy.__dataclass_fields__)
     if unknown:

@@ -75,8 +75,12 @@ def channels_from_settings(environ: Mapping[str, str] | None = None) -> Channels
     return build_channels(current_config(), environ, panel_url=load_settings().panel_url)
 
 
-def _insert_ignore(conn: Connection, table, values: dict):
-    """INSERT that leaves an existing row (same unique key) alone instead of failing the transaction."""
+def _insert_ignore(conn: Connection, table, values: dict) -> object | None:
+    """INSERT that leaves an existing row (same unique key) alone instead of failing the transaction.
+
+    Returns the new row's primary key, or None if a row with the same key was there
+    (RETURNING, because rowcount is -1 for this statement on PostgreSQL).
+    """
     dialect = conn.dialect.name
     if dialect == "sqlite":
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
@@ -84,7 +88,7 @@ def _insert_ignore(conn: Connection, table, values: dict):
         stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     else:
         stmt = insert(table).values(**values)
-    return conn.execute(stmt)
+    return conn.execute(stmt.returning(*table.primary_key.columns)).scalar()
 
 
 def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
@@ -94,7 +98,13 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
     Routes the event to its channels, applies repeat suppression and resolution
     (see core.plan_enqueue) and is idempotent: the same event twice is one alert.
     """
-    config = config or current_config()
+    if config is None:
+        try:
+            config = current_config()
+        except InvalidValue as exc:
+            # A broken alerts config must not fail the guard's transaction: keep the alert (log channel).
+            log.error("alerts config unusable (%s); alert kept for the built-in log channel", redact(exc))
+            config = load_config("", load_settings().data_dir)
     a = s.alerts
     key = event.event_key
     existing = conn.execute(select(a.c.alert_id).where(a.c.event_key == key)).scalars().all()
@@ -122,8 +132,8 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
             kind=event.kind.value, campaign_id=event.campaign_id, guard=event.guard,
             condition_key=event.condition_key, event_key=key, payload=payload, status="pending",
             attempts=0, next_attempt_ts=now_ts + wait, created_ts=now_ts, occurred_ts=event.occurred_ts))
-        if result.rowcount:
-            new_ids.append(result.inserted_primary_key[0])
+        if result is not None:
+            new_ids.append(result)
     for _, alert_id in plan.suppressed:
         conn.execute(update(a).where(a.c.alert_id == alert_id)
                      .values(repeats=a.c.repeats + 1, last_seen_ts=now_ts))
@@ -281,11 +291,18 @@ def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, t: 
     for group in pack(pending, lambda g: render(g, message_id(g) + ".99", style), cfg.max_bytes):
         mid = unique(message_id(group))
         ids = [x.alert_id for x in group]
-        conn.execute(insert(n).values(message_id=mid, channel=cfg.name, alert_ids=ids,
-                                      content=render(group, mid, style), status="queued", attempts=0,
-                                      created_ts=t.wall, next_attempt_ts=t.wall))
-        conn.execute(update(a).where(a.c.alert_id.in_(ids)).values(message_id=mid))
+        made = _insert_ignore(conn, n, dict(message_id=mid, channel=cfg.name, alert_ids=ids,
+                                            content=render(group, mid, style), status="queued", attempts=0,
+                                            created_ts=t.wall, next_attempt_ts=t.wall))
+        taken = conn.execute(update(a).where(a.c.alert_id.in_(ids), a.c.message_id.is_(None))
+                             .values(message_id=mid))
+        if made is None or taken.rowcount != len(ids):
+            raise Contended(cfg.name)
     return True
+
+
+class Contended(Exception):
+    """Another sender planned the same alerts first: this pass's transaction is rolled back."""
 
 
 def _summary(conn: Connection, ids: list[int]) -> tuple[dict, ...]:
@@ -415,8 +432,11 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
             if wall_clock() - start > budget:
                 report.out_of_time = True
                 return report
-            with engine.begin() as conn:
-                claimed = _claim(conn, channels, cfg, Now.read(clock, wall_clock), report)
+            try:
+                with engine.begin() as conn:
+                    claimed = _claim(conn, channels, cfg, Now.read(clock, wall_clock), report)
+            except Contended:
+                claimed = None
             if claimed is None:
                 break
             msg, resend = claimed
