@@ -413,3 +413,25 @@ def test_a_broken_config_file_never_fails_the_guards_transaction(engine, tmp_pat
     assert len(result.alert_ids) == 1 and "alerts config unusable" in caplog.text
     with engine.connect() as conn:
         assert list_alerts(conn)[0].channel == "log"
+
+
+def test_unacknowledged_trip_is_repeated_every_interval_until_acked_or_resolved(engine, server, tmp_path, clock):
+    from guards.alerts import acknowledge
+    from guards.alerts.metrics import response_times_by_day
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0, repeat_interval_s=3600)
+    channels = channels_for(config)
+    first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    reports = drain(engine, channels, clock, until=START + 2 * 3600 + 60, step=60)
+    assert sum(r.reminders for r in reports) == 2 and len(server.state.received) == 3
+    assert "自 08-18" in server.state.received[-1].content  # "still firing since" the first trip
+    with engine.begin() as conn:
+        latest = list_alerts(conn)[0]
+        assert latest.payload["repeat_of"] and latest.alert_id != first.alert_ids[0]
+        acknowledge(conn, latest.alert_id, "li.lei", int(clock()))  # acking a reminder acks the condition
+    drain(engine, channels, clock, until=clock() + 4 * 3600, step=300)
+    assert len(server.state.received) == 3
+    with engine.connect() as conn:
+        records = list_alerts(conn, limit=None)
+    assert {r.acked_by for r in records} == {"li.lei"}
+    [day] = response_times_by_day(records)
+    assert day.alerts == 1 and day.ack_median_s == records[0].acked_ts - START  # reminders are not new anomalies

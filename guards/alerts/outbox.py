@@ -19,13 +19,14 @@ restarts and across sender processes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from control.audit import AuditRecord
@@ -34,7 +35,16 @@ from control.domain import InvalidValue, User
 from control.permissions import Action, require
 from guards.alerts.channels import Channels, build_channels
 from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
-from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, group_due, pack, plan_enqueue
+from guards.alerts.core import (
+    AlertRecord,
+    OpenAlert,
+    RateWindow,
+    backoff_s,
+    due_reminders,
+    group_due,
+    pack,
+    plan_enqueue,
+)
 from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, SendOutcome, redact
@@ -119,6 +129,9 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
         [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None) for r in open_rows],
         lambda ch: config.channels[ch].repeat_interval_s, now_ts)
     payload = dict(event.payload)
+    if event.role is Role.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
+        newest = max(open_rows, key=lambda r: r.created_ts)
+        payload.update(repeat_of=newest.alert_id, fired_ts=min(r.occurred_ts for r in open_rows))
     resolved: tuple[int, ...] = ()
     if plan.resolve:
         resolved = tuple(sorted(r.alert_id for r in open_rows))
@@ -138,6 +151,33 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
         conn.execute(update(a).where(a.c.alert_id == alert_id)
                      .values(repeats=a.c.repeats + 1, last_seen_ts=now_ts))
     return EnqueueResult(key, tuple(new_ids), tuple(i for _, i in plan.suppressed), resolved)
+
+
+def enqueue_reminders(conn: Connection, config: AlertsConfig, now_ts: int) -> tuple[int, ...]:
+    """Repeat every open, unacknowledged condition whose last notice is a repeat interval old.
+
+    Run by each delivery pass, so a trip nobody acknowledges is said again every
+    repeat interval (default 1 h) until someone acknowledges it or it resolves.
+    """
+    a = s.alerts
+    rows = {r.alert_id: r for r in conn.execute(
+        select(a).where(a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS), a.c.channel.in_(list(config.channels))))}
+    due = due_reminders([OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None, r.condition_key,
+                                   r.status == "delivered") for r in rows.values()],
+                        lambda ch: config.channels[ch].repeat_interval_s, now_ts)
+    made = []
+    for alert_id in due:
+        r = rows[alert_id]
+        fired = min(x.occurred_ts for x in rows.values() if x.condition_key == r.condition_key)
+        key = hashlib.sha256(f"reminder|{r.condition_key}|{r.channel}|{now_ts}".encode()).hexdigest()[:32]
+        new_id = _insert_ignore(conn, a, dict(
+            dedupe_key=f"{key}:{r.channel}", group_key=r.channel, channel=r.channel, severity=r.severity,
+            kind=r.kind, campaign_id=r.campaign_id, guard=r.guard, condition_key=r.condition_key, event_key=key,
+            payload={**(r.payload or {}), "repeat_of": alert_id, "fired_ts": fired}, status="pending", attempts=0,
+            next_attempt_ts=now_ts, created_ts=now_ts, occurred_ts=now_ts))
+        if new_id is not None:
+            made.append(new_id)
+    return tuple(made)
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -193,8 +233,12 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     if alert.acked_ts is not None:
         return AckResult(alert, already=True)
     a = s.alerts
-    conn.execute(update(a).where(a.c.event_key == alert.event_key, a.c.acked_ts.is_(None))
-                 .values(acked_ts=now_ts, acked_by=by, ack_source=source))
+    # The event on every channel, and the rest of its open condition (repeats): someone is on it.
+    same = a.c.event_key == alert.event_key
+    if alert.role is Role.FIRING and alert.resolved_ts is None:
+        same = or_(same, and_(a.c.condition_key == alert.condition_key, a.c.resolved_ts.is_(None),
+                              a.c.kind.in_(FIRING_KINDS)))
+    conn.execute(update(a).where(same, a.c.acked_ts.is_(None)).values(acked_ts=now_ts, acked_by=by, ack_source=source))
     repo.append_audit(conn, AuditRecord(
         ts=now_ts, actor=by, action="alert.ack", entity="alert", entity_id=str(alert_id),
         before={"acked_ts": None, "status": alert.status},
@@ -229,6 +273,7 @@ def ack_alert(engine: Engine, actor: User, alert_id: int, now_ts: int, *, source
 @dataclass
 class DeliveryReport:
     messages_sent: int = 0
+    reminders: int = 0              # repeats made for open, unacknowledged conditions
     alerts_delivered: int = 0
     resent: int = 0                 # messages sent again after a sender died mid-send
     retries: int = 0                # retryable failures this pass (will be tried again)
@@ -417,6 +462,8 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
     wall_clock = wall_clock or clock
     report = DeliveryReport()
     start = wall_clock()
+    with engine.begin() as conn:
+        report.reminders = len(enqueue_reminders(conn, channels.config, int(clock())))
     budget = channels.config.delivery.pass_budget_s if budget_s is None else budget_s
     for name in sorted(channels.config.channels):
         cfg = channels.config.channels[name]
