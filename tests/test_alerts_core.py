@@ -165,3 +165,15 @@ def test_response_times_per_day_and_promotion():
     assert stats[1].ack_median_s is None
     promos = response_times_by_promotion(recs, [Promotion("818", T - 10, T + 10), Promotion("none", 0, 1)])
     assert promos[0].alerts == 10 and promos[1].alerts == 0
+
+
+def test_the_documented_example_config_is_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ALERTS.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
+    cfg = parse_config(tomllib.loads(example))
+    assert set(cfg.channels) == {"ops", "oncall", "hook", "file"} and cfg.promotions[0].name == "818"
+    ev = AlertEvent(AlertKind.GUARD_TRIPPED, "critical", T, campaign_id="818-shoes", guard="roi")
+    assert cfg.route(ev) == ("file", "oncall", "ops")

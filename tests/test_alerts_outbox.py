@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -320,9 +321,10 @@ def test_slow_answer_is_retried_as_the_same_recognisable_message(engine, server,
     server.set_mode("ok")
     clock.t = report.next_due_ts
     assert deliver_due(engine, channels, clock, np.random.default_rng(1)).alerts_delivered == 1
-    import time
-    time.sleep(0.5)  # let the slow handler finish recording what it received
     got = server.state.received
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:  # the slow handler records it when it wakes
+        time.sleep(0.02)
     assert len(got) == 2 and ref_of(got[0].content) == ref_of(got[1].content)
 
 
