@@ -20,6 +20,7 @@ from guards.alerts import (
 )
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
+from guards.alerts.local_server import LocalRobotServer
 from guards.alerts.outbox import channels_from_settings, requeue_dead
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, redact
@@ -120,6 +121,27 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_local_robot(args) -> int:
+    """Run the local WeCom-protocol server in the foreground, printing each message it accepts."""
+    key = os.environ.get(args.key_env, "")
+    if not key:
+        return fail(f"environment variable {args.key_env} is not set (the key the robot accepts)")
+    server = LocalRobotServer(keys=[key], port=args.port).start()
+    print(f"local WeCom robot at {server.base_url} (key from {args.key_env})", flush=True)
+    seen = 0
+    try:
+        while True:
+            received = list(server.state.received)
+            for r in received[seen:]:
+                print(f"--- {r.msgtype}, {len(r.content.encode())} bytes\n{r.content}", flush=True)
+            seen = len(received)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
 def _guarded(fn):
     def run(args) -> int:
         try:
@@ -154,6 +176,10 @@ def register(subparsers) -> None:
     p = sub.add_parser("send", help="one delivery pass over the outbox")
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_send))
+    p = sub.add_parser("local-robot", help="run a local WeCom-protocol robot server (demo, no WeCom needed)")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--key-env", default="BIDLENS_WECOM_KEY_OPS", help="variable holding the key it accepts")
+    p.set_defaults(func=cmd_local_robot)
     p = sub.add_parser("stats", help="time to acknowledge / resolve, median and p90")
     p.add_argument("--by", choices=["day", "promotion"], default="day")
     add_json_flag(p)

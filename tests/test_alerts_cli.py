@@ -109,3 +109,25 @@ def test_bench_alerts_quick_json_contract():
     assert {"alerts.enqueue_to_delivered_p50", "alerts.storm_drain_simulated"} <= set(results)
     storm = results["alerts.storm_drain_simulated"]
     assert storm["extra"]["refused"] == 0 and storm["value"] <= storm["baseline_value"]
+
+
+def test_local_robot_command_prints_what_it_receives(tmp_path):
+    import os
+    import signal
+
+    from guards.alerts.transport import OutboundMessage
+    from guards.alerts.wecom import WeComRobot
+
+    env = {**os.environ, "DEMO_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "alerts", "local-robot", "--port", "0",
+                             "--key-env", "DEMO_KEY"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        url = first.split(" at ")[1].split(" ")[0]
+        assert WeComRobot("demo", KEY, base_url=url).send(OutboundMessage("m-1", "demo", "## 熔断 c001", ())).ok
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert "markdown" in lines[0] and "熔断 c001" in lines[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert KEY not in first
