@@ -43,6 +43,7 @@ from guards.alerts.wecom import DEFAULT_BASE_URL, MAX_BYTES, RATE_LIMIT_PER_MIN
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 CHANNEL_TYPES = ("wecom", "webhook", "log_file")
 LANGUAGES = ("zh", "en", "both")
+OTHER_RATE_LIMIT = 600  # per rate window, for webhook and log-file channels unless configured
 JSON_MAX_BYTES = 16384  # generic webhook and log lines: no receiver limit, keep messages readable
 
 
@@ -170,6 +171,8 @@ def _channel(name: str, doc: object) -> ChannelConfig:
     for lst in ("mentioned_list", "mentioned_mobile_list"):
         if lst in values:
             values[lst] = _strings(f"{where}.{lst}", values[lst])
+    if values.get("type") != "wecom":  # WeCom's 20 a minute is WeCom's: a file or a webhook takes more
+        values.setdefault("rate_limit", OTHER_RATE_LIMIT)
     cfg = ChannelConfig(name=name, **values)
     if cfg.type not in CHANNEL_TYPES:
         raise InvalidValue(f"{where}.type", cfg.type, f"must be one of {list(CHANNEL_TYPES)}")
