@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from control.domain import InvalidValue
 from guards.alerts import AlertEvent, AlertKind, Severity
 from guards.alerts.config import Promotion, parse_config
-from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, pack, plan_enqueue
+from guards.alerts.core import (
+    AlertRecord,
+    OpenAlert,
+    RateWindow,
+    backoff_s,
+    due_reminders,
+    pack,
+    plan_enqueue,
+)
 from guards.alerts.metrics import response_times_by_day, response_times_by_promotion
 from guards.alerts.templates import Style, render
 
@@ -177,3 +185,13 @@ def test_the_documented_example_config_is_valid():
     assert set(cfg.channels) == {"ops", "oncall", "hook", "file"} and cfg.promotions[0].name == "818"
     ev = AlertEvent(AlertKind.GUARD_TRIPPED, "critical", T, campaign_id="818-shoes", guard="roi")
     assert cfg.route(ev) == ("file", "oncall", "ops")
+
+
+def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval():
+    hour = {"ops": 3600, "file": 600}.__getitem__
+    open_ = [OpenAlert("ops", 1, T, False, "roi:c1"), OpenAlert("ops", 2, T + 3000, False, "roi:c1"),  # newest: 2
+             OpenAlert("file", 3, T, False, "roi:c1"),
+             OpenAlert("ops", 4, T, False, "roi:c2", delivered=False),   # still on its way (or dead)
+             OpenAlert("ops", 5, T, False, "roi:c3"), OpenAlert("file", 6, T, True, "roi:c3")]  # acked
+    assert due_reminders(open_, hour, T + 3599) == (3,)
+    assert due_reminders(open_, hour, T + 6600) == (2, 3)
