@@ -9,7 +9,7 @@ The rule pool answers only for the slots whose campaign it serves (guard on the
 pool or kill switch on), so asking it costs nothing while every guard is on the model.
 
 `policy_version` names the inputs (newest decision, in-force overrides, guard
-states, kill switch, active rule pool) in a few cheap queries: a bidder that
+states, kill switch, active rule pool) in one cheap query: a bidder that
 polls gets "nothing changed" without the policy being resolved again.
 """
 
@@ -76,24 +76,26 @@ def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
 
 
 def policy_version(conn: Connection, now_ts: int) -> str:
-    """A short name for the policy's inputs now: equal names, equal policies."""
-    d = s.decisions.c
-    o = s.overrides.c
-    g = s.guard_states.c
-    decisions = conn.execute(select(func.max(d.decision_id), func.max(d.bucket_ts))).one()
-    overrides = conn.execute(select(func.count(), func.coalesce(func.sum(o.version), 0),
-                                    func.coalesce(func.max(o.override_id), 0))).one()
-    # An approved override stops being in force at expires_ts without any write: name the live ones.
-    in_force = conn.execute(select(o.override_id).where(o.status == OverrideStatus.APPROVED.value,
-                                                        o.expires_ts > now_ts)
-                            .order_by(o.override_id)).scalars().all()
-    guards = conn.execute(select(func.count(), func.coalesce(func.sum(g.version), 0),
-                                 func.max(g.updated_ts))).one()
-    _, kill_version = repo.get_flag(conn, repo.KILL_SWITCH_KEY)
-    pool = conn.execute(select(func.max(s.rule_pool_versions.c.version))
-                        .where(s.rule_pool_versions.c.status == "active")).scalar()
-    parts = (tuple(decisions), tuple(overrides), tuple(in_force), tuple(guards), kill_version, pool)
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+    """A short name for the policy's inputs now: equal names, equal policies. One round trip."""
+    d, o, g, f = s.decisions.c, s.overrides.c, s.guard_states.c, s.control_flags.c
+    pool = s.rule_pool_versions.c
+
+    def one(*columns, where=None):
+        q = select(*columns)
+        return (q if where is None else q.where(where)).scalar_subquery()
+
+    parts = conn.execute(select(
+        one(func.max(d.decision_id)), one(func.max(d.bucket_ts)),
+        # Any override change bumps its version; an approved one also stops being in force at
+        # expires_ts without any write, which the count of those still in force catches.
+        one(func.count(o.override_id)),
+        one(func.coalesce(func.sum(o.version), 0)),
+        one(func.count(o.override_id), where=(o.status == OverrideStatus.APPROVED.value) & (o.expires_ts > now_ts)),
+        one(func.count(g.campaign_id)), one(func.coalesce(func.sum(g.version), 0)), one(func.max(g.updated_ts)),
+        one(f.version, where=f.key == repo.KILL_SWITCH_KEY),
+        one(func.max(pool.version), where=pool.status == "active"),
+    )).one()
+    return hashlib.sha256(repr(tuple(int(p or 0) for p in parts)).encode()).hexdigest()[:20]
 
 
 def _pool_for(plan: pd.DataFrame, answers: PoolAnswers, served: set[str]) -> dict[tuple[str, str], RuleAnswer]:
