@@ -59,8 +59,6 @@ def test_the_served_api_uses_the_demo_clock_the_rule_pool_and_its_shadow_score(t
         while not client.ready():
             assert server.poll() is None and time.monotonic() < deadline, "bidlens api did not become ready"
             time.sleep(0.1)
-        # Promotion time is NOW; real time is months later. A bucket a few minutes into the
-        # promotion is accepted only because the API reads the demo's clock.
         summary = client.send_decisions(decision_rows(9, bucket_ts=NOW + 60))
         assert (summary.accepted, summary.refused) == (9, 0)
         policy = client.policy().by_slot()
@@ -75,4 +73,5 @@ def test_the_served_api_uses_the_demo_clock_the_rule_pool_and_its_shadow_score(t
     with engine.connect() as conn:
         pools = conn.exec_driver_sql("SELECT model_bid, pool_bid, received_ts FROM decisions").all()
     assert all(p.pool_bid == pytest.approx(0.5 * p.model_bid) for p in pools)
+    # Received on the promotion's clock (NOW and a few seconds), not on real time months later.
     assert all(abs(p.received_ts - NOW) < 600 for p in pools)
