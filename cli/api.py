@@ -1,4 +1,5 @@
-"""Bidder integration commands: `api` (serve), `token create|revoke|list`, `ingest decisions|outcomes`."""
+"""Bidder integration commands: `api` (serve), `token create|revoke|list`, `campaigns import`,
+`ingest decisions|outcomes`."""
 
 from __future__ import annotations
 
@@ -106,6 +107,22 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_campaigns_import(args) -> int:
+    from control.campaigns_import import import_campaigns, read_table
+
+    engine = _engine()
+    try:
+        loaded, refusals = import_campaigns(engine, read_table(args.file), store_clock(engine))
+    except (OSError, ValueError) as exc:
+        return fail(str(exc))
+    lines = [f"{args.file}: {loaded} campaigns loaded, {len(refusals)} refused"]
+    lines += [f"  row {r.index}: {r.field}={r.value!r}: {r.reason}" for r in refusals]
+    emit(args, {"loaded": loaded, "refused": len(refusals),
+                "refusals": [{"index": r.index, "field": r.field, "value": r.value, "reason": r.reason}
+                             for r in refusals]}, "\n".join(lines))
+    return 0 if not refusals else 1
+
+
 def register(sub) -> None:
     p = sub.add_parser("api", help="serve the bidder HTTP API (decisions, outcomes, effective policy)")
     p.add_argument("--host", default="127.0.0.1")
@@ -126,6 +143,13 @@ def register(sub) -> None:
     p = token.add_parser("list", help="list tokens (never their secrets)")
     add_json_flag(p)
     p.set_defaults(func=cmd_token_list)
+
+    campaigns = sub.add_parser("campaigns", help="the campaign catalogue bidder rows refer to").add_subparsers(
+        dest="campaigns_command", required=True)
+    p = campaigns.add_parser("import", help="insert or update campaigns from a CSV, JSON Lines or Parquet file")
+    p.add_argument("file")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_campaigns_import)
 
     p = sub.add_parser("ingest", help="load decisions or outcomes from a CSV, JSON Lines or Parquet file")
     p.add_argument("kind", choices=["decisions", "outcomes"])

@@ -132,3 +132,25 @@ def test_the_cli_prints_a_json_summary(tmp_path, monkeypatch, capsys):
     assert summary["quarantine"]["table"] == "quarantine"
     assert summary["first_refusals"][0]["field"] == "bid"
     assert main(["ingest", "decisions", str(tmp_path / "d.xlsx")]) == 2
+
+
+def test_the_campaign_catalogue_loads_from_a_file_and_names_bad_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
+    engine = make_store(tmp_path)
+    (tmp_path / "campaigns.csv").write_text(
+        "campaign_id,name,category,daily_budget,budget_cap,avg_order_value,gross_margin,target_roi\n"
+        "k1,Toys 818,toys,5000,8000,120,0.3,2.3\n"
+        "k2,Prams,baby,lots,8000,900,0.25,\n"
+        "k3,Tents,outdoor,3000,2000,400,0.3,2\n"
+        "c1,Renamed,toys,1000,3000,120,0.3,\n")
+    assert main(["campaigns", "import", str(tmp_path / "campaigns.csv"), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert (result["loaded"], result["refused"]) == (2, 2)
+    assert [(r["index"], r["field"]) for r in result["refusals"]] == [(1, "daily_budget"), (2, "budget_cap")]
+    with engine.connect() as conn:
+        campaigns = conn.exec_driver_sql("SELECT campaign_id, name, target_roi FROM campaigns").all()
+        audit = conn.exec_driver_sql("SELECT actor, action FROM audit_log").all()
+    by_id = {c.campaign_id: c for c in campaigns}
+    assert by_id["k1"].target_roi == 2.3 and by_id["c1"].name == "Renamed" and by_id["c1"].target_roi == 2.0
+    assert "k2" not in by_id and "k3" not in by_id
+    assert ("system", "campaigns.import") in audit
