@@ -173,10 +173,10 @@ def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tupl
     null = _null(col)
     if kind == "text":
         limit = MAX_TEXT.get(name, 64)
-        if from_text:  # every cell is text or empty
-            long = (col.str.len() > limit).to_numpy(dtype=bool)
-            return col, long, f"must be a string of at most {limit} characters"
         reason = f"must be a string of at most {limit} characters (UTF-8, no NUL)"
+        if from_text:  # every cell is decoded text or empty
+            bad = (col.str.len() > limit) | col.str.contains("\x00", regex=False)
+            return col, bad.fillna(False).to_numpy(dtype=bool), reason
         values = col.tolist()
         if set(map(type, values)) <= {str, type(None)}:
             texts = [v for v in values if v is not None]

@@ -40,17 +40,18 @@ def test_a_csv_with_bad_rows_mixed_in_loses_nothing(tmp_path):
     lines[19] = broken(19, "audience_on", "maybe")
     lines[23] = "c1,parenting,1"                 # malformed: too few fields
     lines[29] = broken(29, "bid", "")            # missing
+    lines[31] = broken(31, "model_version", "m\x00")  # NUL: no store keeps it
     path = tmp_path / "day.csv"
     path.write_text(header + "\n" + "\n".join(lines) + "\n")
 
     report = ingest_file(engine, Kind.DECISION, path, now_ts=NOW, budget_bytes=64 << 20)
 
-    assert (report.rows, report.accepted, report.refused) == (40, 32, 8)
-    assert count(engine, "decisions") == 32
-    assert count(engine, "quarantine", "WHERE kind = 'decision'") == 8
+    assert (report.rows, report.accepted, report.refused) == (40, 31, 9)
+    assert count(engine, "decisions") == 31
+    assert count(engine, "quarantine", "WHERE kind = 'decision'") == 9
     refused = sorted((r.row_index, r.field) for r in report.first_refusals)
     assert refused == [(3, "bid"), (7, "bid"), (11, "campaign_id"), (13, "bucket_ts"), (17, "pred_roi"),
-                       (19, "audience_on"), (23, "_line"), (29, "bid")]
+                       (19, "audience_on"), (23, "_line"), (29, "bid"), (31, "model_version")]
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT bid, bucket_ts, audience_on, features FROM decisions LIMIT 1").one()
         line = conn.exec_driver_sql("SELECT value FROM quarantine WHERE field = '_line'").scalar()
