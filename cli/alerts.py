@@ -20,11 +20,13 @@ from guards.alerts import (
 )
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
-from guards.alerts.outbox import channels_from_settings
+from guards.alerts.local_server import LocalRobotServer
+from guards.alerts.outbox import channels_from_settings, requeue_dead
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, redact
 from store.engine import make_engine
 from store.migrate import pending
+from store.repo import store_clock
 
 
 def _engine():
@@ -69,8 +71,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_ack(args) -> int:
-    with _engine().begin() as conn:
-        result = acknowledge(conn, args.id, args.by or os.environ.get("USER", ""), int(time.time()), source="cli")
+    with _engine().begin() as conn:  # the store's clock: the demo's promotion time, else real time
+        result = acknowledge(conn, args.id, args.by or os.environ.get("USER", ""), int(store_clock(conn)()),
+                             source="cli")
     a = result.alert
     text = (f"#{a.alert_id} already acknowledged by {a.acked_by}" if result.already
             else f"#{a.alert_id} acknowledged by {a.acked_by} after {a.acked_ts - a.occurred_ts} s")
@@ -78,8 +81,22 @@ def cmd_ack(args) -> int:
     return 0
 
 
+def cmd_retry(args) -> int:
+    with _engine().begin() as conn:
+        ids = args.ids or [a.alert_id for a in list_alerts(conn, status="dead", limit=None)]
+        requeued = requeue_dead(conn, ids, args.by or os.environ.get("USER", ""), int(store_clock(conn)()))
+    emit(args, {"requeued": requeued}, f"requeued {len(requeued)} dead alerts" + (
+        f": {', '.join(map(str, requeued))}" if requeued else ""))
+    return 0
+
+
 def cmd_send(args) -> int:
-    report = deliver_due(_engine(), channels_from_settings(), time.time, np.random.default_rng())
+    engine = _engine()
+    with engine.connect() as conn:
+        events_clock = store_clock(conn)
+    # Events on the store's clock; rate window, backoff and leases on real time (what WeCom sees).
+    report = deliver_due(engine, channels_from_settings(), events_clock, np.random.default_rng(),
+                         wall_clock=time.time)
     data = report.as_json()
     text = (f"sent {report.messages_sent} messages ({report.alerts_delivered} alerts), resent {report.resent}, "
             f"retrying {report.retries}, dead {report.dead_alerts}")
@@ -102,6 +119,27 @@ def cmd_stats(args) -> int:
                      f" · resolve median {fmt(x.resolve_median_s)} p90 {fmt(x.resolve_p90_s)}" for x in stats)
     emit(args, [x.as_json() for x in stats], text or "no alerts")
     return 0
+
+
+def cmd_local_robot(args) -> int:
+    """Run the local WeCom-protocol server in the foreground, printing each message it accepts."""
+    key = os.environ.get(args.key_env, "")
+    if not key:
+        return fail(f"environment variable {args.key_env} is not set (the key the robot accepts)")
+    server = LocalRobotServer(keys=[key], port=args.port).start()
+    print(f"local WeCom robot at {server.base_url} (key from {args.key_env})", flush=True)
+    seen = 0
+    try:
+        while True:
+            received = list(server.state.received)
+            for r in received[seen:]:
+                print(f"--- {r.msgtype}, {len(r.content.encode())} bytes\n{r.content}", flush=True)
+            seen = len(received)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
 
 
 def _guarded(fn):
@@ -130,9 +168,18 @@ def register(subparsers) -> None:
     p.add_argument("--by", help="who acknowledges (default: $USER)")
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_ack))
+    p = sub.add_parser("retry", help="send dead alerts again (after fixing the key or receiver); audited")
+    p.add_argument("ids", nargs="*", type=int, help="alert ids (default: every dead alert)")
+    p.add_argument("--by", help="who requeues (default: $USER)")
+    add_json_flag(p)
+    p.set_defaults(func=_guarded(cmd_retry))
     p = sub.add_parser("send", help="one delivery pass over the outbox")
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_send))
+    p = sub.add_parser("local-robot", help="run a local WeCom-protocol robot server (demo, no WeCom needed)")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--key-env", default="BIDLENS_WECOM_KEY_OPS", help="variable holding the key it accepts")
+    p.set_defaults(func=cmd_local_robot)
     p = sub.add_parser("stats", help="time to acknowledge / resolve, median and p90")
     p.add_argument("--by", choices=["day", "promotion"], default="day")
     add_json_flag(p)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from cli import alerts as alerts_cli
+from cli.main import main
 from control.audit import verify_chain
 from guards.alerts import enqueue_alert, load_config
 from guards.alerts.local_server import LocalRobotServer
@@ -17,10 +19,7 @@ from tests.alerts_support import KEY, KEY_ENV, START, store, trip
 
 
 def run(argv) -> int:
-    parser = argparse.ArgumentParser(prog="bidlens")
-    alerts_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 @pytest.fixture
@@ -100,3 +99,35 @@ def test_robot_test_command_and_errors_keep_the_key_secret(env, capsys, monkeypa
     captured = capsys.readouterr()
     assert KEY_ENV in captured.err and "no such alert" in captured.err
     assert KEY not in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_bench_alerts_quick_json_contract():
+    out = subprocess.run([sys.executable, "-m", "cli.main", "bench", "alerts", "--quick", "--json", "--no-postgres"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+    results = {r["name"]: r for r in json.loads(out.stdout)}
+    assert {"alerts.enqueue_to_delivered_p50", "alerts.storm_drain_simulated"} <= set(results)
+    storm = results["alerts.storm_drain_simulated"]
+    assert storm["extra"]["refused"] == 0 and storm["value"] <= storm["baseline_value"]
+
+
+def test_local_robot_command_prints_what_it_receives(tmp_path):
+    import os
+    import signal
+
+    from guards.alerts.transport import OutboundMessage
+    from guards.alerts.wecom import WeComRobot
+
+    env = {**os.environ, "DEMO_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "alerts", "local-robot", "--port", "0",
+                             "--key-env", "DEMO_KEY"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        url = first.split(" at ")[1].split(" ")[0]
+        assert WeComRobot("demo", KEY, base_url=url).send(OutboundMessage("m-1", "demo", "## 熔断 c001", ())).ok
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert "markdown" in lines[0] and "熔断 c001" in lines[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert KEY not in first

@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from control.domain import InvalidValue
 from guards.alerts import AlertEvent, AlertKind, Severity
 from guards.alerts.config import Promotion, parse_config
-from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, pack, plan_enqueue
+from guards.alerts.core import (
+    AlertRecord,
+    OpenAlert,
+    RateWindow,
+    backoff_s,
+    due_reminders,
+    pack,
+    plan_enqueue,
+)
 from guards.alerts.metrics import response_times_by_day, response_times_by_promotion
 from guards.alerts.templates import Style, render
 
@@ -136,6 +144,10 @@ def test_config_routes_first_match_and_continue():
      "routes[0].channels"),
     ({"channels": {"ops": {"type": "log_file", "path": "x", "group_wait": 3}}}, "channels.ops.group_wait"),
     ({"channels": {}}, "channels"),
+    ({"channels": {"ops": {"type": "log_file", "path": "x"}}, "routes": [{"channels": ["ops"], "severity": "critical"}]},
+     "routes[0]"),
+    ({"channels": {"ops": {"type": "wecom", "key_env": "K", "mentioned_mobile_list": ["138"]}}}, "channels.ops.msgtype"),
+    ({"channels": {"ops": {"type": "wecom", "key_env": "K", "timeout_s": 40}}}, "delivery.lease_s"),
 ])
 def test_config_errors_name_the_setting(doc, where):
     with pytest.raises(InvalidValue) as e:
@@ -161,3 +173,25 @@ def test_response_times_per_day_and_promotion():
     assert stats[1].ack_median_s is None
     promos = response_times_by_promotion(recs, [Promotion("818", T - 10, T + 10), Promotion("none", 0, 1)])
     assert promos[0].alerts == 10 and promos[1].alerts == 0
+
+
+def test_the_documented_example_config_is_valid():
+    import re
+    import tomllib
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ALERTS.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
+    cfg = parse_config(tomllib.loads(example))
+    assert set(cfg.channels) == {"ops", "oncall", "hook", "file"} and cfg.promotions[0].name == "818"
+    ev = AlertEvent(AlertKind.GUARD_TRIPPED, "critical", T, campaign_id="818-shoes", guard="roi")
+    assert cfg.route(ev) == ("file", "oncall", "ops")
+
+
+def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval():
+    hour = {"ops": 3600, "file": 600}.__getitem__
+    open_ = [OpenAlert("ops", 1, T, False, "roi:c1"), OpenAlert("ops", 2, T + 3000, False, "roi:c1"),  # newest: 2
+             OpenAlert("file", 3, T, False, "roi:c1"),
+             OpenAlert("ops", 4, T, False, "roi:c2", delivered=False),   # still on its way (or dead)
+             OpenAlert("ops", 5, T, False, "roi:c3"), OpenAlert("file", 6, T, True, "roi:c3")]  # acked
+    assert due_reminders(open_, hour, T + 3599) == (3,)
+    assert due_reminders(open_, hour, T + 6600) == (2, 3)
