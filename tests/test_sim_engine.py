@@ -48,7 +48,7 @@ def test_budgets_hold_and_orders_never_exceed_clicks_even_for_an_overbidding_mod
 
 
 def test_orders_arrive_with_the_scenarios_conversion_lag_curve():
-    sim, _ = simulation(seed=5)
+    sim, _ = simulation(small_scenario(traffic_scale=5.0), seed=5)  # enough orders for a tight check
     total_orders = 0
     released = []
     for _ in range(240):
@@ -66,6 +66,7 @@ def test_orders_arrive_with_the_scenarios_conversion_lag_curve():
     np.testing.assert_allclose(observed, shares, atol=0.02)
     # and statistically: the counts are a multinomial draw from the curve
     counts = by_lag.reindex(lags, fill_value=0).to_numpy()
+    assert total_orders > 10_000
     assert chisquare(counts, np.asarray(shares) * total_orders).pvalue > 0.001
 
 
