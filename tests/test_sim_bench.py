@@ -1,0 +1,19 @@
+import os
+
+import pytest
+import sim_support
+
+from bench.registry import BenchContext, load_all
+
+
+@pytest.mark.slow
+def test_simulator_benchmarks_run_quick_and_report_against_their_baselines(tmp_path):
+    sim_support.full_kit()
+    os.symlink(sim_support._DATA_DIR, tmp_path / "sim-data")  # reuse the trained models
+    registry = load_all()
+    ctx = BenchContext(str(tmp_path), quick=True)
+    day = registry["sim_day"](ctx)[0]
+    assert day.unit == "slot-decisions/s" and day.value > 0 and day.baseline_value > 0
+    assert day.extra["buckets"] == 60 and day.extra["slots"] == 480
+    live = registry["sim_live_step"](ctx)[0]
+    assert live.extra["budget_ms"] == 1000.0 and 0 < live.value < live.extra["budget_ms"]
