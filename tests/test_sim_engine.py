@@ -151,3 +151,20 @@ def test_stepping_past_the_end_of_the_day_is_refused():
     sim.minute = 1440
     with pytest.raises(RuntimeError):
         sim.step()
+
+
+def test_under_drift_true_value_falls_a_third_while_predictions_barely_move():
+    drifted = ("parenting", "gifting", "beauty", "high_value_repeat")
+    scenario = replace(small_scenario(traffic_scale=3.0),
+                       events=(Event("cvr_shift", 120, audience_packages=drifted, factor=0.667),))
+    sim, _ = simulation(scenario)
+    sums = {"before": np.zeros(3), "after": np.zeros(3)}
+    for _ in range(240):
+        c = sim.step().columns
+        rows = np.isin(c["audience_package"], drifted)
+        clicks = c["clicks"][rows]
+        window = "before" if sim.minute <= 120 else "after"
+        sums[window] += [(c["pred_value"][rows] * clicks).sum(), c["gmv"][rows].sum(), clicks.sum()]
+    (pred_b, true_b, _), (pred_a, true_a, _) = (sums["before"] / sums["before"][2], sums["after"] / sums["after"][2])
+    assert true_a / true_b < 0.8          # the truth moved (by about a third, with noise and the clock)
+    assert pred_a / pred_b > 0.9          # the model did not follow
