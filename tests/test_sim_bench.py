@@ -17,3 +17,9 @@ def test_simulator_benchmarks_run_quick_and_report_against_their_baselines(tmp_p
     assert day.extra["buckets"] == 60 and day.extra["slots"] == 480
     live = registry["sim_live_step"](ctx)[0]
     assert live.extra["budget_ms"] == 1000.0 and 0 < live.value < live.extra["budget_ms"]
+
+
+def test_the_replay_benchmark_runs_quick(tmp_path):
+    result = load_all()["sim_replay"](BenchContext(str(tmp_path), quick=True))[0]
+    assert result.extra["rows"] == 100_000 and result.value > 0 and result.baseline_value > 0
+    assert 0 < result.extra["impressions"] < 100_000
