@@ -31,6 +31,7 @@ from sim.scenario import Scenario
 from sim.world import World, partial_mean
 
 NO_KILL = KillSwitch()
+REFERENCE_ROI = 2.0  # the operators' reference bid buys a click at half its historical value
 _POLICY_USED = ("bid", "audience_on", "canary_share", "decided_by", "reason", "rule_id", "override_ids",
                 "guard_event_id", "daily_budget")
 
@@ -113,7 +114,8 @@ class Simulation:
 
     `bidders` maps a model variant ("roi", "gmv") to a bidder with `decide(...) -> Plan`
     and `version`; the scenario says which variant serves when. `pool` answers for
-    the rule pool; `reference_bid` (S,) is the slot's reference bid its multipliers scale.
+    the rule pool; `reference_bid` (S,) is the slot's reference bid its multipliers scale
+    (default: the slot's historical value per click / REFERENCE_ROI, whatever the model targets).
     """
 
     def __init__(self, scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
@@ -132,7 +134,7 @@ class Simulation:
         self.campaign_of = w.campaign_of
         self.features = FeatureBuilder(self.catalog, history)
         self.observer = Observer(self.S)
-        self.reference_bid = (history.value_per_click / scenario.bidder.target_roi
+        self.reference_bid = (history.value_per_click / REFERENCE_ROI
                               if reference_bid is None else reference_bid)
         self._traffic_rng, self._outcome_rng = traffic_rng, outcome_rng
         self.stock = w.opening_stock.copy()
