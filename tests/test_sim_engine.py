@@ -168,3 +168,13 @@ def test_under_drift_true_value_falls_a_third_while_predictions_barely_move():
     (pred_b, true_b, _), (pred_a, true_a, _) = (sums["before"] / sums["before"][2], sums["after"] / sums["after"][2])
     assert true_a / true_b < 0.8          # the truth moved (by about a third, with noise and the clock)
     assert pred_a / pred_b > 0.9          # the model did not follow
+
+
+def test_outcome_rows_become_known_at_the_end_of_the_bucket_that_reports_them():
+    sim, _ = simulation()
+    for _ in range(20):
+        r = sim.step()
+        rows = r.outcomes_frame
+        assert (rows["known_ts"] == r.now_ts).all() and (rows["bucket_ts"] <= r.bucket_ts).all()
+        assert set(rows["campaign_id"]) <= set(r.decisions["campaign_id"])
+    assert (rows["bucket_ts"] < r.bucket_ts).any()  # lagged orders of earlier buckets arrive too
