@@ -76,8 +76,14 @@ class Increments:
         return Increments(*(np.concatenate([getattr(p, f) for p in parts])
                             for f in Increments.__dataclass_fields__))
 
-    def frame(self, slot_campaign: np.ndarray, slot_package: np.ndarray) -> pd.DataFrame:
-        """As rows for the store's outcomes table (OUTCOME_COLUMNS), given each slot's names."""
+    def frame(self, campaign_ids: Sequence[str], package_codes: Sequence[str]) -> pd.DataFrame:
+        """As rows for the store's outcomes table (OUTCOME_COLUMNS), given the catalog's ids."""
+        P = len(package_codes)
+        return self.rows(np.asarray(campaign_ids, dtype=object)[np.arange(len(campaign_ids) * P) // P],
+                         np.tile(np.asarray(package_codes, dtype=object), len(campaign_ids)))
+
+    def rows(self, slot_campaign: np.ndarray, slot_package: np.ndarray) -> pd.DataFrame:
+        """As rows for the store's outcomes table, given each slot's campaign id and package code."""
         return pd.DataFrame({
             "campaign_id": slot_campaign[self.slot],
             "audience_package": slot_package[self.slot],
@@ -105,7 +111,7 @@ class BucketResult:
     @cached_property
     def outcomes_frame(self) -> pd.DataFrame:
         """`outcomes` as rows (OUTCOME_COLUMNS), as the store's outcomes table holds them."""
-        return self.outcomes.frame(self.columns["campaign_id"], self.columns["audience_package"])
+        return self.outcomes.rows(self.columns["campaign_id"], self.columns["audience_package"])
 
     @cached_property
     def decisions(self) -> pd.DataFrame:

@@ -119,5 +119,5 @@ def run_live(engine: Engine, settings: Settings, clock: Clock | None = None, spe
             on_bucket(result)
     if sim.done:  # orders still in the lag pipeline after midnight
         summary.outcomes += repo.write_outcomes(
-            engine, sim.drain().frame(sim.slot_campaign, sim.slot_package), source="sim")
+            engine, sim.drain().rows(sim.slot_campaign, sim.slot_package), source="sim")
     return summary

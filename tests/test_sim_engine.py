@@ -178,3 +178,11 @@ def test_outcome_rows_become_known_at_the_end_of_the_bucket_that_reports_them():
         assert (rows["known_ts"] == r.now_ts).all() and (rows["bucket_ts"] <= r.bucket_ts).all()
         assert set(rows["campaign_id"]) <= set(r.decisions["campaign_id"])
     assert (rows["bucket_ts"] < r.bucket_ts).any()  # lagged orders of earlier buckets arrive too
+
+
+def test_increments_as_rows_from_catalog_ids_or_from_slot_names_agree():
+    sim, _ = simulation()
+    for _ in range(5):
+        r = sim.step()
+    by_catalog = r.outcomes.frame(sim.catalog.campaign_ids, sim.catalog.package_codes)
+    pd.testing.assert_frame_equal(by_catalog, r.outcomes_frame)
