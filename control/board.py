@@ -1,0 +1,483 @@
+"""Read models for the live board and the other panel pages (queries, no Streamlit).
+
+Two kinds of functions:
+
+- small store queries (take a Connection), each bounded by an index: the latest
+  bucket, the decisions of one bucket, guard states, trips, alerts;
+- pure functions over frames that turn those into what a page shows: the KPI
+  row, the campaign table, the ROI series, the model-vs-rule-pool shadow
+  comparison, alert response times.
+
+Day totals and per-bucket series come from `LiveAggregates`, which sums outcomes
+and decisions incrementally (by row id watermark): outcomes are append-only
+increments, so a refresh reads only rows written since the last one, and a
+refresh of the live board stays cheap however long the day has run.
+
+ROI = GMV / spend. Profit = GMV x gross margin - spend. Days are promotion days
+in Asia/Shanghai (UTC+8).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, func, select, text
+
+from control.domain import (
+    POOL_MODES,
+    Campaign,
+    DecidedBy,
+    GuardState,
+    Override,
+    OverrideField,
+    OverrideStatus,
+    RuleAnswer,
+)
+from control.policy import KillSwitch, resolve_policy
+from store import repo
+from store import schema as s
+
+DAY_S = 86_400
+TZ_OFFSET_S = 8 * 3600  # Asia/Shanghai: promotion days start at local midnight
+DEFAULT_FLOOR = 2.0     # the brief's ROI floor; a guard's own floor (state["floor"]) wins
+DEFAULT_WINDOW_S = 3600
+
+
+def day_start(ts: int) -> int:
+    """Start (epoch s) of the promotion day containing `ts`."""
+    return ts - (ts + TZ_OFFSET_S) % DAY_S
+
+
+def safe_ratio(num, den):
+    """num / den, NaN where den is 0 (ROI of nothing spent is unknown, not infinite)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+# --- small store queries --------------------------------------------------------------------
+
+def latest_bucket(conn: Connection) -> int | None:
+    """The promotion clock: the newest decision bucket in the store."""
+    return conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
+
+
+SLOT_COLUMNS = ("decision_id", "campaign_id", "audience_package", "bucket_ts", "model_version",
+                "model_bid", "bid", "budget_share", "audience_on", "pred_roi", "pred_value", "pacing",
+                "pool_bid", "pool_pred_roi", "decided_by", "decided_reason")
+
+
+def bucket_slots(conn: Connection, bucket_ts: int) -> pd.DataFrame:
+    """Every slot decision of one bucket (uses ix_decisions_bucket)."""
+    cols = [s.decisions.c[c] for c in SLOT_COLUMNS]
+    rows = conn.execute(select(*cols).where(s.decisions.c.bucket_ts == bucket_ts)).all()
+    frame = pd.DataFrame(rows, columns=list(SLOT_COLUMNS))
+    frame["audience_on"] = frame["audience_on"].astype(bool)
+    for c in ("pool_bid", "pool_pred_roi"):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
+    return frame
+
+
+def guard_table(conn: Connection) -> pd.DataFrame:
+    """Every guard's current state (one row per guard x campaign)."""
+    rows = conn.execute(select(s.guard_states).order_by(s.guard_states.c.campaign_id)).all()
+    frame = pd.DataFrame([r._mapping for r in rows],
+                         columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
+    frame["floor"] = [float((st or {}).get("floor", DEFAULT_FLOOR)) for st in frame["state"]]
+    return frame
+
+
+def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
+    q = (select(s.guard_events).where(s.guard_events.c.campaign_id == campaign_id)
+         .order_by(s.guard_events.c.ts.desc()).limit(limit))
+    return pd.DataFrame([r._mapping for r in conn.execute(q)],
+                        columns=["event_id", "ts", "guard", "campaign_id", "kind", "payload"])
+
+
+def trip_ledger(conn: Connection, since_ts: int | None = None) -> pd.DataFrame:
+    q = select(s.guard_trips).order_by(s.guard_trips.c.tripped_ts.desc())
+    if since_ts is not None:
+        q = q.where((s.guard_trips.c.restored_ts.is_(None)) | (s.guard_trips.c.restored_ts >= since_ts))
+    return pd.DataFrame([r._mapping for r in conn.execute(q)],
+                        columns=[c.name for c in s.guard_trips.columns])
+
+
+ALERT_COLUMNS = ("alert_id", "severity", "kind", "campaign_id", "status", "attempts", "created_ts",
+                 "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error", "payload")
+
+
+def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int = 500) -> pd.DataFrame:
+    """Alerts newest first; open = neither acknowledged nor resolved."""
+    a = s.alerts.c
+    q = select(*[a[c] for c in ALERT_COLUMNS]).order_by(a.alert_id.desc()).limit(limit)
+    if open_only:
+        q = q.where(a.acked_ts.is_(None), a.resolved_ts.is_(None))
+    return pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
+
+
+def open_alert_count(conn: Connection) -> int:
+    a = s.alerts.c
+    return conn.execute(select(func.count()).select_from(s.alerts)
+                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None))).scalar() or 0
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    """Alert outbox by delivery status: pending / delivered / dead."""
+    rows = conn.execute(select(s.alerts.c.status, func.count()).group_by(s.alerts.c.status)).all()
+    counts = {"pending": 0, "delivered": 0, "dead": 0}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def active_trip_count(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(s.guard_trips)
+                        .where(s.guard_trips.c.restored_ts.is_(None))).scalar() or 0
+
+
+# --- incremental day aggregates -------------------------------------------------------------
+
+OUTCOME_SUMS = ("impressions", "clicks", "spend", "orders", "gmv")
+DECISION_SUMS = ("n", "n_on", "pred_roi", "n_pool", "pool_pred_roi", "bid", "n_override", "n_rule_pool")
+
+
+class LiveAggregates:
+    """Per (campaign, bucket) sums of outcomes and decisions, kept current by watermark.
+
+    `refresh(conn)` adds only the rows whose id is above the last one seen (SQL
+    GROUP BY on the new rows, then an add into the kept frame). Buckets older than
+    `keep_days` before the newest are dropped. Thread-safe: the panel shares one
+    instance among sessions.
+    """
+
+    def __init__(self, keep_days: int = 1):
+        self.keep_s = keep_days * DAY_S
+        self.outcome_mark = 0
+        self.decision_mark = 0
+        self.outcomes = pd.DataFrame(columns=list(OUTCOME_SUMS),
+                                     index=pd.MultiIndex.from_arrays([[], []], names=["campaign_id", "bucket_ts"]))
+        self.decisions = pd.DataFrame(columns=list(DECISION_SUMS),
+                                      index=pd.MultiIndex.from_arrays([[], []], names=["campaign_id", "bucket_ts"]))
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: Connection, newest_bucket: int | None = None) -> LiveAggregates:
+        with self._lock:
+            newest = newest_bucket if newest_bucket is not None else latest_bucket(conn)
+            if newest is None:
+                return self
+            since = day_start(newest) - self.keep_s + DAY_S
+            o_mark = conn.execute(select(func.max(s.outcomes.c.outcome_id))).scalar() or 0
+            d_mark = conn.execute(select(func.max(s.decisions.c.decision_id))).scalar() or 0
+            if o_mark > self.outcome_mark:
+                new = _grouped(conn, """
+                    SELECT campaign_id, bucket_ts, SUM(impressions), SUM(clicks), SUM(spend), SUM(orders), SUM(gmv)
+                    FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi AND bucket_ts >= :since
+                    GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, since)
+                self.outcomes = _add(self.outcomes, new)
+                self.outcome_mark = o_mark
+            if d_mark > self.decision_mark:
+                new = _grouped(conn, """
+                    SELECT campaign_id, bucket_ts, COUNT(*),
+                           SUM(CASE WHEN audience_on THEN 1 ELSE 0 END),
+                           SUM(pred_roi), COUNT(pool_pred_roi), COALESCE(SUM(pool_pred_roi), 0), SUM(bid),
+                           SUM(CASE WHEN decided_by = 'override' THEN 1 ELSE 0 END),
+                           SUM(CASE WHEN decided_by = 'rule_pool' THEN 1 ELSE 0 END)
+                    FROM decisions WHERE decision_id > :lo AND decision_id <= :hi AND bucket_ts >= :since
+                    GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, since)
+                self.decisions = _add(self.decisions, new)
+                self.decision_mark = d_mark
+            self.outcomes = _drop_before(self.outcomes, since)
+            self.decisions = _drop_before(self.decisions, since)
+            return self
+
+    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        with self._lock:
+            return self.outcomes, self.decisions
+
+
+def _grouped(conn: Connection, sql: str, names: Sequence[str], lo: int, hi: int, since: int) -> pd.DataFrame:
+    rows = conn.execute(text(sql), {"lo": lo, "hi": hi, "since": since}).all()
+    frame = pd.DataFrame(rows, columns=["campaign_id", "bucket_ts", *names])
+    return frame.astype({n: np.float64 for n in names}).set_index(["campaign_id", "bucket_ts"])
+
+
+def _add(kept: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    if new.empty:
+        return kept
+    if kept.empty:
+        return new
+    return kept.add(new, fill_value=0.0)
+
+
+def _drop_before(frame: pd.DataFrame, since: int) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    buckets = frame.index.get_level_values("bucket_ts").to_numpy()
+    return frame if buckets.min() >= since else frame[buckets >= since]
+
+
+# --- pure read models -----------------------------------------------------------------------
+
+def campaign_totals(outcome_sums: pd.DataFrame, since_ts: int) -> pd.DataFrame:
+    """Outcome sums per campaign over buckets >= since_ts, with realised ROI."""
+    if outcome_sums.empty:
+        return pd.DataFrame(columns=[*OUTCOME_SUMS, "roi"], index=pd.Index([], name="campaign_id"))
+    buckets = outcome_sums.index.get_level_values("bucket_ts").to_numpy()
+    totals = outcome_sums[buckets >= since_ts].groupby(level="campaign_id").sum()
+    totals["roi"] = safe_ratio(totals["gmv"], totals["spend"])
+    return totals
+
+
+def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
+                  kill: KillSwitch, now_ts: int) -> pd.DataFrame:
+    """The effective policy now, over the newest bucket's model plan.
+
+    The rule pool's answer per slot is the one the bidder recorded with the
+    decision (pool_bid), so the board shows what would be served at this moment,
+    not only what was served when the bucket was decided.
+    """
+    plan = pd.DataFrame({"campaign_id": slots["campaign_id"], "audience_package": slots["audience_package"],
+                         "bucket_ts": slots["bucket_ts"], "bid": slots["model_bid"],
+                         "audience_on": slots["audience_on"], "budget_share": slots["budget_share"]})
+    has_pool = slots["pool_bid"].notna().to_numpy()
+    pool = {(c, p): RuleAnswer("pool", float(b)) for c, p, b in
+            zip(slots["campaign_id"].to_numpy()[has_pool], slots["audience_package"].to_numpy()[has_pool],
+                slots["pool_bid"].to_numpy()[has_pool], strict=True)}
+    return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
+
+
+_AUTHORITY_RANK = {DecidedBy.MODEL.value: 0, DecidedBy.RULE_POOL.value: 1, DecidedBy.OVERRIDE.value: 2}
+
+
+def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping[str, Campaign],
+                   day: pd.DataFrame, window: pd.DataFrame, guards: pd.DataFrame,
+                   overrides: Sequence[Override], now_ts: int) -> pd.DataFrame:
+    """One row per campaign: bid, budget and pace, packages on, ROI vs floor, guard, who decides.
+
+    `slots` and `policy` are row-aligned (the newest bucket); `day` and `window`
+    come from campaign_totals; `guards` from guard_table.
+    """
+    frame = pd.DataFrame({
+        "campaign_id": policy["campaign_id"].to_numpy(),
+        "bid": policy["bid"].to_numpy(),
+        "model_bid": policy["model_bid"].to_numpy(),
+        "on": policy["audience_on"].to_numpy(dtype=bool),
+        "pred_roi": slots["pred_roi"].to_numpy(dtype=np.float64),
+        "authority": policy["decided_by"].map(_AUTHORITY_RANK).to_numpy(),
+    })
+    on = frame["on"].to_numpy()
+    frame["bid_on"] = np.where(on, frame["bid"], np.nan)
+    frame["pred_on"] = np.where(on, frame["pred_roi"], np.nan)
+    g = frame.groupby("campaign_id", sort=True)
+    table = pd.DataFrame({
+        "bid": g["bid_on"].mean(),
+        "model_bid": g["model_bid"].mean(),
+        "packages_on": g["on"].sum().astype(int),
+        "packages": g["on"].size(),
+        "pred_roi": g["pred_on"].mean(),
+        "authority": g["authority"].max(),
+    })
+    ids = table.index
+    info = pd.DataFrame([{"campaign_id": c.campaign_id, "name": c.name, "daily_budget": c.daily_budget,
+                          "margin": c.gross_margin} for c in campaigns.values()],
+                        columns=["campaign_id", "name", "daily_budget", "margin"]).set_index("campaign_id")
+    table = table.join(info, how="left")
+    table["spend_today"] = day["spend"].reindex(ids).fillna(0.0).to_numpy() if not day.empty else 0.0
+    table["gmv_today"] = day["gmv"].reindex(ids).fillna(0.0).to_numpy() if not day.empty else 0.0
+    table["pace"] = safe_ratio(table["spend_today"], table["daily_budget"])
+    table["realised_roi"] = window["roi"].reindex(ids).to_numpy() if not window.empty else np.nan
+    guard_rows = guards.sort_values("mode").drop_duplicates("campaign_id").set_index("campaign_id")
+    table["floor"] = guard_rows["floor"].reindex(ids).fillna(DEFAULT_FLOOR).to_numpy()
+    table["guard"] = guard_rows["mode"].reindex(ids).fillna("model").to_numpy()
+    table["below_floor"] = (table["pred_roi"] < table["floor"]) | (table["realised_roi"] < table["floor"])
+    rank_to_name = {v: k for k, v in _AUTHORITY_RANK.items()}
+    table["decided_by"] = table["authority"].map(rank_to_name)
+    who, until = _override_owners(overrides, now_ts)
+    table["override_by"] = [who.get(c, "") for c in ids]
+    table["override_until"] = [until.get(c) for c in ids]
+    table.loc[table["decided_by"] != DecidedBy.OVERRIDE.value, ["override_by"]] = ""
+    table.loc[table["decided_by"] != DecidedBy.OVERRIDE.value, ["override_until"]] = None
+    return table.drop(columns=["authority"]).reset_index()
+
+
+def _override_owners(overrides: Sequence[Override], now_ts: int) -> tuple[dict[str, str], dict[str, int]]:
+    who: dict[str, str] = {}
+    until: dict[str, int] = {}
+    for o in overrides:
+        if not o.in_force(now_ts):
+            continue
+        c = o.scope.campaign_id
+        label = f"{o.proposed_by} → {o.reviewed_by} #{o.override_id}"
+        who[c] = f"{who[c]}; {label}" if c in who else label
+        until[c] = min(until.get(c, o.expires_ts), o.expires_ts)
+    return who, until
+
+
+@dataclass(frozen=True)
+class Kpis:
+    spend: float
+    gmv: float
+    realised_roi: float
+    predicted_roi: float
+    profit: float
+    active_trips: int
+    open_alerts: int
+
+
+def kpis(table: pd.DataFrame, active_trips: int, open_alerts: int) -> Kpis:
+    """The KPI row over today's campaign table (predicted ROI: mean over packages on)."""
+    spend = float(table["spend_today"].sum()) if len(table) else 0.0
+    gmv = float(table["gmv_today"].sum()) if len(table) else 0.0
+    profit = float((table["gmv_today"] * table["margin"].fillna(0.0)).sum() - spend) if len(table) else 0.0
+    pred = float(np.nanmean(table["pred_roi"])) if len(table) and table["pred_roi"].notna().any() else float("nan")
+    return Kpis(spend, gmv, float(safe_ratio(gmv, spend)), pred, profit, active_trips, open_alerts)
+
+
+def roi_series(outcome_sums: pd.DataFrame, decision_sums: pd.DataFrame, since_ts: int,
+               campaign_id: str | None = None) -> pd.DataFrame:
+    """Per bucket: predicted ROI (mean over slots), realised ROI, rule pool's predicted ROI.
+
+    Long format (bucket_ts, series, roi) for an Altair line chart; all campaigns or one.
+    """
+    parts = []
+    for sums in (decision_sums, outcome_sums):
+        if sums.empty:
+            parts.append(sums)
+            continue
+        idx_c = sums.index.get_level_values("campaign_id")
+        idx_b = sums.index.get_level_values("bucket_ts").to_numpy()
+        keep = idx_b >= since_ts
+        if campaign_id is not None:
+            keep &= (idx_c == campaign_id)
+        parts.append(sums[keep].groupby(level="bucket_ts").sum())
+    dec, out = parts
+    frames = []
+    if not dec.empty:
+        frames.append(pd.DataFrame({"bucket_ts": dec.index, "series": "predicted",
+                                    "roi": safe_ratio(dec["pred_roi"], dec["n"])}))
+        frames.append(pd.DataFrame({"bucket_ts": dec.index, "series": "rule_pool_predicted",
+                                    "roi": safe_ratio(dec["pool_pred_roi"], dec["n_pool"])}))
+    if not out.empty:
+        frames.append(pd.DataFrame({"bucket_ts": out.index, "series": "realised",
+                                    "roi": safe_ratio(out["gmv"], out["spend"])}))
+    if not frames:
+        return pd.DataFrame(columns=["bucket_ts", "series", "roi"])
+    series = pd.concat(frames, ignore_index=True)
+    return series[np.isfinite(series["roi"].to_numpy(dtype=np.float64))].reset_index(drop=True)
+
+
+def shadow_comparison(decision_sums: pd.DataFrame, since_ts: int) -> pd.DataFrame:
+    """Model vs manual rule pool per campaign over the window: mean predicted ROI of each.
+
+    `pool_pred_roi` is the shadow score: the ROI the model predicts had the rule
+    pool's bid been served. `pool_better` marks campaigns where the pool would do better.
+    """
+    if decision_sums.empty:
+        return pd.DataFrame(columns=["campaign_id", "model_pred_roi", "pool_pred_roi", "gap", "pool_better"])
+    buckets = decision_sums.index.get_level_values("bucket_ts").to_numpy()
+    g = decision_sums[buckets >= since_ts].groupby(level="campaign_id").sum()
+    out = pd.DataFrame({"model_pred_roi": safe_ratio(g["pred_roi"], g["n"]),
+                        "pool_pred_roi": safe_ratio(g["pool_pred_roi"], g["n_pool"])}, index=g.index)
+    out["gap"] = out["pool_pred_roi"] - out["model_pred_roi"]
+    out["pool_better"] = out["gap"] > 0
+    return out.reset_index().sort_values("gap", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def trip_periods(trips: pd.DataFrame, now_ts: int, campaign_id: str | None = None) -> pd.DataFrame:
+    """[start, end) of each trip for shading a chart; an open trip ends now."""
+    if trips.empty:
+        return pd.DataFrame(columns=["campaign_id", "start", "end"])
+    t = trips if campaign_id is None else trips[trips["campaign_id"] == campaign_id]
+    end = pd.to_numeric(t["restored_ts"], errors="coerce").fillna(now_ts).astype(np.int64)
+    return pd.DataFrame({"campaign_id": t["campaign_id"].to_numpy(), "start": t["tripped_ts"].to_numpy(),
+                         "end": end.to_numpy()})
+
+
+@dataclass(frozen=True)
+class ResponseTimes:
+    acked: int
+    open: int
+    median_min: float
+    p90_min: float
+    within_30_min: float  # share of acknowledged alerts acknowledged within 30 minutes
+
+
+def response_times(alerts: pd.DataFrame) -> ResponseTimes:
+    """How fast people acknowledge alerts (the brief's 24 h → 30 min measure)."""
+    acked = alerts[alerts["acked_ts"].notna()]
+    minutes = (pd.to_numeric(acked["acked_ts"]) - pd.to_numeric(acked["created_ts"])).to_numpy(np.float64) / 60
+    open_n = int((alerts["acked_ts"].isna() & alerts["resolved_ts"].isna()).sum())
+    if len(minutes) == 0:
+        return ResponseTimes(0, open_n, float("nan"), float("nan"), float("nan"))
+    return ResponseTimes(len(minutes), open_n, float(np.median(minutes)), float(np.percentile(minutes, 90)),
+                         float(np.mean(minutes <= 30)))
+
+
+def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,
+                     audience_package: str | None, daily_budget: float) -> dict[str, float]:
+    """What an override would change at the newest bucket, from the model's own predictions.
+
+    Bid: the predicted ROI scales with value per click / bid (cost per click ~ bid),
+    so ROI at the new bid = pred_value / new bid. Budget: old vs new. Audience off:
+    the packages' predicted ROI that stops being bought.
+    """
+    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
+    pred_roi = float(scope["pred_roi"].mean()) if len(scope) else float("nan")
+    if field is OverrideField.BID:
+        value_per_click = float(scope["pred_value"].mean()) if len(scope) else float("nan")
+        return {"model_bid": float(scope["model_bid"].mean()) if len(scope) else float("nan"),
+                "new_bid": value, "pred_roi_model": pred_roi,
+                "pred_roi_new": value_per_click / value if value > 0 else float("nan")}
+    if field is OverrideField.BUDGET:
+        return {"daily_budget": daily_budget, "new_budget": value,
+                "change": value / daily_budget - 1 if daily_budget else float("nan")}
+    return {"packages": float(len(scope)), "pred_roi_model": pred_roi, "audience_on": value}
+
+
+def any_pool_mode(guards: Mapping[str, GuardState]) -> int:
+    """How many campaigns the guard currently has on the rule pool."""
+    return sum(1 for g in guards.values() if g.mode in POOL_MODES)
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """Everything the live board shows for one refresh."""
+
+    latest_bucket: int
+    now_ts: int
+    kpis: Kpis
+    campaigns: pd.DataFrame
+    series: pd.DataFrame
+    trips: pd.DataFrame
+    shadow: pd.DataFrame
+    kill_switch: KillSwitch
+
+
+def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping[str, Campaign],
+                slots: pd.DataFrame, newest: int, now_ts: int, window_s: int = DEFAULT_WINDOW_S,
+                overrides: Sequence[Override] | None = None) -> BoardView:
+    """The live board at `newest` (the newest bucket; `slots` are its decisions).
+
+    Overrides, guard states and the kill switch are read fresh (they change
+    between buckets); everything else comes from the aggregates and the slots.
+    """
+    aggregates.refresh(conn, newest)
+    outcome_sums, decision_sums = aggregates.snapshot()
+    if overrides is None:
+        overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
+    guards = repo.load_guard_states(conn)
+    kill = repo.load_kill_switch(conn)
+    gt = guard_table(conn)
+    since = newest - window_s
+    policy = served_policy(slots, overrides, guards, kill, now_ts)
+    table = campaign_table(slots, policy, campaigns, campaign_totals(outcome_sums, day_start(newest)),
+                           campaign_totals(outcome_sums, since), gt, overrides, now_ts)
+    trips = trip_ledger(conn, since_ts=day_start(newest))
+    return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
+                     roi_series(outcome_sums, decision_sums, since), trip_periods(trips, newest),
+                     shadow_comparison(decision_sums, since), kill)
