@@ -34,7 +34,7 @@ FEATURES = (("hour", "小时", "Hour"), ("promo_intensity", "大促强度", "Pro
             ("aov", "客单价", "Avg order value"), ("competitor_bid", "竞品出价", "Competitor bid"),
             ("stock_days", "库存天数", "Stock days"), ("audience_affinity", "人群亲和度", "Audience affinity"))
 MODEL_VERSION = "demo-roi-v1"
-RULE_POOL_TOML = """[[rule]]
+RULE_POOL_TOML = """[[rules]]
 rule_id = "base"
 action = "multiplier"
 value = 0.8
@@ -164,17 +164,18 @@ def _seed_guards(engine: Engine, tripped: list[str], tripped_ts: int, now_ts: in
 
 
 def _seed_alerts(engine: Engine, tripped: list[str], now_ts: int) -> list[int]:
-    ids = []
+    """One guard_tripped alert per tripped campaign (delivered / pending) and an acknowledged dead one."""
+    rows = [dict(event_key=f"ev-trip-{c}", dedupe_key=f"trip:{c}:{now_ts}", group_key=f"trip:{c}",
+                 condition_key=f"roi:{c}", guard="roi", channel="wecom", severity="critical", kind="guard_tripped",
+                 campaign_id=c, payload={"title": f"ROI guard tripped for {c}", "pred_roi": 1.6},
+                 status="delivered" if i % 2 == 0 else "pending", attempts=1, next_attempt_ts=now_ts,
+                 occurred_ts=now_ts - 600, created_ts=now_ts - 600,
+                 delivered_ts=now_ts - 590 if i % 2 == 0 else None)
+            for i, c in enumerate(tripped)]
+    rows.append(dict(event_key="ev-stale", dedupe_key="stale:data", group_key="stale", condition_key="stale",
+                     guard=None, channel="wecom", severity="warning", kind="data_stale", campaign_id=None,
+                     payload={"title": "outcomes late"}, status="dead", attempts=8, next_attempt_ts=now_ts,
+                     occurred_ts=now_ts - 7200, created_ts=now_ts - 7200, delivered_ts=None,
+                     acked_ts=now_ts - 7200 + 900, acked_by="operator", last_error="errcode 93000"))
     with engine.begin() as conn:
-        for i, c in enumerate(tripped):
-            ids.append(conn.execute(insert(s.alerts).values(
-                dedupe_key=f"trip:{c}:{now_ts}", group_key=f"trip:{c}", channel="wecom", severity="critical",
-                kind="trip", campaign_id=c, payload={"title": f"ROI guard tripped for {c}", "pred_roi": 1.6},
-                status="delivered" if i % 2 == 0 else "pending", attempts=1, next_attempt_ts=now_ts,
-                created_ts=now_ts - 600, delivered_ts=now_ts - 590 if i % 2 == 0 else None)).inserted_primary_key[0])
-        ids.append(conn.execute(insert(s.alerts).values(
-            dedupe_key="stale:data", group_key="stale", channel="wecom", severity="warning", kind="stale_data",
-            campaign_id=None, payload={"title": "outcomes late"}, status="dead", attempts=8,
-            next_attempt_ts=now_ts, created_ts=now_ts - 7200, acked_ts=now_ts - 7200 + 900,
-            acked_by="operator", last_error="errcode 93000")).inserted_primary_key[0])
-    return ids
+        return [conn.execute(insert(s.alerts).values(**row)).inserted_primary_key[0] for row in rows]

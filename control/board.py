@@ -38,6 +38,8 @@ from control.domain import (
     RuleAnswer,
 )
 from control.policy import KillSwitch, resolve_policy
+from guards.alerts.events import ROLE
+from guards.alerts.events import Role as AlertRole
 from store import repo
 from store import schema as s
 
@@ -108,23 +110,27 @@ def trip_ledger(conn: Connection, since_ts: int | None = None) -> pd.DataFrame:
                         columns=[c.name for c in s.guard_trips.columns])
 
 
-ALERT_COLUMNS = ("alert_id", "severity", "kind", "campaign_id", "status", "attempts", "created_ts",
-                 "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error", "payload")
+ALERT_COLUMNS = ("alert_id", "event_key", "severity", "kind", "campaign_id", "channel", "status", "attempts",
+                 "occurred_ts", "created_ts", "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error",
+                 "payload")
+FIRING_KINDS = tuple(k.value for k, role in ROLE.items() if role is AlertRole.FIRING)
 
 
 def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int = 500) -> pd.DataFrame:
-    """Alerts newest first; open = neither acknowledged nor resolved."""
+    """Alert outbox rows newest first; open_only: firing events nobody acknowledged and not resolved,
+    one row per event (an event sent to several channels is one alert)."""
     a = s.alerts.c
     q = select(*[a[c] for c in ALERT_COLUMNS]).order_by(a.alert_id.desc()).limit(limit)
     if open_only:
-        q = q.where(a.acked_ts.is_(None), a.resolved_ts.is_(None))
-    return pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
+        q = q.where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))
+    frame = pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
+    return frame.drop_duplicates("event_key") if open_only else frame
 
 
 def open_alert_count(conn: Connection) -> int:
     a = s.alerts.c
-    return conn.execute(select(func.count()).select_from(s.alerts)
-                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None))).scalar() or 0
+    return conn.execute(select(func.count(func.distinct(a.event_key)))
+                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))).scalar() or 0
 
 
 def outbox_counts(conn: Connection) -> dict[str, int]:
@@ -396,26 +402,6 @@ def trip_periods(trips: pd.DataFrame, now_ts: int, campaign_id: str | None = Non
     end = pd.to_numeric(t["restored_ts"], errors="coerce").fillna(now_ts).astype(np.int64)
     return pd.DataFrame({"campaign_id": t["campaign_id"].to_numpy(), "start": t["tripped_ts"].to_numpy(),
                          "end": end.to_numpy()})
-
-
-@dataclass(frozen=True)
-class ResponseTimes:
-    acked: int
-    open: int
-    median_min: float
-    p90_min: float
-    within_30_min: float  # share of acknowledged alerts acknowledged within 30 minutes
-
-
-def response_times(alerts: pd.DataFrame) -> ResponseTimes:
-    """How fast people acknowledge alerts (the brief's 24 h → 30 min measure)."""
-    acked = alerts[alerts["acked_ts"].notna()]
-    minutes = (pd.to_numeric(acked["acked_ts"]) - pd.to_numeric(acked["created_ts"])).to_numpy(np.float64) / 60
-    open_n = int((alerts["acked_ts"].isna() & alerts["resolved_ts"].isna()).sum())
-    if len(minutes) == 0:
-        return ResponseTimes(0, open_n, float("nan"), float("nan"), float("nan"))
-    return ResponseTimes(len(minutes), open_n, float(np.median(minutes)), float(np.percentile(minutes, 90)),
-                         float(np.mean(minutes <= 30)))
 
 
 def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,

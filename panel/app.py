@@ -55,8 +55,11 @@ def _lang() -> str:
 
 
 def _language_switch() -> None:
-    st.sidebar.radio(translate(_lang(), "app.language"), list(LANGUAGES), key="lang",
-                     format_func=lambda code: LANGUAGES[code], horizontal=True)
+    # The choice lives in its own session key: widget state does not survive a page switch.
+    codes = list(LANGUAGES)
+    st.sidebar.radio(translate(_lang(), "app.language"), codes, index=codes.index(_lang()), key="lang_choice",
+                     format_func=lambda code: LANGUAGES[code], horizontal=True,
+                     on_change=lambda: st.session_state.update(lang=st.session_state["lang_choice"]))
 
 
 def _login(control: Control, session_clock: Callable[[], float]) -> None:

@@ -13,8 +13,22 @@ from control import board, explorer
 from control.domain import OverrideField, OverrideStatus
 from panel import data
 from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts
+from store import repo
 
 ALL_PACKAGES = "*"
+
+
+def _seen_keys(o) -> tuple[str, ...]:
+    return (f"ov_seen_q_{o.override_id}", f"ov_seen_a_{o.override_id}")
+
+
+def _stale(section: str, current: list) -> list:
+    """Overrides this user was shown in `section` that have left it since (changed by someone else):
+    kept on screen, with the change named, until the user reloads."""
+    prefix = f"ov_seen_{section}_"
+    shown = {o.override_id for o in current}
+    ids = [int(k[len(prefix):]) for k in st.session_state if str(k).startswith(prefix)]
+    return [i for i in sorted(ids) if i not in shown]
 
 
 def render(ctx: Ctx) -> None:
@@ -25,6 +39,7 @@ def render(ctx: Ctx) -> None:
         return
     slots = data.slots(ctx.control, newest)
     queue = ctx.control.overrides([OverrideStatus.PROPOSED])
+    queue += _load(ctx, _stale("q", queue))
     tabs = st.tabs([ctx.t("ov.tab_propose"), ctx.t("ov.tab_queue", n=len(queue)), ctx.t("ov.tab_active")])
     with tabs[0]:
         _propose(ctx, slots, newest)
@@ -60,6 +75,11 @@ def _model_side(ctx: Ctx, scope: pd.DataFrame, campaign_id: str, package: str | 
     st.caption(ctx.t("ov.why", package=pick))
     for r in top.itertuples():
         st.markdown(f"- {labels.get(r.name, r.name)}: {r.delta:+.3f}")
+
+
+def _load(ctx: Ctx, ids: list[int]) -> list:
+    with ctx.control.engine.connect() as conn:
+        return [repo.get_override(conn, i) for i in ids]
 
 
 def _propose(ctx: Ctx, slots: pd.DataFrame, newest: int) -> None:
@@ -129,9 +149,9 @@ def _describe(ctx: Ctx, o, packages: dict) -> str:
                  until=fmt_ts(o.expires_ts), reason=o.reason)
 
 
-def _seen_version(ctx: Ctx, o) -> int:
+def _seen_version(ctx: Ctx, o, section: str) -> int:
     """The version this user was shown; acting on it makes a change by someone else a conflict."""
-    key = f"ov_seen_{o.override_id}"
+    key = f"ov_seen_{section}_{o.override_id}"
     seen = st.session_state.setdefault(key, o.version)
     if seen != o.version:
         st.warning(ctx.t("ov.changed", id=o.override_id, status=o.status.value, who=o.reviewed_by or o.proposed_by))
@@ -150,7 +170,7 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
     for o in queue:
         with st.container(border=True):
             st.markdown(_describe(ctx, o, packages))
-            seen = _seen_version(ctx, o)
+            seen = _seen_version(ctx, o, "q")
             left, right = st.columns([3, 2])
             with left:
                 campaign = campaigns.get(o.scope.campaign_id)
@@ -161,13 +181,13 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
                 b1, b2, b3 = st.columns(3)
                 if b1.button(ctx.t("ov.approve"), key=f"ov_approve_{o.override_id}", type="primary"):
                     attempt(ctx, lambda o=o, c=comment, v=seen: ctx.control.approve_override(ctx.user, o.override_id, v, c),
-                            ctx.t("ov.approved", id=o.override_id), forget=(f"ov_seen_{o.override_id}",))
+                            ctx.t("ov.approved", id=o.override_id), forget=_seen_keys(o))
                 if b2.button(ctx.t("ov.reject"), key=f"ov_reject_{o.override_id}"):
                     attempt(ctx, lambda o=o, c=comment, v=seen: ctx.control.reject_override(ctx.user, o.override_id, v, c),
-                            ctx.t("ov.rejected", id=o.override_id), forget=(f"ov_seen_{o.override_id}",))
+                            ctx.t("ov.rejected", id=o.override_id), forget=_seen_keys(o))
                 if b3.button(ctx.t("ov.withdraw"), key=f"ov_withdraw_{o.override_id}"):
                     attempt(ctx, lambda o=o, c=comment, v=seen: ctx.control.revoke_override(ctx.user, o.override_id, v, c),
-                            ctx.t("ov.revoked", id=o.override_id), forget=(f"ov_seen_{o.override_id}",))
+                            ctx.t("ov.revoked", id=o.override_id), forget=_seen_keys(o))
             with right:
                 _model_side(ctx, _scope_slots(slots, o.scope.campaign_id, o.scope.audience_package),
                             o.scope.campaign_id, o.scope.audience_package, newest)
@@ -176,6 +196,7 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
 def _active(ctx: Ctx) -> None:
     now = ctx.control.clock()
     live = [o for o in ctx.control.overrides([OverrideStatus.APPROVED]) if o.in_force(now)]
+    live += _load(ctx, _stale("a", live))
     if not live:
         st.caption(ctx.t("ov.none_active"))
         return
@@ -183,10 +204,10 @@ def _active(ctx: Ctx) -> None:
     for o in live:
         with st.container(border=True):
             st.markdown(_describe(ctx, o, packages))
-            seen = _seen_version(ctx, o)
+            seen = _seen_version(ctx, o, "a")
             st.caption(ctx.t("ov.approved_by", who=o.reviewed_by, ts=fmt_ts(o.reviewed_ts),
                              left=fmt_left(ctx, o.expires_ts - now), comment=o.review_comment or "—"))
             comment = st.text_input(ctx.t("ov.comment"), key=f"ov_revoke_comment_{o.override_id}")
             if st.button(ctx.t("ov.revoke"), key=f"ov_revoke_{o.override_id}"):
                 attempt(ctx, lambda o=o, c=comment, v=seen: ctx.control.revoke_override(ctx.user, o.override_id, v, c),
-                        ctx.t("ov.revoked", id=o.override_id), forget=(f"ov_seen_{o.override_id}",))
+                        ctx.t("ov.revoked", id=o.override_id), forget=_seen_keys(o))
