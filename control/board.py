@@ -152,23 +152,71 @@ OUTCOME_SUMS = ("impressions", "clicks", "spend", "orders", "gmv")
 DECISION_SUMS = ("n", "n_on", "pred_roi", "n_pool", "pool_pred_roi", "bid", "n_override", "n_rule_pool")
 
 
-class LiveAggregates:
-    """Per (campaign, bucket) sums of outcomes and decisions, kept current by watermark.
+class BucketSums:
+    """Sums per campaign for each bucket: one (campaigns x sums) array per bucket.
 
-    `refresh(conn)` adds only the rows whose id is above the last one seen (SQL
-    GROUP BY on the new rows, then an add into the kept frame). Buckets older than
-    `keep_days` before the newest are dropped. Thread-safe: the panel shares one
-    instance among sessions.
+    Adding a delta touches only the buckets in it (new ones and those late
+    conversions land in); totals over a window add a few arrays. Campaigns new to
+    it get a row of zeros in every bucket.
     """
 
-    def __init__(self, keep_days: int = 1):
-        self.keep_s = keep_days * DAY_S
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.buckets: dict[int, np.ndarray] = {}
+
+    def add(self, delta: pd.DataFrame) -> None:
+        if delta.empty:
+            return
+        fresh = [c for c in pd.unique(delta["campaign_id"]) if c not in self.pos]
+        if fresh:
+            self.pos.update({c: len(self.ids) + i for i, c in enumerate(fresh)})
+            self.ids.extend(fresh)
+            pad = np.zeros((len(fresh), len(self.names)))
+            self.buckets = {b: np.vstack([a, pad]) for b, a in self.buckets.items()}
+        rows = delta["campaign_id"].map(self.pos).to_numpy()
+        values = delta[list(self.names)].to_numpy(dtype=np.float64)
+        for bucket, idx in delta.groupby("bucket_ts").indices.items():
+            arr = self.buckets.get(int(bucket))
+            if arr is None:
+                arr = self.buckets[int(bucket)] = np.zeros((len(self.ids), len(self.names)))
+            np.add.at(arr, rows[idx], values[idx])
+
+    def drop_before(self, since: int) -> None:
+        for b in [b for b in self.buckets if b < since]:
+            del self.buckets[b]
+
+    def totals(self, since: int) -> pd.DataFrame:
+        """Sums per campaign over buckets >= since."""
+        acc = np.zeros((len(self.ids), len(self.names)))
+        for b, arr in self.buckets.items():
+            if b >= since:
+                acc += arr
+        return pd.DataFrame(acc, columns=list(self.names), index=pd.Index(self.ids, name="campaign_id"))
+
+    def series(self, since: int) -> pd.DataFrame:
+        """Sums over all campaigns per bucket >= since, in time order."""
+        keys = sorted(b for b in self.buckets if b >= since)
+        data = np.array([self.buckets[b].sum(axis=0) for b in keys]).reshape(len(keys), len(self.names))
+        return pd.DataFrame(data, columns=list(self.names), index=pd.Index(keys, name="bucket_ts"))
+
+
+class LiveAggregates:
+    """Outcome and decision sums for the current promotion day, kept current by row-id watermark.
+
+    `refresh(conn)` reads only the rows written since the last refresh (SQL GROUP
+    BY over the new rows) and adds them in; outcomes are append-only increments,
+    so late conversions simply add to their bucket. Buckets before the day of the
+    newest bucket are dropped. Thread-safe: the panel shares one instance among sessions.
+    """
+
+    def __init__(self):
         self.outcome_mark = 0
         self.decision_mark = 0
-        self.outcomes = pd.DataFrame(columns=list(OUTCOME_SUMS),
-                                     index=pd.MultiIndex.from_arrays([[], []], names=["campaign_id", "bucket_ts"]))
-        self.decisions = pd.DataFrame(columns=list(DECISION_SUMS),
-                                      index=pd.MultiIndex.from_arrays([[], []], names=["campaign_id", "bucket_ts"]))
+        self.day = 0
+        self.outcomes = BucketSums(OUTCOME_SUMS)
+        self.decisions = BucketSums(DECISION_SUMS)
         self._lock = threading.Lock()
 
     def refresh(self, conn: Connection, newest_bucket: int | None = None) -> LiveAggregates:
@@ -176,67 +224,56 @@ class LiveAggregates:
             newest = newest_bucket if newest_bucket is not None else latest_bucket(conn)
             if newest is None:
                 return self
-            since = day_start(newest) - self.keep_s + DAY_S
+            self.day = day_start(newest)
             o_mark = conn.execute(select(func.max(s.outcomes.c.outcome_id))).scalar() or 0
             d_mark = conn.execute(select(func.max(s.decisions.c.decision_id))).scalar() or 0
             if o_mark > self.outcome_mark:
-                new = _grouped(conn, """
+                self.outcomes.add(_grouped(conn, """
                     SELECT campaign_id, bucket_ts, SUM(impressions), SUM(clicks), SUM(spend), SUM(orders), SUM(gmv)
                     FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi AND bucket_ts >= :since
-                    GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, since)
-                self.outcomes = _add(self.outcomes, new)
+                    GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, self.day))
                 self.outcome_mark = o_mark
             if d_mark > self.decision_mark:
-                new = _grouped(conn, """
+                self.decisions.add(_grouped(conn, """
                     SELECT campaign_id, bucket_ts, COUNT(*),
                            SUM(CASE WHEN audience_on THEN 1 ELSE 0 END),
                            SUM(pred_roi), COUNT(pool_pred_roi), COALESCE(SUM(pool_pred_roi), 0), SUM(bid),
                            SUM(CASE WHEN decided_by = 'override' THEN 1 ELSE 0 END),
                            SUM(CASE WHEN decided_by = 'rule_pool' THEN 1 ELSE 0 END)
                     FROM decisions WHERE decision_id > :lo AND decision_id <= :hi AND bucket_ts >= :since
-                    GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, since)
-                self.decisions = _add(self.decisions, new)
+                    GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, self.day))
                 self.decision_mark = d_mark
-            self.outcomes = _drop_before(self.outcomes, since)
-            self.decisions = _drop_before(self.decisions, since)
+            self.outcomes.drop_before(self.day)
+            self.decisions.drop_before(self.day)
             return self
 
-    def snapshot(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def outcome_totals(self, since: int) -> pd.DataFrame:
         with self._lock:
-            return self.outcomes, self.decisions
+            return self.outcomes.totals(since)
+
+    def decision_totals(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.decisions.totals(since)
+
+    def outcome_series(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.outcomes.series(since)
+
+    def decision_series(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.decisions.series(since)
 
 
 def _grouped(conn: Connection, sql: str, names: Sequence[str], lo: int, hi: int, since: int) -> pd.DataFrame:
     rows = conn.execute(text(sql), {"lo": lo, "hi": hi, "since": since}).all()
-    frame = pd.DataFrame(rows, columns=["campaign_id", "bucket_ts", *names])
-    return frame.astype({n: np.float64 for n in names}).set_index(["campaign_id", "bucket_ts"])
-
-
-def _add(kept: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    if new.empty:
-        return kept
-    if kept.empty:
-        return new
-    return kept.add(new, fill_value=0.0)
-
-
-def _drop_before(frame: pd.DataFrame, since: int) -> pd.DataFrame:
-    if frame.empty:
-        return frame
-    buckets = frame.index.get_level_values("bucket_ts").to_numpy()
-    return frame if buckets.min() >= since else frame[buckets >= since]
+    return pd.DataFrame(rows, columns=["campaign_id", "bucket_ts", *names])
 
 
 # --- pure read models -----------------------------------------------------------------------
 
-def campaign_totals(outcome_sums: pd.DataFrame, since_ts: int) -> pd.DataFrame:
-    """Outcome sums per campaign over buckets >= since_ts, with realised ROI."""
-    if outcome_sums.empty:
-        return pd.DataFrame(columns=[*OUTCOME_SUMS, "roi"], index=pd.Index([], name="campaign_id"))
-    buckets = outcome_sums.index.get_level_values("bucket_ts").to_numpy()
-    totals = outcome_sums[buckets >= since_ts].groupby(level="campaign_id").sum()
-    totals["roi"] = safe_ratio(totals["gmv"], totals["spend"])
-    return totals
+def with_roi(totals: pd.DataFrame) -> pd.DataFrame:
+    """Outcome sums per campaign with realised ROI (GMV / spend)."""
+    return totals.assign(roi=safe_ratio(totals["gmv"], totals["spend"]))
 
 
 def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
@@ -266,7 +303,7 @@ def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping
     """One row per campaign: bid, budget and pace, packages on, ROI vs floor, guard, who decides.
 
     `slots` and `policy` are row-aligned (the newest bucket); `day` and `window`
-    come from campaign_totals; `guards` from guard_table.
+    are outcome totals per campaign with ROI (with_roi); `guards` from guard_table.
     """
     frame = pd.DataFrame({
         "campaign_id": policy["campaign_id"].to_numpy(),
@@ -344,49 +381,29 @@ def kpis(table: pd.DataFrame, active_trips: int, open_alerts: int) -> Kpis:
     return Kpis(spend, gmv, float(safe_ratio(gmv, spend)), pred, profit, active_trips, open_alerts)
 
 
-def roi_series(outcome_sums: pd.DataFrame, decision_sums: pd.DataFrame, since_ts: int,
-               campaign_id: str | None = None) -> pd.DataFrame:
-    """Per bucket: predicted ROI (mean over slots), realised ROI, rule pool's predicted ROI.
+def roi_series(outcome_series: pd.DataFrame, decision_series: pd.DataFrame) -> pd.DataFrame:
+    """Per bucket: predicted ROI (mean over slots), realised ROI, the rule pool's predicted ROI.
 
-    Long format (bucket_ts, series, roi) for an Altair line chart; all campaigns or one.
+    Long format (bucket_ts, series, roi) for an Altair line chart.
     """
-    parts = []
-    for sums in (decision_sums, outcome_sums):
-        if sums.empty:
-            parts.append(sums)
-            continue
-        idx_c = sums.index.get_level_values("campaign_id")
-        idx_b = sums.index.get_level_values("bucket_ts").to_numpy()
-        keep = idx_b >= since_ts
-        if campaign_id is not None:
-            keep &= (idx_c == campaign_id)
-        parts.append(sums[keep].groupby(level="bucket_ts").sum())
-    dec, out = parts
-    frames = []
-    if not dec.empty:
-        frames.append(pd.DataFrame({"bucket_ts": dec.index, "series": "predicted",
-                                    "roi": safe_ratio(dec["pred_roi"], dec["n"])}))
-        frames.append(pd.DataFrame({"bucket_ts": dec.index, "series": "rule_pool_predicted",
-                                    "roi": safe_ratio(dec["pool_pred_roi"], dec["n_pool"])}))
-    if not out.empty:
-        frames.append(pd.DataFrame({"bucket_ts": out.index, "series": "realised",
-                                    "roi": safe_ratio(out["gmv"], out["spend"])}))
-    if not frames:
-        return pd.DataFrame(columns=["bucket_ts", "series", "roi"])
+    dec, out = decision_series, outcome_series
+    frames = [
+        pd.DataFrame({"bucket_ts": dec.index, "series": "predicted", "roi": safe_ratio(dec["pred_roi"], dec["n"])}),
+        pd.DataFrame({"bucket_ts": dec.index, "series": "rule_pool_predicted",
+                      "roi": safe_ratio(dec["pool_pred_roi"], dec["n_pool"])}),
+        pd.DataFrame({"bucket_ts": out.index, "series": "realised", "roi": safe_ratio(out["gmv"], out["spend"])}),
+    ]
     series = pd.concat(frames, ignore_index=True)
     return series[np.isfinite(series["roi"].to_numpy(dtype=np.float64))].reset_index(drop=True)
 
 
-def shadow_comparison(decision_sums: pd.DataFrame, since_ts: int) -> pd.DataFrame:
-    """Model vs manual rule pool per campaign over the window: mean predicted ROI of each.
+def shadow_comparison(decision_totals: pd.DataFrame) -> pd.DataFrame:
+    """Model vs manual rule pool per campaign over a window: mean predicted ROI of each.
 
     `pool_pred_roi` is the shadow score: the ROI the model predicts had the rule
     pool's bid been served. `pool_better` marks campaigns where the pool would do better.
     """
-    if decision_sums.empty:
-        return pd.DataFrame(columns=["campaign_id", "model_pred_roi", "pool_pred_roi", "gap", "pool_better"])
-    buckets = decision_sums.index.get_level_values("bucket_ts").to_numpy()
-    g = decision_sums[buckets >= since_ts].groupby(level="campaign_id").sum()
+    g = decision_totals[decision_totals["n"] > 0]
     out = pd.DataFrame({"model_pred_roi": safe_ratio(g["pred_roi"], g["n"]),
                         "pool_pred_roi": safe_ratio(g["pool_pred_roi"], g["n_pool"])}, index=g.index)
     out["gap"] = out["pool_pred_roi"] - out["model_pred_roi"]
@@ -453,7 +470,6 @@ def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping
     between buckets); everything else comes from the aggregates and the slots.
     """
     aggregates.refresh(conn, newest)
-    outcome_sums, decision_sums = aggregates.snapshot()
     if overrides is None:
         overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
     guards = repo.load_guard_states(conn)
@@ -461,9 +477,9 @@ def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping
     gt = guard_table(conn)
     since = newest - window_s
     policy = served_policy(slots, overrides, guards, kill, now_ts)
-    table = campaign_table(slots, policy, campaigns, campaign_totals(outcome_sums, day_start(newest)),
-                           campaign_totals(outcome_sums, since), gt, overrides, now_ts)
+    table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),
+                           with_roi(aggregates.outcome_totals(since)), gt, overrides, now_ts)
     trips = trip_ledger(conn, since_ts=day_start(newest))
     return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
-                     roi_series(outcome_sums, decision_sums, since), trip_periods(trips, newest),
-                     shadow_comparison(decision_sums, since), kill)
+                     roi_series(aggregates.outcome_series(since), aggregates.decision_series(since)),
+                     trip_periods(trips, newest), shadow_comparison(aggregates.decision_totals(since)), kill)
