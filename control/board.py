@@ -19,13 +19,14 @@ in Asia/Shanghai (UTC+8).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, select
 
 from control.domain import (
     POOL_MODES,
@@ -70,19 +71,50 @@ def latest_bucket(conn: Connection) -> int | None:
     return conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
 
 
-SLOT_COLUMNS = ("decision_id", "campaign_id", "audience_package", "bucket_ts", "model_version",
-                "model_bid", "bid", "budget_share", "audience_on", "pred_roi", "pred_value", "pacing",
-                "pool_bid", "pool_pred_roi", "decided_by", "decided_reason")
+# What the board, the policy and the override page need of each slot of the newest bucket.
+SLOT_COLUMNS = ("campaign_id", "audience_package", "model_bid", "audience_on", "budget_share", "pred_roi",
+                "pred_value", "pool_bid")
+_TEXT_COLUMNS = ("campaign_id", "audience_package")
+
+
+def _raw_rows(conn: Connection, sql: str, **params) -> list[tuple]:
+    """Plain DBAPI tuples for `sql` with :name parameters, in the caller's transaction.
+
+    Thousands of rows per refresh: SQLAlchemy Row objects and pandas' row sniffing
+    cost more than the query itself.
+    """
+    if conn.dialect.paramstyle == "pyformat":
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+        args: object = params
+    else:
+        args = tuple(params[name] for name in re.findall(r":(\w+)", sql))
+        sql = re.sub(r":\w+", "?", sql)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def bucket_slots(conn: Connection, bucket_ts: int) -> pd.DataFrame:
-    """Every slot decision of one bucket (uses ix_decisions_bucket)."""
-    cols = [s.decisions.c[c] for c in SLOT_COLUMNS]
-    rows = conn.execute(select(*cols).where(s.decisions.c.bucket_ts == bucket_ts)).all()
-    frame = pd.DataFrame(rows, columns=list(SLOT_COLUMNS))
-    frame["audience_on"] = frame["audience_on"].astype(bool)
-    for c in ("pool_bid", "pool_pred_roi"):
-        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
+    """Every slot decision of one bucket (uses ix_decisions_bucket).
+
+    Raw DBAPI rows and object-dtype text columns: for the ~12,000 rows of a bucket
+    this is several times faster than ORM rows into inferred string columns.
+    """
+    rows = _raw_rows(conn, f"SELECT {', '.join(SLOT_COLUMNS)} FROM decisions WHERE bucket_ts = :b", b=bucket_ts)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(SLOT_COLUMNS)
+    data = {}
+    for name, values in zip(SLOT_COLUMNS, columns, strict=True):
+        if name in _TEXT_COLUMNS:
+            data[name] = pd.Series(np.array(values, dtype=object), dtype=object)
+        elif name == "audience_on":
+            data[name] = np.array(values, dtype=bool)
+        else:
+            data[name] = np.array(values, dtype=np.float64)  # None (no pool answer) becomes NaN
+    frame = pd.DataFrame(data)
+    frame["bucket_ts"] = bucket_ts
     return frame
 
 
@@ -93,6 +125,15 @@ def guard_table(conn: Connection) -> pd.DataFrame:
                          columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
     frame["floor"] = [float((st or {}).get("floor", DEFAULT_FLOOR)) for st in frame["state"]]
     return frame
+
+
+def guard_floors(conn: Connection) -> dict[str, float]:
+    """Each campaign's ROI floor as its guard holds it (the highest when several guards watch it)."""
+    floors: dict[str, float] = {}
+    for campaign_id, state in conn.execute(select(s.guard_states.c.campaign_id, s.guard_states.c.state)):
+        if state and "floor" in state:
+            floors[campaign_id] = max(floors.get(campaign_id, 0.0), float(state["floor"]))
+    return floors
 
 
 def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
@@ -230,7 +271,7 @@ class LiveAggregates:
             if o_mark > self.outcome_mark:
                 self.outcomes.add(_grouped(conn, """
                     SELECT campaign_id, bucket_ts, SUM(impressions), SUM(clicks), SUM(spend), SUM(orders), SUM(gmv)
-                    FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi AND bucket_ts >= :since
+                    FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi
                     GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, self.day))
                 self.outcome_mark = o_mark
             if d_mark > self.decision_mark:
@@ -240,7 +281,7 @@ class LiveAggregates:
                            SUM(pred_roi), COUNT(pool_pred_roi), COALESCE(SUM(pool_pred_roi), 0), SUM(bid),
                            SUM(CASE WHEN decided_by = 'override' THEN 1 ELSE 0 END),
                            SUM(CASE WHEN decided_by = 'rule_pool' THEN 1 ELSE 0 END)
-                    FROM decisions WHERE decision_id > :lo AND decision_id <= :hi AND bucket_ts >= :since
+                    FROM decisions WHERE decision_id > :lo AND decision_id <= :hi
                     GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, self.day))
                 self.decision_mark = d_mark
             self.outcomes.drop_before(self.day)
@@ -265,8 +306,14 @@ class LiveAggregates:
 
 
 def _grouped(conn: Connection, sql: str, names: Sequence[str], lo: int, hi: int, since: int) -> pd.DataFrame:
-    rows = conn.execute(text(sql), {"lo": lo, "hi": hi, "since": since}).all()
-    return pd.DataFrame(rows, columns=["campaign_id", "bucket_ts", *names])
+    """New rows by id range only: a bucket_ts condition in SQL would let the planner pick the
+    bucket index and scan the whole day; the few rows of earlier days are dropped here."""
+    rows = _raw_rows(conn, sql, lo=lo, hi=hi)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (2 + len(names))
+    frame = pd.DataFrame({"campaign_id": pd.Series(np.array(columns[0], dtype=object), dtype=object),
+                          "bucket_ts": np.array(columns[1], dtype=np.int64),
+                          **{n: np.array(c, dtype=np.float64) for n, c in zip(names, columns[2:], strict=True)}})
+    return frame[frame["bucket_ts"].to_numpy() >= since]
 
 
 # --- pure read models -----------------------------------------------------------------------
@@ -278,74 +325,116 @@ def with_roi(totals: pd.DataFrame) -> pd.DataFrame:
 
 def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
                   kill: KillSwitch, now_ts: int) -> pd.DataFrame:
-    """The effective policy now, over the newest bucket's model plan.
+    """The effective policy now over the newest bucket's model plan: bid, audience_on, decided_by per slot.
 
     The rule pool's answer per slot is the one the bidder recorded with the
-    decision (pool_bid), so the board shows what would be served at this moment,
-    not only what was served when the bucket was decided.
+    decision (pool_bid), so the board shows what would be served at this moment.
+    Only campaigns something acts on (an override in force, a guard on the pool,
+    a kill switch) go through control.policy.resolve_policy; the rest are the
+    model's by definition, which keeps a refresh cheap on a quiet day.
     """
-    plan = pd.DataFrame({"campaign_id": slots["campaign_id"], "audience_package": slots["audience_package"],
-                         "bucket_ts": slots["bucket_ts"], "bid": slots["model_bid"],
-                         "audience_on": slots["audience_on"], "budget_share": slots["budget_share"]})
-    has_pool = slots["pool_bid"].notna().to_numpy()
-    pool = {(c, p): RuleAnswer("pool", float(b)) for c, p, b in
-            zip(slots["campaign_id"].to_numpy()[has_pool], slots["audience_package"].to_numpy()[has_pool],
-                slots["pool_bid"].to_numpy()[has_pool], strict=True)}
-    return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
+    n = len(slots)
+    bid = slots["model_bid"].to_numpy(dtype=np.float64).copy()
+    audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
+    decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
+    if kill.global_on:
+        rows = np.arange(n)
+    else:
+        acted_on = ({c for c, g in guards.items() if g.mode in POOL_MODES} | set(kill.campaigns)
+                    | {o.scope.campaign_id for o in overrides if o.in_force(now_ts)})
+        rows = np.flatnonzero(slots["campaign_id"].isin(acted_on).to_numpy()) if acted_on else np.arange(0)
+    if len(rows):
+        sub = slots.iloc[rows]
+        plan = pd.DataFrame({"campaign_id": sub["campaign_id"], "audience_package": sub["audience_package"],
+                             "bucket_ts": sub["bucket_ts"], "bid": sub["model_bid"],
+                             "audience_on": sub["audience_on"], "budget_share": sub["budget_share"]})
+        policy = resolve_policy(plan, overrides, guards, kill, _RecordedPool(sub), now_ts)
+        bid[rows] = policy["bid"].to_numpy(dtype=np.float64)
+        audience_on[rows] = policy["audience_on"].to_numpy(dtype=bool)
+        decided_by[rows] = policy["decided_by"].to_numpy(dtype=object)
+    return pd.DataFrame({"bid": bid, "audience_on": audience_on,
+                         "decided_by": pd.Series(decided_by, dtype=object)})
 
 
-_AUTHORITY_RANK = {DecidedBy.MODEL.value: 0, DecidedBy.RULE_POOL.value: 1, DecidedBy.OVERRIDE.value: 2}
+class _RecordedPool(Mapping):
+    """The rule pool's answers as the bidder recorded them (pool_bid); RuleAnswers are made only
+    for the slots the policy asks about."""
+
+    def __init__(self, slots: pd.DataFrame):
+        known = slots["pool_bid"].notna().to_numpy()
+        self._bids = dict(zip(zip(slots["campaign_id"].to_numpy()[known],
+                                  slots["audience_package"].to_numpy()[known], strict=True),
+                              slots["pool_bid"].to_numpy()[known].tolist(), strict=True))
+
+    def __getitem__(self, key: tuple[str, str]) -> RuleAnswer:
+        return RuleAnswer("pool", self._bids[key])
+
+    def __iter__(self):
+        return iter(self._bids)
+
+    def __len__(self) -> int:
+        return len(self._bids)
+
+
+_AUTHORITY = (DecidedBy.MODEL.value, DecidedBy.RULE_POOL.value, DecidedBy.OVERRIDE.value)  # lowest first
 
 
 def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping[str, Campaign],
-                   day: pd.DataFrame, window: pd.DataFrame, guards: pd.DataFrame,
-                   overrides: Sequence[Override], now_ts: int) -> pd.DataFrame:
+                   day: pd.DataFrame, window: pd.DataFrame, guards: Mapping[str, GuardState],
+                   floors: Mapping[str, float], overrides: Sequence[Override], now_ts: int) -> pd.DataFrame:
     """One row per campaign: bid, budget and pace, packages on, ROI vs floor, guard, who decides.
 
     `slots` and `policy` are row-aligned (the newest bucket); `day` and `window`
-    are outcome totals per campaign with ROI (with_roi); `guards` from guard_table.
+    are outcome totals per campaign with ROI (with_roi). Per-campaign figures over
+    the packages on: mean served bid, mean predicted ROI; the campaign is
+    "decided by" the highest authority deciding any of its slots.
     """
-    frame = pd.DataFrame({
-        "campaign_id": policy["campaign_id"].to_numpy(),
-        "bid": policy["bid"].to_numpy(),
-        "model_bid": policy["model_bid"].to_numpy(),
-        "on": policy["audience_on"].to_numpy(dtype=bool),
-        "pred_roi": slots["pred_roi"].to_numpy(dtype=np.float64),
-        "authority": policy["decided_by"].map(_AUTHORITY_RANK).to_numpy(),
-    })
-    on = frame["on"].to_numpy()
-    frame["bid_on"] = np.where(on, frame["bid"], np.nan)
-    frame["pred_on"] = np.where(on, frame["pred_roi"], np.nan)
-    g = frame.groupby("campaign_id", sort=True)
-    table = pd.DataFrame({
-        "bid": g["bid_on"].mean(),
-        "model_bid": g["model_bid"].mean(),
-        "packages_on": g["on"].sum().astype(int),
-        "packages": g["on"].size(),
-        "pred_roi": g["pred_on"].mean(),
-        "authority": g["authority"].max(),
-    })
-    ids = table.index
-    info = pd.DataFrame([{"campaign_id": c.campaign_id, "name": c.name, "daily_budget": c.daily_budget,
-                          "margin": c.gross_margin} for c in campaigns.values()],
-                        columns=["campaign_id", "name", "daily_budget", "margin"]).set_index("campaign_id")
-    table = table.join(info, how="left")
-    table["spend_today"] = day["spend"].reindex(ids).fillna(0.0).to_numpy() if not day.empty else 0.0
-    table["gmv_today"] = day["gmv"].reindex(ids).fillna(0.0).to_numpy() if not day.empty else 0.0
-    table["pace"] = safe_ratio(table["spend_today"], table["daily_budget"])
-    table["realised_roi"] = window["roi"].reindex(ids).to_numpy() if not window.empty else np.nan
-    guard_rows = guards.sort_values("mode").drop_duplicates("campaign_id").set_index("campaign_id")
-    table["floor"] = guard_rows["floor"].reindex(ids).fillna(DEFAULT_FLOOR).to_numpy()
-    table["guard"] = guard_rows["mode"].reindex(ids).fillna("model").to_numpy()
-    table["below_floor"] = (table["pred_roi"] < table["floor"]) | (table["realised_roi"] < table["floor"])
-    rank_to_name = {v: k for k, v in _AUTHORITY_RANK.items()}
-    table["decided_by"] = table["authority"].map(rank_to_name)
+    codes, uniques = pd.factorize(slots["campaign_id"].to_numpy(dtype=object), sort=True)
+    ids = np.asarray(uniques, dtype=object)
+    k = len(ids)
+    on = policy["audience_on"].to_numpy(dtype=bool)
+    count = np.bincount(codes, minlength=k).astype(np.float64)
+    n_on = np.bincount(codes, weights=on, minlength=k)
+    served = policy["bid"].to_numpy(dtype=np.float64)
+    pred = slots["pred_roi"].to_numpy(dtype=np.float64)
+    authority = np.zeros(k, dtype=np.int64)
+    rank = pd.Series(policy["decided_by"].to_numpy(dtype=object)).map(
+        {name: i for i, name in enumerate(_AUTHORITY)}).to_numpy(dtype=np.int64)
+    np.maximum.at(authority, codes, rank)
+    info = [campaigns.get(c) for c in ids]
+    budget = np.array([c.daily_budget if c else np.nan for c in info])
+    spend = day["spend"].reindex(ids).fillna(0.0).to_numpy() if len(day) else np.zeros(k)
+    gmv = day["gmv"].reindex(ids).fillna(0.0).to_numpy() if len(day) else np.zeros(k)
+    realised = window["roi"].reindex(ids).to_numpy() if len(window) else np.full(k, np.nan)
+    pred_on = safe_ratio(np.bincount(codes, weights=np.where(on, pred, 0.0), minlength=k), n_on)
+    floor = np.array([floors.get(c, DEFAULT_FLOOR) for c in ids])
+    decided_by = np.array(_AUTHORITY, dtype=object)[authority]
     who, until = _override_owners(overrides, now_ts)
-    table["override_by"] = [who.get(c, "") for c in ids]
-    table["override_until"] = [until.get(c) for c in ids]
-    table.loc[table["decided_by"] != DecidedBy.OVERRIDE.value, ["override_by"]] = ""
-    table.loc[table["decided_by"] != DecidedBy.OVERRIDE.value, ["override_until"]] = None
-    return table.drop(columns=["authority"]).reset_index()
+    by_override = decided_by == DecidedBy.OVERRIDE.value
+    return pd.DataFrame({
+        "campaign_id": pd.Series(ids, dtype=object),
+        "bid": safe_ratio(np.bincount(codes, weights=np.where(on, served, 0.0), minlength=k), n_on),
+        "model_bid": safe_ratio(np.bincount(codes, weights=slots["model_bid"].to_numpy(np.float64), minlength=k),
+                                count),
+        "packages_on": n_on.astype(np.int64),
+        "packages": count.astype(np.int64),
+        "pred_roi": pred_on,
+        "name": pd.Series([c.name if c else "" for c in info], dtype=object),
+        "daily_budget": budget,
+        "margin": np.array([c.gross_margin if c else 0.0 for c in info]),
+        "spend_today": spend,
+        "gmv_today": gmv,
+        "pace": safe_ratio(spend, budget),
+        "realised_roi": realised,
+        "floor": floor,
+        "guard": pd.Series([guards[c].mode.value if c in guards else "model" for c in ids], dtype=object),
+        "below_floor": (pred_on < floor) | (realised < floor),
+        "decided_by": pd.Series(decided_by, dtype=object),
+        "override_by": pd.Series([who.get(c, "") if o else "" for c, o in zip(ids, by_override, strict=True)],
+                                 dtype=object),
+        "override_until": pd.Series([until.get(c) if o else None for c, o in zip(ids, by_override, strict=True)],
+                                    dtype=object),
+    })
 
 
 def _override_owners(overrides: Sequence[Override], now_ts: int) -> tuple[dict[str, str], dict[str, int]]:
@@ -474,11 +563,11 @@ def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping
         overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
     guards = repo.load_guard_states(conn)
     kill = repo.load_kill_switch(conn)
-    gt = guard_table(conn)
     since = newest - window_s
     policy = served_policy(slots, overrides, guards, kill, now_ts)
     table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),
-                           with_roi(aggregates.outcome_totals(since)), gt, overrides, now_ts)
+                           with_roi(aggregates.outcome_totals(since)), guards, guard_floors(conn), overrides,
+                           now_ts)
     trips = trip_ledger(conn, since_ts=day_start(newest))
     return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
                      roi_series(aggregates.outcome_series(since), aggregates.decision_series(since)),

@@ -155,7 +155,7 @@ def test_override_flow_operator_proposes_another_manager_approves_board_shows_ov
         slots = board.bucket_slots(conn, newest)
     policy = board.served_policy(slots, control.overrides([OverrideStatus.APPROVED]),
                                  {}, control.kill_switch(), clock())
-    mine = policy[policy["campaign_id"] == target]
+    mine = policy[slots["campaign_id"].to_numpy() == target]
     assert (mine["decided_by"] == DecidedBy.OVERRIDE.value).all() and (mine["bid"] == value).all()
 
 

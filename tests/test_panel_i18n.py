@@ -13,7 +13,7 @@ from panel.app import PAGES
 
 PANEL = Path(__file__).resolve().parent.parent / "panel"
 STATIC_KEY = re.compile(r'(?:ctx\.t|translate\([^,()]+,)\s*\(?\s*"([a-z_]+\.[a-z_0-9]+)"')
-DYNAMIC_PREFIX = re.compile(r't\(f"([a-z_]+\.)\{')
+DYNAMIC_PREFIX = re.compile(r't\(f"([a-z_]+\.[a-z_]*)\{')
 
 
 def _placeholders(text: str) -> set[str]:
@@ -36,10 +36,13 @@ def test_every_key_the_pages_use_exists():
         "decided.": [d.value for d in DecidedBy], "guard.": [m.value for m in GuardMode],
         "field.": [f.value for f in OverrideField], "page.": list(PAGES),
         "series.": ["predicted", "realised", "rule_pool_predicted"],
+        "ex.tab_": ["decision", "compare", "global", "model"],
+        "gd.outbox_": ["pending", "delivered", "dead"],
     }
-    for prefix in set(DYNAMIC_PREFIX.findall(sources)) - {"gd."}:
+    prefixes = set(DYNAMIC_PREFIX.findall(sources))
+    assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
+    for prefix in prefixes:
         used |= {prefix + v for v in dynamic[prefix]}
-    used |= {f"gd.outbox_{s}" for s in ("pending", "delivered", "dead")}
     missing = sorted(k for k in used if k not in i18n.ZH)
     assert not missing
 

@@ -14,6 +14,7 @@ from panel import data
 from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts
 
 WINDOWS_MIN = (60, 180, 1440)
+VIEWS = ("decision", "compare", "global", "model")
 
 
 def render(ctx: Ctx) -> None:
@@ -41,15 +42,16 @@ def render(ctx: Ctx) -> None:
     target_roi = campaigns[campaign_id].target_roi
     with ctx.control.engine.connect() as conn:
         stored = explorer.load_decision(conn, explorer.find_decision_id(conn, campaign_id, package, bucket))
-    tabs = st.tabs([ctx.t("ex.tab_decision"), ctx.t("ex.tab_compare"), ctx.t("ex.tab_global"),
-                    ctx.t("ex.tab_model")])
-    with tabs[0]:
+    # One view at a time (not tabs): only the chosen one is computed, so a decision opens fast.
+    view = st.segmented_control(ctx.t("ex.view"), VIEWS, default=VIEWS[0], key="ex_view",
+                                format_func=lambda v: ctx.t(f"ex.tab_{v}")) or VIEWS[0]
+    if view == "decision":
         _decision(ctx, stored, target_roi)
-    with tabs[1]:
+    elif view == "compare":
         _compare(ctx, stored, campaign_id, package, buckets, target_roi)
-    with tabs[2]:
+    elif view == "global":
         _global(ctx, campaign_id, newest)
-    with tabs[3]:
+    else:
         with ctx.control.engine.connect() as conn:
             meta = explorer.model_meta(conn, stored.decision["model_version"])
         st.markdown(ctx.t("ex.model_version", version=stored.decision["model_version"]))
