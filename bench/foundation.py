@@ -29,8 +29,9 @@ PACKAGES = [f"pkg{i:02d}" for i in range(12)]
 
 
 def synthetic_decisions(n: int, rng: np.random.Generator, campaigns: int = 1000) -> pd.DataFrame:
+    """n decision rows in bucket order, as a bidder sends them."""
     bid = rng.gamma(2.0, 0.8, n)
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "campaign_id": pd.Series([f"c{i:05d}" for i in rng.integers(0, campaigns, n)], dtype=object),
         "audience_package": pd.Series([PACKAGES[i] for i in rng.integers(0, 12, n)], dtype=object),
         "bucket_ts": 1_786_982_400 + 60 * rng.integers(0, 1440, n),
@@ -49,6 +50,7 @@ def synthetic_decisions(n: int, rng: np.random.Generator, campaigns: int = 1000)
         "decided_by": "model",
         "decided_reason": "model",
     })
+    return frame.sort_values("bucket_ts", kind="stable", ignore_index=True)
 
 
 def _write_rates(url: str, label: str, n: int, baseline_n: int, workdir: str) -> BenchResult:

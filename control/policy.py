@@ -235,8 +235,9 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
         "model_bid": model_bid,
         "reason": reason,
         "override_ids": override_ids,
-        "rule_id": rule_id,
-        "guard_event_id": guard_event_id,
+        # object dtype keeps None as None (pandas would turn it into NaN in a string column)
+        "rule_id": pd.Series(rule_id, dtype=object),
+        "guard_event_id": pd.Series(guard_event_id, dtype=object),
         "canary_share": canary_share,
         "daily_budget": daily_budget,
     })

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from control import overrides as ov
 from control.audit import AuditRecord, ChainReport, verify_chain
+from control.clock import Clock
 from control.config import Settings
 from control.domain import (
     GuardState,
@@ -31,8 +32,6 @@ from control.policy import KillSwitch, resolve_policy
 from control.users import LoginState, attempt_login, hash_password, verify_password
 from store import repo
 from store import schema as s
-
-Clock = Callable[[], int]
 
 
 class LoginFailed(PermissionError):

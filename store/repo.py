@@ -16,6 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from control.audit import GENESIS_HASH, AuditRecord, chain
+from control.clock import AcceleratedClock, Clock, system_clock
 from control.domain import (
     AudiencePackage,
     AuditEntry,
@@ -412,3 +413,14 @@ def load_guard_states(conn: Connection) -> dict[str, GuardState]:
         if current is None or _MODE_SEVERITY[mode] > _MODE_SEVERITY[current.mode]:
             states[r.campaign_id] = state
     return states
+
+
+# --- the demo's promotion clock, shared by every process of the demo ----------------------------
+
+DEMO_CLOCK_KEY = "demo_clock"
+
+
+def store_clock(conn: Connection) -> Clock:
+    """The promotion clock when a demo has anchored one in the store, else real time."""
+    anchor, _ = get_flag(conn, DEMO_CLOCK_KEY)
+    return AcceleratedClock.from_anchor(anchor) if anchor else system_clock

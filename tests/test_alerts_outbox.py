@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -285,3 +286,154 @@ def test_give_up_deadline_marks_dead(engine, server, tmp_path, clock):
         [alert] = list_alerts(conn)
     assert alert.status == "dead" and "gave up" in alert.last_error
 
+
+
+def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
+    """The same enqueue / deliver / ack on both stores (conflict-free inserts, conditional claims)."""
+    from control.domain import Role, User
+    from control.permissions import PermissionDenied
+    from guards.alerts.outbox import ack_alert
+    from store.engine import open_store
+
+    engine = open_store(store_url)
+    with LocalRobotServer(keys=[KEY], clock=clock) as srv:
+        config = robot_config(srv.base_url, tmp_path, group_wait_s=0)
+        first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+        assert enqueue(engine, trip("c001", int(clock())), int(clock()), config).duplicate
+        report = deliver_due(engine, channels_for(config), clock, np.random.default_rng(1))
+        assert report.alerts_delivered == 1 and len(srv.state.received) == 1
+    viewer = User("wang.wu", "Wang Wu", Role.ENGINEER, active=False)
+    with pytest.raises(PermissionDenied):
+        ack_alert(engine, viewer, first.alert_ids[0], int(clock()))
+    result = ack_alert(engine, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0], int(clock()) + 90)
+    assert result.alert.acked_by == "li.lei" and result.alert.acked_ts - result.alert.occurred_ts == 90
+    engine.dispose()
+
+
+def test_slow_answer_is_retried_as_the_same_recognisable_message(engine, server, tmp_path, clock):
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)  # client read timeout 0.3 s
+    channels = channels_for(config)
+    enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    server.set_mode("slow")
+    server.state.slow_s = 0.6  # WeCom got it, but answers after the client gave up
+    report = deliver_due(engine, channels, clock, np.random.default_rng(1))
+    assert report.retries == 1 and "Timeout" in report.errors[0]
+    server.set_mode("ok")
+    clock.t = report.next_due_ts
+    assert deliver_due(engine, channels, clock, np.random.default_rng(1)).alerts_delivered == 1
+    got = server.state.received
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:  # the slow handler records it when it wakes
+        time.sleep(0.02)
+    assert len(got) == 2 and ref_of(got[0].content) == ref_of(got[1].content)
+
+
+def test_rate_window_runs_on_the_wall_clock_when_events_are_accelerated(engine, server, tmp_path):
+    events, wall = Clock(), Clock()  # the demo's promotion clock runs 60 times faster than the wall
+    server.state.clock = wall
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)
+    channels = channels_for(config)
+    for i in range(30):  # one trip a simulated minute = one a real second
+        enqueue(engine, trip(f"c{i:03d}", int(events())), int(events()), config)
+        deliver_due(engine, channels, events, np.random.default_rng(i), wall_clock=wall)
+        events.advance(60)
+        wall.advance(1)
+    assert set(server.state.errcodes()) == {0} and len(server.state.received) == 20
+    wall.advance(60)
+    deliver_due(engine, channels, events, np.random.default_rng(0), wall_clock=wall)
+    assert sorted(campaigns_in(r.content for r in server.state.received)) == [f"c{i:03d}" for i in range(30)]
+
+
+def test_dead_alerts_requeued_after_the_key_is_fixed(engine, server, tmp_path, clock):
+    from guards.alerts.outbox import requeue_dead
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0)
+    first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    assert deliver_due(engine, channels_for(config, key="old-key"), clock, np.random.default_rng(1)).dead_alerts == 1
+    with engine.begin() as conn:
+        assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == list(first.alert_ids)
+        assert requeue_dead(conn, first.alert_ids, "ops.admin", int(clock())) == []
+    assert deliver_due(engine, channels_for(config), clock, np.random.default_rng(1)).alerts_delivered == 1
+
+
+@pytest.mark.slow
+def test_two_senders_at_once_deliver_each_alert_once(tmp_path, server, clock):
+    """Two sender processes (separate engines) on one store: claims and planning never double a message."""
+    import threading
+
+    from store.engine import make_engine
+
+    engine = store(tmp_path)
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0, rate_limit=1000)
+    for i in range(60):
+        enqueue(engine, trip(f"c{i:03d}", int(clock())), int(clock()), config)
+        if i % 6 == 5:
+            clock.advance(1)
+    errors = []
+
+    def sender(seed):
+        own = make_engine(f"sqlite:///{tmp_path / 'bidlens.db'}")
+        try:
+            for _ in range(20):
+                deliver_due(own, channels_for(config), clock, np.random.default_rng(seed))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(campaigns_in(r.content for r in server.state.received)) == [f"c{i:03d}" for i in range(60)]
+
+
+def test_webhook_token_never_in_errors(engine, tmp_path, clock, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    with LocalRobotServer() as srv:
+        dead_url = srv.hook_url + "/T0001/B0002?token=hook-s3cret-token"
+    config = parse_config({"channels": {"hook": {"type": "webhook", "url_env": "HOOK", "group_wait_s": 0,
+                                                 "timeout_s": 0.3}}}, str(tmp_path))
+    enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    report = deliver_due(engine, build_channels(config, {"HOOK": dead_url}), clock, np.random.default_rng(1))
+    assert report.retries == 1 and "ConnectionError" in report.errors[0]
+    with engine.connect() as conn:
+        stored = list_alerts(conn)[0].last_error
+    text = json.dumps(report.as_json()) + stored + caplog.text
+    assert "hook-s3cret-token" not in text and "T0001/B0002" not in text
+
+
+def test_a_broken_config_file_never_fails_the_guards_transaction(engine, tmp_path, clock, monkeypatch, caplog):
+    bad = tmp_path / "alerts.toml"
+    bad.write_text("[channels.ops]\ntype = 'wecom'\n", encoding="utf-8")  # no key_env
+    monkeypatch.setenv("BIDLENS_ALERTS_CONFIG", str(bad))
+    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
+    with engine.begin() as conn:
+        result = enqueue_alert(conn, trip("c001", int(clock())), int(clock()))
+    assert len(result.alert_ids) == 1 and "alerts config unusable" in caplog.text
+    with engine.connect() as conn:
+        assert list_alerts(conn)[0].channel == "log"
+
+
+def test_unacknowledged_trip_is_repeated_every_interval_until_acked_or_resolved(engine, server, tmp_path, clock):
+    from guards.alerts import acknowledge
+    from guards.alerts.metrics import response_times_by_day
+    config = robot_config(server.base_url, tmp_path, group_wait_s=0, repeat_interval_s=3600)
+    channels = channels_for(config)
+    first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    reports = drain(engine, channels, clock, until=START + 2 * 3600 + 60, step=60)
+    assert sum(r.reminders for r in reports) == 2 and len(server.state.received) == 3
+    assert "自 08-18" in server.state.received[-1].content  # "still firing since" the first trip
+    with engine.begin() as conn:
+        latest = list_alerts(conn)[0]
+        assert latest.payload["repeat_of"] and latest.alert_id != first.alert_ids[0]
+        acknowledge(conn, latest.alert_id, "li.lei", int(clock()))  # acking a reminder acks the condition
+    drain(engine, channels, clock, until=clock() + 4 * 3600, step=300)
+    assert len(server.state.received) == 3
+    with engine.connect() as conn:
+        records = list_alerts(conn, limit=None)
+    assert {r.acked_by for r in records} == {"li.lei"}
+    [day] = response_times_by_day(records)
+    assert day.alerts == 1 and day.ack_median_s == records[0].acked_ts - START  # reminders are not new anomalies

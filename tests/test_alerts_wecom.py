@@ -123,3 +123,11 @@ def test_requests_exception_text_really_contains_the_key():
     with pytest.raises(requests.ConnectionError) as info:
         requests.post(f"http://127.0.0.1:{port}/x", params={"key": KEY}, timeout=0.2)
     assert KEY in "".join(traceback.format_exception(info.value))
+
+
+def test_markdown_mentions_user_ids_and_survive_truncation(server):
+    robot = WeComRobot("ops", KEY, base_url=server.base_url, mentioned_list=["zhangsan", "lisi"])
+    assert robot.send(msg("告" * 3000)).ok
+    content = server.state.received[-1].content
+    assert content.endswith("\n<@zhangsan> <@lisi>") and TRUNCATION_MARK in content
+    assert len(content.encode()) <= 4096

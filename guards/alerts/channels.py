@@ -23,7 +23,7 @@ from guards.alerts.transport import (
     OutboundMessage,
     SendOutcome,
     http_status_outcome,
-    register_secret,
+    register_url_secrets,
     request_failure,
 )
 from guards.alerts.wecom import JSON_HEADERS, WeComRobot
@@ -41,7 +41,7 @@ class JsonWebhook:
         self._url = url
         self.timeout = timeout
         self._session = session or requests.Session()
-        register_secret(url)  # a webhook URL often carries a token
+        register_url_secrets(url)  # a webhook URL often carries a token
 
     def __repr__(self) -> str:
         return f"JsonWebhook(name={self.name!r})"

@@ -43,6 +43,7 @@ from guards.alerts.wecom import DEFAULT_BASE_URL, MAX_BYTES, RATE_LIMIT_PER_MIN
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 CHANNEL_TYPES = ("wecom", "webhook", "log_file")
 LANGUAGES = ("zh", "en", "both")
+OTHER_RATE_LIMIT = 600  # per rate window, for webhook and log-file channels unless configured
 JSON_MAX_BYTES = 16384  # generic webhook and log lines: no receiver limit, keep messages readable
 
 
@@ -160,16 +161,18 @@ def _channel(name: str, doc: object) -> ChannelConfig:
     where = f"channels.{name}"
     if not isinstance(doc, dict):
         raise InvalidValue(where, doc, "must be a table")
+    if {"key", "webhook", "webhook_url"} & set(doc):  # checked first: the value must not reach an error
+        raise InvalidValue(where, "***", "put the key in an environment variable and name it in key_env")
     known = set(ChannelConfig.__slots__) - {"name"}
     unknown = set(doc) - known
-    if unknown:
-        raise InvalidValue(f"{where}.{sorted(unknown)[0]}", doc[sorted(unknown)[0]], "unknown setting")
-    if "key" in doc or "webhook" in doc:
-        raise InvalidValue(where, "***", "put the key in an environment variable and name it in key_env")
+    if unknown:  # the value is not shown: a misnamed setting may hold a secret
+        raise InvalidValue(f"{where}.{sorted(unknown)[0]}", "…", "unknown setting")
     values = dict(doc)
     for lst in ("mentioned_list", "mentioned_mobile_list"):
         if lst in values:
             values[lst] = _strings(f"{where}.{lst}", values[lst])
+    if values.get("type") != "wecom":  # WeCom's 20 a minute is WeCom's: a file or a webhook takes more
+        values.setdefault("rate_limit", OTHER_RATE_LIMIT)
     cfg = ChannelConfig(name=name, **values)
     if cfg.type not in CHANNEL_TYPES:
         raise InvalidValue(f"{where}.type", cfg.type, f"must be one of {list(CHANNEL_TYPES)}")
@@ -177,6 +180,9 @@ def _channel(name: str, doc: object) -> ChannelConfig:
         raise InvalidValue(f"{where}.language", cfg.language, f"must be one of {list(LANGUAGES)}")
     if cfg.msgtype not in MAX_BYTES:
         raise InvalidValue(f"{where}.msgtype", cfg.msgtype, f"must be one of {sorted(MAX_BYTES)}")
+    if cfg.msgtype == "markdown" and (cfg.mentioned_mobile_list or "@all" in cfg.mentioned_list):
+        raise InvalidValue(f"{where}.msgtype", cfg.msgtype,
+                           "markdown can mention user ids only; use msgtype = \"text\" for mobiles or @all")
     if cfg.type == "wecom" and not cfg.key_env:
         raise InvalidValue(f"{where}.key_env", "", "a WeCom channel needs the name of the variable holding its key")
     if cfg.type == "webhook" and not (cfg.url or cfg.url_env):
@@ -225,6 +231,11 @@ def parse_config(doc: Mapping, data_dir: str = ".") -> AlertsConfig:
     channels = {name: _channel(name, c) for name, c in channels_doc.items()}
     routes_doc = doc.get("routes") or [{"channels": list(channels)}]
     routes = tuple(_route(i, r, channels) for i, r in enumerate(routes_doc))
+    last = routes[-1]
+    if last.campaigns or last.guards or last.severities or last.kinds:
+        raise InvalidValue(f"routes[{len(routes) - 1}]", "has matchers",
+                           "the last route must match everything (no campaign/guard/severity/kind), "
+                           "so no alert is left without a channel")
     delivery_doc = doc.get("delivery") or {}
     unknown = set(delivery_doc) - set(DeliveryPolicy.__dataclass_fields__)
     if unknown:
@@ -240,7 +251,11 @@ def parse_config(doc: Mapping, data_dir: str = ".") -> AlertsConfig:
         Promotion(str(p.get("name") or f"promotion {i}"), _date_ts(f"promotions[{i}].start", p.get("start")),
                   _date_ts(f"promotions[{i}].end", p.get("end"), days=1))
         for i, p in enumerate(doc.get("promotions") or []))
-    return AlertsConfig(channels=channels, routes=routes, delivery=DeliveryPolicy(**delivery_doc),
+    delivery = DeliveryPolicy(**delivery_doc)
+    slowest = max(c.timeout_s for c in channels.values())
+    if delivery.lease_s <= 2 * slowest:  # a live send must never look crashed
+        raise InvalidValue("delivery.lease_s", delivery.lease_s, f"must exceed twice the longest timeout_s ({slowest})")
+    return AlertsConfig(channels=channels, routes=routes, delivery=delivery,
                         templates=templates, promotions=promotions, data_dir=data_dir)
 
 

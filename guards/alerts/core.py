@@ -52,12 +52,31 @@ class AlertRecord:
 
 @dataclass(frozen=True, slots=True)
 class OpenAlert:
-    """The newest unresolved firing alert of a condition on one channel."""
+    """An unresolved firing alert of a condition on one channel."""
 
     channel: str
     alert_id: int
     created_ts: int
     acked: bool
+    condition_key: str = ""
+    delivered: bool = True  # False: still on its way, or dead (a broken channel is not retried by reminders)
+
+
+def due_reminders(open_alerts: Sequence[OpenAlert], repeat_interval_s: Callable[[str], int],
+                  now_ts: int) -> tuple[int, ...]:
+    """Open conditions nobody has acknowledged, last notified a repeat interval ago or more.
+
+    Returns, per (condition, channel), the newest alert to repeat. A condition
+    acknowledged on any channel, or whose last notice is still on its way or dead, waits.
+    """
+    acked = {a.condition_key for a in open_alerts if a.acked}
+    newest: dict[tuple[str, str], OpenAlert] = {}
+    for a in open_alerts:
+        k = (a.condition_key, a.channel)
+        if k not in newest or a.created_ts > newest[k].created_ts:
+            newest[k] = a
+    return tuple(sorted(a.alert_id for (cond, ch), a in newest.items()
+                        if cond not in acked and a.delivered and now_ts - a.created_ts >= repeat_interval_s(ch)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ def _check(state: RobotState, key: str | None, raw: bytes) -> tuple[int, str, Re
 class _Handler(BaseHTTPRequestHandler):
     server_version = "LocalRobot/1"
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # one write per answer: split header/body packets cost 40 ms of delayed ACK
 
     def log_message(self, format, *args):  # noqa: A002 - the URL holds the key: never print it
         return
@@ -142,9 +143,9 @@ class LocalRobotServer:
     """Start with `with LocalRobotServer(keys=[...], clock=...) as srv:`; srv.base_url is the robot URL."""
 
     def __init__(self, keys: Iterable[str] = ("local-key",), clock: Callable[[], float] = time.time,
-                 rate_limit: int = RATE_LIMIT_PER_MIN, window_s: float = 60.0):
+                 rate_limit: int = RATE_LIMIT_PER_MIN, window_s: float = 60.0, port: int = 0):
         self.state = RobotState(keys=set(keys), clock=clock, rate_limit=rate_limit, window_s=window_s)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.state = self.state  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

@@ -39,7 +39,7 @@ def _events(records: Iterable[AlertRecord]) -> list[AlertRecord]:
     """One record per firing event: the earliest ack and resolution over its channels."""
     by_event: dict[str, AlertRecord] = {}
     for r in records:
-        if r.role is not Role.FIRING:
+        if r.role is not Role.FIRING or r.payload.get("repeat_of"):  # a repeat is no new anomaly
             continue
         seen = by_event.get(r.event_key)
         if seen is None:

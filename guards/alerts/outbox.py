@@ -19,24 +19,36 @@ restarts and across sender processes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from control.audit import AuditRecord
 from control.config import load_settings
-from control.domain import InvalidValue
-from guards.alerts.channels import Channels
+from control.domain import InvalidValue, User
+from control.permissions import Action, require
+from guards.alerts.channels import Channels, build_channels
 from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
-from guards.alerts.core import AlertRecord, OpenAlert, RateWindow, backoff_s, group_due, pack, plan_enqueue
+from guards.alerts.core import (
+    AlertRecord,
+    OpenAlert,
+    RateWindow,
+    backoff_s,
+    due_reminders,
+    group_due,
+    pack,
+    plan_enqueue,
+)
 from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, SendOutcome, redact
+from store import repo
 from store import schema as s
 
 log = logging.getLogger("guards.alerts")
@@ -68,8 +80,17 @@ def current_config() -> AlertsConfig:
     return _config_at(st.alerts_config, mtime, st.data_dir)
 
 
-def _insert_ignore(conn: Connection, table, values: dict):
-    """INSERT that leaves an existing row (same unique key) alone instead of failing the transaction."""
+def channels_from_settings(environ: Mapping[str, str] | None = None) -> Channels:
+    """The live channels of the configured file, keys read from the environment, links to the panel."""
+    return build_channels(current_config(), environ, panel_url=load_settings().panel_url)
+
+
+def _insert_ignore(conn: Connection, table, values: dict) -> object | None:
+    """INSERT that leaves an existing row (same unique key) alone instead of failing the transaction.
+
+    Returns the new row's primary key, or None if a row with the same key was there
+    (RETURNING, because rowcount is -1 for this statement on PostgreSQL).
+    """
     dialect = conn.dialect.name
     if dialect == "sqlite":
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
@@ -77,7 +98,7 @@ def _insert_ignore(conn: Connection, table, values: dict):
         stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     else:
         stmt = insert(table).values(**values)
-    return conn.execute(stmt)
+    return conn.execute(stmt.returning(*table.primary_key.columns)).scalar()
 
 
 def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
@@ -87,7 +108,13 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
     Routes the event to its channels, applies repeat suppression and resolution
     (see core.plan_enqueue) and is idempotent: the same event twice is one alert.
     """
-    config = config or current_config()
+    if config is None:
+        try:
+            config = current_config()
+        except InvalidValue as exc:
+            # A broken alerts config must not fail the guard's transaction: keep the alert (log channel).
+            log.error("alerts config unusable (%s); alert kept for the built-in log channel", redact(exc))
+            config = load_config("", load_settings().data_dir)
     a = s.alerts
     key = event.event_key
     existing = conn.execute(select(a.c.alert_id).where(a.c.event_key == key)).scalars().all()
@@ -102,6 +129,9 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
         [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None) for r in open_rows],
         lambda ch: config.channels[ch].repeat_interval_s, now_ts)
     payload = dict(event.payload)
+    if event.role is Role.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
+        newest = max(open_rows, key=lambda r: r.created_ts)
+        payload.update(repeat_of=newest.alert_id, fired_ts=min(r.occurred_ts for r in open_rows))
     resolved: tuple[int, ...] = ()
     if plan.resolve:
         resolved = tuple(sorted(r.alert_id for r in open_rows))
@@ -115,12 +145,39 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
             kind=event.kind.value, campaign_id=event.campaign_id, guard=event.guard,
             condition_key=event.condition_key, event_key=key, payload=payload, status="pending",
             attempts=0, next_attempt_ts=now_ts + wait, created_ts=now_ts, occurred_ts=event.occurred_ts))
-        if result.rowcount:
-            new_ids.append(result.inserted_primary_key[0])
+        if result is not None:
+            new_ids.append(result)
     for _, alert_id in plan.suppressed:
         conn.execute(update(a).where(a.c.alert_id == alert_id)
                      .values(repeats=a.c.repeats + 1, last_seen_ts=now_ts))
     return EnqueueResult(key, tuple(new_ids), tuple(i for _, i in plan.suppressed), resolved)
+
+
+def enqueue_reminders(conn: Connection, config: AlertsConfig, now_ts: int) -> tuple[int, ...]:
+    """Repeat every open, unacknowledged condition whose last notice is a repeat interval old.
+
+    Run by each delivery pass, so a trip nobody acknowledges is said again every
+    repeat interval (default 1 h) until someone acknowledges it or it resolves.
+    """
+    a = s.alerts
+    rows = {r.alert_id: r for r in conn.execute(
+        select(a).where(a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS), a.c.channel.in_(list(config.channels))))}
+    due = due_reminders([OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None, r.condition_key,
+                                   r.status == "delivered") for r in rows.values()],
+                        lambda ch: config.channels[ch].repeat_interval_s, now_ts)
+    made = []
+    for alert_id in due:
+        r = rows[alert_id]
+        fired = min(x.occurred_ts for x in rows.values() if x.condition_key == r.condition_key)
+        key = hashlib.sha256(f"reminder|{r.condition_key}|{r.channel}|{now_ts}".encode()).hexdigest()[:32]
+        new_id = _insert_ignore(conn, a, dict(
+            dedupe_key=f"{key}:{r.channel}", group_key=r.channel, channel=r.channel, severity=r.severity,
+            kind=r.kind, campaign_id=r.campaign_id, guard=r.guard, condition_key=r.condition_key, event_key=key,
+            payload={**(r.payload or {}), "repeat_of": alert_id, "fired_ts": fired}, status="pending", attempts=0,
+            next_attempt_ts=now_ts, created_ts=now_ts, occurred_ts=now_ts))
+        if new_id is not None:
+            made.append(new_id)
+    return tuple(made)
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -168,19 +225,6 @@ class AckResult:
     already: bool  # acknowledged before: nothing changed, nothing audited
 
 
-def _append_audit(conn: Connection, record: AuditRecord) -> None:
-    """Append to the hash-chained audit log (store.repo.append_audit once it is on main)."""
-    from control.audit import GENESIS_HASH, chain
-
-    last = conn.execute(select(s.audit_log.c.entry_id, s.audit_log.c.hash)
-                        .order_by(s.audit_log.c.entry_id.desc()).limit(1)).first()
-    prev_hash, entry_id = (last.hash, last.entry_id + 1) if last else (GENESIS_HASH, 1)
-    e = chain(prev_hash, record, entry_id)
-    conn.execute(insert(s.audit_log).values(
-        entry_id=e.entry_id, ts=e.ts, actor=e.actor, action=e.action, entity=e.entity, entity_id=e.entity_id,
-        before=e.before, after=e.after, prev_hash=e.prev_hash, hash=e.hash))
-
-
 def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source: str = "cli") -> AckResult:
     """Someone has seen the alert and is on it: every channel's copy of the event, audited."""
     if not by or not by.strip():
@@ -189,9 +233,13 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     if alert.acked_ts is not None:
         return AckResult(alert, already=True)
     a = s.alerts
-    conn.execute(update(a).where(a.c.event_key == alert.event_key, a.c.acked_ts.is_(None))
-                 .values(acked_ts=now_ts, acked_by=by, ack_source=source))
-    _append_audit(conn, AuditRecord(
+    # The event on every channel, and the rest of its open condition (repeats): someone is on it.
+    same = a.c.event_key == alert.event_key
+    if alert.role is Role.FIRING and alert.resolved_ts is None:
+        same = or_(same, and_(a.c.condition_key == alert.condition_key, a.c.resolved_ts.is_(None),
+                              a.c.kind.in_(FIRING_KINDS)))
+    conn.execute(update(a).where(same, a.c.acked_ts.is_(None)).values(acked_ts=now_ts, acked_by=by, ack_source=source))
+    repo.append_audit(conn, AuditRecord(
         ts=now_ts, actor=by, action="alert.ack", entity="alert", entity_id=str(alert_id),
         before={"acked_ts": None, "status": alert.status},
         after={"acked_ts": now_ts, "acked_by": by, "source": source, "kind": alert.kind.value,
@@ -199,11 +247,33 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     return AckResult(get_alert(conn, alert_id), already=False)
 
 
+def requeue_dead(conn: Connection, alert_ids: Iterable[int], by: str, now_ts: int) -> list[int]:
+    """Send dead alerts again (after the key or the receiver was fixed); audited. Returns the ids requeued."""
+    a = s.alerts
+    ids = [r.alert_id for r in conn.execute(
+        select(a.c.alert_id).where(a.c.alert_id.in_(list(alert_ids)), a.c.status == "dead"))]
+    if ids:
+        conn.execute(update(a).where(a.c.alert_id.in_(ids))
+                     .values(status="pending", message_id=None, next_attempt_ts=now_ts, last_error=""))
+        repo.append_audit(conn, AuditRecord(ts=now_ts, actor=by, action="alert.requeue", entity="alert",
+                                            entity_id=",".join(map(str, ids)), before={"status": "dead"},
+                                            after={"status": "pending"}))
+    return ids
+
+
+def ack_alert(engine: Engine, actor: User, alert_id: int, now_ts: int, *, source: str = "panel") -> AckResult:
+    """The panel's and the API's acknowledgement: permission-checked (ack_alert), then audited."""
+    require(actor, Action.ACK_ALERT)
+    with engine.begin() as conn:
+        return acknowledge(conn, alert_id, actor.username, now_ts, source=source)
+
+
 # ---- deliver -------------------------------------------------------------------------------------
 
 @dataclass
 class DeliveryReport:
     messages_sent: int = 0
+    reminders: int = 0              # repeats made for open, unacknowledged conditions
     alerts_delivered: int = 0
     resent: int = 0                 # messages sent again after a sender died mid-send
     retries: int = 0                # retryable failures this pass (will be tried again)
@@ -223,33 +293,61 @@ class DeliveryReport:
         return {**self.__dict__, "next_due_ts": self.next_due_ts}
 
 
+@dataclass(frozen=True, slots=True)
+class Now:
+    """The time in both domains: events (alerts' own times) and wall (what the receiver sees)."""
+
+    now: int
+    wall: int
+
+    @staticmethod
+    def read(clock: Callable[[], float], wall_clock: Callable[[], float]) -> Now:
+        return Now(int(clock()), int(wall_clock()))
+
+    def later(self, wall_ts: int) -> int:
+        """A wall time as the same moment on the events clock (for `waiting`)."""
+        return self.now + (wall_ts - self.wall)
+
+
 def _open_notifications(conn: Connection, channel: str) -> list:
     n = s.alert_notifications
     rows = conn.execute(select(n).where(n.c.channel == channel, n.c.status.in_(OPEN_NOTIFICATION))).all()
     return sorted(rows, key=lambda r: min(r.alert_ids))
 
 
-def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, now: int) -> bool:
+def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now) -> bool:
     """Pack the channel's waiting alerts into notifications once their group is due."""
     a, n = s.alerts, s.alert_notifications
     pending = [_record(r) for r in conn.execute(
         select(a).where(a.c.channel == cfg.name, a.c.status == "pending", a.c.message_id.is_(None))
         .order_by(a.c.alert_id))]
-    if not group_due(pending, now):
+    if not group_due(pending, t.now):
         return False
     style = channels.style(cfg.name)
 
     def message_id(group) -> str:
         return f"{cfg.name}-{group[0].alert_id}"
 
-    for group in pack(pending, lambda g: render(g, message_id(g), style), cfg.max_bytes):
-        mid = message_id(group)
+    def unique(mid: str) -> str:
+        """A requeued dead alert makes a new message: suffix the id so it never reuses the dead one's."""
+        taken = set(conn.execute(select(n.c.message_id).where(n.c.message_id.like(f"{mid}%"))).scalars())
+        return mid if mid not in taken else next(f"{mid}.{k}" for k in range(2, 10**6) if f"{mid}.{k}" not in taken)
+
+    for group in pack(pending, lambda g: render(g, message_id(g) + ".99", style), cfg.max_bytes):
+        mid = unique(message_id(group))
         ids = [x.alert_id for x in group]
-        conn.execute(insert(n).values(message_id=mid, channel=cfg.name, alert_ids=ids,
-                                      content=render(group, mid, style), status="queued", attempts=0,
-                                      created_ts=now, next_attempt_ts=now))
-        conn.execute(update(a).where(a.c.alert_id.in_(ids)).values(message_id=mid))
+        made = _insert_ignore(conn, n, dict(message_id=mid, channel=cfg.name, alert_ids=ids,
+                                            content=render(group, mid, style), status="queued", attempts=0,
+                                            created_ts=t.wall, next_attempt_ts=t.wall))
+        taken = conn.execute(update(a).where(a.c.alert_id.in_(ids), a.c.message_id.is_(None))
+                             .values(message_id=mid))
+        if made is None or taken.rowcount != len(ids):
+            raise Contended(cfg.name)
     return True
+
+
+class Contended(Exception):
+    """Another sender planned the same alerts first: this pass's transaction is rolled back."""
 
 
 def _summary(conn: Connection, ids: list[int]) -> tuple[dict, ...]:
@@ -259,20 +357,20 @@ def _summary(conn: Connection, ids: list[int]) -> tuple[dict, ...]:
                                                "condition_key", "occurred_ts", "payload")} for r in rows)
 
 
-def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, now: int,
+def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now,
            report: DeliveryReport) -> tuple[OutboundMessage, bool] | None:
     """Take the channel's next message if it may go now; None (with `waiting` set) if not."""
     at, n = s.alert_attempts, s.alert_notifications
     window = RateWindow(cfg.rate_limit, cfg.rate_window_s)
     recent = conn.execute(select(at.c.ts, at.c.outcome)
-                          .where(at.c.channel == cfg.name, at.c.ts > now - cfg.rate_window_s)).all()
-    ready = window.ready_ts([r.ts for r in recent], [r.ts for r in recent if r.outcome == "throttled"], now)
+                          .where(at.c.channel == cfg.name, at.c.ts > t.wall - cfg.rate_window_s)).all()
+    ready = window.ready_ts([r.ts for r in recent], [r.ts for r in recent if r.outcome == "throttled"], t.wall)
     queue = _open_notifications(conn, cfg.name)
     if not queue:
-        if ready > now:  # let more alerts join the group while the window is full
-            report.waiting[cfg.name] = ready
+        if ready > t.wall:  # let more alerts join the group while the window is full
+            report.waiting[cfg.name] = t.later(ready)
             return None
-        if not _plan_messages(conn, channels, cfg, now):
+        if not _plan_messages(conn, channels, cfg, t):
             nxt = conn.execute(select(func.min(s.alerts.c.next_attempt_ts)).where(
                 s.alerts.c.channel == cfg.name, s.alerts.c.status == "pending")).scalar()
             if nxt is not None:
@@ -281,24 +379,24 @@ def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, now: int,
         queue = _open_notifications(conn, cfg.name)
     head = queue[0]
     resend = head.status == "sending"
-    due = head.lease_until_ts if resend else head.next_attempt_ts
-    if max(due, ready) > now:
-        report.waiting[cfg.name] = max(due, ready)
+    due = max(head.lease_until_ts if resend else head.next_attempt_ts, ready)
+    if due > t.wall:
+        report.waiting[cfg.name] = t.later(due)
         return None
     claimed = conn.execute(update(n).where(n.c.message_id == head.message_id, n.c.status == head.status,
                                            n.c.attempts == head.attempts)
-                           .values(status="sending", lease_until_ts=now + channels.config.delivery.lease_s,
+                           .values(status="sending", lease_until_ts=t.wall + channels.config.delivery.lease_s,
                                    attempts=head.attempts + 1))
     if claimed.rowcount != 1:  # another sender took it between our read and write
         return None
-    conn.execute(insert(at).values(message_id=head.message_id, channel=cfg.name, ts=now, outcome="sending"))
+    conn.execute(insert(at).values(message_id=head.message_id, channel=cfg.name, ts=t.wall, outcome="sending"))
     msg = OutboundMessage(head.message_id, cfg.name, head.content, tuple(head.alert_ids),
                           _summary(conn, head.alert_ids))
     return msg, resend
 
 
 def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, msg: OutboundMessage,
-                    outcome: SendOutcome, now: int, rng: np.random.Generator, report: DeliveryReport) -> bool:
+                    outcome: SendOutcome, t: Now, rng: np.random.Generator, report: DeliveryReport) -> bool:
     """Write what happened; True if the channel may go on to its next message now."""
     a, n, at = s.alerts, s.alert_notifications, s.alert_attempts
     policy = channels.config.delivery
@@ -308,15 +406,15 @@ def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, ms
     mine = and_(a.c.message_id == msg.message_id, a.c.status == "pending")
     if outcome.ok:
         conn.execute(update(n).where(n.c.message_id == msg.message_id)
-                     .values(status="sent", sent_ts=now, lease_until_ts=None, last_error=""))
-        delivered = conn.execute(update(a).where(mine).values(status="delivered", delivered_ts=now,
+                     .values(status="sent", sent_ts=t.wall, lease_until_ts=None, last_error=""))
+        delivered = conn.execute(update(a).where(mine).values(status="delivered", delivered_ts=t.now,
                                                               attempts=a.c.attempts + 1))
         conn.execute(update(at).where(at.c.attempt_id == last_attempt).values(outcome="sent"))
         report.messages_sent += 1
         report.alerts_delivered += delivered.rowcount
         log.info("alert message %s delivered to %s (%d alerts)", msg.message_id, cfg.name, delivered.rowcount)
         return True
-    gave_up = outcome.retryable and now - head.created_ts >= policy.give_up_after_s
+    gave_up = outcome.retryable and t.wall - head.created_ts >= policy.give_up_after_s
     if outcome.permanent or gave_up:
         why = error if outcome.permanent else f"gave up after {policy.give_up_after_s} s: {error}"
         conn.execute(update(n).where(n.c.message_id == msg.message_id)
@@ -334,29 +432,38 @@ def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, ms
         report.throttled += 1
     else:
         wait = backoff_s(head.attempts, policy.backoff_base_s, policy.backoff_max_s, float(rng.random()))
-    retry_ts = now + wait
+    retry_ts = t.wall + wait
     conn.execute(update(n).where(n.c.message_id == msg.message_id)
                  .values(status="retry", next_attempt_ts=retry_ts, lease_until_ts=None, last_error=error))
     conn.execute(update(a).where(mine).values(attempts=a.c.attempts + 1, last_error=error))
     conn.execute(update(at).where(at.c.attempt_id == last_attempt)
                  .values(outcome="throttled" if outcome.rate_limited else "retry", error=error))
     report.retries += 1
-    report.waiting[cfg.name] = retry_ts
+    report.waiting[cfg.name] = t.later(retry_ts)
     report.errors.append(f"{cfg.name}: {error}")
     log.warning("alert message %s to %s failed, retry at %d: %s", msg.message_id, cfg.name, retry_ts, error)
     return False
 
 
 def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
-                rng: np.random.Generator, *, budget_s: float | None = None) -> DeliveryReport:
+                rng: np.random.Generator, *, budget_s: float | None = None,
+                wall_clock: Callable[[], float] | None = None) -> DeliveryReport:
     """One delivery pass over every channel: send what is due, record every answer.
 
     Safe to run in several processes at once and after a crash (claims are
     conditional updates; a crashed send is resent as the same message). Returns
     what happened and `next_due_ts`, when calling again can do something.
+
+    `clock` is the time of the events (enqueue's now_ts; in the demo, the promotion
+    clock); `wall_clock` (default: the same) times what the receiver sees: the rate
+    window, backoff, the crash lease and this pass's budget. A demo on an accelerated
+    clock passes time.time here, or it would send 60 times too fast for WeCom.
     """
+    wall_clock = wall_clock or clock
     report = DeliveryReport()
-    start = clock()
+    start = wall_clock()
+    with engine.begin() as conn:
+        report.reminders = len(enqueue_reminders(conn, channels.config, int(clock())))
     budget = channels.config.delivery.pass_budget_s if budget_s is None else budget_s
     for name in sorted(channels.config.channels):
         cfg = channels.config.channels[name]
@@ -369,12 +476,14 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
                 report.unavailable[name] = channels.errors.get(name, "not built")
             continue
         while True:
-            if clock() - start > budget:
+            if wall_clock() - start > budget:
                 report.out_of_time = True
                 return report
-            now = int(clock())
-            with engine.begin() as conn:
-                claimed = _claim(conn, channels, cfg, now, report)
+            try:
+                with engine.begin() as conn:
+                    claimed = _claim(conn, channels, cfg, Now.read(clock, wall_clock), report)
+            except Contended:
+                claimed = None
             if claimed is None:
                 break
             msg, resend = claimed
@@ -383,7 +492,7 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
                 log.warning("alert message %s to %s: previous send unrecorded, sending again", msg.message_id, name)
             outcome = transport.send(msg)
             with engine.begin() as conn:
-                go_on = _record_outcome(conn, channels, cfg, msg, outcome, int(clock()), rng, report)
+                go_on = _record_outcome(conn, channels, cfg, msg, outcome, Now.read(clock, wall_clock), rng, report)
             if not go_on:
                 break
     return report

@@ -50,13 +50,15 @@ WORDS = {
            "campaign": "活动", "guard": "守护", "pred": "预测 ROI", "real": "实际 ROI", "floor": "底线",
            "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
            "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
-           "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明"},
+           "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
+           "still": "重复提醒：自 {t} 起仍未恢复、未确认"},
     "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO", "resolved": "RESOLVED",
            "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "real": "Realised ROI",
            "floor": "Floor", "risk": "Spend at risk", "action": "Action",
            "drivers": "Top drivers (SHAP, yuan per click)", "repeats": "{n} more firings of the same condition",
            "open": "Open in the panel to acknowledge", "alerts": "BidLens alerts",
-           "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail"},
+           "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail",
+           "still": "Reminder: firing since {t}, not acknowledged"},
 }
 COLOURS = {"critical": "warning", "warning": "warning", "info": "info", "resolved": "info"}
 
@@ -154,6 +156,8 @@ def _single(a: AlertRecord, lang: str, style: Style) -> list[str]:
     drivers = _drivers(a, lang)
     if drivers:
         lines += [f"{b}{w['drivers']}{b}", *drivers]
+    if a.payload.get("repeat_of") and isinstance(a.payload.get("fired_ts"), int):
+        lines.append(w["still"].format(t=_when(a.payload["fired_ts"])))
     if a.repeats:
         lines.append(w["repeats"].format(n=a.repeats))
     url = link(style.panel_url, a.alert_id)

@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 REDACTED = "***"
 _secrets: set[str] = set()
@@ -22,6 +23,25 @@ def register_secret(secret: str) -> None:
         with _lock:
             _secrets.add(secret)
         _install_filter()
+
+
+def register_url_secrets(url: str) -> None:
+    """A URL with a token: the URL, its path and query and each query value, and any password.
+
+    requests' errors print the path and query apart from the host, so the whole URL
+    alone would not be found in them.
+    """
+    parts = urlsplit(url)
+    register_secret(url)
+    if parts.query:
+        register_secret(parts.query)
+        for _, value in parse_qsl(parts.query):
+            if len(value) >= 4:
+                register_secret(value)
+    if len(parts.path) > 8:
+        register_secret(parts.path)
+    if parts.password:
+        register_secret(parts.password)
 
 
 def redact(text: object, *extra: str) -> str:

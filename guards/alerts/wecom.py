@@ -101,6 +101,11 @@ class WeComRobot:
         return MAX_BYTES[self.msgtype]
 
     def body(self, content: str) -> dict:
+        if self.msgtype == "markdown" and self.mentioned_list:
+            # markdown @-mentions are <@userid> in the content; kept whole, after the (cut) text
+            tail = "\n" + " ".join(f"<@{u}>" for u in self.mentioned_list)
+            return {"msgtype": "markdown", "markdown": {
+                "content": truncate_utf8(content, self.max_bytes - len(tail.encode("utf-8"))) + tail}}
         inner: dict = {"content": truncate_utf8(content, self.max_bytes)}
         if self.msgtype == "text":
             if self.mentioned_list:
