@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-CLI_MODULES = ["cli.store_cmds", "cli.bench_cmd", "cli.alerts"]
+CLI_MODULES = ["cli.store_cmds", "cli.bench_cmd", "cli.alerts", "cli.sim", "cli.guards"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,11 @@ class Settings:
                                  "TOML file of alert channels (WeCom robots, webhook, log file) and routes; "
                                  "keys come from the environment variables it names. Empty: alerts go to "
                                  "DATA_DIR/alerts.log. See docs/ALERTS.md.")
+    guard_config: str = setting("", "BIDLENS_GUARD_CONFIG",
+                                "TOML file overriding guards/guard_defaults.toml (also per campaign); "
+                                "empty: the defaults.")
+    guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
+                                    "The guard worker evaluates every this many seconds of its clock.")
 
     @property
     def database_url(self) -> str:
