@@ -31,7 +31,7 @@ Pure functions; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -87,6 +87,34 @@ class BidContext:
             raise InvalidValue("rule_id", self.rule_id, "a rule-pool decision names its rule")
         if DecidedBy(self.decided_by) is DecidedBy.OVERRIDE and not self.override_ids:
             raise InvalidValue("override_ids", self.override_ids, "an override decision names its override")
+
+
+def context_from_decision(decision: Mapping, target_roi: float) -> BidContext:
+    """The BidContext of a stored decision row (columns of the `decisions` table).
+
+    The store keeps the model's bid after caps (`model_bid`) but not the bidder's
+    min/max bid, so a cap is read off the record: a model_bid below
+    pred_value / target_roi * pacing was capped at the maximum, one above it was
+    raised to the minimum. Override ids come from decided_reason ("override:3,4");
+    the rule pool's rule from a `rule_id` column or a "rule:<id>" token in
+    decided_reason, else the reason itself.
+    """
+    pacing = float(decision.get("pacing", 1.0))
+    paced = float(decision["pred_value"]) / target_roi * pacing
+    capped = float(decision["model_bid"])
+    if capped < paced - 1e-9 * max(1.0, abs(paced)):
+        min_bid, max_bid = 0.0, capped
+    elif capped > paced + 1e-9 * max(1.0, abs(paced)):
+        min_bid, max_bid = capped, capped
+    else:
+        min_bid, max_bid = 0.0, max(capped, paced)
+    reason = str(decision.get("decided_reason") or "")
+    tokens = dict(t.split(":", 1) for t in reason.split(";") if ":" in t)
+    override_ids = tuple(int(i) for i in tokens.get("override", "").split(",") if i.strip())
+    rule_id = decision.get("rule_id") or tokens.get("rule") or reason or "rule_pool"
+    return BidContext(target_roi=target_roi, pacing=pacing, min_bid=min_bid, max_bid=max_bid,
+                      served_bid=float(decision["bid"]), decided_by=DecidedBy(decision["decided_by"]),
+                      rule_id=rule_id, override_ids=override_ids)
 
 
 def model_bid(pred_value: float, ctx: BidContext) -> float:

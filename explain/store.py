@@ -15,8 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, insert, select
+import pandas as pd
+from sqlalchemy import Connection, insert, select, update
 
+from explain.artifacts import FeatureSpec, ModelArtifact
+from explain.bid_units import Step, context_from_decision, decompose_bid, to_bid_units
 from explain.explainer import Explainer
 from store import schema as s
 from store.repo import ExplanationBatch
@@ -108,3 +111,100 @@ def stack(explanations: Sequence[StoredExplanation]) -> tuple[np.ndarray, np.nda
     return (np.array([e.base_value for e in explanations]),
             np.vstack([e.contributions for e in explanations]).astype(np.float64),
             np.vstack([e.feature_values for e in explanations]).astype(np.float64))
+
+
+# --- models: the feature dictionary of every version that decided ------------------------------
+
+def register_model(conn: Connection, artifact: ModelArtifact, path: str, now_ts: int, *,
+                   active: bool = True) -> None:
+    """Record a model version (its meta, with the feature dictionary); `active` makes it the only active one."""
+    if active:
+        conn.execute(update(s.models).values(active=False))
+    values = {"path": str(path), "created_ts": int(now_ts), "active": active, "meta": artifact.meta()}
+    if conn.execute(update(s.models).where(s.models.c.model_version == artifact.version)
+                    .values(values)).rowcount == 0:
+        conn.execute(insert(s.models).values(model_version=artifact.version, **values))
+
+
+def model_features(conn: Connection, model_version: str) -> tuple[FeatureSpec, ...] | None:
+    meta = conn.execute(select(s.models.c.meta).where(s.models.c.model_version == model_version)).scalar()
+    return None if meta is None else tuple(FeatureSpec.from_dict(f) for f in meta["features"])
+
+
+def _features_or_generic(conn: Connection, model_version: str, n: int) -> tuple[FeatureSpec, ...]:
+    """The registered dictionary, or plain names when the version was never registered."""
+    return model_features(conn, model_version) or tuple(
+        FeatureSpec(f"f{i}", f"特征 {i}", f"feature {i}") for i in range(n))
+
+
+# --- one decision, and a window of decisions, in bid units -----------------------------------------
+
+@dataclass(frozen=True)
+class DecisionBreakdown:
+    decision: dict                       # the decisions row
+    explanation: StoredExplanation
+    features: tuple[FeatureSpec, ...]
+    steps: list[Step]                    # sum to the served bid (explain.bid_units.decompose_bid)
+
+
+def decision_breakdown(conn: Connection, decision_id: int) -> DecisionBreakdown | None:
+    """A served bid as steps that add up to it, from the stored explanation; None without one."""
+    row = conn.execute(
+        select(s.decisions, s.campaigns.c.target_roi)
+        .join(s.campaigns, s.campaigns.c.campaign_id == s.decisions.c.campaign_id)
+        .where(s.decisions.c.decision_id == int(decision_id))).mappings().first()
+    explanation = load_explanation(conn, decision_id)
+    if row is None or explanation is None:
+        return None
+    decision = dict(row)
+    features = _features_or_generic(conn, explanation.model_version, len(explanation.contributions))
+    steps = decompose_bid(explanation.base_value, explanation.contributions, features,
+                          explanation.feature_values, context_from_decision(decision, decision["target_roi"]),
+                          pred_value=decision["pred_value"])
+    return DecisionBreakdown(decision, explanation, features, steps)
+
+
+@dataclass(frozen=True)
+class WindowExplanations:
+    """Explained decisions of a time window, row-aligned; contributions in yuan per click of bid."""
+
+    decisions: pd.DataFrame   # decision_id, campaign_id, audience_package, bucket_ts, model_version, bid, ...
+    contributions: np.ndarray  # [n, f] bid units (value contribution / target_roi * pacing)
+    feature_values: np.ndarray
+    features: tuple[FeatureSpec, ...]
+
+
+def load_window(conn: Connection, start_ts: int, end_ts: int, *, campaign_id: str | None = None,
+                audience_package: str | None = None, model_version: str | None = None) -> WindowExplanations:
+    """Decisions with bucket_ts in [start_ts, end_ts) and their stored explanations, in bid units.
+
+    A window spans one feature layout: with several model versions in it, pass
+    `model_version` (their dictionaries may differ); otherwise they must share it.
+    """
+    d, e, c = s.decisions, s.explanations, s.campaigns
+    query = (select(d.c.decision_id, d.c.campaign_id, d.c.audience_package, d.c.bucket_ts, d.c.model_version,
+                    d.c.bid, d.c.model_bid, d.c.pacing, d.c.pred_value, d.c.pred_roi, d.c.decided_by,
+                    c.c.target_roi, e.c.contributions, e.c.feature_values)
+             .join(e, e.c.decision_id == d.c.decision_id)
+             .join(c, c.c.campaign_id == d.c.campaign_id)
+             .where(d.c.bucket_ts >= start_ts, d.c.bucket_ts < end_ts)
+             .order_by(d.c.bucket_ts, d.c.decision_id))
+    if campaign_id is not None:
+        query = query.where(d.c.campaign_id == campaign_id)
+    if audience_package is not None:
+        query = query.where(d.c.audience_package == audience_package)
+    if model_version is not None:
+        query = query.where(e.c.model_version == model_version)
+    frame = pd.DataFrame(conn.execute(query).mappings().all())
+    if frame.empty:
+        return WindowExplanations(frame, np.zeros((0, 0)), np.zeros((0, 0)), ())
+    versions = sorted(frame["model_version"].unique())
+    blobs = frame.pop("contributions").tolist()
+    widths = {len(b) for b in blobs}
+    features = [_features_or_generic(conn, v, max(widths) // 4) for v in versions]
+    if len(widths) > 1 or any(f != features[0] for f in features):
+        raise ValueError(f"window mixes model versions {versions} with different features; pass model_version")
+    raw = np.vstack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+    values = np.vstack([np.frombuffer(b, dtype=np.float32) for b in frame.pop("feature_values")])
+    bid_units = to_bid_units(raw, frame["target_roi"].to_numpy(float), frame["pacing"].to_numpy(float))
+    return WindowExplanations(frame, bid_units, values.astype(np.float64), features[0])
