@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, insert, select, update
 
 from explain.artifacts import FeatureSpec, ModelArtifact
-from explain.bid_units import Step, context_from_decision, decompose_bid, to_bid_units
+from explain.bid_units import Step, context_from_decision, decompose_bid, decompose_roi_decision, to_bid_units
 from explain.explainer import Explainer
 from store import schema as s
 from store.repo import ExplanationBatch
@@ -145,10 +145,15 @@ class DecisionBreakdown:
     explanation: StoredExplanation
     features: tuple[FeatureSpec, ...]
     steps: list[Step]                    # sum to the served bid (explain.bid_units.decompose_bid)
+    roi_steps: list[Step]                # predicted ROI, then minus the floor (audience / budget decisions)
 
 
-def decision_breakdown(conn: Connection, decision_id: int) -> DecisionBreakdown | None:
-    """A served bid as steps that add up to it, from the stored explanation; None without one."""
+def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = 2.0) -> DecisionBreakdown | None:
+    """A served bid as steps that add up to it, from the stored explanation; None without one.
+
+    `roi_steps` splits the decision's predicted ROI the same way and ends at its
+    margin over `roi_floor`, what audience on/off and budget decisions compare with.
+    """
     row = conn.execute(
         select(s.decisions, s.campaigns.c.target_roi)
         .join(s.campaigns, s.campaigns.c.campaign_id == s.decisions.c.campaign_id)
@@ -161,7 +166,11 @@ def decision_breakdown(conn: Connection, decision_id: int) -> DecisionBreakdown 
     steps = decompose_bid(explanation.base_value, explanation.contributions, features,
                           explanation.feature_values, context_from_decision(decision, decision["target_roi"]),
                           pred_value=decision["pred_value"])
-    return DecisionBreakdown(decision, explanation, features, steps)
+    roi_steps = [] if decision["pred_value"] <= 0 else decompose_roi_decision(  # no value: no ROI to split
+        explanation.base_value, explanation.contributions, features, explanation.feature_values,
+        pred_value=decision["pred_value"], pred_roi=decision["pred_roi"], reference=roi_floor,
+        reference_zh=f"ROI 下限 {roi_floor:g}", reference_en=f"ROI floor {roi_floor:g}")
+    return DecisionBreakdown(decision, explanation, features, steps, roi_steps)
 
 
 @dataclass(frozen=True)

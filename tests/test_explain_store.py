@@ -114,6 +114,7 @@ def test_every_served_bid_breaks_down_into_steps_that_add_up_to_it(engine):
             assert abs(b.steps[-1].total - frame["bid"][k]) <= 1e-6
             assert abs(sum(s.value for s in b.steps) - frame["bid"][k]) <= 1e-6
             kinds = {s.kind for s in b.steps}
+            assert abs(b.roi_steps[-1].total - (frame["pred_roi"][k] - 2.0)) <= 1e-6
             capped += "cap" in kinds
             if frame["decided_by"][k] == "rule_pool":
                 assert b.steps[-1].label_en == "rule pool rule R3"
