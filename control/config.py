@@ -44,6 +44,10 @@ class Settings:
                              "Absolute cap on any override bid, yuan per click.")
     max_override_hours: int = setting(168, "BIDLENS_MAX_OVERRIDE_HOURS",
                                       "The longest an override may be proposed for, hours.")
+    alerts_config: str = setting("", "BIDLENS_ALERTS_CONFIG",
+                                 "TOML file of alert channels (WeCom robots, webhook, log file) and routes; "
+                                 "keys come from the environment variables it names. Empty: alerts go to "
+                                 "DATA_DIR/alerts.log. See docs/ALERTS.md.")
 
     @property
     def database_url(self) -> str:

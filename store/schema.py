@@ -256,8 +256,50 @@ alerts = Table(
     Column("acked_by", String(64)),
     Column("resolved_ts", BigInteger),
     Column("last_error", Text, nullable=False, server_default=""),
+    # 0002_alerts: the event an alert row carries (one row per event and channel), its condition
+    # for repeat/resolution, later firings folded into it, and where the acknowledgement came from.
+    Column("event_key", String(64), nullable=False, server_default=""),
+    Column("condition_key", String(200), nullable=False, server_default=""),
+    Column("guard", String(32)),
+    Column("occurred_ts", BigInteger, nullable=False, server_default="0"),
+    Column("repeats", Integer, nullable=False, server_default="0"),
+    Column("last_seen_ts", BigInteger),
+    Column("ack_source", String(16)),
     UniqueConstraint("dedupe_key", name="uq_alerts_dedupe_key"),
     Index("ix_alerts_status_next", "status", "next_attempt_ts"),
+    Index("ix_alerts_condition", "condition_key", "resolved_ts"),
+    Index("ix_alerts_event", "event_key"),
+    Index("ix_alerts_channel_message", "channel", "message_id"),
+)
+
+# Notification log: each message fixed (content, alerts) before its first send, so a resend
+# after a crash is the same message with the same id, never a regrouped double.
+alert_notifications = Table(
+    "alert_notifications", metadata,
+    Column("message_id", String(200), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("alert_ids", JSON, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # queued | sending | retry | sent | dead
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("next_attempt_ts", BigInteger, nullable=False),
+    Column("lease_until_ts", BigInteger),
+    Column("sent_ts", BigInteger),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Index("ix_alert_notifications_channel_status", "channel", "status"),
+)
+
+# Every send attempt, logged before the HTTP call: the rate window per robot reads it.
+alert_attempts = Table(
+    "alert_attempts", metadata,
+    Column("attempt_id", ID, primary_key=True, autoincrement=True),
+    Column("message_id", String(200), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # sending | sent | retry | throttled | dead
+    Column("error", Text, nullable=False, server_default=""),
+    Index("ix_alert_attempts_channel_ts", "channel", "ts"),
 )
 
 api_tokens = Table(

@@ -1,0 +1,128 @@
+"""The event -> alert contract: what a guard (or the control service) hands to the outbox.
+
+An `AlertEvent` says what happened; `enqueue_alert` (guards.alerts.outbox) turns it
+into outbox rows in the caller's transaction. The kind decides how the event is
+treated: a *firing* kind opens (or repeats) a condition, a *resolving* kind closes
+it and is announced once, an *info* kind is simply delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from control.domain import InvalidValue, require_count, require_text
+
+
+class AlertKind(StrEnum):
+    GUARD_TRIPPED = "guard_tripped"
+    GUARD_RESTORED = "guard_restored"
+    PROBATION_FAILED = "probation_failed"
+    DATA_STALE = "data_stale"
+    DATA_FRESH = "data_fresh"
+    KILL_SWITCH_ON = "kill_switch_on"
+    KILL_SWITCH_OFF = "kill_switch_off"
+    OVERRIDE_APPROVED = "override_approved"
+    OVERRIDE_EXPIRED = "override_expired"
+    TEST = "test"
+
+
+class Role(StrEnum):
+    FIRING = "firing"        # opens a condition; repeats only after the repeat interval
+    RESOLVING = "resolving"  # closes the open condition; announced once
+    INFO = "info"            # delivered as is
+
+
+ROLE = {
+    AlertKind.GUARD_TRIPPED: Role.FIRING,
+    AlertKind.PROBATION_FAILED: Role.FIRING,
+    AlertKind.DATA_STALE: Role.FIRING,
+    AlertKind.KILL_SWITCH_ON: Role.FIRING,
+    AlertKind.GUARD_RESTORED: Role.RESOLVING,
+    AlertKind.DATA_FRESH: Role.RESOLVING,
+    AlertKind.KILL_SWITCH_OFF: Role.RESOLVING,
+    AlertKind.OVERRIDE_APPROVED: Role.INFO,
+    AlertKind.OVERRIDE_EXPIRED: Role.INFO,
+    AlertKind.TEST: Role.INFO,
+}
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """One SHAP driver of the drop, as the explain module reports it (delta in bid units, yuan)."""
+
+    feature: str
+    display_zh: str
+    display_en: str
+    delta: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """Something an operator must hear about.
+
+    condition_key names the condition for repeat and resolution: a firing event
+    and the resolving event that ends it share it (default "<guard>:<campaign_id>").
+    payload holds the figures the templates show; known keys: pred_roi, realised_roi,
+    floor, spend_at_risk (yuan), action (what the guard did, zh/en dict or text),
+    drivers (list of {feature, display_zh, display_en, delta}), detail (free text).
+    """
+
+    kind: AlertKind
+    severity: Severity
+    occurred_ts: int
+    campaign_id: str | None = None
+    guard: str | None = None
+    condition_key: str = ""
+    payload: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "kind", AlertKind(self.kind))
+        except ValueError:
+            raise InvalidValue("kind", self.kind, f"must be one of {[k.value for k in AlertKind]}") from None
+        try:
+            object.__setattr__(self, "severity", Severity(self.severity))
+        except ValueError:
+            raise InvalidValue("severity", self.severity,
+                               f"must be one of {[s.value for s in Severity]}") from None
+        require_count("occurred_ts", self.occurred_ts)
+        if self.campaign_id is not None:
+            require_text("campaign_id", self.campaign_id)
+        if self.guard is not None:
+            require_text("guard", self.guard)
+        if not self.condition_key:
+            object.__setattr__(self, "condition_key", f"{self.guard or '-'}:{self.campaign_id or '-'}")
+        if not isinstance(self.payload, dict):
+            raise InvalidValue("payload", self.payload, "must be a dict")
+        try:
+            json.dumps(self.payload)
+        except (TypeError, ValueError):
+            raise InvalidValue("payload", "<not JSON>", "must be JSON-serialisable") from None
+        for i, d in enumerate(self.payload.get("drivers") or []):
+            if not isinstance(d, dict) or not {"feature", "delta"} <= d.keys():
+                raise InvalidValue(f"payload.drivers[{i}]", d, "needs feature and delta")
+
+    @property
+    def role(self) -> Role:
+        return ROLE[self.kind]
+
+    @property
+    def event_key(self) -> str:
+        """Identity of the event: the same event enqueued twice is one alert."""
+        ident = json.dumps([self.kind.value, self.condition_key, self.occurred_ts, self.campaign_id,
+                            self.guard], ensure_ascii=False)
+        return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+    def drivers(self) -> list[Driver]:
+        return [Driver(str(d["feature"]), str(d.get("display_zh") or d["feature"]),
+                       str(d.get("display_en") or d["feature"]), float(d["delta"]))
+                for d in self.payload.get("drivers") or []]

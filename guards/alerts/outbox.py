@@ -1,0 +1,505 @@
+"""The durable alert outbox: enqueue in the caller's transaction, deliver at least once.
+
+Delivery per channel, in order:
+1. pending alerts wait out their group wait, then are packed into as few
+   messages as fit the channel's byte limit (a notification each, content fixed);
+2. a notification is claimed (status `sending`, a lease, an attempt logged) and
+   committed BEFORE the HTTP call; the answer is recorded after it;
+3. a notification left `sending` past its lease (the sender crashed between
+   sending and recording) is sent again as the same message with the same id,
+   so a duplicate is recognisable and receivers that honour the id drop it;
+4. retryable failures back off (exponential, jittered) until the give-up deadline,
+   a rate-limit answer waits for the next window, permanent failures are dead
+   (kept, listed, never retried by themselves). A channel's messages go in order:
+   nothing is sent past a message that is still being retried.
+The rate window per robot is read from the attempt log, so it holds across
+restarts and across sender processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from control.audit import AuditRecord
+from control.config import load_settings
+from control.domain import InvalidValue, User
+from control.permissions import Action, require
+from guards.alerts.channels import Channels, build_channels
+from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
+from guards.alerts.core import (
+    AlertRecord,
+    OpenAlert,
+    RateWindow,
+    backoff_s,
+    due_reminders,
+    group_due,
+    pack,
+    plan_enqueue,
+)
+from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
+from guards.alerts.templates import render
+from guards.alerts.transport import OutboundMessage, SendOutcome, redact
+from store import repo
+from store import schema as s
+
+log = logging.getLogger("guards.alerts")
+
+FIRING_KINDS = tuple(k.value for k, r in ROLE.items() if r is Role.FIRING)
+OPEN_NOTIFICATION = ("queued", "retry", "sending")
+
+
+# ---- enqueue -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    event_key: str
+    alert_ids: tuple[int, ...] = ()    # new outbox rows (one per channel)
+    suppressed: tuple[int, ...] = ()   # open alerts this firing was folded into (repeat interval)
+    resolved: tuple[int, ...] = ()     # firing alerts this event closed
+    duplicate: bool = False            # this very event was enqueued before: nothing done
+
+
+@functools.lru_cache(maxsize=4)
+def _config_at(path: str, mtime: float, data_dir: str) -> AlertsConfig:
+    return load_config(path, data_dir)
+
+
+def current_config() -> AlertsConfig:
+    """The config named by BIDLENS_ALERTS_CONFIG (re-read when the file changes)."""
+    st = load_settings()
+    mtime = Path(st.alerts_config).stat().st_mtime if st.alerts_config and Path(st.alerts_config).exists() else 0
+    return _config_at(st.alerts_config, mtime, st.data_dir)
+
+
+def channels_from_settings(environ: Mapping[str, str] | None = None) -> Channels:
+    """The live channels of the configured file, keys read from the environment, links to the panel."""
+    return build_channels(current_config(), environ, panel_url=load_settings().panel_url)
+
+
+def _insert_ignore(conn: Connection, table, values: dict) -> object | None:
+    """INSERT that leaves an existing row (same unique key) alone instead of failing the transaction.
+
+    Returns the new row's primary key, or None if a row with the same key was there
+    (RETURNING, because rowcount is -1 for this statement on PostgreSQL).
+    """
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = insert(table).values(**values)
+    return conn.execute(stmt.returning(*table.primary_key.columns)).scalar()
+
+
+def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
+                  config: AlertsConfig | None = None) -> EnqueueResult:
+    """Record an alert for `event` in the caller's transaction (commit it with the event itself).
+
+    Routes the event to its channels, applies repeat suppression and resolution
+    (see core.plan_enqueue) and is idempotent: the same event twice is one alert.
+    """
+    if config is None:
+        try:
+            config = current_config()
+        except InvalidValue as exc:
+            # A broken alerts config must not fail the guard's transaction: keep the alert (log channel).
+            log.error("alerts config unusable (%s); alert kept for the built-in log channel", redact(exc))
+            config = load_config("", load_settings().data_dir)
+    a = s.alerts
+    key = event.event_key
+    existing = conn.execute(select(a.c.alert_id).where(a.c.event_key == key)).scalars().all()
+    if existing:
+        return EnqueueResult(key, tuple(existing), duplicate=True)
+    open_rows = conn.execute(
+        select(a.c.alert_id, a.c.channel, a.c.created_ts, a.c.acked_ts, a.c.occurred_ts)
+        .where(a.c.condition_key == event.condition_key, a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS))
+    ).all()
+    plan = plan_enqueue(
+        event, [c for c in config.route(event) if c in config.channels],
+        [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None) for r in open_rows],
+        lambda ch: config.channels[ch].repeat_interval_s, now_ts)
+    payload = dict(event.payload)
+    if event.role is Role.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
+        newest = max(open_rows, key=lambda r: r.created_ts)
+        payload.update(repeat_of=newest.alert_id, fired_ts=min(r.occurred_ts for r in open_rows))
+    resolved: tuple[int, ...] = ()
+    if plan.resolve:
+        resolved = tuple(sorted(r.alert_id for r in open_rows))
+        payload.update(fired_ts=min(r.occurred_ts for r in open_rows), resolves=list(resolved))
+        conn.execute(update(a).where(a.c.alert_id.in_(resolved)).values(resolved_ts=now_ts))
+    new_ids = []
+    for ch in plan.insert:
+        wait = config.channels[ch].group_wait_s if ch in config.channels else 0
+        result = _insert_ignore(conn, a, dict(
+            dedupe_key=f"{key}:{ch}", group_key=ch, channel=ch, severity=event.severity.value,
+            kind=event.kind.value, campaign_id=event.campaign_id, guard=event.guard,
+            condition_key=event.condition_key, event_key=key, payload=payload, status="pending",
+            attempts=0, next_attempt_ts=now_ts + wait, created_ts=now_ts, occurred_ts=event.occurred_ts))
+        if result is not None:
+            new_ids.append(result)
+    for _, alert_id in plan.suppressed:
+        conn.execute(update(a).where(a.c.alert_id == alert_id)
+                     .values(repeats=a.c.repeats + 1, last_seen_ts=now_ts))
+    return EnqueueResult(key, tuple(new_ids), tuple(i for _, i in plan.suppressed), resolved)
+
+
+def enqueue_reminders(conn: Connection, config: AlertsConfig, now_ts: int) -> tuple[int, ...]:
+    """Repeat every open, unacknowledged condition whose last notice is a repeat interval old.
+
+    Run by each delivery pass, so a trip nobody acknowledges is said again every
+    repeat interval (default 1 h) until someone acknowledges it or it resolves.
+    """
+    a = s.alerts
+    rows = {r.alert_id: r for r in conn.execute(
+        select(a).where(a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS), a.c.channel.in_(list(config.channels))))}
+    due = due_reminders([OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None, r.condition_key,
+                                   r.status == "delivered") for r in rows.values()],
+                        lambda ch: config.channels[ch].repeat_interval_s, now_ts)
+    made = []
+    for alert_id in due:
+        r = rows[alert_id]
+        fired = min(x.occurred_ts for x in rows.values() if x.condition_key == r.condition_key)
+        key = hashlib.sha256(f"reminder|{r.condition_key}|{r.channel}|{now_ts}".encode()).hexdigest()[:32]
+        new_id = _insert_ignore(conn, a, dict(
+            dedupe_key=f"{key}:{r.channel}", group_key=r.channel, channel=r.channel, severity=r.severity,
+            kind=r.kind, campaign_id=r.campaign_id, guard=r.guard, condition_key=r.condition_key, event_key=key,
+            payload={**(r.payload or {}), "repeat_of": alert_id, "fired_ts": fired}, status="pending", attempts=0,
+            next_attempt_ts=now_ts, created_ts=now_ts, occurred_ts=now_ts))
+        if new_id is not None:
+            made.append(new_id)
+    return tuple(made)
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def _record(r) -> AlertRecord:
+    return AlertRecord(
+        alert_id=r.alert_id, event_key=r.event_key, channel=r.channel, kind=AlertKind(r.kind),
+        severity=r.severity, campaign_id=r.campaign_id, guard=r.guard, condition_key=r.condition_key,
+        payload=r.payload or {}, status=r.status, occurred_ts=r.occurred_ts, created_ts=r.created_ts,
+        next_attempt_ts=r.next_attempt_ts, attempts=r.attempts, delivered_ts=r.delivered_ts,
+        message_id=r.message_id, acked_ts=r.acked_ts, acked_by=r.acked_by, resolved_ts=r.resolved_ts,
+        last_error=r.last_error, repeats=r.repeats, last_seen_ts=r.last_seen_ts)
+
+
+def list_alerts(conn: Connection, *, status: str | None = None, channel: str | None = None,
+                since_ts: int | None = None, limit: int | None = 200) -> list[AlertRecord]:
+    """Alerts, newest first (dead ones included: they must stay visible)."""
+    a = s.alerts
+    q = select(a).order_by(a.c.alert_id.desc())
+    if status:
+        if status not in ("pending", "delivered", "dead"):
+            raise InvalidValue("status", status, "must be pending, delivered or dead")
+        q = q.where(a.c.status == status)
+    if channel:
+        q = q.where(a.c.channel == channel)
+    if since_ts is not None:
+        q = q.where(a.c.occurred_ts >= since_ts)
+    if limit:
+        q = q.limit(limit)
+    return [_record(r) for r in conn.execute(q)]
+
+
+def get_alert(conn: Connection, alert_id: int) -> AlertRecord:
+    row = conn.execute(select(s.alerts).where(s.alerts.c.alert_id == alert_id)).first()
+    if row is None:
+        raise InvalidValue("alert_id", alert_id, "no such alert")
+    return _record(row)
+
+
+# ---- acknowledge ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    alert: AlertRecord
+    already: bool  # acknowledged before: nothing changed, nothing audited
+
+
+def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source: str = "cli") -> AckResult:
+    """Someone has seen the alert and is on it: every channel's copy of the event, audited."""
+    if not by or not by.strip():
+        raise InvalidValue("by", by, "must name who acknowledges")
+    alert = get_alert(conn, alert_id)
+    if alert.acked_ts is not None:
+        return AckResult(alert, already=True)
+    a = s.alerts
+    # The event on every channel, and the rest of its open condition (repeats): someone is on it.
+    same = a.c.event_key == alert.event_key
+    if alert.role is Role.FIRING and alert.resolved_ts is None:
+        same = or_(same, and_(a.c.condition_key == alert.condition_key, a.c.resolved_ts.is_(None),
+                              a.c.kind.in_(FIRING_KINDS)))
+    conn.execute(update(a).where(same, a.c.acked_ts.is_(None)).values(acked_ts=now_ts, acked_by=by, ack_source=source))
+    repo.append_audit(conn, AuditRecord(
+        ts=now_ts, actor=by, action="alert.ack", entity="alert", entity_id=str(alert_id),
+        before={"acked_ts": None, "status": alert.status},
+        after={"acked_ts": now_ts, "acked_by": by, "source": source, "kind": alert.kind.value,
+               "campaign_id": alert.campaign_id, "time_to_ack_s": now_ts - alert.occurred_ts}))
+    return AckResult(get_alert(conn, alert_id), already=False)
+
+
+def requeue_dead(conn: Connection, alert_ids: Iterable[int], by: str, now_ts: int) -> list[int]:
+    """Send dead alerts again (after the key or the receiver was fixed); audited. Returns the ids requeued."""
+    a = s.alerts
+    ids = [r.alert_id for r in conn.execute(
+        select(a.c.alert_id).where(a.c.alert_id.in_(list(alert_ids)), a.c.status == "dead"))]
+    if ids:
+        conn.execute(update(a).where(a.c.alert_id.in_(ids))
+                     .values(status="pending", message_id=None, next_attempt_ts=now_ts, last_error=""))
+        repo.append_audit(conn, AuditRecord(ts=now_ts, actor=by, action="alert.requeue", entity="alert",
+                                            entity_id=",".join(map(str, ids)), before={"status": "dead"},
+                                            after={"status": "pending"}))
+    return ids
+
+
+def ack_alert(engine: Engine, actor: User, alert_id: int, now_ts: int, *, source: str = "panel") -> AckResult:
+    """The panel's and the API's acknowledgement: permission-checked (ack_alert), then audited."""
+    require(actor, Action.ACK_ALERT)
+    with engine.begin() as conn:
+        return acknowledge(conn, alert_id, actor.username, now_ts, source=source)
+
+
+# ---- deliver -------------------------------------------------------------------------------------
+
+@dataclass
+class DeliveryReport:
+    messages_sent: int = 0
+    reminders: int = 0              # repeats made for open, unacknowledged conditions
+    alerts_delivered: int = 0
+    resent: int = 0                 # messages sent again after a sender died mid-send
+    retries: int = 0                # retryable failures this pass (will be tried again)
+    throttled: int = 0              # rate-limit answers from the receiver
+    dead_messages: int = 0
+    dead_alerts: int = 0
+    errors: list[str] = field(default_factory=list)           # redacted
+    waiting: dict[str, int] = field(default_factory=dict)     # channel -> earliest next send ts
+    unavailable: dict[str, str] = field(default_factory=dict)  # channel -> why it cannot send
+    out_of_time: bool = False
+
+    @property
+    def next_due_ts(self) -> int | None:
+        return min(self.waiting.values()) if self.waiting else None
+
+    def as_json(self) -> dict:
+        return {**self.__dict__, "next_due_ts": self.next_due_ts}
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """The time in both domains: events (alerts' own times) and wall (what the receiver sees)."""
+
+    now: int
+    wall: int
+
+    @staticmethod
+    def read(clock: Callable[[], float], wall_clock: Callable[[], float]) -> Now:
+        return Now(int(clock()), int(wall_clock()))
+
+    def later(self, wall_ts: int) -> int:
+        """A wall time as the same moment on the events clock (for `waiting`)."""
+        return self.now + (wall_ts - self.wall)
+
+
+def _open_notifications(conn: Connection, channel: str) -> list:
+    n = s.alert_notifications
+    rows = conn.execute(select(n).where(n.c.channel == channel, n.c.status.in_(OPEN_NOTIFICATION))).all()
+    return sorted(rows, key=lambda r: min(r.alert_ids))
+
+
+def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now) -> bool:
+    """Pack the channel's waiting alerts into notifications once their group is due."""
+    a, n = s.alerts, s.alert_notifications
+    pending = [_record(r) for r in conn.execute(
+        select(a).where(a.c.channel == cfg.name, a.c.status == "pending", a.c.message_id.is_(None))
+        .order_by(a.c.alert_id))]
+    if not group_due(pending, t.now):
+        return False
+    style = channels.style(cfg.name)
+
+    def message_id(group) -> str:
+        return f"{cfg.name}-{group[0].alert_id}"
+
+    def unique(mid: str) -> str:
+        """A requeued dead alert makes a new message: suffix the id so it never reuses the dead one's."""
+        taken = set(conn.execute(select(n.c.message_id).where(n.c.message_id.like(f"{mid}%"))).scalars())
+        return mid if mid not in taken else next(f"{mid}.{k}" for k in range(2, 10**6) if f"{mid}.{k}" not in taken)
+
+    for group in pack(pending, lambda g: render(g, message_id(g) + ".99", style), cfg.max_bytes):
+        mid = unique(message_id(group))
+        ids = [x.alert_id for x in group]
+        made = _insert_ignore(conn, n, dict(message_id=mid, channel=cfg.name, alert_ids=ids,
+                                            content=render(group, mid, style), status="queued", attempts=0,
+                                            created_ts=t.wall, next_attempt_ts=t.wall))
+        taken = conn.execute(update(a).where(a.c.alert_id.in_(ids), a.c.message_id.is_(None))
+                             .values(message_id=mid))
+        if made is None or taken.rowcount != len(ids):
+            raise Contended(cfg.name)
+    return True
+
+
+class Contended(Exception):
+    """Another sender planned the same alerts first: this pass's transaction is rolled back."""
+
+
+def _summary(conn: Connection, ids: list[int]) -> tuple[dict, ...]:
+    a = s.alerts
+    rows = conn.execute(select(a).where(a.c.alert_id.in_(ids)).order_by(a.c.alert_id)).all()
+    return tuple({k: getattr(r, k) for k in ("alert_id", "kind", "severity", "campaign_id", "guard",
+                                               "condition_key", "occurred_ts", "payload")} for r in rows)
+
+
+def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now,
+           report: DeliveryReport) -> tuple[OutboundMessage, bool] | None:
+    """Take the channel's next message if it may go now; None (with `waiting` set) if not."""
+    at, n = s.alert_attempts, s.alert_notifications
+    window = RateWindow(cfg.rate_limit, cfg.rate_window_s)
+    recent = conn.execute(select(at.c.ts, at.c.outcome)
+                          .where(at.c.channel == cfg.name, at.c.ts > t.wall - cfg.rate_window_s)).all()
+    ready = window.ready_ts([r.ts for r in recent], [r.ts for r in recent if r.outcome == "throttled"], t.wall)
+    queue = _open_notifications(conn, cfg.name)
+    if not queue:
+        if ready > t.wall:  # let more alerts join the group while the window is full
+            report.waiting[cfg.name] = t.later(ready)
+            return None
+        if not _plan_messages(conn, channels, cfg, t):
+            nxt = conn.execute(select(func.min(s.alerts.c.next_attempt_ts)).where(
+                s.alerts.c.channel == cfg.name, s.alerts.c.status == "pending")).scalar()
+            if nxt is not None:
+                report.waiting[cfg.name] = nxt
+            return None
+        queue = _open_notifications(conn, cfg.name)
+    head = queue[0]
+    resend = head.status == "sending"
+    due = max(head.lease_until_ts if resend else head.next_attempt_ts, ready)
+    if due > t.wall:
+        report.waiting[cfg.name] = t.later(due)
+        return None
+    claimed = conn.execute(update(n).where(n.c.message_id == head.message_id, n.c.status == head.status,
+                                           n.c.attempts == head.attempts)
+                           .values(status="sending", lease_until_ts=t.wall + channels.config.delivery.lease_s,
+                                   attempts=head.attempts + 1))
+    if claimed.rowcount != 1:  # another sender took it between our read and write
+        return None
+    conn.execute(insert(at).values(message_id=head.message_id, channel=cfg.name, ts=t.wall, outcome="sending"))
+    msg = OutboundMessage(head.message_id, cfg.name, head.content, tuple(head.alert_ids),
+                          _summary(conn, head.alert_ids))
+    return msg, resend
+
+
+def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, msg: OutboundMessage,
+                    outcome: SendOutcome, t: Now, rng: np.random.Generator, report: DeliveryReport) -> bool:
+    """Write what happened; True if the channel may go on to its next message now."""
+    a, n, at = s.alerts, s.alert_notifications, s.alert_attempts
+    policy = channels.config.delivery
+    head = conn.execute(select(n).where(n.c.message_id == msg.message_id)).one()
+    last_attempt = conn.execute(select(func.max(at.c.attempt_id)).where(at.c.message_id == msg.message_id)).scalar()
+    error = redact(outcome.error)
+    mine = and_(a.c.message_id == msg.message_id, a.c.status == "pending")
+    if outcome.ok:
+        conn.execute(update(n).where(n.c.message_id == msg.message_id)
+                     .values(status="sent", sent_ts=t.wall, lease_until_ts=None, last_error=""))
+        delivered = conn.execute(update(a).where(mine).values(status="delivered", delivered_ts=t.now,
+                                                              attempts=a.c.attempts + 1))
+        conn.execute(update(at).where(at.c.attempt_id == last_attempt).values(outcome="sent"))
+        report.messages_sent += 1
+        report.alerts_delivered += delivered.rowcount
+        log.info("alert message %s delivered to %s (%d alerts)", msg.message_id, cfg.name, delivered.rowcount)
+        return True
+    gave_up = outcome.retryable and t.wall - head.created_ts >= policy.give_up_after_s
+    if outcome.permanent or gave_up:
+        why = error if outcome.permanent else f"gave up after {policy.give_up_after_s} s: {error}"
+        conn.execute(update(n).where(n.c.message_id == msg.message_id)
+                     .values(status="dead", lease_until_ts=None, last_error=why))
+        dead = conn.execute(update(a).where(mine).values(status="dead", last_error=why,
+                                                         attempts=a.c.attempts + 1))
+        conn.execute(update(at).where(at.c.attempt_id == last_attempt).values(outcome="dead", error=why))
+        report.dead_messages += 1
+        report.dead_alerts += dead.rowcount
+        report.errors.append(f"{cfg.name}: {why}")
+        log.error("alert message %s to %s is dead (%d alerts): %s", msg.message_id, cfg.name, dead.rowcount, why)
+        return True
+    if outcome.rate_limited:
+        wait = cfg.rate_window_s
+        report.throttled += 1
+    else:
+        wait = backoff_s(head.attempts, policy.backoff_base_s, policy.backoff_max_s, float(rng.random()))
+    retry_ts = t.wall + wait
+    conn.execute(update(n).where(n.c.message_id == msg.message_id)
+                 .values(status="retry", next_attempt_ts=retry_ts, lease_until_ts=None, last_error=error))
+    conn.execute(update(a).where(mine).values(attempts=a.c.attempts + 1, last_error=error))
+    conn.execute(update(at).where(at.c.attempt_id == last_attempt)
+                 .values(outcome="throttled" if outcome.rate_limited else "retry", error=error))
+    report.retries += 1
+    report.waiting[cfg.name] = t.later(retry_ts)
+    report.errors.append(f"{cfg.name}: {error}")
+    log.warning("alert message %s to %s failed, retry at %d: %s", msg.message_id, cfg.name, retry_ts, error)
+    return False
+
+
+def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
+                rng: np.random.Generator, *, budget_s: float | None = None,
+                wall_clock: Callable[[], float] | None = None) -> DeliveryReport:
+    """One delivery pass over every channel: send what is due, record every answer.
+
+    Safe to run in several processes at once and after a crash (claims are
+    conditional updates; a crashed send is resent as the same message). Returns
+    what happened and `next_due_ts`, when calling again can do something.
+
+    `clock` is the time of the events (enqueue's now_ts; in the demo, the promotion
+    clock); `wall_clock` (default: the same) times what the receiver sees: the rate
+    window, backoff, the crash lease and this pass's budget. A demo on an accelerated
+    clock passes time.time here, or it would send 60 times too fast for WeCom.
+    """
+    wall_clock = wall_clock or clock
+    report = DeliveryReport()
+    start = wall_clock()
+    with engine.begin() as conn:
+        report.reminders = len(enqueue_reminders(conn, channels.config, int(clock())))
+    budget = channels.config.delivery.pass_budget_s if budget_s is None else budget_s
+    for name in sorted(channels.config.channels):
+        cfg = channels.config.channels[name]
+        transport = channels.transports.get(name)
+        if transport is None:
+            with engine.connect() as conn:
+                waiting = conn.execute(select(func.count()).select_from(s.alerts).where(
+                    s.alerts.c.channel == name, s.alerts.c.status == "pending")).scalar()
+            if waiting:
+                report.unavailable[name] = channels.errors.get(name, "not built")
+            continue
+        while True:
+            if wall_clock() - start > budget:
+                report.out_of_time = True
+                return report
+            try:
+                with engine.begin() as conn:
+                    claimed = _claim(conn, channels, cfg, Now.read(clock, wall_clock), report)
+            except Contended:
+                claimed = None
+            if claimed is None:
+                break
+            msg, resend = claimed
+            report.resent += resend
+            if resend:
+                log.warning("alert message %s to %s: previous send unrecorded, sending again", msg.message_id, name)
+            outcome = transport.send(msg)
+            with engine.begin() as conn:
+                go_on = _record_outcome(conn, channels, cfg, msg, outcome, Now.read(clock, wall_clock), rng, report)
+            if not go_on:
+                break
+    return report
+
+
+def pending_count(conn: Connection, channels: Iterable[str] | None = None) -> int:
+    q = select(func.count()).select_from(s.alerts).where(s.alerts.c.status == "pending")
+    if channels is not None:
+        q = q.where(s.alerts.c.channel.in_(list(channels)))
+    return int(conn.execute(q).scalar())

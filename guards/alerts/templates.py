@@ -1,0 +1,199 @@
+"""Alert messages in Simplified Chinese and English, as WeCom markdown or plain text.
+
+One alert gets a detailed message (figures, what the guard did, top SHAP drivers,
+panel link); a group gets one line per alert so a storm stays one readable message.
+Titles per kind can be replaced in the config ([templates.zh] / [templates.en]).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from guards.alerts.core import AlertRecord
+from guards.alerts.events import AlertKind, Role
+
+CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
+TOP_DRIVERS = 3
+
+TITLES = {
+    "zh": {
+        AlertKind.GUARD_TRIPPED: "ROI 守护熔断", AlertKind.GUARD_RESTORED: "ROI 守护已恢复",
+        AlertKind.PROBATION_FAILED: "试运行失败，重新熔断", AlertKind.DATA_STALE: "数据过期",
+        AlertKind.DATA_FRESH: "数据已恢复", AlertKind.KILL_SWITCH_ON: "全局急停已开启",
+        AlertKind.KILL_SWITCH_OFF: "全局急停已关闭", AlertKind.OVERRIDE_APPROVED: "人工干预已批准",
+        AlertKind.OVERRIDE_EXPIRED: "人工干预已到期", AlertKind.TEST: "测试消息",
+    },
+    "en": {
+        AlertKind.GUARD_TRIPPED: "ROI guard tripped", AlertKind.GUARD_RESTORED: "ROI guard restored",
+        AlertKind.PROBATION_FAILED: "Probation failed, tripped again", AlertKind.DATA_STALE: "Data stale",
+        AlertKind.DATA_FRESH: "Data fresh again", AlertKind.KILL_SWITCH_ON: "Kill switch ON",
+        AlertKind.KILL_SWITCH_OFF: "Kill switch off", AlertKind.OVERRIDE_APPROVED: "Override approved",
+        AlertKind.OVERRIDE_EXPIRED: "Override expired", AlertKind.TEST: "Test message",
+    },
+}
+ACTIONS = {
+    "zh": {AlertKind.GUARD_TRIPPED: "流量已切换到人工规则池",
+           AlertKind.PROBATION_FAILED: "流量已回到人工规则池",
+           AlertKind.KILL_SWITCH_ON: "所有活动由人工规则池接管",
+           AlertKind.DATA_STALE: "数据过期按危险处理",
+           AlertKind.GUARD_RESTORED: "模型已恢复出价"},
+    "en": {AlertKind.GUARD_TRIPPED: "traffic switched to the manual rule pool",
+           AlertKind.PROBATION_FAILED: "traffic back on the manual rule pool",
+           AlertKind.KILL_SWITCH_ON: "the manual rule pool serves every campaign",
+           AlertKind.DATA_STALE: "stale data is treated as danger",
+           AlertKind.GUARD_RESTORED: "the model bids again"},
+}
+WORDS = {
+    "zh": {"critical": "严重", "warning": "警告", "info": "通知", "resolved": "已恢复",
+           "campaign": "活动", "guard": "守护", "pred": "预测 ROI", "real": "实际 ROI", "floor": "底线",
+           "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
+           "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
+           "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
+           "still": "重复提醒：自 {t} 起仍未恢复、未确认"},
+    "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO", "resolved": "RESOLVED",
+           "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "real": "Realised ROI",
+           "floor": "Floor", "risk": "Spend at risk", "action": "Action",
+           "drivers": "Top drivers (SHAP, yuan per click)", "repeats": "{n} more firings of the same condition",
+           "open": "Open in the panel to acknowledge", "alerts": "BidLens alerts",
+           "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail",
+           "still": "Reminder: firing since {t}, not acknowledged"},
+}
+COLOURS = {"critical": "warning", "warning": "warning", "info": "info", "resolved": "info"}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a channel wants its messages: language zh | en | both, format markdown | text."""
+
+    language: str = "zh"
+    fmt: str = "markdown"
+    panel_url: str = "http://localhost:8501"
+    titles: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # config overrides
+
+
+def _label(a: AlertRecord) -> str:
+    return "resolved" if a.role is Role.RESOLVING else a.severity
+
+
+def _title(a: AlertRecord, lang: str, style: Style) -> str:
+    override = style.titles.get(lang, {}).get(str(a.kind))
+    if override:
+        return override.format_map(_Safe(campaign=a.campaign_id or "-", guard=a.guard or "-", **a.payload))
+    return TITLES[lang][AlertKind(a.kind)]
+
+
+class _Safe(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def _num(value: object, fmt: str) -> str | None:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _figures(a: AlertRecord, lang: str) -> list[str]:
+    w, p = WORDS[lang], a.payload
+    parts = [f"{w[k]} {v}" for k, v in (("pred", _num(p.get("pred_roi"), ".2f")),
+                                         ("real", _num(p.get("realised_roi"), ".2f")),
+                                         ("floor", _num(p.get("floor"), ".2f"))) if v is not None]
+    risk = _num(p.get("spend_at_risk"), ",.0f")
+    if risk is not None:
+        parts.append(f"{w['risk']} ¥{risk}")
+    return parts
+
+
+def _action(a: AlertRecord, lang: str) -> str:
+    given = a.payload.get("action")
+    if isinstance(given, dict):
+        return str(given.get(lang) or next(iter(given.values()), ""))
+    if given:
+        return str(given)
+    return ACTIONS[lang].get(AlertKind(a.kind), "")
+
+
+def _drivers(a: AlertRecord, lang: str) -> list[str]:
+    drivers = sorted(a.payload.get("drivers") or [], key=lambda d: -abs(float(d.get("delta", 0))))
+    return [f"{i}. {d.get('display_' + lang) or d.get('feature')} {float(d['delta']):+.3f}"
+            for i, d in enumerate(drivers[:TOP_DRIVERS], 1)]
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, CHINA_TZ).strftime("%m-%d %H:%M")
+
+
+def _lasted(a: AlertRecord, lang: str) -> str:
+    fired = a.payload.get("fired_ts")
+    if a.role is Role.RESOLVING and isinstance(fired, int):
+        return WORDS[lang]["lasted"].format(m=max(0, round((a.occurred_ts - fired) / 60)))
+    return ""
+
+
+def link(panel_url: str, alert_id: int) -> str:
+    return f"{panel_url.rstrip('/')}/alerts?alert={alert_id}"
+
+
+def _single(a: AlertRecord, lang: str, style: Style) -> list[str]:
+    w, md = WORDS[lang], style.fmt == "markdown"
+    label = w[_label(a)]
+    head = f"【{label}】{_title(a, lang, style)}"
+    lines = [f'### <font color="{COLOURS[_label(a)]}">{head}</font>' if md else head]
+    q = "> " if md else ""
+    b = "**" if md else ""
+    who = [f"{w['campaign']}{w['sep']}{b}{a.campaign_id}{b}" if a.campaign_id else "",
+           f"{w['guard']}{w['sep']}{a.guard}" if a.guard else "", _lasted(a, lang)]
+    if any(who):
+        lines.append(q + " · ".join(x for x in who if x))
+    figures = _figures(a, lang)
+    if figures:
+        lines.append(q + " · ".join(figures))
+    action = _action(a, lang)
+    if action:
+        lines.append(f"{q}{w['action']}{w['sep']}{action}")
+    if a.payload.get("detail"):
+        lines.append(f"{q}{w['detail']}{w['sep']}{a.payload['detail']}")
+    drivers = _drivers(a, lang)
+    if drivers:
+        lines += [f"{b}{w['drivers']}{b}", *drivers]
+    if a.payload.get("repeat_of") and isinstance(a.payload.get("fired_ts"), int):
+        lines.append(w["still"].format(t=_when(a.payload["fired_ts"])))
+    if a.repeats:
+        lines.append(w["repeats"].format(n=a.repeats))
+    url = link(style.panel_url, a.alert_id)
+    lines.append(f"[{w['open']}]({url})" if md else f"{w['open']}: {url}")
+    return lines
+
+
+def _group(alerts: Sequence[AlertRecord], lang: str, style: Style) -> list[str]:
+    w, md = WORDS[lang], style.fmt == "markdown"
+    counts = {}
+    for a in alerts:
+        counts[_label(a)] = counts.get(_label(a), 0) + 1
+    summary = "、".join(f"{w[k]} {n}" for k, n in counts.items()) if lang == "zh" else \
+        ", ".join(f"{w[k]} {n}" for k, n in counts.items())
+    worst = "critical" if "critical" in counts else next(iter(counts))
+    head = f"{w['alerts']} ×{len(alerts)} ({summary})"
+    lines = [f'### <font color="{COLOURS[worst]}">{head}</font>' if md else head]
+    for a in alerts:
+        bits = [f"【{w[_label(a)]}】{_title(a, lang, style)}",
+                f"**{a.campaign_id}**" if md and a.campaign_id else (a.campaign_id or ""),
+                " / ".join(_figures(a, lang)), _lasted(a, lang)]
+        lines.append(("- " if md else "") + " · ".join(x for x in bits if x))
+    url = link(style.panel_url, alerts[0].alert_id)
+    lines.append(f"[{w['open']}]({url})" if md else f"{w['open']}: {url}")
+    return lines
+
+
+def render(alerts: Sequence[AlertRecord], message_id: str, style: Style) -> str:
+    """The message for a group of alerts (one alert: the detailed form)."""
+    if not alerts:
+        raise ValueError("render needs at least one alert")
+    langs = ("zh", "en") if style.language == "both" else (style.language,)
+    blocks = []
+    for lang in langs:
+        lines = _single(alerts[0], lang, style) if len(alerts) == 1 else _group(alerts, lang, style)
+        blocks.append("\n".join(lines))
+    footer = f"ref {message_id} · {_when(max(a.occurred_ts for a in alerts))} (UTC+8)"
+    footer = f'<font color="comment">{footer}</font>' if style.fmt == "markdown" else footer
+    return "\n\n".join(blocks) + "\n" + footer

@@ -1,0 +1,132 @@
+"""WeCom (企业微信) group robot client over `requests`.
+
+POST {base_url}?key=KEY with JSON; the answer is HTTP 200 with `errcode` in the
+body even for errors, so success is HTTP 200 AND errcode == 0. Limits are bytes
+of UTF-8 (a CJK character is 3): markdown content <= 4096, text content <= 2048.
+A robot takes at most 20 messages a minute (errcode 45009 beyond that).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import requests
+
+from guards.alerts.transport import (
+    OutboundMessage,
+    SendOutcome,
+    http_status_outcome,
+    redact,
+    register_secret,
+    request_failure,
+)
+
+DEFAULT_BASE_URL = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+MAX_BYTES = {"markdown": 4096, "text": 2048}
+TRUNCATION_MARK = "…(truncated)"
+RATE_LIMIT_PER_MIN = 20
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+ERRCODE_OK = 0
+ERRCODE_BUSY = -1            # WeCom "system busy": retry
+ERRCODE_RATE_LIMIT = 45009
+PERMANENT_ERRCODES = {
+    93000: "invalid webhook url (bad or deleted key)",
+    40008: "invalid message type",
+    44004: "empty content",
+    40058: "invalid parameter (e.g. content over the byte limit)",
+}
+
+
+def truncate_utf8(text: str, max_bytes: int, marker: str = TRUNCATION_MARK) -> str:
+    """Cut `text` to at most max_bytes of UTF-8, on a character boundary, ending with marker."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    room = max_bytes - len(marker.encode("utf-8"))
+    if room < 0:
+        raise ValueError(f"max_bytes={max_bytes} is smaller than the truncation marker")
+    # errors="ignore" drops the partial character the byte cut may split.
+    return data[:room].decode("utf-8", errors="ignore") + marker
+
+
+def classify_answer(status: int, body: object) -> SendOutcome:
+    """WeCom's answer as an outcome: HTTP first, then errcode."""
+    by_status = http_status_outcome(status)
+    if by_status is not None:
+        return by_status
+    if not isinstance(body, dict) or not isinstance(body.get("errcode"), int):
+        return SendOutcome(False, retryable=True, error="HTTP 200 without an errcode", http_status=status)
+    code = body["errcode"]
+    errmsg = redact(str(body.get("errmsg", "")))[:200]
+    if code == ERRCODE_OK:
+        return SendOutcome(True, http_status=status, errcode=code)
+    if code == ERRCODE_RATE_LIMIT:
+        return SendOutcome(False, retryable=True, rate_limited=True, http_status=status, errcode=code,
+                           error=f"errcode {code} (rate limit): {errmsg}")
+    if code == ERRCODE_BUSY:
+        return SendOutcome(False, retryable=True, http_status=status, errcode=code,
+                           error=f"errcode {code} (system busy): {errmsg}")
+    why = PERMANENT_ERRCODES.get(code, "not retryable")
+    return SendOutcome(False, retryable=False, http_status=status, errcode=code,
+                       error=f"errcode {code} ({why}): {errmsg}")
+
+
+class WeComRobot:
+    """One group robot. The key is kept out of repr, errors and logs."""
+
+    def __init__(self, name: str, key: str, *, base_url: str = DEFAULT_BASE_URL, msgtype: str = "markdown",
+                 mentioned_list: Sequence[str] = (), mentioned_mobile_list: Sequence[str] = (),
+                 timeout: tuple[float, float] = (3.05, 10.0), session: requests.Session | None = None):
+        if msgtype not in MAX_BYTES:
+            raise ValueError(f"msgtype={msgtype!r}: must be one of {sorted(MAX_BYTES)}")
+        if not key:
+            raise ValueError(f"robot {name!r}: empty key")
+        self.name = name
+        self.msgtype = msgtype
+        self.base_url = base_url
+        self.mentioned_list = list(mentioned_list)
+        self.mentioned_mobile_list = list(mentioned_mobile_list)
+        self.timeout = timeout
+        self._key = key
+        self._session = session or requests.Session()
+        register_secret(key)
+
+    def __repr__(self) -> str:
+        return f"WeComRobot(name={self.name!r}, msgtype={self.msgtype!r}, base_url={self.base_url!r})"
+
+    @property
+    def max_bytes(self) -> int:
+        return MAX_BYTES[self.msgtype]
+
+    def body(self, content: str) -> dict:
+        if self.msgtype == "markdown" and self.mentioned_list:
+            # markdown @-mentions are <@userid> in the content; kept whole, after the (cut) text
+            tail = "\n" + " ".join(f"<@{u}>" for u in self.mentioned_list)
+            return {"msgtype": "markdown", "markdown": {
+                "content": truncate_utf8(content, self.max_bytes - len(tail.encode("utf-8"))) + tail}}
+        inner: dict = {"content": truncate_utf8(content, self.max_bytes)}
+        if self.msgtype == "text":
+            if self.mentioned_list:
+                inner["mentioned_list"] = self.mentioned_list
+            if self.mentioned_mobile_list:
+                inner["mentioned_mobile_list"] = self.mentioned_mobile_list
+        return {"msgtype": self.msgtype, self.msgtype: inner}
+
+    def post(self, content: str) -> SendOutcome:
+        try:
+            # WeCom wants UTF-8 JSON; send the characters, not \u escapes.
+            data = json.dumps(self.body(content), ensure_ascii=False).encode("utf-8")
+            response = self._session.post(self.base_url, params={"key": self._key}, data=data,
+                                          headers=JSON_HEADERS, timeout=self.timeout)
+        except requests.RequestException as exc:
+            return request_failure(exc, self._key)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return classify_answer(response.status_code, body)
+
+    def send(self, message: OutboundMessage) -> SendOutcome:
+        return self.post(message.content)
