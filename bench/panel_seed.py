@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, insert
 
-from control.domain import AudiencePackage, Campaign, OverrideField, Role
+from control.domain import AudiencePackage, Campaign, GuardMode, OverrideField, Role
 from control.service import Control
+from guards.machine import MachineState
 from store import repo
 from store import schema as s
 
@@ -154,9 +155,11 @@ def _seed_guards(engine: Engine, tripped: list[str], tripped_ts: int, now_ts: in
             event_id = conn.execute(insert(s.guard_events).values(
                 ts=tripped_ts, guard="roi", campaign_id=c, kind="trip",
                 payload={"pred_roi": 1.6, "floor": 2.0, "reason": "predicted ROI below floor"})).inserted_primary_key[0]
+            state = MachineState(mode=GuardMode.TRIPPED, since_ts=tripped_ts, cause="roi_pred", cooldown_s=900,
+                                 trip_ts=(tripped_ts,), figures_at_trip=(("pred_roi", 1.6),))
             conn.execute(insert(s.guard_states).values(
                 guard="roi", campaign_id=c, mode="tripped", event_id=event_id, version=1, updated_ts=tripped_ts,
-                state={"floor": 2.0, "hysteresis": 0.2, "cooldown_s": 900, "min_clicks": 200}))
+                state=state.to_json()))
             conn.execute(insert(s.guard_trips).values(
                 guard="roi", campaign_id=c, tripped_ts=tripped_ts, restored_ts=None, event_id=event_id,
                 roi_before=1.7, roi_after=2.3, detection_delay_s=120, loss_avoided=125_000.0,

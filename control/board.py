@@ -46,7 +46,7 @@ from store import schema as s
 
 DAY_S = 86_400
 TZ_OFFSET_S = 8 * 3600  # Asia/Shanghai: promotion days start at local midnight
-DEFAULT_FLOOR = 2.0     # the brief's ROI floor; a guard's own floor (state["floor"]) wins
+DEFAULT_FLOOR = 2.0     # the brief's ROI floor, for campaigns whose guard configuration names none
 DEFAULT_WINDOW_S = 3600
 
 
@@ -121,19 +121,8 @@ def bucket_slots(conn: Connection, bucket_ts: int) -> pd.DataFrame:
 def guard_table(conn: Connection) -> pd.DataFrame:
     """Every guard's current state (one row per guard x campaign)."""
     rows = conn.execute(select(s.guard_states).order_by(s.guard_states.c.campaign_id)).all()
-    frame = pd.DataFrame([r._mapping for r in rows],
-                         columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
-    frame["floor"] = [float((st or {}).get("floor", DEFAULT_FLOOR)) for st in frame["state"]]
-    return frame
-
-
-def guard_floors(conn: Connection) -> dict[str, float]:
-    """Each campaign's ROI floor as its guard holds it (the highest when several guards watch it)."""
-    floors: dict[str, float] = {}
-    for campaign_id, state in conn.execute(select(s.guard_states.c.campaign_id, s.guard_states.c.state)):
-        if state and "floor" in state:
-            floors[campaign_id] = max(floors.get(campaign_id, 0.0), float(state["floor"]))
-    return floors
+    return pd.DataFrame([r._mapping for r in rows],
+                        columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
 
 
 def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
@@ -552,22 +541,23 @@ class BoardView:
 
 def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping[str, Campaign],
                 slots: pd.DataFrame, newest: int, now_ts: int, window_s: int = DEFAULT_WINDOW_S,
-                overrides: Sequence[Override] | None = None) -> BoardView:
+                floors: Mapping[str, float] | None = None) -> BoardView:
     """The live board at `newest` (the newest bucket; `slots` are its decisions).
+
+    `floors`: each campaign's ROI floor as its guard is configured (guards.config);
+    missing ones are DEFAULT_FLOOR.
 
     Overrides, guard states and the kill switch are read fresh (they change
     between buckets); everything else comes from the aggregates and the slots.
     """
     aggregates.refresh(conn, newest)
-    if overrides is None:
-        overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
+    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
     guards = repo.load_guard_states(conn)
     kill = repo.load_kill_switch(conn)
     since = newest - window_s
     policy = served_policy(slots, overrides, guards, kill, now_ts)
     table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),
-                           with_roi(aggregates.outcome_totals(since)), guards, guard_floors(conn), overrides,
-                           now_ts)
+                           with_roi(aggregates.outcome_totals(since)), guards, floors or {}, overrides, now_ts)
     trips = trip_ledger(conn, since_ts=day_start(newest))
     return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
                      roi_series(aggregates.outcome_series(since), aggregates.decision_series(since)),

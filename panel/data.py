@@ -10,6 +10,10 @@ from sqlalchemy import Engine
 from control import board
 from control.domain import Campaign
 from control.service import Control
+from guards.alert_bridge import enqueue_guard_alert
+from guards.config import GuardSettings, load_guard_settings
+from guards.rule_pool import PoolBounds
+from guards.service import GuardService
 from store import repo
 
 
@@ -57,6 +61,34 @@ def packages(control: Control) -> dict[str, tuple[str, str]]:
     return _packages(store_key(control.engine), control.engine)
 
 
+@st.cache_resource(show_spinner=False)
+def _guard_settings(path: str) -> GuardSettings:
+    return load_guard_settings(path)
+
+
+def guard_settings(control: Control) -> GuardSettings:
+    return _guard_settings(control.settings.guard_config)
+
+
+def pool_bounds(control: Control) -> PoolBounds:
+    return PoolBounds(max_bid=control.settings.max_bid, max_multiplier=control.settings.max_bid_multiple)
+
+
+def guard_service(control: Control) -> GuardService:
+    """The guards' permission-checked operations (force, release, rule pool), alerts enqueued as the worker does."""
+    return GuardService(control.engine, control.clock, guard_settings(control), pool_bounds(control),
+                        alert_sink=enqueue_guard_alert)
+
+
+def roi_floors(control: Control, campaign_ids) -> dict[str, float]:
+    settings = guard_settings(control)
+    return {c: settings.for_campaign("roi", c).floor for c in campaign_ids}
+
+
+def default_floor(control: Control) -> float:
+    return guard_settings(control).defaults["roi"].floor
+
+
 def board_view(control: Control, window_s: int) -> board.BoardView | None:
     engine = control.engine
     key = store_key(engine)
@@ -64,5 +96,6 @@ def board_view(control: Control, window_s: int) -> board.BoardView | None:
         newest = board.latest_bucket(conn)
         if newest is None:
             return None
-        return board.build_board(conn, _aggregates(key), campaigns(control, newest), slots(control, newest),
-                                 newest, control.clock(), window_s)
+        known = campaigns(control, newest)
+        return board.build_board(conn, _aggregates(key), known, slots(control, newest), newest, control.clock(),
+                                 window_s, roi_floors(control, known))

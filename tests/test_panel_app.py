@@ -8,10 +8,8 @@ validation, end to end through the page and checked in the store.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from panel_support import Panel, missing, seeded_control
+from panel_support import Panel, seeded_control
 
 from control import board
 from control.domain import DecidedBy, OverrideField, OverrideStatus
@@ -233,18 +231,44 @@ def test_kill_switch_needs_a_manager_and_a_reason_and_is_audited(store):
     assert metrics  # an override still outranks the kill switch
 
 
-def test_manual_trip_of_one_campaign_goes_through_the_confirmation(store):
+def _force(panel: Panel, campaign_id: str, mode: str, reason: str) -> None:
+    panel.open("guards")
+    panel.at.selectbox(key="gd_campaign").set_value(campaign_id)
+    panel.run().click(f"gd_force_{mode}")
+    panel.at.text_input(key="confirm_reason").input(reason)
+    panel.click("confirm_ok")
+
+
+def _modes(control, campaign_id: str) -> str:
+    with control.engine.connect() as conn:
+        state = repo.load_guard_states(conn).get(campaign_id)
+    return state.mode.value if state else "model"
+
+
+def test_forcing_a_guard_goes_through_the_confirmation_and_needs_a_manager(store):
     control, seeded, _ = store
     target = seeded.campaigns[4]
+    operator = Panel(control).login("operator")
+    _force(operator, target, "pool", "stock-out")
+    assert zh("err.permission", role=zh("role.operator"), action=zh("action.force_guard")) in operator.errors()
+    assert _modes(control, target) == "model"
+
     panel = Panel(control).login("manager").open("guards")
     panel.at.selectbox(key="gd_campaign").set_value(target)
-    panel.run().click("gd_trip")
+    panel.run().click("gd_force_pool")
     panel.click("confirm_cancel")
-    assert target not in control.kill_switch().campaigns
-    panel.click("gd_trip")
-    panel.at.text_input(key="confirm_reason").input("stock-out")
-    panel.click("confirm_ok")
-    assert target in control.kill_switch().campaigns
+    assert _modes(control, target) == "model"
+    _force(panel, target, "pool", "stock-out")
+    assert _modes(control, target) == "forced_pool"
+    panel.open("board")
+    row = [m.value for m in panel.at.markdown if target in m.value]
+    assert not row  # forced to the pool: not an override line
+    with control.engine.connect() as conn:
+        view = board.build_board(conn, board.LiveAggregates(), repo.load_campaigns(conn),
+                                 board.bucket_slots(conn, seeded.last_bucket), seeded.last_bucket, control.clock())
+    assert view.campaigns.set_index("campaign_id").loc[target, "decided_by"] == DecidedBy.RULE_POOL.value
+    _force(panel, target, "auto", "back to normal")
+    assert _modes(control, target) == "model"
 
 
 def test_acknowledging_an_alert_records_who_and_when(store):
@@ -259,20 +283,44 @@ def test_acknowledging_an_alert_records_who_and_when(store):
     assert f"ack_{first}" not in [b.key for b in panel.at.button]
 
 
+BAD_POOL = ('[[rules]]\nrule_id = "base"\naction = "multiplier"\nvalue = 0.8\n\n'
+            '[[rules]]\nrule_id = "crazy"\naction = "fixed_bid"\nvalue = 900.0\ncampaign_id = "nope"\n')
+GOOD_POOL = '[[rules]]\nrule_id = "base"\naction = "multiplier"\nvalue = 0.7\n'
+
+
 def test_rule_pool_validation_errors_name_the_rule_and_the_field(store):
-    if importlib.util.find_spec("guards.rule_pool") is None:
-        missing("guards.rule_pool (the guards helper's validator) is not merged into this branch")
     control, _, _ = store
     panel = Panel(control).login("engineer").open("guards")
-    panel.at.text_area(key="pool_draft").input(
-        '[[rules]]\nrule_id = "base"\naction = "multiplier"\nvalue = 0.8\n\n'
-        '[[rules]]\nrule_id = "crazy"\naction = "fixed_bid"\nvalue = 900.0\ncampaign_id = "nope"\n')
+    panel.at.text_area(key="pool_draft").input(BAD_POOL)
     panel.click("pool_validate")
     errors = " ".join(panel.errors())
     assert "crazy" in errors and "value" in errors and "campaign_id" in errors
     panel.at.text_area(key="pool_draft").input('[[rules]]\nrule_id = "x"\naction = "fixed_bid"\nhour_from = 30\n')
     panel.click("pool_validate")
     assert any("rules[0]" in e and "hour_from" in e for e in panel.errors())
+
+
+def test_rule_pool_publishing_refuses_a_bad_pool_and_activates_a_good_one(store):
+    control, _, _ = store
+    from guards.pool_store import active_version
+
+    operator = Panel(control).login("operator").open("guards")
+    operator.at.text_area(key="pool_draft").input(GOOD_POOL)
+    operator.click("pool_publish")
+    assert zh("err.permission", role=zh("role.operator"), action=zh("action.edit_rule_pool")) in operator.errors()
+
+    engineer = Panel(control).login("engineer").open("guards")
+    engineer.at.text_area(key="pool_draft").input(BAD_POOL)
+    engineer.click("pool_publish")
+    assert any("crazy" in e for e in engineer.errors())
+    with control.engine.connect() as conn:
+        assert active_version(conn).version == 1
+    engineer.at.text_area(key="pool_draft").input(GOOD_POOL)
+    engineer.click("pool_publish")
+    assert zh("gd.pool_published") in engineer.texts()
+    with control.engine.connect() as conn:
+        active = active_version(conn)
+    assert (active.version, active.created_by, active.source) == (3, "engineer", GOOD_POOL)
 
 
 def test_explorer_shows_the_stored_explanation_of_a_decision_and_a_comparison(store):

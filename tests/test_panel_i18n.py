@@ -38,6 +38,7 @@ def test_every_key_the_pages_use_exists():
         "series.": ["predicted", "realised", "rule_pool_predicted"],
         "ex.tab_": ["decision", "compare", "global", "model"],
         "gd.outbox_": ["pending", "delivered", "dead"],
+        "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here

@@ -3,14 +3,17 @@ the manual rule pool, the trip ledger, the alert outbox and response times."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
 from control import board
+from control.domain import InvalidValue
+from guards import pool_store
 from guards.alerts import metrics, outbox
 from panel import data
 from panel.ui import Ctx, attempt, fmt_num, fmt_ts
-from store import schema as s
 
 
 def render(ctx: Ctx) -> None:
@@ -30,8 +33,9 @@ def render(ctx: Ctx) -> None:
         _alerts(ctx)
 
 
-def _ask(kind: str, on: bool, campaign_id: str | None) -> None:
-    st.session_state["confirm"] = {"kind": kind, "on": on, "campaign_id": campaign_id}
+def _ask(kind: str, value: object, campaign_id: str | None) -> None:
+    """Open the confirmation: kind "kill" (value: on/off) or "force" (value: pool / model / auto)."""
+    st.session_state["confirm"] = {"kind": kind, "value": value, "campaign_id": campaign_id}
     st.rerun()
 
 
@@ -56,17 +60,20 @@ def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
 
     @st.dialog(ctx.t("gd.confirm_title"), on_dismiss=_forget_confirm)
     def dialog() -> None:
-        campaign = pending["campaign_id"]
-        what = (ctx.t("gd.ask_global_on") if pending["on"] else ctx.t("gd.ask_global_off")) if campaign is None \
-            else (ctx.t("gd.ask_trip", campaign=campaign) if pending["on"] else ctx.t("gd.ask_release",
-                                                                                     campaign=campaign))
-        st.markdown(what)
+        campaign, value = pending["campaign_id"], pending["value"]
+        if pending["kind"] == "kill":
+            st.markdown(ctx.t("gd.ask_global_on") if value else ctx.t("gd.ask_global_off"))
+        else:
+            st.markdown(ctx.t(f"gd.ask_force_{value}", campaign=campaign))
         reason = st.text_input(ctx.t("gd.reason"), key="confirm_reason")
         c1, c2 = st.columns(2)
         if c1.button(ctx.t("gd.confirm"), key="confirm_ok", type="primary"):
             _forget_confirm()
-            attempt(ctx, lambda: ctx.control.set_kill_switch(ctx.user, pending["on"], reason, campaign),
-                    ctx.t("gd.done"))
+            if pending["kind"] == "kill":
+                act = lambda: ctx.control.set_kill_switch(ctx.user, value, reason)  # noqa: E731
+            else:
+                act = lambda: data.guard_service(ctx.control).force(ctx.user, campaign, value, reason)  # noqa: E731
+            attempt(ctx, act, ctx.t("gd.done"))
         if c2.button(ctx.t("gd.cancel"), key="confirm_cancel"):
             _forget_confirm()
             st.rerun()
@@ -84,26 +91,23 @@ def _states(ctx: Ctx) -> None:
         st.dataframe(pd.DataFrame({
             ctx.t("col.campaign"): states["campaign_id"], ctx.t("gd.guard"): states["guard"],
             ctx.t("col.guard"): states["mode"].map(lambda m: ctx.t(f"guard.{m}")),
-            ctx.t("col.floor"): states["floor"], ctx.t("gd.updated"): states["updated_ts"].map(fmt_ts),
+            ctx.t("gd.updated"): states["updated_ts"].map(fmt_ts),
         }), hide_index=True)
     ids = sorted(campaigns)
     if not ids:
         return
     campaign_id = st.selectbox(ctx.t("ex.campaign"), ids, key="gd_campaign")
-    kill = ctx.control.kill_switch()
     c1, c2, c3 = st.columns(3)
-    if campaign_id in kill.campaigns:
-        if c1.button(ctx.t("gd.release"), key="gd_release"):
-            _ask("kill", False, campaign_id)
-    elif c1.button(ctx.t("gd.trip"), key="gd_trip"):
-        _ask("kill", True, campaign_id)
-    c2.button(ctx.t("gd.force_model"), key="gd_force_model", disabled=True, help=ctx.t("gd.not_wired"))
-    c3.caption(ctx.t("gd.trip_help"))
+    for col, mode in zip((c1, c2, c3), ("pool", "model", "auto"), strict=True):
+        if col.button(ctx.t(f"gd.force_{mode}"), key=f"gd_force_{mode}"):
+            _ask("force", mode, campaign_id)
+    st.caption(ctx.t("gd.trip_help"))
     mine = states[states["campaign_id"] == campaign_id]
-    if len(mine):
-        st.markdown(ctx.t("gd.thresholds"))
-        st.json(mine.iloc[0]["state"], expanded=False)
-        st.caption(ctx.t("gd.thresholds_not_wired"))
+    for row in mine.itertuples():
+        st.json({"guard": row.guard, **(row.state or {})}, expanded=False)
+    st.markdown(ctx.t("gd.thresholds"))
+    st.json(dataclasses.asdict(data.guard_settings(ctx.control).for_campaign("roi", campaign_id)), expanded=False)
+    st.caption(ctx.t("gd.thresholds_not_wired", path=ctx.control.settings.guard_config or "guards/guard_defaults.toml"))
     with ctx.control.engine.connect() as conn:
         history = board.guard_history(conn, campaign_id)
     st.markdown(ctx.t("gd.history"))
@@ -116,49 +120,40 @@ def _states(ctx: Ctx) -> None:
 
 def _rule_pool(ctx: Ctx) -> None:
     with ctx.control.engine.connect() as conn:
-        versions = pd.DataFrame([r._mapping for r in conn.execute(
-            s.rule_pool_versions.select().order_by(s.rule_pool_versions.c.version.desc()))],
-            columns=[c.name for c in s.rule_pool_versions.columns])
-    active = versions[versions["status"] == "active"]
-    source = active.iloc[0]["source"] if len(active) else ""
-    if len(active):
-        st.markdown(ctx.t("gd.pool_active", version=int(active.iloc[0]["version"]),
-                          who=active.iloc[0]["created_by"], ts=fmt_ts(active.iloc[0]["created_ts"])))
+        versions = pool_store.list_versions(conn)
+        active = pool_store.active_version(conn)
+    if active:
+        st.markdown(ctx.t("gd.pool_active", version=active.version, who=active.created_by,
+                          ts=fmt_ts(active.created_ts)))
     else:
         st.warning(ctx.t("gd.pool_none"))
-    draft = st.text_area(ctx.t("gd.pool_editor"), value=source, height=240, key="pool_draft")
-    if st.button(ctx.t("gd.pool_validate"), key="pool_validate"):
-        try:
-            st.session_state["pool_problems"] = _validate_pool(ctx, draft)
-        except ModuleNotFoundError:  # guards.rule_pool not merged into this build yet
-            st.warning(ctx.t("gd.pool_validator_missing"))
+    draft = st.text_area(ctx.t("gd.pool_editor"), value=active.source if active else "", height=240,
+                         key="pool_draft")
+    c1, c2 = st.columns(2)
+    if c1.button(ctx.t("gd.pool_validate"), key="pool_validate"):
+        with ctx.control.engine.connect() as conn:
+            _, problems = pool_store.check_pool(conn, draft, data.pool_bounds(ctx.control))
+        st.session_state["pool_problems"] = [(p.rule_id, p.field, p.value, p.reason) for p in problems]
+    if c2.button(ctx.t("gd.pool_publish"), key="pool_publish", type="primary"):
+        st.session_state.pop("pool_problems", None)
+        attempt(ctx, lambda: _publish(ctx, draft), ctx.t("gd.pool_published"))
     problems = st.session_state.get("pool_problems")
     if problems is not None:
-        if problems:
-            for p in problems:
-                st.error(ctx.t("gd.pool_problem", rule=p[0], field=p[1], value=p[2], reason=p[3]))
-        else:
+        for p in problems:
+            st.error(ctx.t("gd.pool_problem", rule=p[0], field=p[1], value=p[2], reason=p[3]))
+        if not problems:
             st.success(ctx.t("gd.pool_ok"))
-    st.caption(ctx.t("gd.pool_publish_not_wired"))
-    if len(versions):
-        st.dataframe(versions.assign(created_ts=versions["created_ts"].map(fmt_ts))
-                     [["version", "status", "created_by", "created_ts", "error"]], hide_index=True)
+    if versions:
+        st.dataframe(pd.DataFrame([{"version": v.version, "status": v.status, "created_by": v.created_by,
+                                    "created_ts": fmt_ts(v.created_ts), "error": v.error}
+                                   for v in reversed(versions)]), hide_index=True)
 
 
-def _validate_pool(ctx: Ctx, text: str) -> list[tuple[str, str, object, str]]:
-    """Problems as (rule, field, value, reason); the guards' rule pool parser and validator decide."""
-    from guards.rule_pool import load_rule_pool, validate_rule_pool
-
-    from control.domain import InvalidValue
-
-    try:
-        pool = load_rule_pool(text)
-    except InvalidValue as exc:
-        rule, _, field = exc.field.partition(".")
-        return [(rule, field or exc.field, exc.value, exc.reason)]
-    newest = data.latest_bucket(ctx.control)
-    return [(p.rule_id, p.field, p.value, p.reason) for p in validate_rule_pool(
-        pool, sorted(data.campaigns(ctx.control, newest)), sorted(data.packages(ctx.control)))]
+def _publish(ctx: Ctx, text: str) -> None:
+    """Submit the draft: the guards store it as the active version, or as refused with its problems."""
+    version = data.guard_service(ctx.control).submit_rule_pool(ctx.user, text)
+    if version.status != pool_store.ACTIVE:
+        raise InvalidValue("rule_pool", f"v{version.version}", version.error)
 
 
 def _trips(ctx: Ctx) -> None:

@@ -127,13 +127,14 @@ def _roi_chart(ctx: Ctx, view: board.BoardView) -> None:
     lines = alt.Chart(series).mark_line().encode(
         x=alt.X("time:T", title=None), y=alt.Y("roi:Q", title="ROI"),
         color=alt.Color("label:N", title=None))
-    floor = alt.Chart(pd.DataFrame({"roi": [board.DEFAULT_FLOOR]})).mark_rule(strokeDash=[6, 4], color="red") \
+    floor_value = data.default_floor(ctx.control)
+    floor = alt.Chart(pd.DataFrame({"roi": [floor_value]})).mark_rule(strokeDash=[6, 4], color="red") \
         .encode(y="roi:Q")
     trips = view.trips.assign(start=pd.to_datetime(view.trips["start"] + 8 * 3600, unit="s"),
                               end=pd.to_datetime(view.trips["end"] + 8 * 3600, unit="s"))
     shade = alt.Chart(trips).mark_rect(opacity=0.12, color="orange").encode(x="start:T", x2="end:T")
     st.altair_chart(shade + lines + floor, width="stretch")
-    st.caption(ctx.t("board.roi_caption", floor=board.DEFAULT_FLOOR, trips=len(view.trips)))
+    st.caption(ctx.t("board.roi_caption", floor=floor_value, trips=len(view.trips)))
 
 
 def _shadow(ctx: Ctx, view: board.BoardView) -> None:
