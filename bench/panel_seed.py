@@ -130,7 +130,7 @@ def _bucket_decisions(rng: np.random.Generator, ids: list[str], codes: list[str]
         "audience_on": pred_roi >= 1.2, "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": pred_value,
         "pred_roi": pred_roi, "pacing": pacing, "pool_bid": pool_bid, "pool_pred_roi": pred_roi / 0.8 * 0.9,
         "decided_by": np.where(bad, "rule_pool", "model"),
-        "decided_reason": np.where(bad, "guard:tripped", "model"),
+        "decided_reason": np.where(bad, "guard:tripped;rule:base", "model"),
     })
     batch = repo.ExplanationBatch(MODEL_VERSION, np.full(n, base), contributions.astype(np.float32),
                                   values.astype(np.float32))

@@ -334,8 +334,13 @@ def test_explorer_shows_the_stored_explanation_of_a_decision_and_a_comparison(st
     assert {m.label for m in panel.at.metric} >= {zh("ex.served_bid"), zh("ex.model_bid")}
     served = float(next(m.value for m in panel.at.metric if m.label == zh("ex.served_bid")))
     steps = panel.at.dataframe[0].value
-    assert steps[zh("ex.delta")].iloc[:-1].sum() == pytest.approx(served, abs=1e-3)
-    assert zh("decided.rule_pool") in steps[zh("ex.step")].tolist()  # the replacement is its own step
+    assert steps[zh("ex.delta")].sum() == pytest.approx(served, abs=1e-3)
+    assert steps[zh("ex.running")].iloc[-1] == pytest.approx(served, abs=1e-3)
+    assert any(zh("decided.rule_pool") in label for label in steps[zh("ex.step")])  # the replacement is a step
+    for view in ("compare", "global", "model"):
+        panel.at.get("button_group")[0].set_value(view)
+        panel.run()
+    assert panel.at.json
 
 
 def test_audit_page_shows_the_chain_and_offers_csv(store):

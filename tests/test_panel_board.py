@@ -109,30 +109,20 @@ def test_series_shadow_and_trip_periods(store):
     assert view.trips[["campaign_id", "end"]].values.tolist() == [[seeded.tripped[0], seeded.last_bucket]]
 
 
-def test_waterfall_adds_up_to_the_served_bid_and_shows_the_replacement(store):
+def test_explorer_queries_find_the_slot_decision_at_a_time(store):
     control, seeded, _ = store
+    c, p = seeded.tripped[0], seeded.packages[0]
     with control.engine.connect() as conn:
-        tripped = explorer.load_decision(conn, explorer.find_decision_id(
-            conn, seeded.tripped[0], seeded.packages[0], seeded.last_bucket))
-        model = explorer.load_decision(conn, explorer.find_decision_id(
-            conn, seeded.campaigns[1], seeded.packages[0], seeded.last_bucket))
-        earlier = explorer.load_decision(conn, explorer.find_decision_id(
-            conn, seeded.campaigns[1], seeded.packages[0], seeded.last_bucket - seeded.bucket_s))
-    for d in (tripped, model):
-        steps = explorer.bid_waterfall(d, 2.0)
-        assert steps["delta"].iloc[:-1].sum() == pytest.approx(d.decision["bid"], abs=1e-6)
-        assert steps["end"].iloc[-2] == pytest.approx(d.decision["bid"], abs=1e-6)
-    assert "rule_pool" in explorer.bid_waterfall(tripped, 2.0)["step"].tolist()
-    assert "rule_pool" not in explorer.bid_waterfall(model, 2.0)["step"].tolist()
-    diff = explorer.compare_decisions(earlier, model, 2.0, top=100)
-    assert diff["change"].sum() == pytest.approx(model.decision["bid"] - earlier.decision["bid"], abs=1e-6)
-
-
-def test_global_drivers_find_the_incident_driver(store):
-    control, seeded, _ = store
-    with control.engine.connect() as conn:
-        long, names = explorer.window_explanations(conn, seeded.last_bucket - 3600, seeded.last_bucket,
-                                                   seeded.tripped[0])
-    drivers = explorer.global_drivers(long)
-    assert drivers["feature"].iloc[0] == "competitor_bid" and drivers["mean"].iloc[0] < 0
-    assert len(names) == 8
+        buckets = explorer.slot_buckets(conn, c, p)
+        at_last = explorer.find_decision_id(conn, c, p, seeded.last_bucket)
+        between = explorer.find_decision_id(conn, c, p, seeded.last_bucket - 1)
+        before_any = explorer.find_decision_id(conn, c, p, seeded.first_bucket - 1)
+        version, meta = explorer.decision_model(conn, at_last)
+    assert buckets == sorted(buckets, reverse=True) and buckets[0] == seeded.last_bucket
+    assert len(buckets) == (seeded.last_bucket - seeded.first_bucket) // seeded.bucket_s + 1
+    rows = _sql(control, "SELECT decision_id, bucket_ts FROM decisions WHERE campaign_id = :c AND "
+                         "audience_package = :p", c=c, p=p).set_index("bucket_ts")["decision_id"]
+    assert at_last == rows[seeded.last_bucket]
+    assert between == rows[seeded.last_bucket - seeded.bucket_s]
+    assert before_any is None
+    assert version == meta["model_version"] and len(meta["meta"]["features"]) == 8

@@ -11,6 +11,8 @@ import streamlit as st
 
 from control import board, explorer
 from control.domain import OverrideField, OverrideStatus
+from explain import reasons
+from explain.store import decision_breakdown
 from panel import data
 from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts
 from store import repo
@@ -64,17 +66,13 @@ def _model_side(ctx: Ctx, scope: pd.DataFrame, campaign_id: str, package: str | 
         return
     with ctx.control.engine.connect() as conn:
         decision_id = explorer.find_decision_id(conn, campaign_id, pick, newest)
-        stored = explorer.load_decision(conn, decision_id) if decision_id else None
-    if stored is None or stored.base_value is None:
+        breakdown = decision_breakdown(conn, decision_id) if decision_id else None
+    if breakdown is None:
         st.caption(ctx.t("ex.no_explanation"))
         return
-    target_roi = data.campaigns(ctx.control, newest)[campaign_id].target_roi
-    steps = explorer.bid_waterfall(stored, target_roi)
-    top = steps[steps["step"] == "feature"].head(3)
-    labels = dict(zip(stored.features, stored.labels_zh if ctx.lang == "zh" else stored.labels_en, strict=True))
     st.caption(ctx.t("ov.why", package=pick))
-    for r in top.itertuples():
-        st.markdown(f"- {labels.get(r.name, r.name)}: {r.delta:+.3f}")
+    for line in reasons.bid_reasons(breakdown.steps, breakdown.features, ctx.lang):
+        st.markdown(f"- {line}")
 
 
 def _load(ctx: Ctx, ids: list[int]) -> list:
