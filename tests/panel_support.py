@@ -41,7 +41,7 @@ def seeded_control(tmp_path, **sizes) -> tuple[Control, object, Clock]:
     engine = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
     n_buckets = sizes.get("n_buckets", 24)
     clock = Clock(PROMOTION_START + n_buckets * 300)
-    control = Control(engine, clock, Settings())
+    control = Control(engine, clock, Settings(data_dir=str(tmp_path)))
     seeded = seed_store(control, **sizes)
     return control, seeded, clock
 

@@ -349,3 +349,32 @@ def test_audit_page_shows_the_chain_and_offers_csv(store):
     n = control.verify_audit().entries
     assert zh("au.chain_ok", n=n) in panel.texts()
     assert panel.at.get("download_button")
+
+
+@pytest.mark.slow
+def test_stress_test_runs_in_the_background_and_shows_the_report(store):
+    control, _, _ = store
+    panel = Panel(control).login("engineer").open("stress")
+    panel.at.number_input(key="st_minutes").set_value(60)
+    panel.click("st_run")
+    job = panel.at.session_state["stress_job"]
+    assert job.started_by == "engineer" and job.minutes == 60
+    job.thread.join(timeout=300)
+    assert job.phase == "done", job.error
+    panel.run()
+    assert set(job.report["arms"]) == {"model", "rule_pool", "guarded"}
+    text = panel.texts()
+    assert zh("st.report", scenario="818", seed=818) in text
+    arms = panel.at.dataframe[0].value
+    assert list(arms[zh("st.arm")]) == ["model", "rule_pool", "guarded"]
+
+
+def test_starting_a_stress_test_is_refused_by_the_core_for_an_operator(store):
+    from control.permissions import PermissionDenied
+    from control.stress_jobs import start_stress
+    from sim.scenario import load_scenario
+
+    control, _, _ = store
+    operator = next(u for u in control.users() if u.username == "operator")
+    with pytest.raises(PermissionDenied):
+        start_stress(operator, load_scenario("818"), seed=1, minutes=60, data_dir=control.settings.data_dir)

@@ -39,6 +39,8 @@ def test_every_key_the_pages_use_exists():
         "ex.tab_": ["decision", "compare", "global", "model"],
         "gd.outbox_": ["pending", "delivered", "dead"],
         "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
+        "st.source_": ["shipped", "upload"], "st.variant_": ["scenario", "roi", "gmv"],
+        "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
