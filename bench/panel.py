@@ -39,6 +39,19 @@ def _script(control, session_clock):
     main(control=control, session_clock=session_clock)
 
 
+def _session(control: Control, username: str):
+    """An AppTest session of the panel with `username` logged in; the board's first run not yet made."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_script, kwargs={"control": control, "session_clock": time.time},
+                               default_timeout=600)
+    at.run()
+    at.text_input(key="login_username").input(username)
+    at.text_input(key="login_password").input(PASSWORD)
+    at.get("form_submit_button")[0].click()
+    return at
+
+
 def _median_ms(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -88,16 +101,9 @@ def _board_queries(control: Control, aggregates: board.LiveAggregates, campaigns
 
 @benchmark("panel.live_board")
 def bench_live_board(ctx: BenchContext) -> list[BenchResult]:
-    from streamlit.testing.v1 import AppTest
-
     control, seeded, clock, seed_s = _store(ctx)
     rng = np.random.default_rng(11)
-    at = AppTest.from_function(_script, kwargs={"control": control, "session_clock": time.time},
-                               default_timeout=600)
-    at.run()
-    at.text_input(key="login_username").input("operator")
-    at.text_input(key="login_password").input(PASSWORD)
-    at.get("form_submit_button")[0].click()
+    at = _session(control, "operator")
     start = time.perf_counter()
     at.run()  # first board: builds the day's aggregates
     cold_ms = (time.perf_counter() - start) * 1000
@@ -140,15 +146,8 @@ def bench_live_board(ctx: BenchContext) -> list[BenchResult]:
 
 @benchmark("panel.explorer")
 def bench_explorer(ctx: BenchContext) -> list[BenchResult]:
-    from streamlit.testing.v1 import AppTest
-
     control, seeded, _, _ = _store(ctx)
-    at = AppTest.from_function(_script, kwargs={"control": control, "session_clock": time.time},
-                               default_timeout=600)
-    at.run()
-    at.text_input(key="login_username").input("engineer")
-    at.text_input(key="login_password").input(PASSWORD)
-    at.get("form_submit_button")[0].click()
+    at = _session(control, "engineer")
     at.run()
     at.session_state["explore_campaign"] = seeded.tripped[0]
     at.session_state["goto"] = "explorer"

@@ -98,3 +98,12 @@ def goto(page: str, **state) -> None:
     st.session_state.update(state)
     st.session_state["goto"] = page
     st.rerun(scope="app")
+
+
+def page_start(ctx: Ctx, page: str, newest: int | None) -> bool:
+    """The page's header; False (and says so) when the store has no decisions yet."""
+    st.header(ctx.t(f"page.{page}"))
+    if newest is None:
+        st.info(ctx.t("app.no_data"))
+        return False
+    return True

@@ -122,6 +122,14 @@ def _propose_bid(panel: Panel, campaign_id: str, value: float, reason: str = "co
     panel.click("ov_submit")
 
 
+def _proposal_by(control, username: str, campaign_id: str) -> tuple[Panel, object]:
+    """`username` proposes the model's own bid for the campaign; the panel and the stored proposal."""
+    panel = Panel(control).login(username)
+    _propose_bid(panel, campaign_id, round(_model_bid(control, campaign_id), 3))
+    [proposal] = control.overrides([OverrideStatus.PROPOSED])
+    return panel, proposal
+
+
 def _model_bid(control, campaign_id: str) -> float:
     with control.engine.connect() as conn:
         return control.latest_model_bid(conn, repo.OverrideScope(campaign_id))
@@ -168,10 +176,7 @@ def test_out_of_bounds_proposal_is_refused_with_field_and_bound(store):
 
 def test_self_approval_is_refused_by_the_core_and_the_page_says_why(store):
     control, seeded, _ = store
-    target = seeded.campaigns[2]
-    panel = Panel(control).login("manager")
-    _propose_bid(panel, target, round(_model_bid(control, target), 3))
-    [proposal] = control.overrides([OverrideStatus.PROPOSED])
+    panel, proposal = _proposal_by(control, "manager", seeded.campaigns[2])
     panel.open("overrides").click(f"ov_approve_{proposal.override_id}")
     assert any(zh("err.four_eyes", detail="").strip() in e for e in panel.errors())
     assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
@@ -179,10 +184,7 @@ def test_self_approval_is_refused_by_the_core_and_the_page_says_why(store):
 
 def test_operator_cannot_approve_the_core_refuses_and_names_the_action(store):
     control, seeded, _ = store
-    target = seeded.campaigns[2]
-    panel = Panel(control).login("operator2")
-    _propose_bid(panel, target, round(_model_bid(control, target), 3))
-    [proposal] = control.overrides([OverrideStatus.PROPOSED])
+    panel, proposal = _proposal_by(control, "operator2", seeded.campaigns[2])
     panel.logout().login("operator").open("overrides").click(f"ov_approve_{proposal.override_id}")
     assert zh("err.permission", role=zh("role.operator"), action=zh("action.approve_override")) in panel.errors()
     assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
@@ -190,10 +192,7 @@ def test_operator_cannot_approve_the_core_refuses_and_names_the_action(store):
 
 def test_a_change_by_someone_else_first_is_shown_as_a_conflict(store):
     control, seeded, _ = store
-    target = seeded.campaigns[3]
-    panel = Panel(control).login("operator")
-    _propose_bid(panel, target, round(_model_bid(control, target), 3))
-    [proposal] = control.overrides([OverrideStatus.PROPOSED])
+    _, proposal = _proposal_by(control, "operator", seeded.campaigns[3])
     manager = Panel(control).login("manager").open("overrides")  # sees version 1
     other = next(u for u in control.users() if u.username == "manager2")
     control.reject_override(other, proposal.override_id, proposal.version, "not now")

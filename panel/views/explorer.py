@@ -15,17 +15,15 @@ from explain import analysis, charts, reasons
 from explain.bid_units import steps_frame
 from explain.store import decision_breakdown, load_window
 from panel import data
-from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts
+from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, page_start
 
 WINDOWS_MIN = (60, 180, 1440)
 VIEWS = ("decision", "compare", "global", "model")
 
 
 def render(ctx: Ctx) -> None:
-    st.header(ctx.t("page.explorer"))
     newest = data.latest_bucket(ctx.control)
-    if newest is None:
-        st.info(ctx.t("app.no_data"))
+    if not page_start(ctx, "explorer", newest):
         return
     campaigns = data.campaigns(ctx.control, newest)
     packages = data.packages(ctx.control)

@@ -14,7 +14,7 @@ from control.domain import OverrideField, OverrideStatus
 from explain import reasons
 from explain.store import decision_breakdown
 from panel import data
-from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts
+from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts, page_start
 from store import repo
 
 ALL_PACKAGES = "*"
@@ -34,10 +34,8 @@ def _stale(section: str, current: list) -> list:
 
 
 def render(ctx: Ctx) -> None:
-    st.header(ctx.t("page.overrides"))
     newest = data.latest_bucket(ctx.control)
-    if newest is None:
-        st.info(ctx.t("app.no_data"))
+    if not page_start(ctx, "overrides", newest):
         return
     slots = data.slots(ctx.control, newest)
     queue = ctx.control.overrides([OverrideStatus.PROPOSED])
