@@ -32,8 +32,9 @@ def _slots(key: str, bucket: int, _engine: Engine) -> pd.DataFrame:
         return board.bucket_slots(conn, bucket)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _campaigns(key: str, bucket: int | None, _engine: Engine) -> dict[str, Campaign]:
+@st.cache_data(ttl=60, max_entries=8, show_spinner=False)
+def _campaigns(key: str, _engine: Engine) -> dict[str, Campaign]:
+    """Campaigns change rarely (a new one shows within a minute); reloading 1,000 on every bucket is not free."""
     with _engine.connect() as conn:
         return repo.load_campaigns(conn)
 
@@ -53,8 +54,8 @@ def slots(control: Control, bucket: int) -> pd.DataFrame:
     return _slots(store_key(control.engine), bucket, control.engine)
 
 
-def campaigns(control: Control, bucket: int | None = None) -> dict[str, Campaign]:
-    return _campaigns(store_key(control.engine), bucket, control.engine)
+def campaigns(control: Control) -> dict[str, Campaign]:
+    return _campaigns(store_key(control.engine), control.engine)
 
 
 def packages(control: Control) -> dict[str, tuple[str, str]]:
@@ -96,6 +97,6 @@ def board_view(control: Control, window_s: int) -> board.BoardView | None:
         newest = board.latest_bucket(conn)
         if newest is None:
             return None
-        known = campaigns(control, newest)
+        known = campaigns(control)
         return board.build_board(conn, _aggregates(key), known, slots(control, newest), newest, control.clock(),
                                  window_s, roi_floors(control, known))

@@ -25,7 +25,7 @@ def render(ctx: Ctx) -> None:
     newest = data.latest_bucket(ctx.control)
     if not page_start(ctx, "explorer", newest):
         return
-    campaigns = data.campaigns(ctx.control, newest)
+    campaigns = data.campaigns(ctx.control)
     packages = data.packages(ctx.control)
     ids = sorted(campaigns)
     wanted = st.session_state.get("explore_campaign")

@@ -84,7 +84,7 @@ def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
 def _states(ctx: Ctx) -> None:
     with ctx.control.engine.connect() as conn:
         states = board.guard_table(conn)
-    campaigns = data.campaigns(ctx.control, data.latest_bucket(ctx.control))
+    campaigns = data.campaigns(ctx.control)
     if states.empty:
         st.caption(ctx.t("gd.no_states"))
     else:

@@ -79,7 +79,7 @@ def _load(ctx: Ctx, ids: list[int]) -> list:
 
 
 def _propose(ctx: Ctx, slots: pd.DataFrame, newest: int) -> None:
-    campaigns = data.campaigns(ctx.control, newest)
+    campaigns = data.campaigns(ctx.control)
     packages = data.packages(ctx.control)
     left, right = st.columns([3, 2])
     with left:
@@ -161,7 +161,7 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
     if not queue:
         st.caption(ctx.t("ov.queue_empty"))
         return
-    campaigns = data.campaigns(ctx.control, newest)
+    campaigns = data.campaigns(ctx.control)
     packages = data.packages(ctx.control)
     for o in queue:
         with st.container(border=True):
