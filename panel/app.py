@@ -121,6 +121,7 @@ def main(control: Control | None = None, session_clock: Callable[[], float] = ti
     st.set_page_config(page_title="BidLens", page_icon=":material/visibility:", layout="wide")
     if control is None:
         control = _default_control()
+    data.warm(control)
     _language_switch()
     user = st.session_state.get("user")
     if user is None:
