@@ -41,11 +41,49 @@ def cmd_stress(args) -> int:
         if factory is None and args.guard == "on":
             return fail("--guard on: no guard driver is installed (guards.sim_driver.make_guard_driver)")
         driver = factory(scenario, kit.catalog) if factory else None
-    report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver,
-                        with_baselines=args.guard != "on")
+    arms = () if args.guard == "on" else ("model", "rule_pool")
+    report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver, arms=arms,
+                        minutes=args.minutes)
     out = Path(args.out or Path(settings.data_dir) / "reports" / f"stress-{scenario.name}-{args.seed}")
     paths = write_report(report, out)
     emit(args, report, _stress_text(report, paths))
+    return 0
+
+
+def _replay_text(data: dict) -> str:
+    o = data["overall"]
+    lines = [f"replay of {data['logfile']} with bidder {data['bidder']} (win rule {data['win_rule']}, "
+             f"episodes by {data['episode_by']})",
+             f"  auctions {o['auctions']:,}  impressions {o['impressions']:,}  clicks {o['clicks']:,}  "
+             f"conversions {o['conversions']:,}",
+             f"  cost {o['cost']:,.2f}  value {o['value']:,.2f}  ROI {o['roi']}  win rate {o['win_rate']}  "
+             f"CPM {o['cpm']}  eCPC {o['ecpc']}"]
+    episodes = data["episodes"]
+    for e in episodes[:10]:
+        lines.append(f"  episode {e['episode']}: auctions {e['auctions']:,}  impressions {e['impressions']:,}  "
+                     f"cost {e['cost']:,.2f}  value {e['value']:,.2f}  ROI {e['roi']}")
+    if len(episodes) > 10:
+        lines.append(f"  ... {len(episodes) - 10} more episodes (--json lists them all)")
+    return "\n".join(lines)
+
+
+def cmd_replay(args) -> int:
+    import sys
+
+    from sim.replay import ReplayConfig, replay, resolve_bidder
+
+    sys.path.insert(0, str(Path.cwd()))  # so a user's module:function next to the log imports
+    try:
+        bidder = resolve_bidder(args.bidder, base_bid=args.base_bid, avg_ctr=args.avg_ctr,
+                                data_dir=load_settings().data_dir)
+        config = ReplayConfig(budget_per_episode=args.budget_per_episode, episode_size=args.episode_size,
+                              episode_by=args.episode_by, max_bid=args.max_bid, win_rule=args.win_rule)
+        result = replay(args.logfile, bidder, config)
+    except InvalidValue as exc:
+        return fail(str(exc))
+    data = {"logfile": args.logfile, "bidder": args.bidder, "win_rule": args.win_rule,
+            "budget_per_episode": args.budget_per_episode, "max_bid": args.max_bid, **result.as_json()}
+    emit(args, data, _replay_text(data))
     return 0
 
 
@@ -57,6 +95,23 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--guard", choices=("on", "off", "both"), default="both",
                    help="on: guarded arm only; off: model and rule pool arms; both (default): all that exist")
+    p.add_argument("--minutes", type=int, default=1440, choices=range(1, 1441), metavar="1..1440",
+                   help="play only the first N minutes of the day (quick checks; default the whole day)")
     p.add_argument("--out", help="folder for report.json, CSVs and report.html (default DATA_DIR/reports/...)")
     add_json_flag(p)
     p.set_defaults(func=cmd_stress)
+
+    r = sub.add_parser("replay", help="replay a logged auction file (CSV or Parquet) against a bidder")
+    r.add_argument("logfile", help="one row per auction: market_price, click[, conversions, value, timestamp, pctr, ...]")
+    r.add_argument("--bidder", default="constant",
+                   help="constant | linear | reference | module:function (gets a DataFrame batch, returns bids)")
+    r.add_argument("--base-bid", type=float, default=1.0, help="constant and linear bidders' base bid, yuan")
+    r.add_argument("--avg-ctr", type=float, help="linear bidder's average CTR (default: the first batch's mean pctr)")
+    r.add_argument("--budget-per-episode", type=float, help="budget per episode, yuan (default: unlimited)")
+    r.add_argument("--episode-size", type=int, help="auctions per episode")
+    r.add_argument("--episode-by", choices=("auto", "auctions", "hour", "day", "none"), default="auto",
+                   help="auto: auctions when --episode-size is given, else day when the log has timestamps")
+    r.add_argument("--max-bid", type=float, help="no bid above this, yuan")
+    r.add_argument("--win-rule", choices=("ge", "gt"), default="ge", help="win when bid >= price (ge) or > (gt)")
+    add_json_flag(r)
+    r.set_defaults(func=cmd_replay)

@@ -93,6 +93,77 @@ def _max_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Feeds:
+    """The aggregated inputs with campaigns as integer codes (position in the campaign list).
+
+    Decisions and outcomes: one entry per campaign x bucket (sums); features: one per campaign.
+    """
+
+    d_codes: np.ndarray
+    d_bucket: np.ndarray
+    w: np.ndarray
+    roi_w: np.ndarray
+    pool_w: np.ndarray
+    pool_n: np.ndarray
+    o_codes: np.ndarray
+    o_bucket: np.ndarray
+    spend: np.ndarray
+    orders: np.ndarray
+    gmv: np.ndarray
+    last_known: np.ndarray
+    features: dict[str, np.ndarray]  # FEATURE_COLUMNS -> (n,)
+
+
+def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config: ObserveConfig,
+                  lookback: int) -> dict[str, np.ndarray]:
+    """Every observation column (OBSERVATION_COLUMNS but campaign_id) for n campaigns, vectorised."""
+    n = len(avg_order_value)
+    d_codes, d_bucket = feeds.d_codes, feeds.d_bucket
+    latest = _max_by(d_codes, n, d_bucket)
+    latest_row = np.append(latest, np.nan)[d_codes]  # -1 (unknown campaign) reads the NaN
+    in_pred = d_bucket > latest_row - config.pred_window_s
+    w_sum = _sum_by(d_codes, n, feeds.w * in_pred)
+    roi_sum = _sum_by(d_codes, n, feeds.roi_w * in_pred)
+    pool_sum = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_w) * in_pred)
+    pool_n = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_n) * in_pred)
+
+    o_codes, o_bucket, spend = feeds.o_codes, feeds.o_bucket, feeds.spend
+    watermark = min(now_ts, int(feeds.last_known.max())) if len(feeds.last_known) else now_ts
+    age = watermark - o_bucket
+    share = lag_share(age, config)
+    mature = (age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)
+    realised_spend = _sum_by(o_codes, n, spend * share * mature)
+    realised_gmv = _sum_by(o_codes, n, feeds.gmv * mature)
+    realised_orders = _sum_by(o_codes, n, feeds.orders * mature)
+    recent = o_bucket > watermark - config.spend_window_s
+    spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
+    last_outcome = _max_by(o_codes, n, feeds.last_known)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
+        pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
+        realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
+
+    # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
+    has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
+    oldest = np.fmin(np.where(np.isnan(latest), now_ts - lookback, latest),
+                     np.where(np.isnan(last_outcome), now_ts - lookback, last_outcome))
+    return {
+        "latest_bucket_ts": latest,
+        "pred_roi": pred_roi,
+        "pred_spend": spend_rate * config.pred_window_s,
+        "spend_per_hour": spend_rate * 3600,
+        "pool_pred_roi": pool_pred_roi,
+        "realised_roi": realised_roi,
+        "realised_spend": realised_spend,
+        "realised_orders": realised_orders,
+        "avg_order_value": np.asarray(avg_order_value, dtype=np.float64),
+        "data_age_s": np.where(has_any, now_ts - oldest, np.nan),
+        "day_elapsed_s": np.full(n, (now_ts + config.tz_offset_s) % DAY_S, dtype=np.int64),
+        **{c: feeds.features.get(c, np.full(n, np.nan)) for c in FEATURE_COLUMNS},
+    }
+
+
 def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFrame,
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
@@ -103,76 +174,37 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
     campaigns: campaign_id, avg_order_value
     """
     index = pd.Index(campaigns["campaign_id"].array)
-    n = len(index)
-
-    d_codes = _codes(decisions, index)
-    d_bucket = decisions["bucket_ts"].to_numpy(dtype=np.int64)
-    latest = _max_by(d_codes, n, d_bucket)
-    latest_row = np.append(latest, np.nan)[d_codes]  # -1 (unknown campaign) reads the NaN
-    in_pred = d_bucket > latest_row - config.pred_window_s
-    w = decisions["w"].to_numpy(dtype=np.float64) * in_pred
-    w_sum = _sum_by(d_codes, n, w)
-    roi_sum = _sum_by(d_codes, n, decisions["roi_w"].to_numpy(dtype=np.float64) * in_pred)
-    pool_sum = _sum_by(d_codes, n, np.nan_to_num(decisions["pool_w"].to_numpy(dtype=np.float64)) * in_pred)
-    pool_n = _sum_by(d_codes, n, np.nan_to_num(decisions["pool_n"].to_numpy(dtype=np.float64)) * in_pred)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
-        pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
-
-    o_codes = _codes(outcomes, index)
-    o_bucket = outcomes["bucket_ts"].to_numpy(dtype=np.int64)
-    spend = outcomes["spend"].to_numpy(dtype=np.float64)
-    last_known = outcomes["last_known_ts"].to_numpy(dtype=np.int64)
-    watermark = min(now_ts, int(last_known.max())) if len(last_known) else now_ts
-    age = watermark - o_bucket
-    share = lag_share(age, config)
-    mature = (age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)
-    realised_spend = _sum_by(o_codes, n, spend * share * mature)
-    realised_gmv = _sum_by(o_codes, n, outcomes["gmv"].to_numpy(dtype=np.float64) * mature)
-    realised_orders = _sum_by(o_codes, n, outcomes["orders"].to_numpy(dtype=np.float64) * mature)
-    recent = o_bucket > watermark - config.spend_window_s
-    spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
-    last_outcome = _max_by(o_codes, n, last_known)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
-
-    # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
-    has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
-    oldest = np.fmin(np.where(np.isnan(latest), now_ts - lookback, latest),
-                     np.where(np.isnan(last_outcome), now_ts - lookback, last_outcome))
-    data_age = np.where(has_any, now_ts - oldest, np.nan)
-
     feat = features.groupby("campaign_id", sort=False)[list(FEATURE_COLUMNS)].max() if len(features) else None
-    feature_cols = {c: (feat[c].reindex(index).to_numpy(dtype=np.float64) if feat is not None
-                        else np.full(n, np.nan)) for c in FEATURE_COLUMNS}
-    aov = campaigns["avg_order_value"].to_numpy(dtype=np.float64)
 
-    return pd.DataFrame({
-        "campaign_id": index.to_numpy(),
-        "latest_bucket_ts": latest,
-        "pred_roi": pred_roi,
-        "pred_spend": spend_rate * config.pred_window_s,
-        "spend_per_hour": spend_rate * 3600,
-        "pool_pred_roi": pool_pred_roi,
-        "realised_roi": realised_roi,
-        "realised_spend": realised_spend,
-        "realised_orders": realised_orders,
-        "avg_order_value": aov,
-        "data_age_s": data_age,
-        "day_elapsed_s": np.full(n, (now_ts + config.tz_offset_s) % DAY_S, dtype=np.int64),
-        **feature_cols,
-    }, index=index)
+    def col(frame: pd.DataFrame, name: str, dtype=np.float64) -> np.ndarray:
+        return frame[name].to_numpy(dtype=dtype)
+
+    feeds = Feeds(
+        _codes(decisions, index), col(decisions, "bucket_ts", np.int64), col(decisions, "w"),
+        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
+        _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
+        col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "last_known_ts"),
+        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
+    columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
+                            lookback)
+    return pd.DataFrame({"campaign_id": index.to_numpy(), **columns}, index=index)
 
 
 def observations(frame: pd.DataFrame) -> list[Observation]:
-    """Rows of `observe`'s frame as Observation values (NaN ages and buckets become None)."""
+    """Rows of `observe`'s frame as Observation values."""
+    return observations_from(frame["campaign_id"].tolist(),
+                             {c: frame[c].to_numpy() for c in OBSERVATION_COLUMNS[1:]})
+
+
+def observations_from(campaign_ids: list[str], columns: dict[str, np.ndarray]) -> list[Observation]:
+    """Observation values from observe_feeds' columns (NaN ages and buckets become None)."""
+    lists = [columns[c].tolist() for c in OBSERVATION_COLUMNS[1:]]
+    whole = [OBSERVATION_COLUMNS.index(c) - 1 for c in ("latest_bucket_ts", "data_age_s")]
     out = []
-    for row in frame.itertuples(index=False):
-        values = row._asdict()
-        for key in ("latest_bucket_ts", "data_age_s"):
-            v = values[key]
-            values[key] = None if v != v else int(v)
-        out.append(Observation(**values))
+    for cid, *values in zip(campaign_ids, *lists, strict=True):
+        for i in whole:
+            values[i] = None if values[i] != values[i] else int(values[i])
+        out.append(Observation(cid, *values))
     return out
 
 

@@ -22,7 +22,7 @@ trip. loss_avoided = guarded profit - model profit, same seed: exact, not estima
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +57,8 @@ class ArmRun:
 
 def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
             pool: RulePool, *, kill_switch: KillSwitch = NO_KILL, guard_driver: GuardDriver | None = None,
-            on_bucket: Callable[[BucketResult], None] | None = None) -> ArmRun:
+            on_bucket: Callable[[BucketResult], None] | None = None, minutes: int = MINUTES_PER_DAY) -> ArmRun:
+    """Play `minutes` buckets of the day (all of it by default) for one arm."""
     sim = Simulation(scenario, seed, bidders, history, pool=pool)
     C = sim.C
     spend, gmv = np.zeros((C, MINUTES_PER_DAY)), np.zeros((C, MINUTES_PER_DAY))
@@ -65,7 +66,7 @@ def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], histor
     trips: list[tuple[str, int]] = []
     tripped: set[str] = set()
     last = None
-    while not sim.done:
+    while sim.minute < minutes:
         guards = {}
         if guard_driver is not None:
             guards = dict(guard_driver.guard_states(DAY_START_TS + sim.minute * BUCKET_SECONDS, last))
@@ -125,25 +126,32 @@ def true_roi_crossings(run: ArmRun, floor: float, window: int = TRUE_ROI_WINDOW)
 
 
 def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
-               *, guard_driver: GuardDriver | None = None, with_baselines: bool = True) -> dict:
-    """The stress report (the JSON contract in docs/SIMULATOR.md)."""
-    runs: dict[str, ArmRun] = {}
-    if with_baselines:
-        runs["model"] = run_arm(scenario, seed, bidders, history, pool)
-        runs["rule_pool"] = run_arm(scenario, seed, bidders, history, pool, kill_switch=KillSwitch(global_on=True))
+               *, guard_driver: GuardDriver | None = None, arms: Sequence[str] = ("model", "rule_pool"),
+               minutes: int = MINUTES_PER_DAY) -> dict:
+    """The stress report (the JSON contract in docs/SIMULATOR.md) for the baseline `arms` asked
+    for, plus the guarded arm when a guard driver is given. `minutes` < 1440 plays only the
+    start of the day (for quick checks; the shipped commands always play it all)."""
+    unknown = set(arms) - {"model", "rule_pool"}
+    if unknown:
+        raise ValueError(f"unknown arm(s) {sorted(unknown)}: the baselines are model and rule_pool")
+    kill = {"model": NO_KILL, "rule_pool": KillSwitch(global_on=True)}
+    runs: dict[str, ArmRun] = {name: run_arm(scenario, seed, bidders, history, pool, kill_switch=kill[name],
+                                             minutes=minutes)
+                               for name in ("model", "rule_pool") if name in arms}
     if guard_driver is not None:
-        runs["guarded"] = run_arm(scenario, seed, bidders, history, pool, guard_driver=guard_driver)
+        runs["guarded"] = run_arm(scenario, seed, bidders, history, pool, guard_driver=guard_driver,
+                                  minutes=minutes)
     campaigns = build_catalog(scenario.world.campaigns, scenario.world.catalog_seed).campaigns
     ids = tuple(c.campaign_id for c in campaigns)
     margin = np.array([c.gross_margin for c in campaigns])
     floor = scenario.bidder.floor_roi
     report = {
-        "scenario": scenario.name, "seed": seed, "floor_roi": floor,
+        "scenario": scenario.name, "seed": seed, "floor_roi": floor, "minutes": minutes,
         "arms": {name: arm_summary(run, margin, ids, floor) for name, run in runs.items()},
         "trips": [], "false_trips": 0, "loss_avoided": None,
     }
     if "guarded" in runs:
-        reference = runs.get("model") or run_arm(scenario, seed, bidders, history, pool)
+        reference = runs.get("model") or run_arm(scenario, seed, bidders, history, pool, minutes=minutes)
         crossings = true_roi_crossings(reference, floor)
         index = {cid: i for i, cid in enumerate(ids)}
         trips = []
