@@ -1,0 +1,244 @@
+"""Decisions in bid units: steps that add up exactly to what was served.
+
+The bid model predicts value per click (yuan of GMV per click) and the bidder
+bids
+
+    bid = clip(pred_value / target_roi * pacing, min_bid, max_bid)
+
+A path-dependent SHAP explanation splits pred_value into base + sum(phi_i)
+(yuan of value per click). `decompose_bid` turns that into steps in yuan per
+click of bid, in serving order, whose running total ends at the served bid:
+
+    base       base / target_roi                 (the model's average bid at pacing 1)
+    feature i  phi_i / target_roi                (one step per feature)
+    rounding   (pred_value - base - sum phi) / target_roi   (float32 storage; ~1e-7)
+    pacing     unpaced * (pacing - 1)            (unpaced = pred_value / target_roi)
+    cap        clip(paced) - paced               (min-bid floor or max-bid cap)
+    rule_pool / override   served - model_bid   (when the served bid did not come from the model)
+
+With `pacing_as_step=False` the pacing multiplier is folded into base and
+features (phi_i / target_roi * pacing) and there is no pacing step; the sum is
+the same. Steps sum to the served bid to float rounding (well under 1e-6 yuan).
+
+Budget-share and audience on/off decisions are driven by the predicted ROI;
+`decompose_roi_decision` splits pred_roi into the same base + feature steps in
+ROI units (pred_roi is value per click over cost per click, so each yuan of value
+per click is worth pred_roi / pred_value of ROI) and ends with the comparison
+against the floor or allocation reference that made the decision.
+
+Pure functions; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from control.domain import DecidedBy, InvalidValue, require_finite
+from explain.artifacts import FeatureSpec
+
+STEP_KINDS = ("base", "feature", "rounding", "pacing", "cap", "rule_pool", "override", "threshold")
+# A stored explanation that misses the decision's pred_value by more than this (relative)
+# belongs to another model or another row: refuse rather than show a wrong waterfall.
+MISMATCH_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    kind: str            # one of STEP_KINDS
+    name: str            # feature name, rule id, override ids, or the kind
+    label_zh: str
+    label_en: str
+    value: float         # what this step adds (yuan per click of bid, or ROI units)
+    total: float         # running total after this step
+    feature_value: float | None = None
+
+    def label(self, lang: str) -> str:
+        return self.label_zh if lang == "zh" else self.label_en
+
+
+@dataclass(frozen=True, slots=True)
+class BidContext:
+    """What the bid formula and the effective policy did to the model's value for one decision."""
+
+    target_roi: float
+    pacing: float
+    min_bid: float
+    max_bid: float
+    served_bid: float
+    decided_by: DecidedBy = DecidedBy.MODEL
+    rule_id: str | None = None
+    override_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        require_finite("target_roi", self.target_roi)
+        if self.target_roi == 0:
+            raise InvalidValue("target_roi", self.target_roi, "must be > 0")
+        require_finite("pacing", self.pacing)
+        require_finite("min_bid", self.min_bid)
+        require_finite("max_bid", self.max_bid)
+        if self.max_bid < self.min_bid:
+            raise InvalidValue("max_bid", self.max_bid, f"must be >= min_bid {self.min_bid}")
+        require_finite("served_bid", self.served_bid)
+        if DecidedBy(self.decided_by) is DecidedBy.RULE_POOL and not self.rule_id:
+            raise InvalidValue("rule_id", self.rule_id, "a rule-pool decision names its rule")
+        if DecidedBy(self.decided_by) is DecidedBy.OVERRIDE and not self.override_ids:
+            raise InvalidValue("override_ids", self.override_ids, "an override decision names its override")
+
+
+def context_from_decision(decision: Mapping, target_roi: float) -> BidContext:
+    """The BidContext of a stored decision row (columns of the `decisions` table).
+
+    The store keeps the model's bid after caps (`model_bid`) but not the bidder's
+    min/max bid, so a cap is read off the record: a model_bid below
+    pred_value / target_roi * pacing was capped at the maximum, one above it was
+    raised to the minimum. Override ids come from decided_reason ("override:3,4");
+    the rule pool's rule from a `rule_id` column or a "rule:<id>" token in
+    decided_reason, else the reason itself.
+    """
+    pacing = float(decision.get("pacing", 1.0))
+    paced = float(decision["pred_value"]) / target_roi * pacing
+    capped = float(decision["model_bid"])
+    if capped < paced - 1e-9 * max(1.0, abs(paced)):
+        min_bid, max_bid = 0.0, capped
+    elif capped > paced + 1e-9 * max(1.0, abs(paced)):
+        min_bid, max_bid = capped, capped
+    else:
+        min_bid, max_bid = 0.0, max(capped, paced)
+    reason = str(decision.get("decided_reason") or "")
+    tokens = dict(t.split(":", 1) for t in reason.split(";") if ":" in t)
+    override_ids = tuple(int(i) for i in tokens.get("override", "").split(",") if i.strip())
+    rule_id = decision.get("rule_id") or tokens.get("rule") or reason or "rule_pool"
+    return BidContext(target_roi=target_roi, pacing=pacing, min_bid=min_bid, max_bid=max_bid,
+                      served_bid=float(decision["bid"]), decided_by=DecidedBy(decision["decided_by"]),
+                      rule_id=rule_id, override_ids=override_ids)
+
+
+def model_bid(pred_value: float, ctx: BidContext) -> float:
+    """The bid formula: clip(pred_value / target_roi * pacing, min_bid, max_bid)."""
+    return float(np.clip(pred_value / ctx.target_roi * ctx.pacing, ctx.min_bid, ctx.max_bid))
+
+
+def to_bid_units(contributions: np.ndarray, target_roi: float | np.ndarray,
+                 pacing: float | np.ndarray = 1.0) -> np.ndarray:
+    """Contributions in yuan of value per click -> yuan per click of bid (rows broadcast)."""
+    scale = np.asarray(pacing, dtype=np.float64) / np.asarray(target_roi, dtype=np.float64)
+    return np.asarray(contributions, dtype=np.float64) * (scale[:, None] if scale.ndim else scale)
+
+
+def _checked_residual(base: float, contributions: np.ndarray, pred_value: float | None) -> float:
+    explained = base + float(np.sum(contributions, dtype=np.float64))
+    if pred_value is None:
+        return 0.0
+    residual = pred_value - explained
+    if abs(residual) > MISMATCH_TOLERANCE * max(1.0, abs(pred_value)):
+        raise InvalidValue("pred_value", pred_value,
+                           f"the explanation adds up to {explained:.6f}, not the decision's value: "
+                           "another model version or another row")
+    return residual
+
+
+class _Steps:
+    """Accumulates steps with their running total."""
+
+    def __init__(self):
+        self.steps: list[Step] = []
+        self.total = 0.0
+
+    def add(self, kind: str, name: str, zh: str, en: str, value: float, feature_value: float | None = None):
+        self.total += value
+        self.steps.append(Step(kind, name, zh, en, float(value), self.total, feature_value))
+
+    def add_features(self, features: Sequence[FeatureSpec], values: np.ndarray, scaled: np.ndarray):
+        for spec, x, phi in zip(features, values, scaled):
+            self.add("feature", spec.name, spec.display_zh, spec.display_en, float(phi), float(x))
+
+
+def _check_lengths(features: Sequence[FeatureSpec], contributions: np.ndarray, values: np.ndarray) -> None:
+    if not (len(features) == len(contributions) == len(values)):
+        raise ValueError(f"features ({len(features)}), contributions ({len(contributions)}) and "
+                         f"feature values ({len(values)}) must have one entry per feature")
+
+
+def decompose_bid(base_value: float, contributions: np.ndarray, features: Sequence[FeatureSpec],
+                  feature_values: np.ndarray, ctx: BidContext, *, pred_value: float | None = None,
+                  pacing_as_step: bool = True) -> list[Step]:
+    """Steps from nothing to the served bid, in yuan per click (see the module docstring).
+
+    `pred_value` is the decision's recorded model output; give it when the
+    contributions come from float32 storage, so the rounding is its own step
+    and a mismatched explanation is refused.
+    """
+    contributions = np.asarray(contributions, dtype=np.float64)
+    values = np.asarray(feature_values, dtype=np.float64)
+    _check_lengths(features, contributions, values)
+    residual = _checked_residual(base_value, contributions, pred_value)
+    value = base_value + float(np.sum(contributions)) + residual
+    scale = 1.0 / ctx.target_roi * (1.0 if pacing_as_step else ctx.pacing)
+    unpaced = value / ctx.target_roi
+    paced = unpaced * ctx.pacing
+    capped = model_bid(value, ctx)
+
+    s = _Steps()
+    s.add("base", "base", "模型基准出价", "model base bid", base_value * scale)
+    s.add_features(features, values, contributions * scale)
+    if residual:
+        s.add("rounding", "rounding", "存储舍入", "storage rounding", residual * scale)
+    if pacing_as_step:
+        s.add("pacing", "pacing", f"节奏系数 ×{ctx.pacing:g}", f"pacing ×{ctx.pacing:g}",
+              unpaced * ctx.pacing - unpaced)
+    if capped != paced:
+        floor = capped == ctx.min_bid and paced < ctx.min_bid
+        s.add("cap", "min_bid" if floor else "max_bid",
+              f"最低出价 {ctx.min_bid:g} 元" if floor else f"最高出价 {ctx.max_bid:g} 元",
+              f"min bid ¥{ctx.min_bid:g}" if floor else f"max bid ¥{ctx.max_bid:g}", capped - paced)
+    decided_by = DecidedBy(ctx.decided_by)
+    if decided_by is DecidedBy.RULE_POOL:
+        s.add("rule_pool", ctx.rule_id, f"人工规则池规则 {ctx.rule_id}", f"rule pool rule {ctx.rule_id}",
+              ctx.served_bid - capped)
+    elif decided_by is DecidedBy.OVERRIDE:
+        ids = ",".join(f"#{i}" for i in ctx.override_ids)
+        s.add("override", ids, f"人工干预 {ids}", f"override {ids}", ctx.served_bid - capped)
+    elif abs(ctx.served_bid - capped) > 1e-9 * max(1.0, abs(capped)):
+        raise InvalidValue("served_bid", ctx.served_bid,
+                           f"decided by the model but the bid formula gives {capped:.6f}")
+    return s.steps
+
+
+def decompose_roi_decision(base_value: float, contributions: np.ndarray, features: Sequence[FeatureSpec],
+                           feature_values: np.ndarray, *, pred_value: float, pred_roi: float,
+                           reference: float, reference_zh: str, reference_en: str) -> list[Step]:
+    """Predicted ROI split into base + features (ROI units), then minus the reference that decided.
+
+    The last step's total is pred_roi - reference: >= 0 means the audience package
+    stays on / the slot gets budget under a floor rule. `reference` is the ROI floor
+    (audience on/off) or the allocation rule's reference ROI (budget share).
+    """
+    contributions = np.asarray(contributions, dtype=np.float64)
+    values = np.asarray(feature_values, dtype=np.float64)
+    _check_lengths(features, contributions, values)
+    require_finite("pred_roi", pred_roi)
+    require_finite("reference", reference, minimum=None)
+    if pred_value <= 0:
+        raise InvalidValue("pred_value", pred_value, "must be > 0 to express contributions in ROI")
+    residual = _checked_residual(base_value, contributions, pred_value)
+    k = pred_roi / pred_value  # ROI per yuan of value per click, at the decision's cost per click
+    s = _Steps()
+    s.add("base", "base", "模型基准 ROI", "model base ROI", base_value * k)
+    s.add_features(features, values, contributions * k)
+    if residual:
+        s.add("rounding", "rounding", "存储舍入", "storage rounding", residual * k)
+    s.add("threshold", "reference", reference_zh, reference_en, -reference)
+    return s.steps
+
+
+def steps_frame(steps: Sequence[Step]) -> pd.DataFrame:
+    """The steps as a tidy frame (one row per step, in order, with `start` for waterfalls)."""
+    frame = pd.DataFrame([asdict(s) for s in steps],
+                         columns=["kind", "name", "label_zh", "label_en", "value", "total", "feature_value"])
+    frame.insert(0, "order", range(len(frame)))
+    frame["start"] = frame["total"] - frame["value"]
+    return frame

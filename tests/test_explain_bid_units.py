@@ -1,0 +1,119 @@
+"""Bid units: steps add up exactly to the served bid, whoever decided it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from control.domain import DecidedBy, InvalidValue
+from explain.bid_units import BidContext, decompose_bid, decompose_roi_decision, model_bid, steps_frame
+from explain.explainer import Explainer
+from tests.explain_helpers import FEATURES, artifact, feature_rows
+
+EXACT = 1e-6  # yuan
+
+
+@pytest.fixture(scope="module")
+def explained():
+    model = artifact("v1", seed=1)
+    X = feature_rows(2000, np.random.default_rng(21))
+    base, contributions = Explainer(model).explain(X)
+    return model, X, base, contributions
+
+
+def _contexts(value: np.ndarray, rng: np.random.Generator) -> list[BidContext]:
+    """A simulated day's mix: pacing, both caps, rule pool and override replacements."""
+    out = []
+    for k, v in enumerate(value):
+        target_roi = float(rng.choice([1.5, 2.0, 2.5]))
+        pacing = float(rng.uniform(0.5, 1.3))
+        ctx = BidContext(target_roi, pacing, min_bid=0.3, max_bid=2.0, served_bid=0.0)
+        bid = model_bid(v, ctx)
+        kind = k % 5
+        if kind == 3:
+            out.append(BidContext(target_roi, pacing, 0.3, 2.0, served_bid=round(bid * 0.7, 2),
+                                  decided_by=DecidedBy.RULE_POOL, rule_id="R7"))
+        elif kind == 4:
+            out.append(BidContext(target_roi, pacing, 0.3, 2.0, served_bid=1.25,
+                                  decided_by=DecidedBy.OVERRIDE, override_ids=(12,)))
+        else:
+            out.append(BidContext(target_roi, pacing, 0.3, 2.0, served_bid=bid))
+    return out
+
+
+def test_steps_sum_to_the_served_bid_on_every_row(explained):
+    model, X, base, contributions = explained
+    value = model.predict(X)
+    contexts = _contexts(value, np.random.default_rng(3))
+    kinds = set()
+    for k, ctx in enumerate(contexts):
+        for as_step in (True, False):
+            steps = decompose_bid(base, contributions[k], FEATURES, X[k], ctx, pred_value=value[k],
+                                  pacing_as_step=as_step)
+            assert abs(sum(s.value for s in steps) - ctx.served_bid) <= EXACT
+            assert abs(steps[-1].total - ctx.served_bid) <= EXACT
+            kinds.update(s.kind for s in steps)
+    assert {"base", "feature", "pacing", "cap", "rule_pool", "override"} <= kinds
+
+
+def test_float32_storage_rounding_is_its_own_tiny_step(explained):
+    model, X, base, contributions = explained
+    value = model.predict(X[:1])[0]
+    ctx = BidContext(2.0, 1.0, 0.0, 100.0, served_bid=value / 2.0)
+    steps = decompose_bid(base, contributions[0].astype(np.float32), FEATURES, X[0], ctx, pred_value=value)
+    rounding = [s for s in steps if s.kind == "rounding"]
+    assert len(rounding) <= 1 and all(abs(s.value) < 1e-5 for s in rounding)
+    assert abs(steps[-1].total - ctx.served_bid) <= EXACT
+
+
+def test_feature_steps_are_contributions_through_the_bid_formula(explained):
+    model, X, base, contributions = explained
+    value = model.predict(X[:1])[0]
+    ctx = BidContext(2.5, 0.8, 0.0, 100.0, served_bid=value / 2.5 * 0.8)
+    folded = decompose_bid(base, contributions[0], FEATURES, X[0], ctx, pacing_as_step=False)
+    features = [s for s in folded if s.kind == "feature"]
+    assert np.allclose([s.value for s in features], contributions[0] / 2.5 * 0.8)
+    assert [s.name for s in features] == [f.name for f in FEATURES]
+    frame = steps_frame(folded)
+    assert list(frame["kind"][:2]) == ["base", "feature"]
+    assert np.allclose(frame["start"] + frame["value"], frame["total"])
+
+
+def test_explanation_of_another_model_is_refused(explained):
+    model, X, base, contributions = explained
+    ctx = BidContext(2.0, 1.0, 0.0, 100.0, served_bid=1.0)
+    with pytest.raises(InvalidValue, match="another model version"):
+        decompose_bid(base, contributions[0], FEATURES, X[0], ctx, pred_value=model.predict(X[:1])[0] + 0.5)
+
+
+def test_model_decision_that_is_not_the_formula_is_refused(explained):
+    model, X, base, contributions = explained
+    with pytest.raises(InvalidValue, match="served_bid"):
+        decompose_bid(base, contributions[0], FEATURES, X[0], BidContext(2.0, 1.0, 0.0, 100.0, served_bid=99.0))
+
+
+@pytest.mark.parametrize("field,kwargs", [
+    ("target_roi", {"target_roi": 0.0}),
+    ("max_bid", {"min_bid": 3.0, "max_bid": 1.0}),
+    ("rule_id", {"decided_by": DecidedBy.RULE_POOL}),
+    ("override_ids", {"decided_by": DecidedBy.OVERRIDE}),
+    ("pacing", {"pacing": float("nan")}),
+])
+def test_bad_context_names_the_field(field, kwargs):
+    values = {"target_roi": 2.0, "pacing": 1.0, "min_bid": 0.1, "max_bid": 5.0, "served_bid": 1.0, **kwargs}
+    with pytest.raises(InvalidValue) as err:
+        BidContext(**values)
+    assert err.value.field == field
+
+
+def test_audience_and_budget_decisions_decompose_predicted_roi_against_the_floor(explained):
+    model, X, base, contributions = explained
+    value = model.predict(X)
+    for k in range(200):
+        pred_roi = value[k] / 0.9  # value per click over an expected cost per click of 0.9 yuan
+        steps = decompose_roi_decision(base, contributions[k], FEATURES, X[k], pred_value=value[k],
+                                       pred_roi=pred_roi, reference=2.0, reference_zh="ROI 下限 2.0",
+                                       reference_en="ROI floor 2.0")
+        assert abs(steps[-2].total - pred_roi) <= EXACT
+        assert abs(steps[-1].total - (pred_roi - 2.0)) <= EXACT
+        assert steps[-1].kind == "threshold" and steps[-1].label("en") == "ROI floor 2.0"

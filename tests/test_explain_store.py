@@ -1,0 +1,154 @@
+"""Stored explanations: compact float32, add up to the decision, survive a model upgrade unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explain.explainer import Explainer
+from explain.store import explanation_batch, load_explanation, load_explanations, save_explanations, stack
+from store import repo
+from store.engine import open_store
+from tests.explain_helpers import artifact, feature_rows
+from tests.helpers import PROMOTION_START, seed_campaigns
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = open_store(sqlite_url)
+    seed_campaigns(engine)
+    yield engine
+    engine.dispose()
+
+
+def _decisions(model, X: np.ndarray) -> pd.DataFrame:
+    value = model.predict(X)
+    return pd.DataFrame({
+        "campaign_id": "c1", "audience_package": "gifting", "bucket_ts": PROMOTION_START + np.arange(len(X)),
+        "model_version": model.version, "bid": value / 2.0, "budget_share": 0.05, "audience_on": True,
+        "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": value, "pred_roi": 2.0,
+    })
+
+
+def test_explanations_written_with_decisions_add_up_to_the_model_output(engine):
+    model = artifact("v1", seed=1)
+    X = feature_rows(500, np.random.default_rng(0))
+    explainer = Explainer(model)
+    ids = repo.write_decisions(engine, _decisions(model, X), received_ts=PROMOTION_START,
+                               explanation=explanation_batch(explainer, X))
+    with engine.connect() as conn:
+        stored = load_explanations(conn, ids)
+    assert len(stored) == 500
+    output = model.predict(X)
+    for k, i in enumerate(ids):
+        e = stored[int(i)]
+        assert e.model_version == "v1" and e.contributions.dtype == np.float32
+        assert abs(e.model_output - output[k]) <= 1e-5 * max(1.0, abs(output[k]))
+        assert np.array_equal(e.feature_values, X[k].astype(np.float32), equal_nan=True)
+    base, contributions, values = stack([stored[int(i)] for i in ids])
+    assert contributions.shape == (500, 8) and np.allclose(base, explainer.base_value)
+
+
+def test_a_stored_explanation_survives_a_model_upgrade_unchanged(engine):
+    old, new = artifact("v1", seed=1), artifact("v2", seed=2)
+    X = feature_rows(50, np.random.default_rng(5))
+    ids = repo.write_decisions(engine, _decisions(old, X), received_ts=PROMOTION_START)
+    old_base, old_contribs = Explainer(old).explain(X)
+    with engine.begin() as conn:
+        assert save_explanations(conn, ids, "v1", old_base, old_contribs, X) == 50
+    with engine.connect() as conn:
+        before = {int(i): load_explanation(conn, int(i)) for i in ids[:5]}
+
+    # The model is upgraded; someone re-runs the explanation step over the same decisions.
+    new_base, new_contribs = Explainer(new).explain(X)
+    assert np.abs(new_contribs - old_contribs).max() > 0.01
+    with engine.begin() as conn:
+        assert save_explanations(conn, ids, "v2", new_base, new_contribs, X) == 0
+        after = load_explanations(conn, ids[:5])
+    for i, e in after.items():
+        assert e.model_version == "v1"
+        assert np.array_equal(e.contributions, before[i].contributions)
+        assert e.base_value == before[i].base_value
+    with engine.connect() as conn:
+        assert load_explanation(conn, 10_000_000) is None
+
+
+def test_misaligned_rows_are_refused(engine):
+    with engine.begin() as conn, pytest.raises(ValueError, match="row-aligned"):
+        save_explanations(conn, [1, 2], "v1", 0.0, np.zeros((3, 8)), np.zeros((3, 8)))
+
+
+def _served_mix(model, X: np.ndarray) -> pd.DataFrame:
+    """Decisions as the effective policy serves them: model (some capped), rule pool, overrides."""
+    frame = _decisions(model, X)
+    value = frame["pred_value"].to_numpy()
+    pacing = np.where(np.arange(len(X)) % 2 == 0, 0.8, 1.0)
+    paced = value / 2.0 * pacing
+    model_bid = np.clip(paced, 0.4, 1.6)
+    kind = np.arange(len(X)) % 4
+    frame = frame.assign(
+        pacing=pacing, model_bid=model_bid,
+        bid=np.select([kind == 2, kind == 3], [0.55, 1.1], model_bid),
+        decided_by=np.select([kind == 2, kind == 3], ["rule_pool", "override"], "model"),
+        decided_reason=np.select([kind == 2, kind == 3], ["guard:tripped;rule:R3", "override:7"], "model"),
+    )
+    return frame
+
+
+def test_every_served_bid_breaks_down_into_steps_that_add_up_to_it(engine):
+    from explain.analysis import diff_windows
+    from explain.store import decision_breakdown, load_window, model_features, register_model
+    model = artifact("v1", seed=1)
+    X = feature_rows(300, np.random.default_rng(8))
+    frame = _served_mix(model, X)
+    ids = repo.write_decisions(engine, frame, received_ts=PROMOTION_START,
+                               explanation=explanation_batch(Explainer(model), X))
+    with engine.begin() as conn:
+        register_model(conn, model, "/models/v1", PROMOTION_START)
+        assert model_features(conn, "v1") == model.features
+    capped = 0
+    with engine.connect() as conn:
+        for k, i in enumerate(ids):
+            b = decision_breakdown(conn, int(i))
+            assert abs(b.steps[-1].total - frame["bid"][k]) <= 1e-6
+            assert abs(sum(s.value for s in b.steps) - frame["bid"][k]) <= 1e-6
+            kinds = {s.kind for s in b.steps}
+            assert abs(b.roi_steps[-1].total - (frame["pred_roi"][k] - 2.0)) <= 1e-6
+            capped += "cap" in kinds
+            if frame["decided_by"][k] == "rule_pool":
+                assert b.steps[-1].label_en == "rule pool rule R3"
+            if frame["decided_by"][k] == "override":
+                assert b.steps[-1].label_en == "override #7"
+        assert capped > 0
+        assert decision_breakdown(conn, 999_999) is None
+        window = load_window(conn, PROMOTION_START, PROMOTION_START + 150)
+        later = load_window(conn, PROMOTION_START + 150, PROMOTION_START + 300, campaign_id="c1")
+    assert len(window.decisions) == 150 and window.features == model.features
+    raw = Explainer(model).explain(X[:150])[1]
+    expected = raw / 2.0 * frame["pacing"].to_numpy()[:150, None]
+    assert np.abs(window.contributions - expected).max() <= 1e-5
+    assert len(diff_windows(window.contributions, later.contributions, window.features)) == 8
+
+
+def test_cli_prints_a_decision_breakdown(engine, sqlite_url, monkeypatch, capsys):
+    import json
+
+    from cli.main import main
+    model = artifact("v1", seed=1)
+    X = feature_rows(4, np.random.default_rng(8))
+    ids = repo.write_decisions(engine, _served_mix(model, X), received_ts=PROMOTION_START,
+                               explanation=explanation_batch(Explainer(model), X))
+    with engine.begin() as conn:
+        from explain.store import register_model
+        register_model(conn, model, "/models/v1", PROMOTION_START)
+    monkeypatch.setenv("BIDLENS_DB_URL", sqlite_url)
+    assert main(["explain", "decision", str(int(ids[2])), "--lang", "en", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["steps"][-1]["label"] == "rule pool rule R3" and abs(data["steps"][-1]["total"] - 0.55) < 1e-9
+    assert main(["explain", "decision", str(int(ids[0]))]) == 0
+    assert "出价" in capsys.readouterr().out
+    assert main(["explain", "decision", "424242"]) == 2
+    assert main(["explain", "drift", "--ref-from", str(PROMOTION_START), "--ref-to", str(PROMOTION_START + 2),
+                 "--now-from", str(PROMOTION_START + 2), "--now-to", str(PROMOTION_START + 4), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 8
