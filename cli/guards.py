@@ -13,6 +13,7 @@ from control.permissions import PermissionDenied
 from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
 from guards.config import load_guard_settings
+from guards.drivers import trip_drivers
 from guards.pool_store import list_versions
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
@@ -49,7 +50,8 @@ def cmd_run(args) -> int:
     control.clock = clock
     worker = GuardWorker(control.engine, clock, settings,
                          interval_s=args.interval or control.settings.guard_interval_s,
-                         expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert)
+                         expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert,
+                         drivers_fn=trip_drivers)
 
     def on_tick(report) -> None:
         for e in report.events:

@@ -3,6 +3,7 @@ restart in the middle of a trip, one worker per store (SQLite file lock, Postgre
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +17,7 @@ from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.config import parse_guard_settings
 from guards.driver import GuardDriver
+from guards.drivers import trip_drivers
 from guards.handlers import loss_avoided
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
@@ -210,3 +212,31 @@ def test_the_stress_driver_runs_the_same_guard_as_the_worker(tmp_path):
     assert [e.kind for e in driver_events] == ["tripped", "probation_started", "restored"]
     assert driver.trips[0].campaign_id == "c1"
     assert driver.guard_states()["c1"].mode is GuardMode.MODEL
+
+
+def test_trip_alerts_carry_the_shap_drivers_of_the_drop(tmp_path):
+    engine = make_store(tmp_path / "b.db")
+    clock = ManualClock(T0)
+    control = Control(engine, clock, Settings())
+    w = GuardWorker(engine, clock, SETTINGS, expire_overrides=control.expire_overrides,
+                    alert_sink=enqueue_guard_alert, drivers_fn=trip_drivers)
+    events = []
+    for m in range(30):
+        bad = m >= 24
+        decisions, outcomes = minute_frames(m, {"c1": 1.5 if bad else 2.5, "c2": 2.6})
+        n = len(decisions)
+        contributions = np.zeros((n, 3), dtype=np.float32)
+        contributions[:, 1] = -0.4 if bad else 0.1  # feature 1 pulled the bid (and the value) down
+        contributions[:, 2] = 0.05
+        repo.write_decisions(engine, decisions, received_ts=T0 + 60 * m + 60,
+                             explanation=repo.ExplanationBatch("t", np.full(n, 1.0), contributions,
+                                                               np.ones((n, 3), dtype=np.float32)))
+        repo.write_outcomes(engine, outcomes)
+        clock.now_ts = T0 + 60 * m + 61
+        events += w.tick().events
+    assert [e.kind for e in events] == ["tripped"]
+    with engine.connect() as conn:
+        alert = list_alerts(conn)[0]
+    drivers = alert.payload["drivers"]
+    assert drivers[0]["feature"] == "f1" and drivers[0]["delta"] < 0
+    assert {d["feature"] for d in drivers} <= {"f0", "f1", "f2"}
