@@ -186,10 +186,6 @@ class GuardForced(GuardEvent):
     reason: str
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (GuardTripped, ProbationStarted, GuardRestored, ProbationFailed,
-                                          DataStale, DataFresh, ReleaseHeld, GuardForced)}
-
-
 # --- transitions -------------------------------------------------------------------------------
 
 def _figures(signal: Signal) -> tuple[tuple[str, float], ...]:

@@ -131,17 +131,6 @@ class PoolProblem:
         return f"rule {self.rule_id}: {self.field}={self.value!r}: {self.reason}"
 
 
-class RulePoolRefused(InvalidValue):
-    def __init__(self, problems: Sequence[PoolProblem]):
-        self.problems = tuple(problems)
-        first = self.problems[0]
-        super().__init__(first.field, first.value, first.reason)
-        self.args = ("; ".join(str(p) for p in self.problems),)
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
 _BID_ACTIONS = (RuleAction.FIXED_BID, RuleAction.MULTIPLIER)
 
 
