@@ -87,7 +87,20 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_scenarios(args) -> int:
+    from sim.scenario import load_scenario, shipped_scenarios
+
+    data = [{"name": name, "description": load_scenario(name).description,
+             "events": len(load_scenario(name).events)} for name in shipped_scenarios()]
+    emit(args, data, "\n".join(f"{d['name']:<12} {d['description']}" for d in data))
+    return 0
+
+
 def register(sub) -> None:
+    c = sub.add_parser("scenarios", help="list the shipped simulator scenarios")
+    add_json_flag(c)
+    c.set_defaults(func=cmd_scenarios)
+
     p = sub.add_parser("stress", help="play a whole promotion day fast and report per arm (model, rule pool, guard)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--scenario", default="normal", help="a shipped scenario (normal, 818, price-war, ...)")

@@ -31,6 +31,7 @@ from sim.scenario import Scenario
 from sim.world import World, partial_mean
 
 NO_KILL = KillSwitch()
+REFERENCE_ROI = 2.0  # the operators' reference bid buys a click at half its historical value
 _POLICY_USED = ("bid", "audience_on", "canary_share", "decided_by", "reason", "rule_id", "override_ids",
                 "guard_event_id", "daily_budget")
 
@@ -76,11 +77,16 @@ class Increments:
                             for f in Increments.__dataclass_fields__))
 
     def frame(self, campaign_ids: Sequence[str], package_codes: Sequence[str]) -> pd.DataFrame:
-        """As rows for the store's outcomes table (OUTCOME_COLUMNS)."""
+        """As rows for the store's outcomes table (OUTCOME_COLUMNS), given the catalog's ids."""
         P = len(package_codes)
+        return self.rows(np.asarray(campaign_ids, dtype=object)[np.arange(len(campaign_ids) * P) // P],
+                         np.tile(np.asarray(package_codes, dtype=object), len(campaign_ids)))
+
+    def rows(self, slot_campaign: np.ndarray, slot_package: np.ndarray) -> pd.DataFrame:
+        """As rows for the store's outcomes table, given each slot's campaign id and package code."""
         return pd.DataFrame({
-            "campaign_id": np.asarray(campaign_ids, dtype=object)[self.slot // P],
-            "audience_package": np.asarray(package_codes, dtype=object)[self.slot % P],
+            "campaign_id": slot_campaign[self.slot],
+            "audience_package": slot_package[self.slot],
             "bucket_ts": DAY_START_TS + self.bucket_minute * BUCKET_SECONDS,
             "known_ts": DAY_START_TS + self.known_minute * BUCKET_SECONDS,
             "impressions": self.impressions, "clicks": self.clicks, "spend": np.round(self.spend, 2),
@@ -103,6 +109,11 @@ class BucketResult:
     feature_names: tuple[str, ...] = FEATURE_NAMES
 
     @cached_property
+    def outcomes_frame(self) -> pd.DataFrame:
+        """`outcomes` as rows (OUTCOME_COLUMNS), as the store's outcomes table holds them."""
+        return self.outcomes.rows(self.columns["campaign_id"], self.columns["audience_package"])
+
+    @cached_property
     def decisions(self) -> pd.DataFrame:
         """DECISION_COLUMNS as a frame (built on first use: the fast runs need only the arrays)."""
         return pd.DataFrame({c: self.columns[c] for c in DECISION_COLUMNS})
@@ -113,7 +124,8 @@ class Simulation:
 
     `bidders` maps a model variant ("roi", "gmv") to a bidder with `decide(...) -> Plan`
     and `version`; the scenario says which variant serves when. `pool` answers for
-    the rule pool; `reference_bid` (S,) is the slot's reference bid its multipliers scale.
+    the rule pool; `reference_bid` (S,) is the slot's reference bid its multipliers scale
+    (default: the slot's historical value per click / REFERENCE_ROI, whatever the model targets).
     """
 
     def __init__(self, scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
@@ -132,7 +144,7 @@ class Simulation:
         self.campaign_of = w.campaign_of
         self.features = FeatureBuilder(self.catalog, history)
         self.observer = Observer(self.S)
-        self.reference_bid = (history.value_per_click / scenario.bidder.target_roi
+        self.reference_bid = (history.value_per_click / REFERENCE_ROI
                               if reference_bid is None else reference_bid)
         self._traffic_rng, self._outcome_rng = traffic_rng, outcome_rng
         self.stock = w.opening_stock.copy()
@@ -144,8 +156,9 @@ class Simulation:
         self._pool_cache: dict[int, tuple] = {}
         cum = np.cumsum(w.curves.traffic)
         self._elapsed = np.concatenate([[0.0], cum[:-1]]) / cum[-1]
-        self._campaign_ids = np.asarray(self.catalog.campaign_ids, dtype=object)[self.campaign_of]
-        self._package_codes = np.tile(np.asarray(self.catalog.package_codes, dtype=object), self.C)
+        # Each slot's campaign id and audience package code, in slot order.
+        self.slot_campaign = np.asarray(self.catalog.campaign_ids, dtype=object)[self.campaign_of]
+        self.slot_package = np.tile(np.asarray(self.catalog.package_codes, dtype=object), self.C)
         self._lags = np.asarray(scenario.world.lag_minutes)
         self._lag_shares = np.asarray(scenario.world.lag_shares)
 
@@ -165,7 +178,7 @@ class Simulation:
         answers: dict[tuple[str, str], RuleAnswer] = {}
         if self.pool is not None:
             for s in range(self.S):
-                key = (self._campaign_ids[s], self._package_codes[s])
+                key = (self.slot_campaign[s], self.slot_package[s])
                 answer = self.pool.answer(key[0], key[1], hour, float(self.reference_bid[s]))
                 if answer is None:
                     continue
@@ -222,7 +235,7 @@ class Simulation:
             g.mode in POOL_MODES for g in guards.values())
         if pool_needed or overrides:
             frame = resolve_policy(pd.DataFrame({
-                "campaign_id": self._campaign_ids, "audience_package": self._package_codes,
+                "campaign_id": self.slot_campaign, "audience_package": self.slot_package,
                 "bucket_ts": bucket_ts, "bid": plan.bid, "audience_on": plan.audience_on,
                 "budget_share": plan.budget_share,
             }), overrides, guards, kill_switch, answers if pool_needed else {}, bucket_ts)
@@ -294,7 +307,7 @@ class Simulation:
 
         pool_pred_roi = plan.pred_value / np.maximum(pool_bid * self.features.paid_ratio(self.observer), 1e-6)
         columns = {
-            "campaign_id": self._campaign_ids, "audience_package": self._package_codes, "bucket_ts": bucket_ts,
+            "campaign_id": self.slot_campaign, "audience_package": self.slot_package, "bucket_ts": bucket_ts,
             "model_version": plan.model_version, "model_bid": plan.bid, "bid": served_bid,
             "budget_share": plan.budget_share, "audience_on": served_on, "pred_ctr": plan.pred_ctr,
             "pred_cvr": plan.pred_cvr, "pred_value": plan.pred_value, "pred_roi": plan.pred_roi,

@@ -79,8 +79,7 @@ def step_live(engine: Engine, sim: Simulation, explain: ExplainHook | None = Non
     explanation = explain(result) if explain is not None else None
     ids = repo.write_decisions(engine, decisions_for_store(result), received_ts=result.now_ts, source="sim",
                                explanation=explanation)
-    written = repo.write_outcomes(engine, result.outcomes.frame(sim.catalog.campaign_ids,
-                                                                sim.catalog.package_codes), source="sim")
+    written = repo.write_outcomes(engine, result.outcomes_frame, source="sim")
     return result, len(ids), written
 
 
@@ -120,5 +119,5 @@ def run_live(engine: Engine, settings: Settings, clock: Clock | None = None, spe
             on_bucket(result)
     if sim.done:  # orders still in the lag pipeline after midnight
         summary.outcomes += repo.write_outcomes(
-            engine, sim.drain().frame(sim.catalog.campaign_ids, sim.catalog.package_codes), source="sim")
+            engine, sim.drain().rows(sim.slot_campaign, sim.slot_package), source="sim")
     return summary

@@ -191,6 +191,8 @@ def default_catalog() -> Catalog:
 # --- the operators' default manual rule pool ---------------------------------------------------
 
 RULE_POOL_FILE = Path(__file__).parent / "rule_pool_default.toml"
+# The operators' overall bid level: calibrated so the pool alone makes ROI about 2.3 in "818".
+POOL_LEVEL = 1.2
 HOUR_BANDS = ((0, 2, "midnight rush"), (2, 8, "night"), (8, 12, "morning"), (12, 19, "afternoon"),
               (19, 22, "evening peak"), (22, 24, "final hours"))
 
@@ -231,3 +233,11 @@ def rule_pool_toml(data: TrainingData, catalog: Catalog, level: float) -> str:
         rule(rule_id=f"cap-{c.campaign_id}", action="budget_cap", value=float(round(0.9 * c.daily_budget, -3)),
              priority=10, campaign_id=c.campaign_id, note="keep 10% of the budget in reserve")
     return "\n".join(lines)
+
+
+def write_default_rule_pool(seed: int = 2026) -> str:
+    """Regenerate sim/rule_pool_default.toml from the default catalog's history; returns the text."""
+    catalog = default_catalog()
+    text = rule_pool_toml(simulate_history(catalog, seed), catalog, POOL_LEVEL)
+    RULE_POOL_FILE.write_text(text, encoding="utf-8")
+    return text

@@ -101,7 +101,7 @@ class World:
         # The day's deviations from the catalog's long-run rates (what history cannot tell).
         self.ctr_day = (cat.base_ctr * rng.lognormal(0, w.ctr_noise, (C, P))).ravel()
         self.cvr_day = (cat.base_cvr * rng.lognormal(0, w.cvr_noise, (C, P))).ravel()
-        self.cpi_base = np.exp(rng.normal(0, 0.02, len(CATEGORIES)))[list(cat.category_of)]
+        self.cpi_base = np.exp(rng.normal(0, 0.01, len(CATEGORIES)))[list(cat.category_of)]
         self.campaign_of = np.repeat(np.arange(C), P)
         self.basket = cat.basket.ravel()
         # Long-run value per click at list price: the scale competitors bid against.

@@ -48,7 +48,7 @@ def test_budgets_hold_and_orders_never_exceed_clicks_even_for_an_overbidding_mod
 
 
 def test_orders_arrive_with_the_scenarios_conversion_lag_curve():
-    sim, _ = simulation(seed=5)
+    sim, _ = simulation(small_scenario(traffic_scale=5.0), seed=5)  # enough orders for a tight check
     total_orders = 0
     released = []
     for _ in range(240):
@@ -66,6 +66,7 @@ def test_orders_arrive_with_the_scenarios_conversion_lag_curve():
     np.testing.assert_allclose(observed, shares, atol=0.02)
     # and statistically: the counts are a multinomial draw from the curve
     counts = by_lag.reindex(lags, fill_value=0).to_numpy()
+    assert total_orders > 10_000
     assert chisquare(counts, np.asarray(shares) * total_orders).pvalue > 0.001
 
 
@@ -150,3 +151,38 @@ def test_stepping_past_the_end_of_the_day_is_refused():
     sim.minute = 1440
     with pytest.raises(RuntimeError):
         sim.step()
+
+
+def test_under_drift_true_value_falls_a_third_while_predictions_barely_move():
+    drifted = ("parenting", "gifting", "beauty", "high_value_repeat")
+    scenario = replace(small_scenario(traffic_scale=3.0),
+                       events=(Event("cvr_shift", 120, audience_packages=drifted, factor=0.667),))
+    sim, _ = simulation(scenario)
+    sums = {"before": np.zeros(3), "after": np.zeros(3)}
+    for _ in range(240):
+        c = sim.step().columns
+        rows = np.isin(c["audience_package"], drifted)
+        clicks = c["clicks"][rows]
+        window = "before" if sim.minute <= 120 else "after"
+        sums[window] += [(c["pred_value"][rows] * clicks).sum(), c["gmv"][rows].sum(), clicks.sum()]
+    (pred_b, true_b, _), (pred_a, true_a, _) = (sums["before"] / sums["before"][2], sums["after"] / sums["after"][2])
+    assert true_a / true_b < 0.8          # the truth moved (by about a third, with noise and the clock)
+    assert pred_a / pred_b > 0.9          # the model did not follow
+
+
+def test_outcome_rows_become_known_at_the_end_of_the_bucket_that_reports_them():
+    sim, _ = simulation()
+    for _ in range(20):
+        r = sim.step()
+        rows = r.outcomes_frame
+        assert (rows["known_ts"] == r.now_ts).all() and (rows["bucket_ts"] <= r.bucket_ts).all()
+        assert set(rows["campaign_id"]) <= set(r.decisions["campaign_id"])
+    assert (rows["bucket_ts"] < r.bucket_ts).any()  # lagged orders of earlier buckets arrive too
+
+
+def test_increments_as_rows_from_catalog_ids_or_from_slot_names_agree():
+    sim, _ = simulation()
+    for _ in range(5):
+        r = sim.step()
+    by_catalog = r.outcomes.frame(sim.catalog.campaign_ids, sim.catalog.package_codes)
+    pd.testing.assert_frame_equal(by_catalog, r.outcomes_frame)

@@ -109,3 +109,17 @@ def test_the_cli_replays_with_a_users_module_function(tmp_path, monkeypatch, cap
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["overall"]["impressions"] == 4 and data["episode_by"] == "auctions"
+
+
+def test_the_reference_bidder_bids_pctr_times_predicted_value_over_the_target(tmp_path):
+    import sim_support
+
+    from sim.engine import Simulation
+    from sim.replay import reference_bidder
+
+    kit = sim_support.full_kit()
+    result = Simulation(sim_support.load_scenario("normal"), 1, kit.bidders, kit.history, pool=kit.pool).step()
+    log = pd.DataFrame(result.features, columns=list(result.feature_names))
+    log["pctr"] = 0.02
+    bids = reference_bidder(sim_support._DATA_DIR)(log)
+    np.testing.assert_allclose(bids, 0.02 * result.decisions["pred_value"].to_numpy() / 2.0)

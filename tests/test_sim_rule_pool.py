@@ -106,3 +106,12 @@ def test_the_default_pool_answers_every_slot_of_the_default_catalog_every_hour()
             for code in PACKAGE_CODES:
                 answer = pool.answer(cid, code, hour, 2.0)
                 assert answer is not None and answer.bid > 0 and answer.budget_cap is not None
+
+
+@pytest.mark.slow
+def test_the_shipped_default_pool_is_what_the_generator_writes_from_history(monkeypatch, tmp_path):
+    import sim.train as train
+
+    shipped = train.RULE_POOL_FILE.read_text(encoding="utf-8")
+    monkeypatch.setattr(train, "RULE_POOL_FILE", tmp_path / "pool.toml")
+    assert train.write_default_rule_pool() == shipped

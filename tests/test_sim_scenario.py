@@ -74,3 +74,14 @@ def test_a_campaign_beyond_the_worlds_size_is_unknown():
     with pytest.raises(ScenarioError, match="c07"):
         parse_scenario('name = "x"\n[world]\ncampaigns = 6\n[[events]]\nkind = "stockout"\n'
                        'at_minute = 1\ncampaigns = ["c07"]\n', "inline")
+
+
+def test_the_cli_lists_the_shipped_scenarios(capsys):
+    import json
+
+    from cli.main import main
+
+    assert main(["scenarios", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in listed] == shipped_scenarios()
+    assert all(d["description"] for d in listed)
