@@ -75,7 +75,7 @@ def _latencies_ms(fn, rows: np.ndarray) -> np.ndarray:
 def bench_explain(ctx: BenchContext) -> list[BenchResult]:
     import shap
 
-    trees, n_rows, repeats, n_single, n_fallback = (30, 400, 2, 50, 3) if ctx.quick else (300, 20_000, 3, 400, 5)
+    trees, n_rows, repeats, n_single, n_fallback = (30, 400, 2, 50, 1) if ctx.quick else (300, 20_000, 3, 400, 5)
     booster, pool = reference_model(trees, max(n_rows * 2, 4000))
     X = pool[:n_rows]
     features = tuple(FeatureSpec(f"f{i:02d}", f"特征{i}", f"feature {i}") for i in range(N_FEATURES))
