@@ -33,6 +33,7 @@ numba's `prange`. float64 throughout; agrees with LightGBM's TreeSHAP to ~1e-13.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, fields
 
 import lightgbm as lgb
@@ -386,6 +387,9 @@ def _shap_kernel(X, out, block, w, max_nodes, max_leaves,
                             phi[feat_index[f0 + k]] -= u_hot
 
 
+_KERNEL_LOCK = threading.Lock()
+
+
 class FastTreeShap:
     """Exact path-dependent TreeSHAP for one LightGBM booster; build once, call many times."""
 
@@ -405,11 +409,15 @@ class FastTreeShap:
         if X.ndim != 2 or X.shape[1] != self.forest.n_features:
             raise ValueError(f"X must be [n, {self.forest.n_features}], got shape {X.shape}")
         out = np.zeros((X.shape[0], self.forest.n_features))
-        previous = numba.get_num_threads()
-        numba.set_num_threads(n_threads or previous)
-        try:
-            _shap_kernel(X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves,
-                         *self._arrays)
-        finally:
-            numba.set_num_threads(previous)
+        # numba's workqueue threading layer (its fallback without OpenMP/TBB) aborts the process
+        # when two Python threads launch parallel kernels at once (Streamlit sessions are
+        # threads); each call uses every core anyway, so one at a time.
+        with _KERNEL_LOCK:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(n_threads or previous)
+            try:
+                _shap_kernel(X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves,
+                             *self._arrays)
+            finally:
+                numba.set_num_threads(previous)
         return out
