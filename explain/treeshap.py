@@ -325,8 +325,7 @@ def _leaf_on_the_fly(phi, cold, d, v, index, zero, w, poly, tmp):
 
 
 # The forest's arrays are separate arguments: numba reads a namedtuple's fields ~30x slower here.
-@numba.njit(parallel=True, cache=True)
-def _shap_kernel(X, out, block, w, max_nodes, max_leaves,
+def _kernel(X, out, block, w, max_nodes, max_leaves,
                  tree_node_start, tree_leaf_start, node_feature, node_threshold, node_categorical,
                  node_missing, node_default_left, node_cat_start, node_cat_end, cat_bits, node_bit,
                  node_left, node_right, leaf_value, leaf_feat_start, feat_index, feat_zero, feat_ratio,
@@ -387,6 +386,10 @@ def _shap_kernel(X, out, block, w, max_nodes, max_leaves,
                             phi[feat_index[f0 + k]] -= u_hot
 
 
+# Both cores for batches; one row (the panel's single decision) runs serially, since waking
+# a thread pool costs more than the row itself on a busy machine.
+_shap_kernel = numba.njit(parallel=True, cache=True)(_kernel)
+_shap_kernel_serial = numba.njit(cache=True)(_kernel)
 _KERNEL_LOCK = threading.Lock()
 
 
@@ -412,12 +415,15 @@ class FastTreeShap:
         # numba's workqueue threading layer (its fallback without OpenMP/TBB) aborts the process
         # when two Python threads launch parallel kernels at once (Streamlit sessions are
         # threads); each call uses every core anyway, so one at a time.
+        args = (X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves, *self._arrays)
+        if len(X) <= block or n_threads == 1:
+            _shap_kernel_serial(*args)
+            return out
         with _KERNEL_LOCK:
             previous = numba.get_num_threads()
             numba.set_num_threads(n_threads or previous)
             try:
-                _shap_kernel(X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves,
-                             *self._arrays)
+                _shap_kernel(*args)
             finally:
                 numba.set_num_threads(previous)
         return out
