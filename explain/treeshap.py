@@ -66,6 +66,7 @@ class FlatForest:
     base_value: float
     max_nodes: int
     max_leaves: int
+    objective: str  # LightGBM's objective, e.g. "regression" (identity link) or "tweedie" (log link)
     tree_node_start: np.ndarray
     tree_leaf_start: np.ndarray
     node_feature: np.ndarray
@@ -96,7 +97,7 @@ class FlatForest:
         return int(self.table.nbytes)
 
     def kernel_arrays(self) -> tuple[np.ndarray, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self)[4:])
+        return tuple(getattr(self, f.name) for f in fields(self)[5:])
 
 
 def _check_booster(booster: lgb.Booster) -> dict:
@@ -204,6 +205,7 @@ def flatten(booster: lgb.Booster, max_table_depth: int = DEFAULT_MAX_TABLE_DEPTH
     col = b.node
     return FlatForest(
         n_features=booster.num_feature(), base_value=b.base_value,
+        objective=str(dump.get("objective", "regression")).split()[0],
         max_nodes=int(max(nodes.max(initial=0), 1)), max_leaves=int(max(n_leaves.max(initial=0), 1)),
         tree_node_start=np.array(b.tree_node_start, dtype=np.int64),
         tree_leaf_start=np.array(b.tree_leaf_start, dtype=np.int64),
