@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-BENCH_MODULES = ["bench.foundation", "bench.alerts", "bench.explain"]
+BENCH_MODULES = ["bench.foundation", "bench.alerts", "bench.panel", "bench.guards", "bench.api", "bench.explain",
+                 "bench.sim"]
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,20 @@ class Settings:
                                  "TOML file of alert channels (WeCom robots, webhook, log file) and routes; "
                                  "keys come from the environment variables it names. Empty: alerts go to "
                                  "DATA_DIR/alerts.log. See docs/ALERTS.md.")
+    guard_config: str = setting("", "BIDLENS_GUARD_CONFIG",
+                                "TOML file overriding guards/guard_defaults.toml (also per campaign); "
+                                "empty: the defaults.")
+    guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
+                                    "The guard worker evaluates every this many seconds of its clock.")
+    api_max_batch_rows: int = setting(10_000, "BIDLENS_API_MAX_BATCH_ROWS",
+                                      "Most rows in one POST to the bidder API (413 beyond).")
+    api_max_body_mb: int = setting(16, "BIDLENS_API_MAX_BODY_MB",
+                                   "Largest request body the bidder API reads, MiB (413 beyond).")
+    policy_window_s: int = setting(3600, "BIDLENS_POLICY_WINDOW_S",
+                                   "The policy lists slots with a model decision this recent (seconds "
+                                   "before the newest decision's bucket).")
+    ingest_memory_mb: int = setting(256, "BIDLENS_INGEST_MEMORY_MB",
+                                    "Memory budget of file ingestion, MiB: sets the chunk size.")
 
     @property
     def database_url(self) -> str:

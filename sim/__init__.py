@@ -1,0 +1,13 @@
+"""The simulated promotion and the reference bidder (docs/SIMULATOR.md).
+
+Public interface:
+- `sim.scenario`: `load_scenario(name)`, `load_scenario_file(path)`, `parse_scenario(text)`,
+  `dump_scenario(s)`, `ScenarioError`.
+- `sim.kit.prepare(scenario, data_dir) -> Kit` (catalog, trained bidders, history, rule pool).
+- `sim.engine.Simulation(scenario, seed, bidders, history, pool).step(overrides=, guards=,
+  kill_switch=) -> BucketResult` (decisions, feature matrix, outcome increments).
+- `sim.stress.run_stress(...)` / `run_arm(...)`, the guard-driver hook (`GuardDriver`).
+- `sim.live.run_live(engine, settings, clock, speed, stop_event, ...)`, `step_live(...)`.
+- `sim.replay.replay(path, bidder, ReplayConfig)`, `resolve_bidder(spec)`.
+- `sim.train.train_models(catalog, models_dir)`, `ensure_models(...)`; `sim.bidder.load_bidder(folder)`.
+"""

@@ -403,16 +403,20 @@ _MODE_SEVERITY = {GuardMode.FORCED_MODEL: 0, GuardMode.MODEL: 1, GuardMode.PROBA
                   GuardMode.TRIPPED: 3, GuardMode.FORCED_POOL: 4}
 
 
+def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
+    """Per campaign, the most restrictive of its guards' states (what the effective policy reads)."""
+    out: dict[str, GuardState] = {}
+    for state in states:
+        current = out.get(state.campaign_id)
+        if current is None or _MODE_SEVERITY[state.mode] > _MODE_SEVERITY[current.mode]:
+            out[state.campaign_id] = state
+    return out
+
+
 def load_guard_states(conn: Connection) -> dict[str, GuardState]:
-    states: dict[str, GuardState] = {}
-    for r in conn.execute(select(s.guard_states)):
-        mode = GuardMode(r.mode)
-        state = GuardState(r.campaign_id, mode, float((r.state or {}).get("canary_share", 0.0)),
-                           r.event_id)
-        current = states.get(r.campaign_id)
-        if current is None or _MODE_SEVERITY[mode] > _MODE_SEVERITY[current.mode]:
-            states[r.campaign_id] = state
-    return states
+    return most_restrictive(
+        GuardState(r.campaign_id, GuardMode(r.mode), float((r.state or {}).get("canary_share", 0.0)), r.event_id)
+        for r in conn.execute(select(s.guard_states)))
 
 
 # --- the demo's promotion clock, shared by every process of the demo ----------------------------

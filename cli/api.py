@@ -1,0 +1,159 @@
+"""Bidder integration commands: `api` (serve), `token create|revoke|list`, `campaigns import`,
+`ingest decisions|outcomes`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from cli.output import add_json_flag, emit, fail
+from control.config import load_settings
+from control.domain import InvalidValue
+from control.ingest import Kind, ingest_file
+from control.tokens import TokenRole, Tokens
+from store import repo
+from store.engine import open_store
+
+
+def store_clock(engine) -> Callable[[], int]:
+    """Now on the store's clock: the demo's promotion clock once a demo anchored one, else real time.
+
+    Read on every call, so an API started before the demo follows the demo's time."""
+    def now() -> int:
+        with engine.connect() as conn:
+            return repo.store_clock(conn)()
+    return now
+
+
+def _engine():
+    return open_store(load_settings().database_url)
+
+
+def api_config(settings):
+    from api.app import ApiConfig
+
+    return ApiConfig(max_batch_rows=settings.api_max_batch_rows, max_body_bytes=settings.api_max_body_mb << 20,
+                     policy_window_s=settings.policy_window_s)
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.shadow import shadow_filler
+    from control.current_policy import rule_pool_provider
+    from guards.pool_store import load_active_pool
+    from guards.rule_pool import hour_of
+
+    settings = load_settings()
+    engine = open_store(settings.database_url)
+    app = create_app(engine, store_clock(engine), config=api_config(settings),
+                     pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine))
+    port = args.port or settings.api_port
+    print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=port, log_level="info")
+    return 0
+
+
+def cmd_token_create(args) -> int:
+    try:
+        engine = _engine()
+        token, secret = Tokens(engine, store_clock(engine)).create(None, args.role, args.name or "")
+    except InvalidValue as exc:
+        return fail(str(exc))
+    emit(args, {**token.as_json(), "token": secret},
+         f"token {token.token_id} ({token.role.value}, {token.name}) created. It is shown only now:\n{secret}")
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    try:
+        engine = _engine()
+        token = Tokens(engine, store_clock(engine)).revoke(None, args.token_id)
+    except InvalidValue as exc:
+        return fail(str(exc))
+    emit(args, token.as_json(), f"token {token.token_id} ({token.name}) revoked")
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    engine = _engine()
+    tokens = Tokens(engine, store_clock(engine)).list(None)
+    lines = [f"{t.token_id:>4}  {t.role.value:<7} {'active' if t.active else 'revoked':<8} {t.name}"
+             for t in tokens]
+    emit(args, [t.as_json() for t in tokens], "\n".join(lines) or "no tokens")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from api.shadow import shadow_filler
+
+    settings = load_settings()
+    budget = (args.memory_mb or settings.ingest_memory_mb) << 20
+    engine = _engine()
+    try:
+        report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
+                             budget_bytes=budget, enrich=shadow_filler(engine))
+    except (OSError, ValueError) as exc:
+        return fail(str(exc))
+    data = report.as_json()
+    lines = [f"{args.file}: {report.rows} rows, {report.accepted} stored, {report.refused} refused "
+             f"({report.chunks} chunks)"]
+    if report.refused:
+        lines.append(f"refused rows are in table quarantine (kind={report.kind}, source={report.source}, "
+                     f"received_ts={report.received_ts}):")
+        lines += [f"  {n:>8}  {reason}" for reason, n in data["refusals_by_reason"].items()]
+    emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_campaigns_import(args) -> int:
+    from control.campaigns_import import import_campaigns, read_table
+
+    engine = _engine()
+    try:
+        loaded, refusals = import_campaigns(engine, read_table(args.file), store_clock(engine))
+    except (OSError, ValueError) as exc:
+        return fail(str(exc))
+    lines = [f"{args.file}: {loaded} campaigns loaded, {len(refusals)} refused"]
+    lines += [f"  row {r.index}: {r.field}={r.value!r}: {r.reason}" for r in refusals]
+    emit(args, {"loaded": loaded, "refused": len(refusals),
+                "refusals": [{"index": r.index, "field": r.field, "value": r.value, "reason": r.reason}
+                             for r in refusals]}, "\n".join(lines))
+    return 0 if not refusals else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("api", help="serve the bidder HTTP API (decisions, outcomes, effective policy)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="default: BIDLENS_API_PORT")
+    p.set_defaults(func=cmd_api)
+
+    token = sub.add_parser("token", help="service tokens for the bidder API").add_subparsers(
+        dest="token_command", required=True)
+    p = token.add_parser("create", help="create a token (printed once; only its hash is stored)")
+    p.add_argument("--role", required=True, choices=[r.value for r in TokenRole])
+    p.add_argument("--name", help="a name saying who uses it")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("revoke", help="revoke a token (it stops working at once)")
+    p.add_argument("token_id", type=int)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_token_revoke)
+    p = token.add_parser("list", help="list tokens (never their secrets)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_token_list)
+
+    campaigns = sub.add_parser("campaigns", help="the campaign catalogue bidder rows refer to").add_subparsers(
+        dest="campaigns_command", required=True)
+    p = campaigns.add_parser("import", help="insert or update campaigns from a CSV, JSON Lines or Parquet file")
+    p.add_argument("file")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_campaigns_import)
+
+    p = sub.add_parser("ingest", help="load decisions or outcomes from a CSV, JSON Lines or Parquet file")
+    p.add_argument("kind", choices=["decisions", "outcomes"])
+    p.add_argument("file")
+    p.add_argument("--memory-mb", type=int, default=0, help="memory budget; default BIDLENS_INGEST_MEMORY_MB")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_ingest)

@@ -1,0 +1,208 @@
+"""Guard commands: run the worker, status, force, kill switch, rule pool, model vs pool ROI."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from cli.output import add_json_flag, emit, fail
+from control.clock import AcceleratedClock
+from control.domain import InvalidValue, User
+from control.permissions import PermissionDenied
+from control.service import Control
+from guards.alert_bridge import enqueue_guard_alert
+from guards.config import load_guard_settings
+from guards.pool_store import list_versions
+from guards.rule_pool import PoolBounds
+from guards.service import GuardService
+from guards.shadow import roi_comparison
+from guards.worker import GuardWorker, LockBusy, worker_lock
+from store import repo
+
+
+def _open():
+    from cli.store_cmds import open_control
+
+    control = open_control()
+    settings = load_guard_settings(control.settings.guard_config)
+    bounds = PoolBounds(max_bid=control.settings.max_bid, max_multiplier=control.settings.max_bid_multiple)
+    return control, GuardService(control.engine, control.clock, settings, bounds, alert_sink=enqueue_guard_alert), settings
+
+
+def _user(control: Control, username: str) -> User:
+    with control.engine.connect() as conn:
+        record = repo.get_user_record(conn, username)
+    if record is None or not record.user.active:
+        raise InvalidValue("user", username, "no such active user")
+    return record.user
+
+
+def cmd_run(args) -> int:
+    control, _, settings = _open()
+    if args.speed is not None:
+        start = int(time.time()) if args.start_ts is None else args.start_ts
+        clock = AcceleratedClock(start, time.time(), args.speed)
+    else:  # the demo's promotion clock when one is anchored in the store, else real time
+        with control.engine.connect() as conn:
+            clock = repo.store_clock(conn)
+    control.clock = clock
+    worker = GuardWorker(control.engine, clock, settings,
+                         interval_s=args.interval or control.settings.guard_interval_s,
+                         expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert)
+
+    def on_tick(report) -> None:
+        for e in report.events:
+            print(f"[{e.ts}] {e.guard} {e.campaign_id}: {e.kind} ({e.mode_before.value} -> {e.mode_after.value})",
+                  flush=True)
+
+    try:
+        with worker_lock(control.engine, control.settings.data_dir, timeout_s=args.lock_timeout,
+                         on_wait=lambda: print("another guard worker is active; waiting for its lock",
+                                               file=sys.stderr, flush=True)):
+            if args.once:
+                report = worker.tick()
+                emit(args, {"now_ts": report.now_ts, "campaigns": report.campaigns,
+                            "events": [{"guard": e.guard, "campaign_id": e.campaign_id, "kind": e.kind,
+                                        **e.payload()} for e in report.events],
+                            "expired_overrides": report.expired_overrides, "seconds": round(report.seconds, 4)},
+                     f"{report.campaigns} campaigns evaluated in {report.seconds:.3f}s, "
+                     f"{len(report.events)} events")
+                return 0
+            print(f"guard worker running: every {worker.interval_s}s of its clock", flush=True)
+            worker.run(on_tick=on_tick)
+    except LockBusy as exc:
+        return fail(str(exc), 3)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _status_text(status: dict) -> str:
+    kill = status["kill_switch"]
+    lines = [f"kill switch: global {'ON' if kill['global'] else 'off'}; campaigns {kill['campaigns'] or '-'}",
+             f"worker heartbeat: {status['worker']['ts'] if status['worker'] else 'never'}; "
+             f"rule pool version: {status['rule_pool_version']}"]
+    for c in status["campaigns"]:
+        modes = ", ".join(f"{g}={v['mode']}{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
+        lines.append(f"  {c['campaign_id']:<12} {c['effective_mode']:<13} {modes}"
+                     + ("  KILL" if c["kill_switch"] else ""))
+    for t in status["trips"]:
+        lines.append(f"  trip {t['trip_id']}: {t['guard']} {t['campaign_id']} at {t['tripped_ts']} ({t['cause']}), "
+                     f"delay {t['detection_delay_s']}s, ROI {t['roi_before']} -> {t['roi_after']}, "
+                     f"loss avoided {t['loss_avoided']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    _, service, _ = _open()
+    status = service.status()
+    emit(args, status, _status_text(status))
+    return 0
+
+
+def cmd_force(args) -> int:
+    control, service, _ = _open()
+    try:
+        changed = service.force(_user(control, args.user), args.campaign, args.mode, args.reason)
+    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        return fail(str(exc))
+    emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
+         "\n".join(f"{c['guard']}: {c['mode_before']} -> {c['mode_after']}" for c in changed))
+    return 0
+
+
+def cmd_kill(args) -> int:
+    control, _, _ = _open()
+    try:
+        after = control.set_kill_switch(_user(control, args.user), args.state == "on", args.reason, args.campaign)
+    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        return fail(str(exc))
+    emit(args, {"global": after.global_on, "campaigns": sorted(after.campaigns)},
+         f"kill switch: global {'ON' if after.global_on else 'off'}; campaigns {sorted(after.campaigns) or '-'}")
+    return 0
+
+
+def cmd_pool_submit(args) -> int:
+    control, service, _ = _open()
+    try:
+        version = service.submit_rule_pool(_user(control, args.user), Path(args.file).read_text(encoding="utf-8"))
+    except (InvalidValue, PermissionDenied, OSError) as exc:
+        return fail(str(exc))
+    emit(args, {"version": version.version, "status": version.status, "error": version.error},
+         f"rule pool version {version.version}: {version.status}" + (f"\n{version.error}" if version.error else ""))
+    return 0 if version.status == "active" else 1
+
+
+def cmd_pool_list(args) -> int:
+    control, _, _ = _open()
+    with control.engine.connect() as conn:
+        versions = list_versions(conn)
+    emit(args, [{"version": v.version, "status": v.status, "created_ts": v.created_ts,
+                 "created_by": v.created_by, "error": v.error} for v in versions],
+         "\n".join(f"v{v.version} {v.status:<10} {v.created_by} {v.created_ts} {v.error[:120]}" for v in versions)
+         or "no rule pool versions")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    control, _, _ = _open()
+    until = int(control.clock()) if args.until_ts is None else args.until_ts
+    with control.engine.connect() as conn:
+        frame = roi_comparison(conn, until - args.minutes * 60, until)
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    emit(args, records, frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def register(subparsers) -> None:
+    guard = subparsers.add_parser("guard", help="ROI guard and manual rule pool")
+    sub = guard.add_subparsers(dest="guard_command", required=True, metavar="SUBCOMMAND")
+
+    run = sub.add_parser("run", help="run the guard worker (one per store; a second one waits)")
+    run.add_argument("--interval", type=int, default=0, help="seconds of the clock between evaluations")
+    run.add_argument("--speed", type=float, default=None,
+                     help="own accelerated clock (60 = a simulated minute per second); default: the demo's "
+                          "clock anchored in the store, else real time")
+    run.add_argument("--start-ts", type=int, default=None, help="with --speed: the clock starts here (epoch s)")
+    run.add_argument("--once", action="store_true", help="one evaluation, then exit")
+    run.add_argument("--lock-timeout", type=float, default=None, help="give up waiting for the lock after S s")
+    add_json_flag(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="every campaign's guards, kill switch, trips")
+    add_json_flag(status)
+    status.set_defaults(func=cmd_status)
+
+    forced = sub.add_parser("force", help="pin a campaign to the pool or the model, or hand it back (manager)")
+    forced.add_argument("--campaign", required=True)
+    forced.add_argument("--mode", required=True, choices=["pool", "model", "auto"])
+    forced.add_argument("--reason", required=True)
+    forced.add_argument("--user", required=True)
+    add_json_flag(forced)
+    forced.set_defaults(func=cmd_force)
+
+    kill = sub.add_parser("kill", help="kill switch on/off, global or per campaign (manager)")
+    kill.add_argument("state", choices=["on", "off"])
+    kill.add_argument("--campaign", default=None)
+    kill.add_argument("--reason", required=True)
+    kill.add_argument("--user", required=True)
+    add_json_flag(kill)
+    kill.set_defaults(func=cmd_kill)
+
+    pool = sub.add_parser("pool", help="manual rule pool versions")
+    pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="SUBCOMMAND")
+    submit = pool_sub.add_parser("submit", help="validate a rule pool TOML file and make it live")
+    submit.add_argument("file")
+    submit.add_argument("--user", required=True)
+    add_json_flag(submit)
+    submit.set_defaults(func=cmd_pool_submit)
+    listing = pool_sub.add_parser("list", help="every version: active, superseded, refused (with why)")
+    add_json_flag(listing)
+    listing.set_defaults(func=cmd_pool_list)
+
+    compare = sub.add_parser("compare", help="model vs rule pool predicted ROI (shadow score)")
+    compare.add_argument("--minutes", type=int, default=60)
+    compare.add_argument("--until-ts", type=int, default=None)
+    add_json_flag(compare)
+    compare.set_defaults(func=cmd_compare)

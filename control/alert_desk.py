@@ -1,0 +1,25 @@
+"""Acknowledging alerts from the panel: permission-checked, then the outbox's own audited acknowledge.
+
+Acknowledgement time is what the response-time figures measure (the brief's
+24 h → 30 min), so it is written once: acknowledging again is a conflict that
+names who acknowledged first.
+"""
+
+from __future__ import annotations
+
+from control.domain import User
+from control.permissions import Action, require
+from control.service import Control
+from guards.alerts import outbox
+from store.repo import ConflictError
+
+
+def acknowledge_alert(control: Control, actor: User, alert_id: int) -> int:
+    """Mark the alert (every channel's copy of its event) acknowledged by `actor` now; returns the time."""
+    require(actor, Action.ACK_ALERT)
+    now = control.clock()
+    with control.engine.begin() as conn:
+        result = outbox.acknowledge(conn, alert_id, actor.username, now, source="panel")
+    if result.already:
+        raise ConflictError(f"alert {alert_id} was already acknowledged by {result.alert.acked_by}")
+    return now

@@ -1,0 +1,564 @@
+"""Read models for the live board and the other panel pages (queries, no Streamlit).
+
+Two kinds of functions:
+
+- small store queries (take a Connection), each bounded by an index: the latest
+  bucket, the decisions of one bucket, guard states, trips, alerts;
+- pure functions over frames that turn those into what a page shows: the KPI
+  row, the campaign table, the ROI series, the model-vs-rule-pool shadow
+  comparison, alert response times.
+
+Day totals and per-bucket series come from `LiveAggregates`, which sums outcomes
+and decisions incrementally (by row id watermark): outcomes are append-only
+increments, so a refresh reads only rows written since the last one, and a
+refresh of the live board stays cheap however long the day has run.
+
+ROI = GMV / spend. Profit = GMV x gross margin - spend. Days are promotion days
+in Asia/Shanghai (UTC+8).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, func, select
+
+from control.domain import (
+    POOL_MODES,
+    Campaign,
+    DecidedBy,
+    GuardState,
+    Override,
+    OverrideField,
+    OverrideStatus,
+    RuleAnswer,
+)
+from control.policy import KillSwitch, resolve_policy
+from guards.alerts.events import ROLE
+from guards.alerts.events import Role as AlertRole
+from store import repo
+from store import schema as s
+
+DAY_S = 86_400
+TZ_OFFSET_S = 8 * 3600  # Asia/Shanghai: promotion days start at local midnight
+DEFAULT_FLOOR = 2.0     # the brief's ROI floor, for campaigns whose guard configuration names none
+DEFAULT_WINDOW_S = 3600
+
+
+def day_start(ts: int) -> int:
+    """Start (epoch s) of the promotion day containing `ts`."""
+    return ts - (ts + TZ_OFFSET_S) % DAY_S
+
+
+def safe_ratio(num, den):
+    """num / den, NaN where den is 0 (ROI of nothing spent is unknown, not infinite)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+# --- small store queries --------------------------------------------------------------------
+
+def latest_bucket(conn: Connection) -> int | None:
+    """The promotion clock: the newest decision bucket in the store."""
+    return conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
+
+
+# What the board, the policy and the override page need of each slot of the newest bucket.
+SLOT_COLUMNS = ("campaign_id", "audience_package", "model_bid", "audience_on", "budget_share", "pred_roi",
+                "pred_value", "pool_bid")
+_TEXT_COLUMNS = ("campaign_id", "audience_package")
+
+
+def _raw_rows(conn: Connection, sql: str, **params) -> list[tuple]:
+    """Plain DBAPI tuples for `sql` with :name parameters, in the caller's transaction.
+
+    Thousands of rows per refresh: SQLAlchemy Row objects and pandas' row sniffing
+    cost more than the query itself.
+    """
+    if conn.dialect.paramstyle == "pyformat":
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+        args: object = params
+    else:
+        args = tuple(params[name] for name in re.findall(r":(\w+)", sql))
+        sql = re.sub(r":\w+", "?", sql)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def bucket_slots(conn: Connection, bucket_ts: int) -> pd.DataFrame:
+    """Every slot decision of one bucket (uses ix_decisions_bucket).
+
+    Raw DBAPI rows and object-dtype text columns: for the ~12,000 rows of a bucket
+    this is several times faster than ORM rows into inferred string columns.
+    """
+    rows = _raw_rows(conn, f"SELECT {', '.join(SLOT_COLUMNS)} FROM decisions WHERE bucket_ts = :b", b=bucket_ts)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(SLOT_COLUMNS)
+    data = {}
+    for name, values in zip(SLOT_COLUMNS, columns, strict=True):
+        if name in _TEXT_COLUMNS:
+            data[name] = pd.Series(np.array(values, dtype=object), dtype=object)
+        elif name == "audience_on":
+            data[name] = np.array(values, dtype=bool)
+        else:
+            data[name] = np.array(values, dtype=np.float64)  # None (no pool answer) becomes NaN
+    frame = pd.DataFrame(data)
+    frame["bucket_ts"] = bucket_ts
+    return frame
+
+
+def guard_table(conn: Connection) -> pd.DataFrame:
+    """Every guard's current state (one row per guard x campaign)."""
+    rows = conn.execute(select(s.guard_states).order_by(s.guard_states.c.campaign_id)).all()
+    return pd.DataFrame([r._mapping for r in rows],
+                        columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
+
+
+def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
+    q = (select(s.guard_events).where(s.guard_events.c.campaign_id == campaign_id)
+         .order_by(s.guard_events.c.ts.desc()).limit(limit))
+    return pd.DataFrame([r._mapping for r in conn.execute(q)],
+                        columns=["event_id", "ts", "guard", "campaign_id", "kind", "payload"])
+
+
+def trip_ledger(conn: Connection, since_ts: int | None = None) -> pd.DataFrame:
+    q = select(s.guard_trips).order_by(s.guard_trips.c.tripped_ts.desc())
+    if since_ts is not None:
+        q = q.where((s.guard_trips.c.restored_ts.is_(None)) | (s.guard_trips.c.restored_ts >= since_ts))
+    return pd.DataFrame([r._mapping for r in conn.execute(q)],
+                        columns=[c.name for c in s.guard_trips.columns])
+
+
+ALERT_COLUMNS = ("alert_id", "event_key", "severity", "kind", "campaign_id", "channel", "status", "attempts",
+                 "occurred_ts", "created_ts", "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error",
+                 "payload")
+FIRING_KINDS = tuple(k.value for k, role in ROLE.items() if role is AlertRole.FIRING)
+
+
+def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int = 500) -> pd.DataFrame:
+    """Alert outbox rows newest first; open_only: firing events nobody acknowledged and not resolved,
+    one row per event (an event sent to several channels is one alert)."""
+    a = s.alerts.c
+    q = select(*[a[c] for c in ALERT_COLUMNS]).order_by(a.alert_id.desc()).limit(limit)
+    if open_only:
+        q = q.where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))
+    frame = pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
+    return frame.drop_duplicates("event_key") if open_only else frame
+
+
+def open_alert_count(conn: Connection) -> int:
+    a = s.alerts.c
+    return conn.execute(select(func.count(func.distinct(a.event_key)))
+                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))).scalar() or 0
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    """Alert outbox by delivery status: pending / delivered / dead."""
+    rows = conn.execute(select(s.alerts.c.status, func.count()).group_by(s.alerts.c.status)).all()
+    counts = {"pending": 0, "delivered": 0, "dead": 0}
+    counts.update({status: n for status, n in rows})
+    return counts
+
+
+def active_trip_count(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(s.guard_trips)
+                        .where(s.guard_trips.c.restored_ts.is_(None))).scalar() or 0
+
+
+# --- incremental day aggregates -------------------------------------------------------------
+
+OUTCOME_SUMS = ("impressions", "clicks", "spend", "orders", "gmv")
+DECISION_SUMS = ("n", "n_on", "pred_roi", "n_pool", "pool_pred_roi", "bid", "n_override", "n_rule_pool")
+
+
+class BucketSums:
+    """Sums per campaign for each bucket: one (campaigns x sums) array per bucket.
+
+    Adding a delta touches only the buckets in it (new ones and those late
+    conversions land in); totals over a window add a few arrays. Campaigns new to
+    it get a row of zeros in every bucket.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self.ids: list[str] = []
+        self.pos: dict[str, int] = {}
+        self.buckets: dict[int, np.ndarray] = {}
+
+    def add(self, delta: pd.DataFrame) -> None:
+        if delta.empty:
+            return
+        fresh = [c for c in pd.unique(delta["campaign_id"]) if c not in self.pos]
+        if fresh:
+            self.pos.update({c: len(self.ids) + i for i, c in enumerate(fresh)})
+            self.ids.extend(fresh)
+            pad = np.zeros((len(fresh), len(self.names)))
+            self.buckets = {b: np.vstack([a, pad]) for b, a in self.buckets.items()}
+        rows = delta["campaign_id"].map(self.pos).to_numpy()
+        values = delta[list(self.names)].to_numpy(dtype=np.float64)
+        for bucket, idx in delta.groupby("bucket_ts").indices.items():
+            arr = self.buckets.get(int(bucket))
+            if arr is None:
+                arr = self.buckets[int(bucket)] = np.zeros((len(self.ids), len(self.names)))
+            np.add.at(arr, rows[idx], values[idx])
+
+    def drop_before(self, since: int) -> None:
+        for b in [b for b in self.buckets if b < since]:
+            del self.buckets[b]
+
+    def totals(self, since: int) -> pd.DataFrame:
+        """Sums per campaign over buckets >= since."""
+        acc = np.zeros((len(self.ids), len(self.names)))
+        for b, arr in self.buckets.items():
+            if b >= since:
+                acc += arr
+        return pd.DataFrame(acc, columns=list(self.names), index=pd.Index(self.ids, name="campaign_id"))
+
+    def series(self, since: int) -> pd.DataFrame:
+        """Sums over all campaigns per bucket >= since, in time order."""
+        keys = sorted(b for b in self.buckets if b >= since)
+        data = np.array([self.buckets[b].sum(axis=0) for b in keys]).reshape(len(keys), len(self.names))
+        return pd.DataFrame(data, columns=list(self.names), index=pd.Index(keys, name="bucket_ts"))
+
+
+class LiveAggregates:
+    """Outcome and decision sums for the current promotion day, kept current by row-id watermark.
+
+    `refresh(conn)` reads only the rows written since the last refresh (SQL GROUP
+    BY over the new rows) and adds them in; outcomes are append-only increments,
+    so late conversions simply add to their bucket. Buckets before the day of the
+    newest bucket are dropped. Thread-safe: the panel shares one instance among sessions.
+    """
+
+    def __init__(self):
+        self.outcome_mark = 0
+        self.decision_mark = 0
+        self.day = 0
+        self.outcomes = BucketSums(OUTCOME_SUMS)
+        self.decisions = BucketSums(DECISION_SUMS)
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: Connection, newest_bucket: int | None = None) -> LiveAggregates:
+        with self._lock:
+            newest = newest_bucket if newest_bucket is not None else latest_bucket(conn)
+            if newest is None:
+                return self
+            self.day = day_start(newest)
+            o_mark = conn.execute(select(func.max(s.outcomes.c.outcome_id))).scalar() or 0
+            d_mark = conn.execute(select(func.max(s.decisions.c.decision_id))).scalar() or 0
+            if o_mark > self.outcome_mark:
+                self.outcomes.add(_grouped(conn, """
+                    SELECT campaign_id, bucket_ts, SUM(impressions), SUM(clicks), SUM(spend), SUM(orders), SUM(gmv)
+                    FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi
+                    GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, self.day))
+                self.outcome_mark = o_mark
+            if d_mark > self.decision_mark:
+                self.decisions.add(_grouped(conn, """
+                    SELECT campaign_id, bucket_ts, COUNT(*),
+                           SUM(CASE WHEN audience_on THEN 1 ELSE 0 END),
+                           SUM(pred_roi), COUNT(pool_pred_roi), COALESCE(SUM(pool_pred_roi), 0), SUM(bid),
+                           SUM(CASE WHEN decided_by = 'override' THEN 1 ELSE 0 END),
+                           SUM(CASE WHEN decided_by = 'rule_pool' THEN 1 ELSE 0 END)
+                    FROM decisions WHERE decision_id > :lo AND decision_id <= :hi
+                    GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, self.day))
+                self.decision_mark = d_mark
+            self.outcomes.drop_before(self.day)
+            self.decisions.drop_before(self.day)
+            return self
+
+    def outcome_totals(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.outcomes.totals(since)
+
+    def decision_totals(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.decisions.totals(since)
+
+    def outcome_series(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.outcomes.series(since)
+
+    def decision_series(self, since: int) -> pd.DataFrame:
+        with self._lock:
+            return self.decisions.series(since)
+
+
+def _grouped(conn: Connection, sql: str, names: Sequence[str], lo: int, hi: int, since: int) -> pd.DataFrame:
+    """New rows by id range only: a bucket_ts condition in SQL would let the planner pick the
+    bucket index and scan the whole day; the few rows of earlier days are dropped here."""
+    rows = _raw_rows(conn, sql, lo=lo, hi=hi)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (2 + len(names))
+    frame = pd.DataFrame({"campaign_id": pd.Series(np.array(columns[0], dtype=object), dtype=object),
+                          "bucket_ts": np.array(columns[1], dtype=np.int64),
+                          **{n: np.array(c, dtype=np.float64) for n, c in zip(names, columns[2:], strict=True)}})
+    return frame[frame["bucket_ts"].to_numpy() >= since]
+
+
+# --- pure read models -----------------------------------------------------------------------
+
+def with_roi(totals: pd.DataFrame) -> pd.DataFrame:
+    """Outcome sums per campaign with realised ROI (GMV / spend)."""
+    return totals.assign(roi=safe_ratio(totals["gmv"], totals["spend"]))
+
+
+def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
+                  kill: KillSwitch, now_ts: int) -> pd.DataFrame:
+    """The effective policy now over the newest bucket's model plan: bid, audience_on, decided_by per slot.
+
+    The rule pool's answer per slot is the one the bidder recorded with the
+    decision (pool_bid), so the board shows what would be served at this moment.
+    Only campaigns something acts on (an override in force, a guard on the pool,
+    a kill switch) go through control.policy.resolve_policy; the rest are the
+    model's by definition, which keeps a refresh cheap on a quiet day.
+    """
+    n = len(slots)
+    bid = slots["model_bid"].to_numpy(dtype=np.float64).copy()
+    audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
+    decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
+    if kill.global_on:
+        rows = np.arange(n)
+    else:
+        acted_on = ({c for c, g in guards.items() if g.mode in POOL_MODES} | set(kill.campaigns)
+                    | {o.scope.campaign_id for o in overrides if o.in_force(now_ts)})
+        rows = np.flatnonzero(slots["campaign_id"].isin(acted_on).to_numpy()) if acted_on else np.arange(0)
+    if len(rows):
+        sub = slots.iloc[rows]
+        plan = pd.DataFrame({"campaign_id": sub["campaign_id"], "audience_package": sub["audience_package"],
+                             "bucket_ts": sub["bucket_ts"], "bid": sub["model_bid"],
+                             "audience_on": sub["audience_on"], "budget_share": sub["budget_share"]})
+        policy = resolve_policy(plan, overrides, guards, kill, _RecordedPool(sub), now_ts)
+        bid[rows] = policy["bid"].to_numpy(dtype=np.float64)
+        audience_on[rows] = policy["audience_on"].to_numpy(dtype=bool)
+        decided_by[rows] = policy["decided_by"].to_numpy(dtype=object)
+    return pd.DataFrame({"bid": bid, "audience_on": audience_on,
+                         "decided_by": pd.Series(decided_by, dtype=object)})
+
+
+class _RecordedPool(Mapping):
+    """The rule pool's answers as the bidder recorded them (pool_bid); RuleAnswers are made only
+    for the slots the policy asks about."""
+
+    def __init__(self, slots: pd.DataFrame):
+        known = slots["pool_bid"].notna().to_numpy()
+        self._bids = dict(zip(zip(slots["campaign_id"].to_numpy()[known],
+                                  slots["audience_package"].to_numpy()[known], strict=True),
+                              slots["pool_bid"].to_numpy()[known].tolist(), strict=True))
+
+    def __getitem__(self, key: tuple[str, str]) -> RuleAnswer:
+        return RuleAnswer("pool", self._bids[key])
+
+    def __iter__(self):
+        return iter(self._bids)
+
+    def __len__(self) -> int:
+        return len(self._bids)
+
+
+_AUTHORITY = (DecidedBy.MODEL.value, DecidedBy.RULE_POOL.value, DecidedBy.OVERRIDE.value)  # lowest first
+
+
+def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping[str, Campaign],
+                   day: pd.DataFrame, window: pd.DataFrame, guards: Mapping[str, GuardState],
+                   floors: Mapping[str, float], overrides: Sequence[Override], now_ts: int) -> pd.DataFrame:
+    """One row per campaign: bid, budget and pace, packages on, ROI vs floor, guard, who decides.
+
+    `slots` and `policy` are row-aligned (the newest bucket); `day` and `window`
+    are outcome totals per campaign with ROI (with_roi). Per-campaign figures over
+    the packages on: mean served bid, mean predicted ROI; the campaign is
+    "decided by" the highest authority deciding any of its slots.
+    """
+    codes, uniques = pd.factorize(slots["campaign_id"].to_numpy(dtype=object), sort=True)
+    ids = np.asarray(uniques, dtype=object)
+    k = len(ids)
+    on = policy["audience_on"].to_numpy(dtype=bool)
+    count = np.bincount(codes, minlength=k).astype(np.float64)
+    n_on = np.bincount(codes, weights=on, minlength=k)
+    served = policy["bid"].to_numpy(dtype=np.float64)
+    pred = slots["pred_roi"].to_numpy(dtype=np.float64)
+    authority = np.zeros(k, dtype=np.int64)
+    rank = pd.Series(policy["decided_by"].to_numpy(dtype=object)).map(
+        {name: i for i, name in enumerate(_AUTHORITY)}).to_numpy(dtype=np.int64)
+    np.maximum.at(authority, codes, rank)
+    info = [campaigns.get(c) for c in ids]
+    budget = np.array([c.daily_budget if c else np.nan for c in info])
+    spend = day["spend"].reindex(ids).fillna(0.0).to_numpy() if len(day) else np.zeros(k)
+    gmv = day["gmv"].reindex(ids).fillna(0.0).to_numpy() if len(day) else np.zeros(k)
+    realised = window["roi"].reindex(ids).to_numpy() if len(window) else np.full(k, np.nan)
+    pred_on = safe_ratio(np.bincount(codes, weights=np.where(on, pred, 0.0), minlength=k), n_on)
+    floor = np.array([floors.get(c, DEFAULT_FLOOR) for c in ids])
+    decided_by = np.array(_AUTHORITY, dtype=object)[authority]
+    who, until = _override_owners(overrides, now_ts)
+    by_override = decided_by == DecidedBy.OVERRIDE.value
+    return pd.DataFrame({
+        "campaign_id": pd.Series(ids, dtype=object),
+        "bid": safe_ratio(np.bincount(codes, weights=np.where(on, served, 0.0), minlength=k), n_on),
+        "model_bid": safe_ratio(np.bincount(codes, weights=slots["model_bid"].to_numpy(np.float64), minlength=k),
+                                count),
+        "packages_on": n_on.astype(np.int64),
+        "packages": count.astype(np.int64),
+        "pred_roi": pred_on,
+        "name": pd.Series([c.name if c else "" for c in info], dtype=object),
+        "daily_budget": budget,
+        "margin": np.array([c.gross_margin if c else 0.0 for c in info]),
+        "spend_today": spend,
+        "gmv_today": gmv,
+        "pace": safe_ratio(spend, budget),
+        "realised_roi": realised,
+        "floor": floor,
+        "guard": pd.Series([guards[c].mode.value if c in guards else "model" for c in ids], dtype=object),
+        "below_floor": (pred_on < floor) | (realised < floor),
+        "decided_by": pd.Series(decided_by, dtype=object),
+        "override_by": pd.Series([who.get(c, "") if o else "" for c, o in zip(ids, by_override, strict=True)],
+                                 dtype=object),
+        "override_until": pd.Series([until.get(c) if o else None for c, o in zip(ids, by_override, strict=True)],
+                                    dtype=object),
+    })
+
+
+def _override_owners(overrides: Sequence[Override], now_ts: int) -> tuple[dict[str, str], dict[str, int]]:
+    who: dict[str, str] = {}
+    until: dict[str, int] = {}
+    for o in overrides:
+        if not o.in_force(now_ts):
+            continue
+        c = o.scope.campaign_id
+        label = f"{o.proposed_by} → {o.reviewed_by} #{o.override_id}"
+        who[c] = f"{who[c]}; {label}" if c in who else label
+        until[c] = min(until.get(c, o.expires_ts), o.expires_ts)
+    return who, until
+
+
+@dataclass(frozen=True)
+class Kpis:
+    spend: float
+    gmv: float
+    realised_roi: float
+    predicted_roi: float
+    profit: float
+    active_trips: int
+    open_alerts: int
+
+
+def kpis(table: pd.DataFrame, active_trips: int, open_alerts: int) -> Kpis:
+    """The KPI row over today's campaign table (predicted ROI: mean over packages on)."""
+    spend = float(table["spend_today"].sum()) if len(table) else 0.0
+    gmv = float(table["gmv_today"].sum()) if len(table) else 0.0
+    profit = float((table["gmv_today"] * table["margin"].fillna(0.0)).sum() - spend) if len(table) else 0.0
+    pred = float(np.nanmean(table["pred_roi"])) if len(table) and table["pred_roi"].notna().any() else float("nan")
+    return Kpis(spend, gmv, float(safe_ratio(gmv, spend)), pred, profit, active_trips, open_alerts)
+
+
+def roi_series(outcome_series: pd.DataFrame, decision_series: pd.DataFrame) -> pd.DataFrame:
+    """Per bucket: predicted ROI (mean over slots), realised ROI, the rule pool's predicted ROI.
+
+    Long format (bucket_ts, series, roi) for an Altair line chart.
+    """
+    dec, out = decision_series, outcome_series
+    frames = [
+        pd.DataFrame({"bucket_ts": dec.index, "series": "predicted", "roi": safe_ratio(dec["pred_roi"], dec["n"])}),
+        pd.DataFrame({"bucket_ts": dec.index, "series": "rule_pool_predicted",
+                      "roi": safe_ratio(dec["pool_pred_roi"], dec["n_pool"])}),
+        pd.DataFrame({"bucket_ts": out.index, "series": "realised", "roi": safe_ratio(out["gmv"], out["spend"])}),
+    ]
+    series = pd.concat(frames, ignore_index=True)
+    return series[np.isfinite(series["roi"].to_numpy(dtype=np.float64))].reset_index(drop=True)
+
+
+def shadow_comparison(decision_totals: pd.DataFrame) -> pd.DataFrame:
+    """Model vs manual rule pool per campaign over a window: mean predicted ROI of each.
+
+    `pool_pred_roi` is the shadow score: the ROI the model predicts had the rule
+    pool's bid been served. `pool_better` marks campaigns where the pool would do better.
+    """
+    g = decision_totals[decision_totals["n"] > 0]
+    out = pd.DataFrame({"model_pred_roi": safe_ratio(g["pred_roi"], g["n"]),
+                        "pool_pred_roi": safe_ratio(g["pool_pred_roi"], g["n_pool"])}, index=g.index)
+    out["gap"] = out["pool_pred_roi"] - out["model_pred_roi"]
+    out["pool_better"] = out["gap"] > 0
+    return out.reset_index().sort_values("gap", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def trip_periods(trips: pd.DataFrame, now_ts: int, campaign_id: str | None = None) -> pd.DataFrame:
+    """[start, end) of each trip for shading a chart; an open trip ends now."""
+    if trips.empty:
+        return pd.DataFrame(columns=["campaign_id", "start", "end"])
+    t = trips if campaign_id is None else trips[trips["campaign_id"] == campaign_id]
+    end = pd.to_numeric(t["restored_ts"], errors="coerce").fillna(now_ts).astype(np.int64)
+    return pd.DataFrame({"campaign_id": t["campaign_id"].to_numpy(), "start": t["tripped_ts"].to_numpy(),
+                         "end": end.to_numpy()})
+
+
+def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,
+                     audience_package: str | None, daily_budget: float) -> dict[str, float]:
+    """What an override would change at the newest bucket, from the model's own predictions.
+
+    Bid: the predicted ROI scales with value per click / bid (cost per click ~ bid),
+    so ROI at the new bid = pred_value / new bid. Budget: old vs new. Audience off:
+    the packages' predicted ROI that stops being bought.
+    """
+    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
+    pred_roi = float(scope["pred_roi"].mean()) if len(scope) else float("nan")
+    if field is OverrideField.BID:
+        value_per_click = float(scope["pred_value"].mean()) if len(scope) else float("nan")
+        return {"model_bid": float(scope["model_bid"].mean()) if len(scope) else float("nan"),
+                "new_bid": value, "pred_roi_model": pred_roi,
+                "pred_roi_new": value_per_click / value if value > 0 else float("nan")}
+    if field is OverrideField.BUDGET:
+        return {"daily_budget": daily_budget, "new_budget": value,
+                "change": value / daily_budget - 1 if daily_budget else float("nan")}
+    return {"packages": float(len(scope)), "pred_roi_model": pred_roi, "audience_on": value}
+
+
+def any_pool_mode(guards: Mapping[str, GuardState]) -> int:
+    """How many campaigns the guard currently has on the rule pool."""
+    return sum(1 for g in guards.values() if g.mode in POOL_MODES)
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """Everything the live board shows for one refresh."""
+
+    latest_bucket: int
+    now_ts: int
+    kpis: Kpis
+    campaigns: pd.DataFrame
+    series: pd.DataFrame
+    trips: pd.DataFrame
+    shadow: pd.DataFrame
+    kill_switch: KillSwitch
+
+
+def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping[str, Campaign],
+                slots: pd.DataFrame, newest: int, now_ts: int, window_s: int = DEFAULT_WINDOW_S,
+                floors: Mapping[str, float] | None = None) -> BoardView:
+    """The live board at `newest` (the newest bucket; `slots` are its decisions).
+
+    `floors`: each campaign's ROI floor as its guard is configured (guards.config);
+    missing ones are DEFAULT_FLOOR.
+
+    Overrides, guard states and the kill switch are read fresh (they change
+    between buckets); everything else comes from the aggregates and the slots.
+    """
+    aggregates.refresh(conn, newest)
+    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
+    guards = repo.load_guard_states(conn)
+    kill = repo.load_kill_switch(conn)
+    since = newest - window_s
+    policy = served_policy(slots, overrides, guards, kill, now_ts)
+    table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),
+                           with_roi(aggregates.outcome_totals(since)), guards, floors or {}, overrides, now_ts)
+    trips = trip_ledger(conn, since_ts=day_start(newest))
+    return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
+                     roi_series(aggregates.outcome_series(since), aggregates.decision_series(since)),
+                     trip_periods(trips, newest), shadow_comparison(aggregates.decision_totals(since)), kill)

@@ -1,0 +1,151 @@
+"""The effective policy in force now, built from the store.
+
+The plan is the model's latest decision per slot (campaign x audience package):
+among the decisions whose bucket is within `window_s` of the newest bucket in
+the store, the newest bucket of each slot, last received first. Slots the model
+has not decided for within the window are not in the policy (no live traffic).
+
+The rule pool answers only for the slots whose campaign it serves (guard on the
+pool or kill switch on), so asking it costs nothing while every guard is on the model.
+
+`policy_version` names the inputs (newest decision, in-force overrides, guard
+states, kill switch, active rule pool) in one cheap query: a bidder that
+polls gets "nothing changed" without the policy being resolved again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+from sqlalchemy import Connection, func, select, text
+
+from control.domain import POOL_MODES, OverrideStatus, RuleAnswer
+from control.policy import PLAN_COLUMNS, resolve_policy
+from store import repo
+from store import schema as s
+
+# The rule pool's answer for one slot: (campaign_id, audience_package, bucket_ts, reference_bid).
+PoolAnswerFn = Callable[[str, str, int, float], RuleAnswer | None]
+PoolAnswers = Mapping[tuple[str, str], RuleAnswer] | PoolAnswerFn
+
+DEFAULT_WINDOW_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFilter:
+    campaign_id: str | None = None
+    audience_package: str | None = None
+
+
+NO_FILTER = PolicyFilter()
+
+_PLAN_SQL = """
+SELECT campaign_id, audience_package, bucket_ts, bid, audience_on, budget_share FROM (
+  SELECT campaign_id, audience_package, bucket_ts, model_bid AS bid, audience_on, budget_share,
+         ROW_NUMBER() OVER (PARTITION BY campaign_id, audience_package
+                            ORDER BY bucket_ts DESC, decision_id DESC) AS rank
+  FROM decisions
+  WHERE bucket_ts >= :since {extra}
+) latest WHERE rank = 1
+ORDER BY campaign_id, audience_package
+"""
+
+
+def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
+              where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
+    """The model's latest decision per slot (columns PLAN_COLUMNS; `bid` is the model's bid)."""
+    newest = conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
+    if newest is None:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PLAN_COLUMNS})
+    extra, params = "", {"since": int(newest) - window_s}
+    if where.campaign_id is not None:
+        extra += " AND campaign_id = :campaign_id"
+        params["campaign_id"] = where.campaign_id
+    if where.audience_package is not None:
+        extra += " AND audience_package = :audience_package"
+        params["audience_package"] = where.audience_package
+    rows = conn.execute(text(_PLAN_SQL.format(extra=extra)), params).all()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(PLAN_COLUMNS)
+    frame = pd.DataFrame(dict(zip(PLAN_COLUMNS, columns, strict=True)))
+    return frame.astype({"campaign_id": object, "audience_package": object, "bucket_ts": "int64",
+                         "bid": "float64", "audience_on": bool, "budget_share": "float64"})
+
+
+def policy_version(conn: Connection, now_ts: int) -> str:
+    """A short name for the policy's inputs now: equal names, equal policies. One round trip."""
+    d, o, g, f = s.decisions.c, s.overrides.c, s.guard_states.c, s.control_flags.c
+    pool = s.rule_pool_versions.c
+
+    def one(*columns, where=None):
+        q = select(*columns)
+        return (q if where is None else q.where(where)).scalar_subquery()
+
+    parts = conn.execute(select(
+        one(func.max(d.decision_id)), one(func.max(d.bucket_ts)),
+        # Any override change bumps its version; an approved one also stops being in force at
+        # expires_ts without any write, which the count of those still in force catches.
+        one(func.count(o.override_id)),
+        one(func.coalesce(func.sum(o.version), 0)),
+        one(func.count(o.override_id), where=(o.status == OverrideStatus.APPROVED.value) & (o.expires_ts > now_ts)),
+        one(func.count(g.campaign_id)), one(func.coalesce(func.sum(g.version), 0)), one(func.max(g.updated_ts)),
+        one(f.version, where=f.key == repo.KILL_SWITCH_KEY),
+        one(func.max(pool.version), where=pool.status == "active"),
+    )).one()
+    return hashlib.sha256(repr(tuple(int(p or 0) for p in parts)).encode()).hexdigest()[:20]
+
+
+def _pool_for(plan: pd.DataFrame, answers: PoolAnswers, served: set[str]) -> dict[tuple[str, str], RuleAnswer]:
+    """The pool's answers for the plan rows of the campaigns it serves."""
+    if isinstance(answers, Mapping):
+        return dict(answers)
+    rows = plan[plan["campaign_id"].isin(served)]
+    out = {}
+    for campaign_id, package, bucket_ts, bid in zip(rows["campaign_id"], rows["audience_package"],
+                                                    rows["bucket_ts"], rows["bid"], strict=True):
+        answer = answers(campaign_id, package, int(bucket_ts), float(bid))
+        if answer is not None:
+            out[(campaign_id, package)] = answer
+    return out
+
+
+def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
+                   window_s: int = DEFAULT_WINDOW_S, where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
+    """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS)."""
+    plan = load_plan(conn, window_s=window_s, where=where)
+    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED], where.campaign_id)
+    guards = repo.load_guard_states(conn)
+    kill = repo.load_kill_switch(conn)
+    served = {c for c in plan["campaign_id"].unique()
+              if kill.covers(c) or (c in guards and guards[c].mode in POOL_MODES)}
+    pool = _pool_for(plan, pool_answers, served) if served else {}
+    return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
+
+
+
+# --- the rule pool's answers from its active version ------------------------------------------
+
+class RuleAnswering(Protocol):
+    def answer(self, campaign_id: str, audience_package: str, hour: int,
+               reference_bid: float) -> RuleAnswer | None: ...
+
+
+def pool_answer_fn(pool: RuleAnswering, hour_of: Callable[[int], int]) -> PoolAnswerFn:
+    """Ask `pool` for a slot at its bucket's hour of the day; the reference bid is the model's bid."""
+    def answer(campaign_id: str, audience_package: str, bucket_ts: int, reference_bid: float):
+        return pool.answer(campaign_id, audience_package, int(hour_of(bucket_ts)), reference_bid)
+    return answer
+
+
+def rule_pool_provider(load_active: Callable[[Connection], tuple[int, RuleAnswering] | None],
+                       hour_of: Callable[[int], int]) -> Callable[[Connection], PoolAnswers]:
+    """Answers from the rule pool in force (`load_active` gives (version, pool) or None); none without one.
+
+    Called when the policy's inputs changed, not on every poll."""
+    def provider(conn: Connection) -> PoolAnswers:
+        active = load_active(conn)
+        return {} if active is None else pool_answer_fn(active[1], hour_of)
+    return provider

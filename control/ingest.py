@@ -1,0 +1,446 @@
+"""Ingesting decision and outcome rows from outside (HTTP batches, files).
+
+One path for every source: keep the known columns, refuse values of the wrong
+type, validate (control.validation), store the good rows, quarantine the bad
+ones with the reason. Nothing is dropped: every input row is either stored or
+in the quarantine table, and the counts say so.
+
+Files stream in chunks sized from a memory budget, so a file larger than
+memory works: CSV through pyarrow's streaming reader (malformed lines are
+quarantined, not fatal), JSON Lines line by line, Parquet by record batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from control.validation import (
+    DECISION_COLUMNS,
+    DECISION_OPTIONAL,
+    OUTCOME_COLUMNS,
+    Limits,
+    Refusal,
+    validate_decisions,
+    validate_outcomes,
+)
+from store import repo
+from store import schema as s
+
+MAX_TEXT = {"decided_reason": 200}  # other text columns: 64 characters (the store's width)
+MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender sends it
+DEFAULT_LIMITS = Limits()
+
+Enrich = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+class Kind(StrEnum):
+    DECISION = "decision"
+    OUTCOME = "outcome"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    columns: dict[str, str]
+    optional: dict[str, str]
+    validate: Callable[..., object]
+
+    @property
+    def all_columns(self) -> dict[str, str]:
+        return {**self.columns, **self.optional}
+
+
+SPECS = {
+    Kind.DECISION: KindSpec(DECISION_COLUMNS, DECISION_OPTIONAL, validate_decisions),
+    Kind.OUTCOME: KindSpec(OUTCOME_COLUMNS, {}, validate_outcomes),
+}
+
+
+@dataclass
+class IngestReport:
+    """What happened to every row: stored (accepted) or quarantined (refused)."""
+
+    kind: str
+    source: str
+    received_ts: int
+    rows: int = 0
+    accepted: int = 0
+    refused: int = 0
+    chunks: int = 0
+    refusals_by_reason: Counter = field(default_factory=Counter)
+    first_refusals: list[Refusal] = field(default_factory=list)
+
+    def add(self, accepted: int, refusals: Sequence[Refusal], keep: int = 20) -> None:
+        self.rows += accepted + len(refusals)
+        self.accepted += accepted
+        self.refused += len(refusals)
+        self.chunks += 1
+        self.refusals_by_reason.update(f"{r.field}: {r.reason}" for r in refusals)
+        self.first_refusals.extend(refusals[: max(0, keep - len(self.first_refusals))])
+
+    def as_json(self) -> dict:
+        return {"kind": self.kind, "rows": self.rows, "accepted": self.accepted, "refused": self.refused,
+                "chunks": self.chunks,
+                "quarantine": {"table": "quarantine", "kind": self.kind, "source": self.source,
+                               "received_ts": self.received_ts},
+                "refusals_by_reason": dict(self.refusals_by_reason.most_common()),
+                "first_refusals": [refusal_json(r) for r in self.first_refusals]}
+
+
+def refusal_json(r: Refusal) -> dict:
+    """A refusal as a response or report shows it (the value as text: it may be NaN or anything)."""
+    return {"index": r.row_index, "field": r.field, "reason": r.reason,
+            "value": None if r.value is None else str(r.value)[:200]}
+
+
+# --- types: JSON values or CSV text into columns the validation understands ------------------
+
+_PLAIN = (int, float, type(None))
+
+
+def _plain_numbers(values: list) -> np.ndarray | None:
+    """The values as floats when every one is a plain int, float or None (the usual batch), else None."""
+    if not set(map(type, values)) <= set(_PLAIN):
+        return None
+    try:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    except OverflowError:  # an integer too big for a float
+        return None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _as_float(v) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return math.inf
+
+
+_TEXT_BOOL = {"true": True, "1": True, "t": True, "yes": True,
+              "false": False, "0": False, "f": False, "no": False}
+
+
+def _features_cell(v):
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _clean_text(v) -> bool:
+    """Text a store can keep: a string of valid UTF-8 (no lone surrogates) without NUL."""
+    if not isinstance(v, str) or "\x00" in v:
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_value(v):
+    """A refused value as the quarantine can store it (broken text kept, escaped)."""
+    return v.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00") \
+        if isinstance(v, str) else v
+
+
+def _features_ok(v) -> bool:
+    return v is None or (isinstance(v, dict) and len(v) <= 500 and all(
+        _clean_text(k) and len(k) <= 64 and _is_number(x) and math.isfinite(_as_float(x))
+        for k, x in v.items()))
+
+
+def _null(col: pd.Series) -> np.ndarray:
+    return col.isna().to_numpy(dtype=bool)
+
+
+def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tuple[pd.Series, np.ndarray, str]:
+    """(column converted for validation, mask of values of the wrong type, reason)."""
+    null = _null(col)
+    if kind == "text":
+        limit = MAX_TEXT.get(name, 64)
+        reason = f"must be a string of at most {limit} characters (UTF-8, no NUL)"
+        if from_text:  # every cell is decoded text or empty
+            bad = (col.str.len() > limit) | col.str.contains("\x00", regex=False)
+            return col, bad.fillna(False).to_numpy(dtype=bool), reason
+        values = col.tolist()
+        if set(map(type, values)) <= {str, type(None)}:
+            texts = [v for v in values if v is not None]
+            if max(map(len, texts), default=0) <= limit and _clean_text("".join(texts)):
+                return col, np.zeros(len(values), dtype=bool), reason  # the usual batch: all fine
+        ok = np.array([_clean_text(v) and len(v) <= limit for v in values], dtype=bool)
+        return col, ~ok & ~null, reason
+    if kind == "any" and name == "features":
+        col = col.map(_features_cell) if from_text else col
+        ok = col.map(_features_ok).to_numpy(dtype=bool)
+        return col, ~ok & ~_null(col), "must be an object of finite numbers (at most 500)"
+    if kind == "any":
+        return col, np.zeros(len(col), dtype=bool), ""
+    if kind == "bool":
+        if from_text:
+            flags = col.str.strip().str.lower().map(_TEXT_BOOL)
+            wrong = flags.isna().to_numpy(dtype=bool) & ~null
+            return flags.where(~wrong, col).astype(object), wrong, "must be true or false"
+        ok = col.map(lambda v: isinstance(v, (bool, np.bool_)) or (_is_number(v) and v in (0, 1)))
+        return col, ~ok.to_numpy(dtype=bool) & ~null, "must be true or false"
+    if col.dtype.kind in "iuf":
+        numbers = col.astype("float64")
+        wrong = np.zeros(len(col), dtype=bool)
+    elif from_text:
+        numbers = pd.to_numeric(col, errors="coerce").astype("float64")
+        wrong = numbers.isna().to_numpy(dtype=bool) & ~null
+    else:
+        values = col.tolist()
+        numbers = _plain_numbers(values)
+        if numbers is not None:
+            wrong = np.zeros(len(values), dtype=bool)
+        else:  # some value is not a plain number: look at each
+            wrong = np.array([not (_is_number(v) or v is None) for v in values], dtype=bool)
+            numbers = np.array([_as_float(v) if _is_number(v) else np.nan for v in values], dtype=np.float64)
+            wrong &= ~null
+        numbers = pd.Series(numbers, index=col.index, dtype="float64")
+    wrong |= np.abs(numbers.to_numpy()) > MAX_MAGNITUDE
+    return numbers, wrong, "must be a number"
+
+
+def records_frame(records: Sequence[dict], kind: Kind) -> pd.DataFrame:
+    """JSON objects as a frame of their known fields, values untouched (object columns: no string
+    inference, which would fail on text that is not valid UTF-8 before it could be refused)."""
+    known = SPECS[Kind(kind)].all_columns
+    return pd.DataFrame([{k: v for k, v in r.items() if k in known} for r in records], dtype=object)
+
+
+def _row_json(frame: pd.DataFrame, i: int) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in frame.iloc[i].to_dict().items()}
+
+
+def prepare(frame: pd.DataFrame, kind: Kind, *, from_text: bool = False) -> tuple[pd.DataFrame, list[Refusal]]:
+    """Known columns only, values of the right type; rows with a wrong-typed value are refused.
+
+    Returns (frame of the rest, refusals); refusal indexes are positions in `frame`.
+    """
+    spec = SPECS[kind]
+    frame = frame.reset_index(drop=True)
+    out = {}
+    wrong_field = np.full(len(frame), None, dtype=object)
+    wrong_reason = np.full(len(frame), None, dtype=object)
+    for name, col_kind in spec.all_columns.items():
+        if name not in frame:
+            if name in spec.columns:
+                out[name] = pd.Series([None] * len(frame), dtype=object)
+            continue
+        col = frame[name]
+        col_kind = "text" if name in MAX_TEXT else col_kind  # free text the store keeps in a sized column
+        if col_kind in ("text", "bool", "any"):
+            col = col.astype(object).where(col.notna(), None)
+        converted, wrong, reason = _typed_column(col, col_kind, name, from_text)
+        new = wrong & (wrong_field == None)  # noqa: E711 - elementwise on an object array
+        wrong_field[new] = name
+        wrong_reason[new] = reason
+        out[name] = converted
+    typed = pd.DataFrame(out)
+    bad = np.flatnonzero(wrong_field != None)  # noqa: E711
+    refusals = [Refusal(int(i), wrong_field[i], frame.at[i, wrong_field[i]], wrong_reason[i],
+                        _row_json(frame, i)) for i in bad]
+    return typed.drop(index=bad), refusals
+
+
+_DTYPES = {"ts": "int64", "count": "int64", "money": "float64", "share": "float64", "rate": "float64",
+           "bool": bool}
+
+
+# What an optional decision field means when a row leaves it out (the store's columns are NOT NULL).
+DECISION_DEFAULTS = {"pacing": 1.0, "decided_by": "model", "decided_reason": ""}
+
+
+def _normalise(frame: pd.DataFrame, kind: Kind) -> pd.DataFrame:
+    """Accepted rows in the store's types (whole seconds and counts as integers), defaults filled."""
+    if kind is Kind.DECISION and len(frame):
+        fills = {c: v for c, v in DECISION_DEFAULTS.items() if c in frame}
+        frame = frame.fillna(fills) if fills else frame
+        if "model_bid" in frame:
+            frame = frame.assign(model_bid=frame["model_bid"].fillna(frame["bid"]))
+    types = {c: _DTYPES[k] for c, k in SPECS[kind].all_columns.items()
+             if k in _DTYPES and c in frame and frame[c].notna().all()}
+    return frame.astype(types)
+
+
+# --- one batch ---------------------------------------------------------------------------------
+
+def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int, source: str,
+                 quarantine_source: str, known_campaigns: Collection[str] | None,
+                 limits: Limits = DEFAULT_LIMITS, from_text: bool = False,
+                 positions: np.ndarray | None = None,
+                 extra_refusals: Sequence[Refusal] = (),
+                 enrich: Enrich | None = None) -> tuple[int, list[Refusal]]:
+    """Store the valid rows of `frame`, quarantine the rest; returns (accepted, refusals).
+
+    Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can
+    name a row of a whole file; `extra_refusals` (already positioned, e.g. malformed
+    lines) are quarantined with them. `enrich` completes accepted decision rows before
+    they are stored (the rule pool's shadow score).
+    """
+    kind = Kind(kind)
+    spec = SPECS[kind]
+    typed, type_refusals = prepare(frame, kind, from_text=from_text)
+    kept_index = typed.index.to_numpy()
+    result = spec.validate(typed.reset_index(drop=True), now_ts, known_campaigns=known_campaigns,
+                           limits=limits)
+    where = np.arange(len(frame)) if positions is None else np.asarray(positions)
+    refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
+    refusals += [Refusal(int(where[kept_index[r.row_index]]), r.field, r.value, r.reason, r.row)
+                 for r in result.refused]
+    refusals = [Refusal(r.row_index, r.field, safe_value(r.value), r.reason, r.row)
+                for r in sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)]
+    accepted = _normalise(result.accepted, kind)
+    if kind is Kind.DECISION:
+        accepted = enrich(accepted) if enrich is not None else accepted
+        repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
+    else:
+        repo.write_outcomes(engine, accepted, source=source)
+    if refusals:
+        with engine.begin() as conn:
+            repo.write_quarantine(conn, kind.value, quarantine_source, refusals, now_ts)
+    return len(accepted), refusals
+
+
+def known_campaign_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(s.campaigns.c.campaign_id)).scalars())
+
+
+# --- files -------------------------------------------------------------------------------------
+
+ROWS_MIN, ROWS_MAX = 200, 500_000
+# Pandas keeps a chunk several times over while it is typed, validated and written: the
+# chunk's text may take about this share of the budget (measured in tests/test_api_ingest.py).
+TEXT_SHARE = 1 / 12
+
+
+@dataclass(frozen=True)
+class Chunk:
+    frame: pd.DataFrame
+    positions: np.ndarray          # each row's position in the file, counting from 0
+    malformed: list[Refusal]       # lines that could not be parsed, positioned
+
+
+def _malformed(position: int, text: str, reason: str) -> Refusal:
+    return Refusal(position, "_line", text[:1000], reason, {"_line": text[:10_000]})
+
+
+def _csv_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
+    import csv as std_csv
+
+    import pyarrow as pa
+    from pyarrow import csv
+
+    bad: list[tuple[int | None, str]] = []
+
+    def on_invalid(row) -> str:
+        bad.append((row.number, row.text))
+        return "skip"
+
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        columns = next(std_csv.reader(f), [])
+    reader = csv.open_csv(
+        path,
+        read_options=csv.ReadOptions(block_size=max(64 << 10, int(budget_bytes * TEXT_SHARE)),
+                                      use_threads=False),  # single-threaded: malformed rows keep line numbers
+        parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                           strings_can_be_null=True))
+    start = 0
+    for batch in reader:
+        # Line numbers count the header as line 1: data position = line - 2.
+        bad_positions = sorted(int(n) - 2 for n, _ in bad if n is not None)
+        total = batch.num_rows + len(bad)
+        good = np.setdiff1d(np.arange(start, start + total), bad_positions)[: batch.num_rows]
+        malformed = [_malformed(-1 if n is None else int(n) - 2, text,
+                                "malformed CSV line (wrong number of fields)") for n, text in bad]
+        bad.clear()
+        yield Chunk(batch.to_pandas(types_mapper=None).astype(object).where(lambda f: f.notna(), None),
+                    good, malformed)
+        start += total
+
+
+def _jsonl_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
+    limit = max(64 << 10, int(budget_bytes * TEXT_SHARE))
+    records, positions, malformed, size, position = [], [], [], 0, 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+                positions.append(position)
+            else:
+                malformed.append(_malformed(position, line.rstrip("\n"), "malformed JSON line (not an object)"))
+            position += 1
+            size += len(line)
+            if size >= limit:
+                yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
+                records, positions, malformed, size = [], [], [], 0
+    if records or malformed:
+        yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
+
+
+def _parquet_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    meta = parquet.metadata
+    row_bytes = max(1.0, sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                    / max(1, meta.num_rows))
+    batch_rows = int(np.clip(budget_bytes * TEXT_SHARE / row_bytes, ROWS_MIN, ROWS_MAX))
+    start = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        frame = batch.to_pandas()
+        yield Chunk(frame, np.arange(start, start + len(frame)), [])
+        start += len(frame)
+
+
+READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".ndjson": _jsonl_chunks,
+           ".parquet": _parquet_chunks, ".pq": _parquet_chunks}
+
+
+def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
+                known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
+                progress: Callable[[IngestReport], None] | None = None,
+                enrich: Enrich | None = None) -> IngestReport:
+    """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"file {path.name}: unknown format {path.suffix!r}; use one of {sorted(READERS)}")
+    kind = Kind(kind)
+    known = known_campaign_ids(engine) if known_campaigns is None else known_campaigns
+    report = IngestReport(kind.value, f"file:{path.resolve()}"[:200], now_ts)
+    for chunk in reader(path, budget_bytes, kind):
+        accepted, refusals = ingest_frame(
+            engine, kind, chunk.frame, now_ts=now_ts, source="file",
+            quarantine_source=report.source, known_campaigns=known, limits=limits,
+            from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed,
+            enrich=enrich)
+        report.add(accepted, refusals)
+        if progress is not None:
+            progress(report)
+    return report

@@ -1,0 +1,76 @@
+"""Stress tests started from the panel: permission-checked, run in a background thread with progress.
+
+The simulator's stress runner (sim.stress.run_stress) plays the scenario once per
+arm: the model alone, the manual rule pool alone, and the model watched by the
+guard (when guards/ supplies a driver). Progress is real for the guarded arm (the
+driver is asked once per simulated minute); the baselines before it are one phase.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from control.domain import User
+from control.permissions import Action, require
+from sim.catalog import DAY_START_TS
+from sim.kit import guard_driver_factory, prepare
+from sim.scenario import Scenario
+from sim.stress import run_stress
+
+PHASES = ("preparing", "baselines", "guarded", "done", "failed")
+
+
+@dataclass
+class StressJob:
+    scenario: str
+    seed: int
+    minutes: int
+    started_by: str
+    started: float = field(default_factory=time.time)
+    phase: str = "preparing"
+    progress: float = 0.0
+    report: dict | None = None
+    error: str = ""
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.phase not in ("done", "failed")
+
+
+class _Progress:
+    """Wraps the guard driver to report how far the guarded arm has played."""
+
+    def __init__(self, driver, job: StressJob):
+        self.driver = driver
+        self.job = job
+
+    def guard_states(self, now_ts, last):
+        self.job.phase = "guarded"
+        self.job.progress = 2 / 3 + min(1.0, (now_ts - DAY_START_TS) / 60 / self.job.minutes) / 3
+        return self.driver.guard_states(now_ts, last)
+
+
+def start_stress(actor: User, scenario: Scenario, *, seed: int, minutes: int, data_dir: str) -> StressJob:
+    """Start the stress test in the background; RUN_STRESS_TEST is required."""
+    require(actor, Action.RUN_STRESS_TEST)
+    job = StressJob(scenario.name, seed, minutes, actor.username)
+    job.thread = threading.Thread(target=_run, args=(job, scenario, data_dir), daemon=True,
+                                  name=f"stress-{scenario.name}-{seed}")
+    job.thread.start()
+    return job
+
+
+def _run(job: StressJob, scenario: Scenario, data_dir: str) -> None:
+    try:
+        kit = prepare(scenario, data_dir)  # trains the bundled models on first use
+        factory = guard_driver_factory()
+        driver = _Progress(factory(scenario, kit.catalog), job) if factory else None
+        job.phase, job.progress = "baselines", 0.05
+        job.report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver,
+                                minutes=job.minutes)
+        job.phase, job.progress = "done", 1.0
+    except Exception as exc:  # the page must say why a background run failed, not lose it with the thread
+        job.phase, job.error = "failed", f"{type(exc).__name__}: {exc}"

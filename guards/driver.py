@@ -1,0 +1,151 @@
+"""The guard for in-process runs (`bidlens stress`'s guarded arm, replays): no store, same guard.
+
+`GuardDriver` keeps the feeds in memory instead of the store and runs exactly the
+worker's code on them: guards.observe.observe for the observations and
+guards.registry.evaluate (the shared state machine) for the transitions. Its
+`guard_states()` is what the simulator's effective policy reads, so a trip puts
+the campaign on the manual rule pool from the next bucket on.
+
+Use, once per simulated bucket:
+    driver.feed(decisions, outcomes, features)   # what the bidder decided / learnt this bucket
+    events = driver.tick(now_ts)
+    sim.step(guards=driver.guard_states(), ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from control.domain import Campaign, GuardState
+from guards.config import GuardSettings
+from guards.machine import GuardEvent, GuardTripped, MachineState
+from guards.observe import FEATURE_COLUMNS, Feeds, lookback_s, observations_from, observe_feeds
+from guards.registry import GUARDS, enabled, evaluate
+from store.repo import most_restrictive
+
+_DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
+_OUTCOME_SUMS = ("spend", "orders", "gmv")
+
+
+def decision_sums(decisions) -> dict[str, np.ndarray]:
+    """Per decision row, what guards.observe sums per campaign x bucket (the worker's SQL does the same):
+    w = budget_share x audience_on, roi_w = w x pred_roi, pool_w / pool_n over rows with a pool score."""
+    w = np.asarray(decisions["budget_share"], dtype=float) * np.asarray(decisions["audience_on"], dtype=bool)
+    pool = (np.asarray(pd.to_numeric(pd.Series(decisions["pool_pred_roi"]), errors="coerce"), dtype=float)
+            if "pool_pred_roi" in decisions else np.full(len(w), np.nan))
+    scored = w * ~np.isnan(pool)
+    return {"w": w, "roi_w": w * np.asarray(decisions["pred_roi"], dtype=float),
+            "pool_w": scored * np.nan_to_num(pool), "pool_n": scored}
+
+
+class GuardDriver:
+    def __init__(self, campaigns: Sequence[Campaign], settings: GuardSettings,
+                 guards: Iterable[str] = tuple(GUARDS)):
+        self.settings = settings
+        self.guards = tuple(guards)
+        machines = [settings.defaults[g].machine for g in self.guards]
+        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines))
+        self.campaign_ids = [c.campaign_id for c in campaigns]
+        self._index = pd.Index(self.campaign_ids, dtype=object)
+        self._aov = np.array([c.avg_order_value for c in campaigns], dtype=np.float64)
+        self.states: dict[tuple[str, str], MachineState] = {}
+        self.events: list[GuardEvent] = []
+        # bucket_ts -> (campaigns, sums + a presence column): the store's GROUP BY, kept in memory.
+        self._decisions: dict[int, np.ndarray] = {}
+        self._outcomes: dict[int, np.ndarray] = {}
+        self._features: dict[str, np.ndarray] = {}
+
+    def codes(self, campaign_ids) -> np.ndarray:
+        """Campaign ids -> positions in the driver's campaign list (-1: unknown)."""
+        return self._index.get_indexer(np.asarray(campaign_ids, dtype=object))
+
+    @staticmethod
+    def _add(table: dict[int, np.ndarray], n: int, codes: np.ndarray, buckets: np.ndarray, values: np.ndarray,
+             presence: np.ndarray) -> None:
+        """Sum `values` per campaign into their buckets; the last column keeps the max of `presence`."""
+        for bucket in np.unique(buckets).tolist():
+            rows = (buckets == bucket) & (codes >= 0)
+            acc = table.setdefault(bucket, np.zeros((n, values.shape[1] + 1)))
+            np.add.at(acc[:, :-1], codes[rows], values[rows])
+            np.maximum.at(acc[:, -1], codes[rows], presence[rows])
+
+    def feed_decisions(self, codes: np.ndarray, bucket_ts: np.ndarray, decisions) -> None:
+        """Decision rows: campaign codes, buckets, and columns budget_share, audience_on, pred_roi,
+        pool_pred_roi (a DataFrame or a mapping of arrays)."""
+        sums = decision_sums(decisions)
+        self._add(self._decisions, len(self._index), codes, np.asarray(bucket_ts, dtype=np.int64),
+                  np.column_stack([sums[c] for c in _DECISION_SUMS]), np.ones(len(codes)))
+
+    def feed_outcomes(self, codes: np.ndarray, bucket_ts: np.ndarray, known_ts: np.ndarray, spend: np.ndarray,
+                      orders: np.ndarray, gmv: np.ndarray) -> None:
+        """Outcome increments (conversion lag: each with the time it became known)."""
+        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (spend, orders, gmv)])
+        self._add(self._outcomes, len(self._index), codes, np.asarray(bucket_ts, dtype=np.int64), values,
+                  np.asarray(known_ts, dtype=np.float64))
+
+    def feed_features(self, features: dict[str, np.ndarray]) -> None:
+        """Per campaign (driver order) values of FEATURE_COLUMNS, from the newest bucket."""
+        self._features = dict(features)
+
+    def feed(self, decisions: pd.DataFrame | None = None, outcomes: pd.DataFrame | None = None,
+             features: pd.DataFrame | None = None) -> None:
+        """The same from frames with campaign_id columns (decision rows, outcome increments
+        with known_ts, per-campaign features)."""
+        if decisions is not None and len(decisions):
+            self.feed_decisions(self.codes(decisions["campaign_id"]), decisions["bucket_ts"], decisions)
+        if outcomes is not None and len(outcomes):
+            self.feed_outcomes(self.codes(outcomes["campaign_id"]), outcomes["bucket_ts"], outcomes["known_ts"],
+                               outcomes["spend"], outcomes["orders"], outcomes["gmv"])
+        if features is not None:
+            by = features.groupby("campaign_id")[list(FEATURE_COLUMNS)].max().reindex(self._index)
+            self.feed_features({c: by[c].to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS})
+
+    def _window(self, table: dict[int, np.ndarray], now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(codes, buckets, values) of the campaign x bucket entries within the lookback; older ones are
+        forgotten. An entry exists where the store would have a row (presence column > 0)."""
+        since = now_ts - self.lookback
+        for bucket in [b for b in table if b < since]:
+            del table[bucket]
+        buckets = sorted(b for b in table if b <= now_ts)
+        n = len(self._index)
+        width = next(iter(table.values())).shape[1] if table else 1
+        if not buckets:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, width))
+        stacked = np.concatenate([table[b] for b in buckets])
+        present = stacked[:, -1] > 0
+        codes = np.tile(np.arange(n), len(buckets))[present]
+        return codes, np.repeat(np.asarray(buckets, dtype=np.int64), n)[present], stacked[present]
+
+    def tick(self, now_ts: int) -> list[GuardEvent]:
+        """Evaluate every guard of every campaign at now_ts; returns (and keeps) the events."""
+        d_codes, d_bucket, d = self._window(self._decisions, now_ts)
+        o_codes, o_bucket, o = self._window(self._outcomes, now_ts)
+        d = d if len(d) else np.zeros((0, len(_DECISION_SUMS) + 1))
+        o = o if len(o) else np.zeros((0, len(_OUTCOME_SUMS) + 1))
+        feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
+                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], self._features)
+        columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback)
+        observed = observations_from(self.campaign_ids, columns)
+        events: list[GuardEvent] = []
+        for guard in self.guards:
+            for obs in observed:
+                config = self.settings.for_campaign(guard, obs.campaign_id)
+                if not enabled(config):
+                    continue
+                key = (guard, obs.campaign_id)
+                state = self.states.get(key) or MachineState(since_ts=now_ts)
+                self.states[key], new = evaluate(guard, state, obs, config, now_ts)
+                events += new
+        self.events += events
+        return events
+
+    def guard_states(self) -> dict[str, GuardState]:
+        """What the effective policy reads: per campaign, the most restrictive of its guards."""
+        return most_restrictive(GuardState(c, s.mode, s.canary_share) for (_, c), s in self.states.items())
+
+    @property
+    def trips(self) -> list[GuardTripped]:
+        return [e for e in self.events if isinstance(e, GuardTripped)]

@@ -1,0 +1,150 @@
+"""Side effects of guard events, all in the caller's transaction: the store
+(guard_states, guard_events), the trip ledger (guard_trips), the audit trail and
+the alert outbox. Committing them together is what makes the worker restart-safe:
+a tick is either wholly recorded (state, event, alert) or not at all, and is then
+re-evaluated to the same events.
+
+Loss avoided (ledger, estimate; `bidlens stress` measures it exactly from two arms):
+  profit_pool  = realised pool ROI during the trip x margin x spend - spend
+  profit_model = the model's ROI at the trip x margin x S_model - S_model,
+  with S_model = the model's spend per hour just before the trip x the trip's length;
+  loss avoided = profit_pool - profit_model. The model's ROI at the trip is the
+  realised (lag-corrected) ROI when the realised rule tripped, else the predicted
+  ROI; the pool's realised ROI is lag-corrected like the guard's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, insert, select, text, update
+
+from control.audit import AuditRecord
+from control.domain import GuardMode
+from guards.config import ObserveConfig
+from guards.machine import GuardEvent, GuardTripped, MachineState
+from guards.observe import lag_share
+from store import repo
+from store import schema as s
+
+WORKER_ACTOR = "guard-worker"
+
+# (conn, event, event_id, drivers) -> None: put an alert for the event in the outbox.
+AlertSink = Callable[[Connection, GuardEvent, int, list[dict]], None]
+# (conn, campaign_id, since_ts, now_ts) -> drivers of the change ([{feature, display_zh, display_en, delta}]).
+DriversFn = Callable[[Connection, str, int, int], list[dict]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    state: MachineState
+    version: int
+    event_id: int | None
+
+
+def load_states(conn: Connection) -> dict[tuple[str, str], StoredState]:
+    return {(r.guard, r.campaign_id): StoredState(MachineState.from_json(r.state), r.version, r.event_id)
+            for r in conn.execute(select(s.guard_states))}
+
+
+def save_state(conn: Connection, guard: str, campaign_id: str, state: MachineState,
+               stored: StoredState | None, event_id: int | None, now_ts: int) -> None:
+    """Write the state; ConflictError if someone (a manager's force) changed it since it was read."""
+    values = {"mode": state.mode.value, "state": state.to_json(), "event_id": event_id, "updated_ts": now_ts}
+    g = s.guard_states
+    if stored is None:
+        conn.execute(insert(g).values(guard=guard, campaign_id=campaign_id, version=1, **values))
+        return
+    result = conn.execute(update(g).where(g.c.guard == guard, g.c.campaign_id == campaign_id,
+                                          g.c.version == stored.version)
+                          .values(version=stored.version + 1, **values))
+    if result.rowcount != 1:
+        raise repo.ConflictError(f"guard {guard} of {campaign_id} was changed by someone else; retry")
+
+
+def _insert_event(conn: Connection, event: GuardEvent) -> int:
+    result = conn.execute(insert(s.guard_events).values(ts=event.ts, guard=event.guard,
+                                                        campaign_id=event.campaign_id, kind=event.kind,
+                                                        payload=event.payload()))
+    return int(result.inserted_primary_key[0])
+
+
+def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
+    figures = dict(event.figures)
+    before = figures.get("realised_roi") if event.cause == "realised_roi" else figures.get("pred_roi")
+    conn.execute(insert(s.guard_trips).values(
+        guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
+        roi_before=before, detection_delay_s=event.detection_delay_s,
+        details={"cause": event.cause, "figures_at_trip": figures}))
+
+
+def trip_outcome(conn: Connection, campaign_id: str, since_ts: int, until_ts: int,
+                 observe: ObserveConfig) -> tuple[float, float]:
+    """(spend, lag-corrected ROI) of a campaign's buckets in [since_ts, until_ts)."""
+    rows = conn.execute(text(
+        "SELECT bucket_ts, SUM(spend), SUM(gmv) FROM outcomes WHERE campaign_id = :c "
+        "AND bucket_ts >= :a AND bucket_ts < :b AND known_ts <= :b GROUP BY bucket_ts"),
+        {"c": campaign_id, "a": since_ts, "b": until_ts}).all()
+    if not rows:
+        return 0.0, float("nan")
+    bucket = np.array([r[0] for r in rows], dtype=np.int64)
+    spend = np.array([r[1] for r in rows], dtype=np.float64)
+    gmv = np.array([r[2] for r in rows], dtype=np.float64)
+    weighted = float((spend * lag_share(until_ts - bucket, observe)).sum())
+    return float(spend.sum()), (float(gmv.sum()) / weighted if weighted > 0 else float("nan"))
+
+
+def loss_avoided(roi_model: float, model_spend: float, roi_pool: float, pool_spend: float,
+                 margin: float) -> float:
+    """Estimated profit of the pool minus the model's counterfactual profit over a trip, yuan."""
+    profit_pool = (roi_pool * margin - 1.0) * pool_spend if pool_spend > 0 else 0.0
+    profit_model = (roi_model * margin - 1.0) * model_spend
+    return profit_pool - profit_model
+
+
+def _close_trip(conn: Connection, event: GuardEvent, observe: ObserveConfig) -> None:
+    t = s.guard_trips
+    open_trip = conn.execute(select(t).where(t.c.guard == event.guard, t.c.campaign_id == event.campaign_id,
+                                             t.c.restored_ts.is_(None))
+                             .order_by(t.c.trip_id.desc()).limit(1)).first()
+    if open_trip is None:
+        return
+    campaign = repo.load_campaigns(conn).get(event.campaign_id)
+    pool_spend, roi_after = trip_outcome(conn, event.campaign_id, open_trip.tripped_ts, event.ts, observe)
+    at_trip = open_trip.details.get("figures_at_trip", {})
+    hours = (event.ts - open_trip.tripped_ts) / 3600
+    model_spend = float(at_trip.get("spend_per_hour", 0.0)) * hours
+    loss = None
+    if open_trip.roi_before is not None and campaign is not None and roi_after == roi_after:
+        loss = round(loss_avoided(open_trip.roi_before, model_spend, roi_after, pool_spend,
+                                  campaign.gross_margin), 2)
+    conn.execute(update(t).where(t.c.trip_id == open_trip.trip_id).values(
+        restored_ts=event.ts, roi_after=None if roi_after != roi_after else roi_after, loss_avoided=loss,
+        details={**open_trip.details, "pool_spend": round(pool_spend, 2), "model_spend_est": round(model_spend, 2),
+                 "figures_at_restore": dict(event.figures), "closed_by": event.kind}))
+
+
+def record_events(conn: Connection, events: Sequence[GuardEvent], *, actor: str, observe: ObserveConfig,
+                  alert_sink: AlertSink | None = None, drivers_fn: DriversFn | None = None) -> int | None:
+    """Store, ledger, audit and alert every event; returns the id of the last event that changed the mode."""
+    mode_event_id = None
+    for event in events:
+        event_id = _insert_event(conn, event)
+        if event.mode_after is not event.mode_before:
+            mode_event_id = event_id
+        if isinstance(event, GuardTripped):
+            _open_trip(conn, event, event_id)
+        elif event.mode_after in (GuardMode.MODEL, GuardMode.FORCED_MODEL) and event.mode_before is not event.mode_after:
+            _close_trip(conn, event, observe)
+        repo.append_audit(conn, AuditRecord(event.ts, actor, f"guard.{event.kind}", "guard",
+                                            f"{event.guard}:{event.campaign_id}",
+                                            {"mode": event.mode_before.value},
+                                            {"mode": event.mode_after.value, "event_id": event_id,
+                                             **event.payload()}))
+        if alert_sink is not None:
+            drivers = drivers_fn(conn, event.campaign_id, event.ts - 3600, event.ts) \
+                if drivers_fn is not None and isinstance(event, GuardTripped) else []
+            alert_sink(conn, event, event_id, drivers)
+    return mode_event_id

@@ -1,0 +1,257 @@
+"""What the guards see: one observation per campaign per tick, computed for all at once.
+
+Definitions (docs/GUARDS.md has the reasoning):
+
+- predicted ROI of the model's plan: over the campaign's newest decision buckets
+  (`pred_window_s` back from its latest bucket), predicted GMV / predicted spend =
+  sum(pred_roi x w) / sum(w), w = budget_share x audience_on (the bidder's split of
+  the campaign's spend across its slots). The decisions table keeps the MODEL's
+  plan for every slot even when the pool serves, so this is also the probation
+  canary's figure.
+- spend at risk: spend per second over the last `spend_window_s` of buckets, from
+  outcomes (spend is known when the bucket is served); predicted spend in the
+  window = that rate x pred_window_s.
+- realised ROI over MATURE outcomes, corrected for conversion lag: the feed's
+  watermark W (newest known_ts, never past now) gives each bucket its age
+  a = W - bucket_ts and the share F(a) of its GMV the lag curve expects to be known.
+  Buckets with F(a) >= maturity_cdf (age >= maturity_s) and within
+  `realised_window_s` of that horizon count; realised ROI = sum(GMV known) /
+  sum(spend x F(a)): the GMV still to come is neither ignored (no false fall) nor
+  invented per bucket. Using the watermark instead of now means an outcome feed
+  that stops does not make recent buckets look like a fall.
+- data age: now minus the older of the campaign's newest decision bucket and
+  newest outcome known_ts, looked up within `lookback_s`; None when the campaign
+  has neither (nothing to guard).
+
+`observe` is pure over small aggregated frames (one row per campaign x bucket);
+`load_inputs` makes those frames from the store with GROUP BY queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, text
+
+from guards.config import ObserveConfig
+
+DAY_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One campaign at one tick (NaN where there is nothing to measure)."""
+
+    campaign_id: str
+    latest_bucket_ts: int | None
+    pred_roi: float
+    pred_spend: float          # spend expected over pred_window_s at the current rate, yuan
+    spend_per_hour: float      # spend at risk, yuan per hour
+    pool_pred_roi: float       # the rule pool's predicted ROI on the same slots (shadow score)
+    realised_roi: float        # lag-corrected, mature buckets only
+    realised_spend: float      # sum(spend x F(age)) of those buckets, yuan
+    realised_orders: float     # orders known in those buckets
+    avg_order_value: float
+    data_age_s: int | None
+    day_elapsed_s: int
+    spend_pace: float
+    inventory_level: float
+
+
+OBSERVATION_COLUMNS = tuple(f.name for f in fields(Observation))
+FEATURE_COLUMNS = ("spend_pace", "inventory_level")
+
+
+def lag_share(age_s: np.ndarray, config: ObserveConfig) -> np.ndarray:
+    """Share of a bucket's GMV expected known at age `age_s` (step function of the lag curve)."""
+    minutes = np.asarray(config.lag_minutes, dtype=np.float64) * 60
+    cdf = np.asarray(config.lag_cdf, dtype=np.float64)
+    idx = np.searchsorted(minutes, np.asarray(age_s, dtype=np.float64), side="right") - 1
+    return np.where(idx >= 0, cdf[np.clip(idx, 0, None)], 0.0)
+
+
+def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
+    return max(config.maturity_s + config.realised_window_s, config.spend_window_s, 3 * stale_after_s)
+
+
+def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
+    """Row -> campaign position in `index` (-1: a campaign not in the campaigns table)."""
+    return index.get_indexer(frame["campaign_id"].array)
+
+
+def _sum_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    ok = codes >= 0
+    return np.bincount(codes[ok], weights=values[ok], minlength=n)
+
+
+def _max_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    out = np.full(n, np.nan)
+    ok = codes >= 0
+    np.fmax.at(out, codes[ok], values[ok].astype(np.float64))
+    return out
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """The aggregated inputs with campaigns as integer codes (position in the campaign list).
+
+    Decisions and outcomes: one entry per campaign x bucket (sums); features: one per campaign.
+    """
+
+    d_codes: np.ndarray
+    d_bucket: np.ndarray
+    w: np.ndarray
+    roi_w: np.ndarray
+    pool_w: np.ndarray
+    pool_n: np.ndarray
+    o_codes: np.ndarray
+    o_bucket: np.ndarray
+    spend: np.ndarray
+    orders: np.ndarray
+    gmv: np.ndarray
+    last_known: np.ndarray
+    features: dict[str, np.ndarray]  # FEATURE_COLUMNS -> (n,)
+
+
+def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config: ObserveConfig,
+                  lookback: int) -> dict[str, np.ndarray]:
+    """Every observation column (OBSERVATION_COLUMNS but campaign_id) for n campaigns, vectorised."""
+    n = len(avg_order_value)
+    d_codes, d_bucket = feeds.d_codes, feeds.d_bucket
+    latest = _max_by(d_codes, n, d_bucket)
+    latest_row = np.append(latest, np.nan)[d_codes]  # -1 (unknown campaign) reads the NaN
+    in_pred = d_bucket > latest_row - config.pred_window_s
+    w_sum = _sum_by(d_codes, n, feeds.w * in_pred)
+    roi_sum = _sum_by(d_codes, n, feeds.roi_w * in_pred)
+    pool_sum = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_w) * in_pred)
+    pool_n = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_n) * in_pred)
+
+    o_codes, o_bucket, spend = feeds.o_codes, feeds.o_bucket, feeds.spend
+    watermark = min(now_ts, int(feeds.last_known.max())) if len(feeds.last_known) else now_ts
+    age = watermark - o_bucket
+    share = lag_share(age, config)
+    mature = (age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)
+    realised_spend = _sum_by(o_codes, n, spend * share * mature)
+    realised_gmv = _sum_by(o_codes, n, feeds.gmv * mature)
+    realised_orders = _sum_by(o_codes, n, feeds.orders * mature)
+    recent = o_bucket > watermark - config.spend_window_s
+    spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
+    last_outcome = _max_by(o_codes, n, feeds.last_known)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
+        pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
+        realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
+
+    # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
+    has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
+    oldest = np.fmin(np.where(np.isnan(latest), now_ts - lookback, latest),
+                     np.where(np.isnan(last_outcome), now_ts - lookback, last_outcome))
+    return {
+        "latest_bucket_ts": latest,
+        "pred_roi": pred_roi,
+        "pred_spend": spend_rate * config.pred_window_s,
+        "spend_per_hour": spend_rate * 3600,
+        "pool_pred_roi": pool_pred_roi,
+        "realised_roi": realised_roi,
+        "realised_spend": realised_spend,
+        "realised_orders": realised_orders,
+        "avg_order_value": np.asarray(avg_order_value, dtype=np.float64),
+        "data_age_s": np.where(has_any, now_ts - oldest, np.nan),
+        "day_elapsed_s": np.full(n, (now_ts + config.tz_offset_s) % DAY_S, dtype=np.int64),
+        **{c: feeds.features.get(c, np.full(n, np.nan)) for c in FEATURE_COLUMNS},
+    }
+
+
+def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFrame,
+            campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int) -> pd.DataFrame:
+    """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
+
+    decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
+    outcomes:  campaign_id, bucket_ts, spend, orders, gmv, last_known_ts (sums per campaign x bucket)
+    features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
+    campaigns: campaign_id, avg_order_value
+    """
+    index = pd.Index(campaigns["campaign_id"].array)
+    feat = features.groupby("campaign_id", sort=False)[list(FEATURE_COLUMNS)].max() if len(features) else None
+
+    def col(frame: pd.DataFrame, name: str, dtype=np.float64) -> np.ndarray:
+        return frame[name].to_numpy(dtype=dtype)
+
+    feeds = Feeds(
+        _codes(decisions, index), col(decisions, "bucket_ts", np.int64), col(decisions, "w"),
+        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
+        _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
+        col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "last_known_ts"),
+        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
+    columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
+                            lookback)
+    return pd.DataFrame({"campaign_id": index.to_numpy(), **columns}, index=index)
+
+
+def observations(frame: pd.DataFrame) -> list[Observation]:
+    """Rows of `observe`'s frame as Observation values."""
+    return observations_from(frame["campaign_id"].tolist(),
+                             {c: frame[c].to_numpy() for c in OBSERVATION_COLUMNS[1:]})
+
+
+def observations_from(campaign_ids: list[str], columns: dict[str, np.ndarray]) -> list[Observation]:
+    """Observation values from observe_feeds' columns (NaN ages and buckets become None)."""
+    lists = [columns[c].tolist() for c in OBSERVATION_COLUMNS[1:]]
+    whole = [OBSERVATION_COLUMNS.index(c) - 1 for c in ("latest_bucket_ts", "data_age_s")]
+    out = []
+    for cid, *values in zip(campaign_ids, *lists, strict=True):
+        for i in whole:
+            values[i] = None if values[i] != values[i] else int(values[i])
+        out.append(Observation(cid, *values))
+    return out
+
+
+# --- from the store ----------------------------------------------------------------------------
+
+def _feature_sql(dialect: str, name: str) -> str:
+    if dialect == "postgresql":
+        return f"CAST(features->>'{name}' AS DOUBLE PRECISION)"
+    return f"json_extract(features, '$.{name}')"
+
+
+def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: int,
+                feature_names: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The frames `observe` takes, aggregated in the database.
+
+    feature_names maps an observation column (spend_pace, inventory_level) to the
+    feature name in decisions.features.
+    """
+    since = now_ts - lookback
+    decisions = pd.DataFrame(conn.execute(text(
+        "SELECT campaign_id, bucket_ts, "
+        "SUM(CASE WHEN audience_on THEN budget_share ELSE 0 END) AS w, "
+        "SUM(CASE WHEN audience_on THEN budget_share * pred_roi ELSE 0 END) AS roi_w, "
+        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share * pool_pred_roi "
+        "ELSE 0 END) AS pool_w, "
+        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share ELSE 0 END) AS pool_n "
+        "FROM decisions WHERE bucket_ts >= :since AND bucket_ts <= :now "
+        "GROUP BY campaign_id, bucket_ts"), {"since": since, "now": now_ts}).all(),
+        columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n"])
+    outcomes = pd.DataFrame(conn.execute(text(
+        "SELECT campaign_id, bucket_ts, SUM(spend), SUM(orders), SUM(gmv), MAX(known_ts) "
+        "FROM outcomes WHERE bucket_ts >= :since AND known_ts <= :now "
+        "GROUP BY campaign_id, bucket_ts"), {"since": since, "now": now_ts}).all(),
+        columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv", "last_known_ts"])
+    dialect = conn.dialect.name
+    selects = ", ".join(f"MAX({_feature_sql(dialect, feature_names.get(c, c))}) AS {c}"
+                        for c in FEATURE_COLUMNS)
+    features = pd.DataFrame(conn.execute(text(
+        f"SELECT d.campaign_id, {selects} FROM decisions d JOIN "
+        "(SELECT campaign_id, MAX(bucket_ts) AS b FROM decisions WHERE bucket_ts >= :since "
+        "AND bucket_ts <= :now GROUP BY campaign_id) m "
+        "ON d.campaign_id = m.campaign_id AND d.bucket_ts = m.b GROUP BY d.campaign_id"),
+        {"since": since, "now": now_ts}).all(), columns=["campaign_id", *FEATURE_COLUMNS])
+    campaigns = pd.DataFrame(conn.execute(text(
+        "SELECT campaign_id, avg_order_value FROM campaigns ORDER BY campaign_id")).all(),
+        columns=["campaign_id", "avg_order_value"])
+    for frame in (decisions, outcomes, features):
+        for col in frame.columns[1:]:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return decisions, outcomes, features, campaigns

@@ -1,0 +1,71 @@
+"""`bidlens stress`'s guarded arm: the simulator's guard-driver hook (sim.kit.GUARD_DRIVER_MODULE).
+
+sim.stress calls `guard_states(now_ts, last)` before every bucket with the previous
+bucket's result; this feeds that result to a GuardDriver (the worker's observation
+and state machine, no store) and answers the guard states the bucket's effective
+policy reads. The ROI floor is the scenario's (bidder.floor_roi); everything else
+comes from the same guard configuration as the worker (BIDLENS_GUARD_CONFIG). The
+stress arm runs the ROI guard (the report measures it); the sibling guards are the
+worker's too and can be passed in `guards`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from control.config import load_settings
+from control.domain import GuardState
+from guards.config import GuardSettings, load_guard_settings
+from guards.driver import GuardDriver
+from guards.observe import FEATURE_COLUMNS
+from sim.catalog import BUCKET_SECONDS, DAY_START_TS
+
+
+class SimGuardDriver:
+    """sim.stress.GuardDriver: reads each BucketResult's arrays straight into a GuardDriver."""
+
+    def __init__(self, catalog, settings: GuardSettings, guards: tuple[str, ...] = ("roi",)):
+        self.driver = GuardDriver(catalog.campaigns, settings, guards)
+        self.packages = len(catalog.packages)
+        self._feature_names = {"spend_pace": settings.defaults["pacing"].feature,
+                               "inventory_level": settings.defaults["inventory"].feature}
+        self._slot_codes: np.ndarray | None = None
+
+    def _feed(self, last) -> None:
+        columns = last.columns
+        if self._slot_codes is None:  # the slot order never changes within a run
+            self._slot_codes = self.driver.codes(columns["campaign_id"])
+        codes = self._slot_codes
+        self.driver.feed_decisions(codes, columns["bucket_ts"], columns)
+        inc = last.outcomes
+        self.driver.feed_outcomes(codes[inc.slot], DAY_START_TS + inc.bucket_minute * BUCKET_SECONDS,
+                                  DAY_START_TS + inc.known_minute * BUCKET_SECONDS, inc.spend, inc.orders, inc.gmv)
+        names = list(last.feature_names)
+        n = len(self.driver.campaign_ids)
+        features = {}
+        for column in FEATURE_COLUMNS:
+            name = self._feature_names[column]
+            values = np.full(n, np.nan)
+            if name in names:
+                np.fmax.at(values, codes, last.features[:, names.index(name)])
+            features[column] = values
+        self.driver.feed_features(features)
+
+    def guard_states(self, now_ts: int, last) -> Mapping[str, GuardState]:
+        if last is not None:
+            self._feed(last)
+        self.driver.tick(now_ts)
+        return self.driver.guard_states()
+
+
+def make_guard_driver(scenario, catalog) -> SimGuardDriver:
+    settings = load_guard_settings(load_settings().guard_config)
+    floor = scenario.bidder.floor_roi
+    roi = settings.defaults["roi"]
+    defaults = {**settings.defaults, "roi": replace(roi, floor=floor)}
+    per_campaign = {**settings.per_campaign,
+                    "roi": {c: replace(cfg, floor=floor) for c, cfg in settings.per_campaign.get("roi", {}).items()}}
+    return SimGuardDriver(catalog, GuardSettings(settings.observe, defaults, per_campaign))

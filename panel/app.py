@@ -1,0 +1,161 @@
+"""BidLens panel: `streamlit run panel/app.py`.
+
+`main()` is the router: login (against the store's users; lockout is the
+core's), session timeout, language, the sidebar, and the pages the user's role
+may see. Every action on a page goes through the core (control.*), which
+enforces permissions; the pages only show what the core says.
+
+Tests call `main(control=..., session_clock=...)` with a store and clocks of their own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+if __package__ in (None, ""):  # `streamlit run panel/app.py` puts panel/ on the path, not the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from control.domain import Role  # noqa: E402
+from control.permissions import Action  # noqa: E402
+from control.service import Control, LoginFailed  # noqa: E402
+from panel import data  # noqa: E402
+from panel.i18n import LANGUAGES, translate  # noqa: E402
+from panel.ui import Ctx, fmt_ts, show_flash  # noqa: E402
+from panel.views import audit, explorer, guards, live, overrides, stress  # noqa: E402
+
+# page key -> (module, the action a role needs to see it)
+PAGES = {
+    "board": (live, Action.VIEW),
+    "explorer": (explorer, Action.VIEW),
+    "overrides": (overrides, None),  # proposers and approvers
+    "guards": (guards, Action.VIEW),
+    "audit": (audit, None),          # managers and admins
+    "stress": (stress, Action.RUN_STRESS_TEST),
+}
+ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
+         "overrides": ":material/pan_tool:", "guards": ":material/shield:", "audit": ":material/history:",
+         "stress": ":material/science:"}
+
+
+def _visible(ctx: Ctx, key: str) -> bool:
+    if key == "overrides":
+        return ctx.may(Action.PROPOSE_OVERRIDE) or ctx.may(Action.APPROVE_OVERRIDE)
+    if key == "audit":
+        return ctx.user.role in (Role.MANAGER, Role.ADMIN)
+    return ctx.may(PAGES[key][1])
+
+
+def _lang() -> str:
+    return st.session_state.get("lang", "zh")
+
+
+def _language_switch() -> None:
+    # The choice lives in its own session key: widget state does not survive a page switch.
+    codes = list(LANGUAGES)
+    st.sidebar.radio(translate(_lang(), "app.language"), codes, index=codes.index(_lang()), key="lang_choice",
+                     format_func=lambda code: LANGUAGES[code], horizontal=True,
+                     on_change=lambda: st.session_state.update(lang=st.session_state["lang_choice"]))
+
+
+def _login(control: Control, session_clock: Callable[[], float]) -> None:
+    lang = _lang()
+    st.title(translate(lang, "app.title"))
+    st.caption(translate(lang, "app.tagline"))
+    if "login_error" in st.session_state:
+        st.error(st.session_state.pop("login_error"))
+    with st.form("login"):
+        username = st.text_input(translate(lang, "login.username"), key="login_username")
+        password = st.text_input(translate(lang, "login.password"), type="password", key="login_password")
+        submitted = st.form_submit_button(translate(lang, "login.submit"), type="primary")
+    if submitted:
+        try:
+            user = control.login(username.strip(), password)
+        except LoginFailed as exc:
+            st.session_state["login_error"] = translate(lang, "login.failed", detail=str(exc))
+        else:
+            st.session_state["user"] = user
+            st.session_state["last_seen"] = session_clock()
+        st.rerun()
+
+
+def _session_expired(control: Control, session_clock: Callable[[], float]) -> bool:
+    now = session_clock()
+    idle = now - st.session_state.get("last_seen", now)
+    if idle > control.settings.session_timeout_min * 60:
+        return True
+    st.session_state["last_seen"] = now
+    return False
+
+
+def _logout(message_key: str | None = None) -> None:
+    for key in ("user", "last_seen", "goto"):
+        st.session_state.pop(key, None)
+    if message_key:
+        st.session_state["login_error"] = translate(_lang(), message_key)
+    st.rerun()
+
+
+def _sidebar(ctx: Ctx) -> None:
+    sb = st.sidebar
+    sb.markdown(f"**{ctx.user.display_name}** · `{ctx.user.username}`")
+    sb.caption(ctx.t("app.role", role=ctx.t(f"role.{ctx.user.role.value}")))
+    newest = data.latest_bucket(ctx.control)
+    sb.metric(ctx.t("app.clock"), fmt_ts(newest) if newest is not None else ctx.t("app.no_data"))
+    kill = ctx.control.kill_switch()
+    if kill.global_on:
+        sb.error(ctx.t("app.kill_on"))
+    else:
+        sb.success(ctx.t("app.kill_off"))
+    if kill.campaigns:
+        sb.warning(ctx.t("app.kill_campaigns", campaigns=", ".join(sorted(kill.campaigns))))
+    if sb.button(ctx.t("app.logout"), key="logout"):
+        _logout()
+
+
+def main(control: Control | None = None, session_clock: Callable[[], float] = time.time) -> None:
+    st.set_page_config(page_title="BidLens", page_icon=":material/visibility:", layout="wide")
+    if control is None:
+        control = _default_control()
+    data.warm(control)
+    _language_switch()
+    user = st.session_state.get("user")
+    if user is None:
+        st.navigation([st.Page(lambda: _login(control, session_clock), title=translate(_lang(), "login.title"),
+                               url_path="login")], position="hidden").run()
+        return
+    if _session_expired(control, session_clock):
+        _logout("login.timeout")
+    ctx = Ctx(control, user, _lang())
+    _sidebar(ctx)
+    pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],
+                          url_path=key, default=(key == "board"))
+             for key in PAGES if _visible(ctx, key)}
+    nav = st.navigation(list(pages.values()))
+    target = st.session_state.pop("goto", None)
+    if target in pages:
+        st.switch_page(pages[target])
+    nav.run()
+
+
+def _page_runner(module, ctx: Ctx) -> Callable[[], None]:
+    def run() -> None:
+        show_flash()
+        module.render(ctx)
+    run.__name__ = module.__name__.rsplit(".", 1)[-1]
+    return run
+
+
+@st.cache_resource(show_spinner=False)
+def _default_control() -> Control:
+    from cli.store_cmds import open_control
+
+    return open_control()
+
+
+if __name__ == "__main__":
+    main()

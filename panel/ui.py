@@ -1,0 +1,109 @@
+"""What every page shares: the request context, messages, refusals shown plainly, time formats."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import streamlit as st
+
+from control.domain import InvalidValue, User
+from control.overrides import FourEyesViolation, OverrideStateError
+from control.permissions import Action, PermissionDenied, allowed
+from control.service import Control
+from panel.i18n import translate
+from store.repo import ConflictError, NotFound
+
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+# What the core refuses with; the page shows why instead of failing.
+CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    control: Control
+    user: User
+    lang: str
+
+    def t(self, key: str, **values) -> str:
+        return translate(self.lang, key, **values)
+
+    def may(self, action: Action) -> bool:
+        return allowed(self.user, action)
+
+
+def refusal_text(ctx: Ctx, exc: Exception) -> str:
+    if isinstance(exc, PermissionDenied):
+        return ctx.t("err.permission", role=ctx.t(f"role.{exc.user.role.value}"),
+                     action=ctx.t(f"action.{exc.action.value}"))
+    if isinstance(exc, FourEyesViolation):
+        return ctx.t("err.four_eyes", detail=str(exc))
+    if isinstance(exc, ConflictError):
+        return ctx.t("err.conflict", detail=str(exc))
+    if isinstance(exc, InvalidValue):
+        return ctx.t("err.invalid", field=exc.field, value=exc.value, reason=exc.reason)
+    return ctx.t("err.refused", detail=str(exc))
+
+
+def attempt(ctx: Ctx, action: Callable[[], object], success: str, forget: tuple[str, ...] = ()) -> None:
+    """Run a core operation; remember its outcome for the next run and rerun so the page is current.
+
+    `forget`: session keys that described the state before a successful action.
+    """
+    try:
+        action()
+    except CORE_REFUSALS as exc:
+        st.session_state["flash"] = ("error", refusal_text(ctx, exc))
+        st.rerun()
+    for key in forget:
+        st.session_state.pop(key, None)
+    st.session_state["flash"] = ("success", success)
+    st.rerun()
+
+
+def show_flash() -> None:
+    kind, text = st.session_state.pop("flash", (None, None))
+    if kind == "error":
+        st.error(text)
+    elif kind == "success":
+        st.success(text)
+
+
+def fmt_ts(ts: int | float | None, with_date: bool = True) -> str:
+    if ts is None or (isinstance(ts, float) and math.isnan(ts)):
+        return "—"
+    t = dt.datetime.fromtimestamp(int(ts), SHANGHAI)
+    return t.strftime("%m-%d %H:%M" if with_date else "%H:%M")
+
+
+def fmt_left(ctx: Ctx, seconds: int) -> str:
+    if seconds <= 0:
+        return ctx.t("time.expired")
+    h, m = divmod(seconds // 60, 60)
+    return ctx.t("time.left", h=h, m=m)
+
+
+def fmt_num(x: float, digits: int = 2) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def decided_by_label(ctx: Ctx, decided_by: str) -> str:
+    return ctx.t(f"decided.{decided_by}")
+
+
+def goto(page: str, **state) -> None:
+    """Open another page (the app's router picks it up at the start of the next run)."""
+    st.session_state.update(state)
+    st.session_state["goto"] = page
+    st.rerun(scope="app")
+
+
+def page_start(ctx: Ctx, page: str, newest: int | None) -> bool:
+    """The page's header; False (and says so) when the store has no decisions yet."""
+    st.header(ctx.t(f"page.{page}"))
+    if newest is None:
+        st.info(ctx.t("app.no_data"))
+        return False
+    return True

@@ -1,0 +1,194 @@
+"""Guards (守护): kill switch and manual trip behind a confirmation, guard states and history,
+the manual rule pool, the trip ledger, the alert outbox and response times."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from control import board
+from control.domain import InvalidValue
+from guards import pool_store
+from guards.alerts import metrics, outbox
+from panel import data
+from panel.ui import Ctx, attempt, fmt_num, fmt_ts
+
+
+def render(ctx: Ctx) -> None:
+    st.header(ctx.t("page.guards"))
+    _kill_switch(ctx)
+    pending = st.session_state.get("confirm")
+    if pending:
+        _confirm_dialog(ctx, pending)
+    tabs = st.tabs([ctx.t("gd.tab_states"), ctx.t("gd.tab_pool"), ctx.t("gd.tab_trips"), ctx.t("gd.tab_alerts")])
+    with tabs[0]:
+        _states(ctx)
+    with tabs[1]:
+        _rule_pool(ctx)
+    with tabs[2]:
+        _trips(ctx)
+    with tabs[3]:
+        _alerts(ctx)
+
+
+def _ask(kind: str, value: object, campaign_id: str | None) -> None:
+    """Open the confirmation: kind "kill" (value: on/off) or "force" (value: pool / model / auto)."""
+    st.session_state["confirm"] = {"kind": kind, "value": value, "campaign_id": campaign_id}
+    st.rerun()
+
+
+def _kill_switch(ctx: Ctx) -> None:
+    kill = ctx.control.kill_switch()
+    c1, c2 = st.columns([3, 1])
+    if kill.global_on:
+        c1.error(ctx.t("app.kill_on"))
+    else:
+        c1.success(ctx.t("app.kill_off"))
+    label = ctx.t("gd.kill_off") if kill.global_on else ctx.t("gd.kill_on")
+    if c2.button(label, key="kill_global", type="primary"):
+        _ask("kill", not kill.global_on, None)
+
+
+def _forget_confirm() -> None:
+    st.session_state.pop("confirm", None)
+
+
+def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
+    """Kept open across reruns while pending, so what it asks survives until confirmed or cancelled."""
+
+    @st.dialog(ctx.t("gd.confirm_title"), on_dismiss=_forget_confirm)
+    def dialog() -> None:
+        campaign, value = pending["campaign_id"], pending["value"]
+        if pending["kind"] == "kill":
+            st.markdown(ctx.t("gd.ask_global_on") if value else ctx.t("gd.ask_global_off"))
+        else:
+            st.markdown(ctx.t(f"gd.ask_force_{value}", campaign=campaign))
+        reason = st.text_input(ctx.t("gd.reason"), key="confirm_reason")
+        c1, c2 = st.columns(2)
+        if c1.button(ctx.t("gd.confirm"), key="confirm_ok", type="primary"):
+            _forget_confirm()
+            if pending["kind"] == "kill":
+                act = lambda: ctx.control.set_kill_switch(ctx.user, value, reason)  # noqa: E731
+            else:
+                act = lambda: data.guard_service(ctx.control).force(ctx.user, campaign, value, reason)  # noqa: E731
+            attempt(ctx, act, ctx.t("gd.done"))
+        if c2.button(ctx.t("gd.cancel"), key="confirm_cancel"):
+            _forget_confirm()
+            st.rerun()
+
+    dialog()
+
+
+def _states(ctx: Ctx) -> None:
+    with ctx.control.engine.connect() as conn:
+        states = board.guard_table(conn)
+    campaigns = data.campaigns(ctx.control)
+    if states.empty:
+        st.caption(ctx.t("gd.no_states"))
+    else:
+        st.dataframe(pd.DataFrame({
+            ctx.t("col.campaign"): states["campaign_id"], ctx.t("gd.guard"): states["guard"],
+            ctx.t("col.guard"): states["mode"].map(lambda m: ctx.t(f"guard.{m}")),
+            ctx.t("gd.updated"): states["updated_ts"].map(fmt_ts),
+        }), hide_index=True)
+    ids = sorted(campaigns)
+    if not ids:
+        return
+    campaign_id = st.selectbox(ctx.t("ex.campaign"), ids, key="gd_campaign")
+    c1, c2, c3 = st.columns(3)
+    for col, mode in zip((c1, c2, c3), ("pool", "model", "auto"), strict=True):
+        if col.button(ctx.t(f"gd.force_{mode}"), key=f"gd_force_{mode}"):
+            _ask("force", mode, campaign_id)
+    st.caption(ctx.t("gd.trip_help"))
+    mine = states[states["campaign_id"] == campaign_id]
+    for row in mine.itertuples():
+        st.json({"guard": row.guard, **(row.state or {})}, expanded=False)
+    st.markdown(ctx.t("gd.thresholds"))
+    st.json(dataclasses.asdict(data.guard_settings(ctx.control).for_campaign("roi", campaign_id)), expanded=False)
+    st.caption(ctx.t("gd.thresholds_not_wired", path=ctx.control.settings.guard_config or "guards/guard_defaults.toml"))
+    with ctx.control.engine.connect() as conn:
+        history = board.guard_history(conn, campaign_id)
+    st.markdown(ctx.t("gd.history"))
+    if history.empty:
+        st.caption(ctx.t("gd.no_history"))
+    else:
+        st.dataframe(history.assign(ts=history["ts"].map(fmt_ts))[["ts", "guard", "kind", "payload"]],
+                     hide_index=True)
+
+
+def _rule_pool(ctx: Ctx) -> None:
+    with ctx.control.engine.connect() as conn:
+        versions = pool_store.list_versions(conn)
+        active = pool_store.active_version(conn)
+    if active:
+        st.markdown(ctx.t("gd.pool_active", version=active.version, who=active.created_by,
+                          ts=fmt_ts(active.created_ts)))
+    else:
+        st.warning(ctx.t("gd.pool_none"))
+    draft = st.text_area(ctx.t("gd.pool_editor"), value=active.source if active else "", height=240,
+                         key="pool_draft")
+    c1, c2 = st.columns(2)
+    if c1.button(ctx.t("gd.pool_validate"), key="pool_validate"):
+        with ctx.control.engine.connect() as conn:
+            _, problems = pool_store.check_pool(conn, draft, data.pool_bounds(ctx.control))
+        st.session_state["pool_problems"] = [(p.rule_id, p.field, p.value, p.reason) for p in problems]
+    if c2.button(ctx.t("gd.pool_publish"), key="pool_publish", type="primary"):
+        st.session_state.pop("pool_problems", None)
+        attempt(ctx, lambda: _publish(ctx, draft), ctx.t("gd.pool_published"))
+    problems = st.session_state.get("pool_problems")
+    if problems is not None:
+        for p in problems:
+            st.error(ctx.t("gd.pool_problem", rule=p[0], field=p[1], value=p[2], reason=p[3]))
+        if not problems:
+            st.success(ctx.t("gd.pool_ok"))
+    if versions:
+        st.dataframe(pd.DataFrame([{"version": v.version, "status": v.status, "created_by": v.created_by,
+                                    "created_ts": fmt_ts(v.created_ts), "error": v.error}
+                                   for v in reversed(versions)]), hide_index=True)
+
+
+def _publish(ctx: Ctx, text: str) -> None:
+    """Submit the draft: the guards store it as the active version, or as refused with its problems."""
+    version = data.guard_service(ctx.control).submit_rule_pool(ctx.user, text)
+    if version.status != pool_store.ACTIVE:
+        raise InvalidValue("rule_pool", f"v{version.version}", version.error)
+
+
+def _trips(ctx: Ctx) -> None:
+    with ctx.control.engine.connect() as conn:
+        trips = board.trip_ledger(conn)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(ctx.t("gd.trips"), len(trips))
+    c2.metric(ctx.t("gd.loss_avoided"), fmt_num(float(trips["loss_avoided"].fillna(0).sum()), 0))
+    delay = pd.to_numeric(trips["detection_delay_s"], errors="coerce")
+    c3.metric(ctx.t("gd.detect_delay"), fmt_num(float(delay.median()) / 60 if len(delay) else float("nan"), 1))
+    if len(trips):
+        st.dataframe(pd.DataFrame({
+            ctx.t("col.campaign"): trips["campaign_id"], ctx.t("gd.tripped_at"): trips["tripped_ts"].map(fmt_ts),
+            ctx.t("gd.restored_at"): trips["restored_ts"].map(fmt_ts),
+            ctx.t("gd.roi_before"): trips["roi_before"], ctx.t("gd.roi_after"): trips["roi_after"],
+            ctx.t("gd.loss_avoided"): trips["loss_avoided"]}), hide_index=True)
+
+
+def _alerts(ctx: Ctx) -> None:
+    with ctx.control.engine.connect() as conn:
+        counts = board.outbox_counts(conn)
+        records = outbox.list_alerts(conn, limit=None)
+        recent = board.alerts_frame(conn, limit=100)
+    c = st.columns(3)
+    for col, status in zip(c, ("pending", "delivered", "dead"), strict=True):
+        col.metric(ctx.t(f"gd.outbox_{status}"), counts[status])
+    stats = metrics.response_times_by_day(records)
+    st.markdown(ctx.t("gd.response_times"))
+    if stats:
+        st.dataframe(pd.DataFrame({
+            ctx.t("gd.day"): [x.key for x in stats], ctx.t("gd.alerts_n"): [x.alerts for x in stats],
+            ctx.t("gd.acked_n"): [x.acked for x in stats],
+            ctx.t("gd.ack_median"): [None if x.ack_median_s is None else round(x.ack_median_s / 60, 1) for x in stats],
+            ctx.t("gd.ack_p90"): [None if x.ack_p90_s is None else round(x.ack_p90_s / 60, 1) for x in stats],
+        }), hide_index=True)
+    st.dataframe(recent.assign(occurred_ts=recent["occurred_ts"].map(fmt_ts), acked_ts=recent["acked_ts"].map(fmt_ts))
+                 [["alert_id", "kind", "severity", "campaign_id", "channel", "status", "attempts", "occurred_ts",
+                   "acked_by", "acked_ts", "last_error"]], hide_index=True)

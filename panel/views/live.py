@@ -1,0 +1,166 @@
+"""Live board (实时看板): KPIs, campaigns, ROI series, shadow comparison, alerts feed.
+
+The live parts are fragments refreshed every N seconds (pausable); widgets that
+set the refresh live outside them so a refresh never resets them.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from control import board
+from control.alert_desk import acknowledge_alert
+from panel import data
+from panel.ui import Ctx, attempt, decided_by_label, fmt_num, fmt_ts, goto
+
+DEFAULT_REFRESH_S = 5
+WINDOWS_MIN = (15, 60, 180, 1440)
+
+
+def render(ctx: Ctx) -> None:
+    st.header(ctx.t("page.board"))
+    c1, c2, c3 = st.columns([1, 1, 1])
+    every = c1.number_input(ctx.t("board.refresh_s"), min_value=1, max_value=600, value=DEFAULT_REFRESH_S,
+                            key="refresh_s")
+    paused = c2.toggle(ctx.t("board.pause"), key="refresh_paused")
+    window_min = c3.selectbox(ctx.t("board.window"), WINDOWS_MIN, index=1, key="window_min",
+                              format_func=lambda m: ctx.t("board.window_min", m=m))
+    run_every = None if paused else int(every)
+
+    @st.fragment(run_every=run_every)
+    def live_part() -> None:
+        view = data.board_view(ctx.control, int(window_min) * 60)
+        if view is None:
+            st.info(ctx.t("app.no_data"))
+            return
+        _kpis(ctx, view)
+        _overridden(ctx, view)
+        _campaigns(ctx, view)
+        left, right = st.columns([3, 2])
+        with left:
+            _roi_chart(ctx, view)
+        with right:
+            _shadow(ctx, view)
+
+    live_part()
+
+    @st.fragment(run_every=run_every)
+    def alerts_part() -> None:
+        _alerts_feed(ctx)
+
+    alerts_part()
+
+
+def _kpis(ctx: Ctx, view: board.BoardView) -> None:
+    k = view.kpis
+    cols = st.columns(6)
+    cols[0].metric(ctx.t("kpi.spend"), fmt_num(k.spend, 0))
+    cols[1].metric(ctx.t("kpi.gmv"), fmt_num(k.gmv, 0))
+    cols[2].metric(ctx.t("kpi.roi"), fmt_num(k.realised_roi),
+                   delta=None if np.isnan(k.predicted_roi) else f"{k.realised_roi - k.predicted_roi:+.2f}",
+                   help=ctx.t("kpi.roi_help", pred=fmt_num(k.predicted_roi)))
+    cols[3].metric(ctx.t("kpi.profit"), fmt_num(k.profit, 0))
+    cols[4].metric(ctx.t("kpi.trips"), k.active_trips)
+    cols[5].metric(ctx.t("kpi.alerts"), k.open_alerts)
+    st.caption(ctx.t("board.as_of", ts=fmt_ts(view.latest_bucket), pred=fmt_num(k.predicted_roi)))
+
+
+def _overridden(ctx: Ctx, view: board.BoardView) -> None:
+    """Campaigns a person is deciding for right now, in words (the table below is a canvas)."""
+    rows = view.campaigns[view.campaigns["decided_by"] == "override"]
+    for r in rows.itertuples():
+        st.markdown(ctx.t("board.override_line", campaign=r.campaign_id, name=r.name,
+                          who=r.override_by, until=fmt_ts(r.override_until)))
+    if view.kill_switch.global_on:
+        st.error(ctx.t("app.kill_on"))
+
+
+def _campaigns(ctx: Ctx, view: board.BoardView) -> None:
+    table = view.campaigns
+    f1, f2, f3 = st.columns([2, 2, 1])
+    search = f1.text_input(ctx.t("board.search"), key="board_search")
+    who = f2.multiselect(ctx.t("board.decided_filter"), ["model", "rule_pool", "override"], key="board_who",
+                         format_func=lambda v: decided_by_label(ctx, v))
+    below = f3.checkbox(ctx.t("board.below_floor"), key="board_below")
+    if search:
+        hit = (table["campaign_id"].str.contains(search, case=False, regex=False)
+               | table["name"].fillna("").str.contains(search, case=False, regex=False))
+        table = table[hit]
+    if who:
+        table = table[table["decided_by"].isin(who)]
+    if below:
+        table = table[table["below_floor"]]
+    shown = pd.DataFrame({
+        ctx.t("col.campaign"): table["campaign_id"],
+        ctx.t("col.name"): table["name"],
+        ctx.t("col.bid"): table["bid"].round(3),
+        ctx.t("col.model_bid"): table["model_bid"].round(3),
+        ctx.t("col.budget"): table["daily_budget"],
+        ctx.t("col.pace"): (table["pace"] * 100).round(1),
+        ctx.t("col.packages_on"): table["packages_on"].astype(str) + "/" + table["packages"].astype(str),
+        ctx.t("col.pred_roi"): table["pred_roi"].round(2),
+        ctx.t("col.realised_roi"): table["realised_roi"].round(2),
+        ctx.t("col.floor"): table["floor"],
+        ctx.t("col.guard"): table["guard"].map(lambda m: ctx.t(f"guard.{m}")),
+        ctx.t("col.decided_by"): table["decided_by"].map(lambda v: decided_by_label(ctx, v)),
+        ctx.t("col.override_by"): table["override_by"],
+        ctx.t("col.override_until"): table["override_until"].map(fmt_ts),
+    })
+    event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="board_table", height=360,
+                         column_config={ctx.t("col.pace"): st.column_config.ProgressColumn(
+                             ctx.t("col.pace"), min_value=0, max_value=100, format="%.0f%%")})
+    picked = event.selection.rows if event is not None else []
+    if picked:
+        campaign_id = table.iloc[picked[0]]["campaign_id"]
+        if st.button(ctx.t("board.explain", campaign=campaign_id), key="board_explain"):
+            goto("explorer", explore_campaign=campaign_id, explore_bucket=view.latest_bucket)
+
+
+def _roi_chart(ctx: Ctx, view: board.BoardView) -> None:
+    st.subheader(ctx.t("board.roi_chart"))
+    series = view.series.assign(time=pd.to_datetime(view.series["bucket_ts"] + 8 * 3600, unit="s"),
+                                label=view.series["series"].map(lambda v: ctx.t(f"series.{v}")))
+    lines = alt.Chart(series).mark_line().encode(
+        x=alt.X("time:T", title=None), y=alt.Y("roi:Q", title="ROI"),
+        color=alt.Color("label:N", title=None))
+    floor_value = data.default_floor(ctx.control)
+    floor = alt.Chart(pd.DataFrame({"roi": [floor_value]})).mark_rule(strokeDash=[6, 4], color="red") \
+        .encode(y="roi:Q")
+    trips = view.trips.assign(start=pd.to_datetime(view.trips["start"] + 8 * 3600, unit="s"),
+                              end=pd.to_datetime(view.trips["end"] + 8 * 3600, unit="s"))
+    shade = alt.Chart(trips).mark_rect(opacity=0.12, color="orange").encode(x="start:T", x2="end:T")
+    st.altair_chart(shade + lines + floor, width="stretch")
+    st.caption(ctx.t("board.roi_caption", floor=floor_value, trips=len(view.trips)))
+
+
+def _shadow(ctx: Ctx, view: board.BoardView) -> None:
+    st.subheader(ctx.t("board.shadow"))
+    shadow = view.shadow.head(15)
+    st.dataframe(pd.DataFrame({
+        ctx.t("col.campaign"): shadow["campaign_id"],
+        ctx.t("col.model_pred_roi"): shadow["model_pred_roi"].round(2),
+        ctx.t("col.pool_pred_roi"): shadow["pool_pred_roi"].round(2),
+        ctx.t("col.gap"): shadow["gap"].round(2),
+    }), hide_index=True, height=300)
+    st.caption(ctx.t("board.shadow_caption", n=int(view.shadow["pool_better"].sum())))
+
+
+def _alerts_feed(ctx: Ctx) -> None:
+    st.subheader(ctx.t("board.alerts"))
+    with ctx.control.engine.connect() as conn:
+        alerts = board.alerts_frame(conn, open_only=True, limit=20)
+    if alerts.empty:
+        st.caption(ctx.t("board.no_alerts"))
+        return
+    for a in alerts.itertuples():
+        title = (a.payload or {}).get("title", a.kind)
+        c1, c2 = st.columns([5, 1])
+        c1.markdown(ctx.t("board.alert_line", severity=a.severity, title=title, campaign=a.campaign_id or "—",
+                          ts=fmt_ts(a.created_ts), status=a.status))
+        if c2.button(ctx.t("board.ack"), key=f"ack_{a.alert_id}"):
+            attempt(ctx, lambda aid=int(a.alert_id): acknowledge_alert(ctx.control, ctx.user, aid),
+                    ctx.t("board.acked", id=a.alert_id))

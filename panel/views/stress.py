@@ -1,0 +1,85 @@
+"""Stress test (压力测试): replay a promotion (shipped scenario or an uploaded file) before launch,
+in the background, and read the report: arms side by side, trips, loss avoided, charts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from control.stress_jobs import start_stress
+from panel.ui import Ctx, attempt, fmt_num
+from sim import report as sim_report
+from sim.scenario import ScenarioError, load_scenario, parse_scenario, shipped_scenarios
+
+VARIANTS = ("scenario", "roi", "gmv")
+
+
+def render(ctx: Ctx) -> None:
+    st.header(ctx.t("page.stress"))
+    c1, c2, c3, c4 = st.columns(4)
+    source = c1.radio(ctx.t("st.source"), ("shipped", "upload"), key="st_source", horizontal=True,
+                      format_func=lambda v: ctx.t(f"st.source_{v}"))
+    names = shipped_scenarios()
+    if source == "shipped":
+        name = c1.selectbox(ctx.t("st.scenario"), names, key="st_scenario",
+                            index=names.index("818") if "818" in names else 0)
+        upload = None
+    else:
+        upload = c1.file_uploader(ctx.t("st.upload"), type=["toml"], key="st_file")
+    variant = c2.selectbox(ctx.t("st.variant"), VARIANTS, key="st_variant",
+                           format_func=lambda v: ctx.t(f"st.variant_{v}"))
+    seed = c3.number_input(ctx.t("st.seed"), min_value=0, value=818, step=1, key="st_seed")
+    minutes = c4.number_input(ctx.t("st.minutes"), min_value=60, max_value=1440, value=1440, step=60,
+                              key="st_minutes")
+    if st.button(ctx.t("st.run"), type="primary", key="st_run"):
+        try:
+            scenario = (load_scenario(name) if source == "shipped" else
+                        parse_scenario(upload.getvalue().decode("utf-8"), upload.name) if upload else None)
+        except (ScenarioError, UnicodeDecodeError) as exc:
+            st.error(ctx.t("st.bad_scenario", detail=str(exc)))
+            scenario = None
+        if scenario is not None:
+            if variant != "scenario":
+                scenario = dataclasses.replace(scenario, bidder=dataclasses.replace(scenario.bidder, variant=variant))
+            attempt(ctx, lambda: st.session_state.update(stress_job=start_stress(
+                ctx.user, scenario, seed=int(seed), minutes=int(minutes), data_dir=ctx.control.settings.data_dir)),
+                    ctx.t("st.started"))
+        elif source == "upload":
+            st.error(ctx.t("st.no_file"))
+    job = st.session_state.get("stress_job")
+    if job is not None:
+        _job(ctx, job)
+
+
+def _job(ctx: Ctx, job) -> None:
+    @st.fragment(run_every=1.0 if job.running else None)
+    def progress() -> None:
+        st.progress(job.progress, text=ctx.t(f"st.phase_{job.phase}", scenario=job.scenario, seed=job.seed))
+        if job.phase == "failed":
+            st.error(ctx.t("st.failed", detail=job.error))
+        if not job.running and st.session_state.get("stress_shown") != id(job):
+            st.session_state["stress_shown"] = id(job)
+            st.rerun(scope="app")
+
+    progress()
+    if job.report is not None:
+        _report(ctx, job.report)
+
+
+def _report(ctx: Ctx, report: dict) -> None:
+    st.subheader(ctx.t("st.report", scenario=report["scenario"], seed=report["seed"]))
+    arms = pd.DataFrame([{ctx.t("st.arm"): arm, ctx.t("kpi.spend"): d["spend"], ctx.t("kpi.gmv"): d["gmv"],
+                          "ROI": d["roi"], ctx.t("kpi.profit"): d["profit"],
+                          ctx.t("st.below_floor"): d["campaigns_below_floor"]}
+                         for arm, d in report["arms"].items()])
+    st.dataframe(arms, hide_index=True)
+    c1, c2, c3 = st.columns(3)
+    c1.metric(ctx.t("gd.trips"), len(report["trips"]))
+    c2.metric(ctx.t("st.false_trips"), report["false_trips"])
+    loss = report["loss_avoided"]
+    c3.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
+    if report["trips"]:
+        st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
+    st.altair_chart(sim_report.charts(report))

@@ -1,0 +1,80 @@
+"""Writing a stress report: JSON (the contract), CSV (by hour and by campaign) and a
+self-contained HTML page with Altair charts (JavaScript inlined when vl-convert is
+installed, so the page opens offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+
+def report_json(report: dict) -> str:
+    return json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+
+
+def hourly_frame(report: dict) -> pd.DataFrame:
+    rows = [{"arm": arm, **h} for arm, data in report["arms"].items() for h in data["by_hour"]]
+    return pd.DataFrame(rows, columns=["arm", "hour", "spend", "gmv", "roi", "profit"])
+
+
+def campaign_frame(report: dict) -> pd.DataFrame:
+    rows = [{"arm": arm, **c} for arm, data in report["arms"].items() for c in data["by_campaign"]]
+    return pd.DataFrame(rows, columns=["arm", "campaign", "spend", "gmv", "roi", "profit", "clicks", "orders"])
+
+
+def charts(report: dict) -> alt.VConcatChart:
+    hourly = hourly_frame(report)
+    floor = report["floor_roi"]
+    roi = alt.Chart(hourly).mark_line(point=True).encode(
+        x=alt.X("hour:O", title="hour 小时"), y=alt.Y("roi:Q", title="ROI (GMV / spend)"),
+        color=alt.Color("arm:N", title="arm"), tooltip=["arm", "hour", "roi", "spend", "gmv"],
+    ).properties(title="ROI by hour 分小时 ROI", width=640, height=220)
+    floor_rule = alt.Chart(pd.DataFrame({"floor": [floor]})).mark_rule(strokeDash=[6, 4], color="red").encode(
+        y="floor:Q")
+    profit = alt.Chart(hourly).mark_bar().encode(
+        x=alt.X("hour:O", title="hour 小时"), xOffset="arm:N", y=alt.Y("profit:Q", title="profit, yuan 利润(元)"),
+        color="arm:N", tooltip=["arm", "hour", "profit"],
+    ).properties(title="Profit by hour (GMV x margin - spend) 分小时利润", width=640, height=220)
+    camp = campaign_frame(report)
+    per_campaign = alt.Chart(camp).mark_point(filled=True).encode(
+        x=alt.X("campaign:N", title="campaign 推广计划"), y=alt.Y("roi:Q", title="ROI"), color="arm:N",
+        tooltip=["arm", "campaign", "roi", "spend", "gmv", "profit"],
+    ).properties(title="ROI by campaign over the day 各计划全天 ROI", width=640, height=220)
+    return alt.vconcat(roi + floor_rule, profit, per_campaign + floor_rule)
+
+
+def _headline(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(arm)}</td><td>{d['spend']:,.0f}</td><td>{d['gmv']:,.0f}</td>"
+        f"<td>{d['roi'] if d['roi'] is not None else '-'}</td><td>{d['profit']:,.0f}</td>"
+        f"<td>{d['campaigns_below_floor']}</td></tr>"
+        for arm, d in report["arms"].items())
+    loss = report["loss_avoided"]
+    return (f"<h1>BidLens stress test 压力测试: {html.escape(report['scenario'])} (seed {report['seed']})</h1>"
+            "<table border='1' cellpadding='4'><tr><th>arm</th><th>spend 消耗 (元)</th><th>GMV (元)</th>"
+            "<th>ROI</th><th>profit 利润 (元)</th><th>campaigns below floor 低于底线计划数</th></tr>"
+            f"{rows}</table><p>trips 熔断: {len(report['trips'])}, false trips 误熔断: {report['false_trips']}, "
+            f"loss avoided 避免损失: {'-' if loss is None else f'{loss:,.0f} 元'}</p>")
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.json, by_hour.csv, by_campaign.csv and report.html; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "by_hour_csv": out / "by_hour.csv",
+             "by_campaign_csv": out / "by_campaign.csv", "html": out / "report.html"}
+    paths["json"].write_text(report_json(report), encoding="utf-8")
+    hourly_frame(report).to_csv(paths["by_hour_csv"], index=False)
+    campaign_frame(report).to_csv(paths["by_campaign_csv"], index=False)
+    try:
+        import vl_convert  # noqa: F401  (inlining the chart libraries needs it)
+        page = charts(report).to_html(inline=True)
+    except ImportError:
+        page = charts(report).to_html()  # loads Vega from a CDN: needs a network to draw
+    page = page.replace("<body>", "<body>\n" + _headline(report), 1)
+    paths["html"].write_text(page, encoding="utf-8")
+    return paths

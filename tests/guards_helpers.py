@@ -1,0 +1,64 @@
+"""Small builders shared by the guard tests: observations, a store with campaigns, synthetic feeds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from control.domain import AudiencePackage, Campaign
+from guards.observe import Observation
+from store import repo
+from store.engine import open_store
+
+T0 = 1_786_982_400
+PACKAGES = ("pets", "beauty")
+
+
+def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 100.0,
+        realised_roi: float = math.nan, realised_spend: float = 0.0, realised_orders: float = 0.0,
+        data_age_s: int | None = 30, campaign_id: str = "c1", spend_pace: float = math.nan,
+        inventory_level: float = math.nan, day_elapsed_s: int = 7200) -> Observation:
+    return Observation(campaign_id=campaign_id, latest_bucket_ts=bucket, pred_roi=pred_roi,
+                       pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=math.nan,
+                       realised_roi=realised_roi, realised_spend=realised_spend,
+                       realised_orders=realised_orders, avg_order_value=100.0, data_age_s=data_age_s,
+                       day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level)
+
+
+def make_store(path, campaigns=("c1", "c2")):
+    engine = open_store(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        repo.upsert_campaigns(conn, [Campaign(c, c, "pets", 10_000.0, 20_000.0, 100.0, 0.3) for c in campaigns])
+        repo.upsert_audience_packages(conn, [AudiencePackage(p, p, p) for p in PACKAGES])
+    return engine
+
+
+def minute_frames(minute: int, roi_by_campaign: dict[str, float], spend: float = 50.0):
+    """One bucket of decisions (pred_roi as given) and its outcomes (GMV at that ROI, known at once)."""
+    bucket = T0 + 60 * minute
+    rows, outs = [], []
+    for c, roi in roi_by_campaign.items():
+        for p in PACKAGES:
+            rows.append({"campaign_id": c, "audience_package": p, "bucket_ts": bucket, "model_version": "t",
+                         "bid": 1.0, "budget_share": 0.5, "audience_on": True, "pred_ctr": 0.01,
+                         "pred_cvr": 0.02, "pred_value": roi, "pred_roi": roi, "decided_by": "model",
+                         "features": {"spend_pace": 1.0, "inventory_level": 0.9}})
+            outs.append({"campaign_id": c, "audience_package": p, "bucket_ts": bucket, "known_ts": bucket + 60,
+                         "impressions": 100, "clicks": 10, "spend": spend / 2, "orders": int(round(roi * spend / 200)),
+                         "gmv": roi * spend / 2})
+    return pd.DataFrame(rows), pd.DataFrame(outs)
+
+
+def feed_minute(engine, minute: int, roi_by_campaign: dict[str, float], *, outcomes: bool = True,
+                spend: float = 50.0) -> None:
+    """minute_frames written to the store, as a bidder would."""
+    decisions, outs = minute_frames(minute, roi_by_campaign, spend)
+    repo.write_decisions(engine, decisions, received_ts=T0 + 60 * minute + 60)
+    if outcomes:
+        repo.write_outcomes(engine, outs)
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)

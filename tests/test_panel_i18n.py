@@ -1,0 +1,60 @@
+"""One message catalogue, two languages: the same keys, the same placeholders, every used key present."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from control.domain import DecidedBy, GuardMode, OverrideField, Role
+from control.permissions import Action
+from panel import i18n
+from panel.app import PAGES
+
+PANEL = Path(__file__).resolve().parent.parent / "panel"
+STATIC_KEY = re.compile(r'(?:ctx\.t|translate\([^,()]+,)\s*\(?\s*"([a-z_]+\.[a-z_0-9]+)"')
+DYNAMIC_PREFIX = re.compile(r't\(f"([a-z_]+\.[a-z_]*)\{')
+
+
+def _placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_both_languages_have_the_same_keys_and_placeholders():
+    assert set(i18n.ZH) == set(i18n.EN)
+    for key in i18n.ZH:
+        assert _placeholders(i18n.ZH[key]) == _placeholders(i18n.EN[key]), key
+        assert i18n.ZH[key].strip() and i18n.EN[key].strip(), key
+
+
+def test_every_key_the_pages_use_exists():
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in PANEL.rglob("*.py"))
+    used = set(STATIC_KEY.findall(sources))
+    assert len(used) > 150  # the pattern really finds the pages' keys
+    dynamic = {
+        "role.": [r.value for r in Role], "action.": [a.value for a in Action],
+        "decided.": [d.value for d in DecidedBy], "guard.": [m.value for m in GuardMode],
+        "field.": [f.value for f in OverrideField], "page.": list(PAGES),
+        "series.": ["predicted", "realised", "rule_pool_predicted"],
+        "ex.tab_": ["decision", "compare", "global", "model"],
+        "gd.outbox_": ["pending", "delivered", "dead"],
+        "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
+        "st.source_": ["shipped", "upload"], "st.variant_": ["scenario", "roi", "gmv"],
+        "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
+    }
+    prefixes = set(DYNAMIC_PREFIX.findall(sources))
+    assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
+    for prefix in prefixes:
+        used |= {prefix + v for v in dynamic[prefix]}
+    missing = sorted(k for k in used if k not in i18n.ZH)
+    assert not missing
+
+
+def test_translate_formats_and_refuses_unknown_keys():
+    assert i18n.translate("en", "board.acked", id=7) == "Alert 7 acknowledged."
+    assert i18n.translate("zh", "board.acked", id=7) == "告警 7 已确认。"
+    try:
+        i18n.translate("en", "no.such_key")
+    except KeyError:
+        return
+    raise AssertionError("an unknown key must raise")

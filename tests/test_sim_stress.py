@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import sim_support
+from sim_support import full_kit, kit_for, small_scenario
+
+from cli.main import main
+from control.domain import GuardMode, GuardState
+from sim.report import report_json, write_report
+from sim.scenario import dump_scenario, load_scenario
+from sim.stress import run_stress
+
+
+def stress(scenario, seed, minutes=300, **kw):
+    kit = kit_for(scenario.world.campaigns)
+    return run_stress(scenario, seed, kit.bidders, kit.history, kit.pool, minutes=minutes, **kw)
+
+
+class ScriptedGuard:
+    """A stand-in guard driver: trips c01 at minute 100 and c02 at minute 200; records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def guard_states(self, now_ts, last):
+        self.calls.append((now_ts, None if last is None else last.minute))
+        minute = len(self.calls) - 1
+        states = {}
+        if minute >= 100:
+            states["c01"] = GuardState("c01", GuardMode.TRIPPED, event_id=1)
+        if minute >= 200:
+            states["c02"] = GuardState("c02", GuardMode.TRIPPED, event_id=2)
+        return states
+
+
+def test_same_seed_same_report_byte_for_byte(tmp_path):
+    scenario = small_scenario()
+    a = stress(scenario, 4)
+    b = stress(scenario, 4)
+    assert report_json(a) == report_json(b)
+    pa, pb = write_report(a, tmp_path / "a"), write_report(b, tmp_path / "b")
+    for key in pa:
+        assert pa[key].read_bytes() == pb[key].read_bytes(), key
+    assert report_json(stress(scenario, 5)) != report_json(a)
+
+
+def test_the_report_follows_the_documented_contract():
+    report = stress(small_scenario(), 4)
+    assert set(report) >= {"scenario", "seed", "arms", "trips", "false_trips", "loss_avoided"}
+    assert set(report["arms"]) == {"model", "rule_pool"}  # no guard driver: no guarded arm
+    for arm in report["arms"].values():
+        assert set(arm) >= {"spend", "gmv", "roi", "profit", "by_hour"}
+        assert len(arm["by_hour"]) == 24
+        assert sum(h["spend"] for h in arm["by_hour"]) == pytest.approx(arm["spend"], abs=0.5)
+        assert arm["roi"] == pytest.approx(arm["gmv"] / arm["spend"], abs=1e-4)
+    assert report["trips"] == [] and report["false_trips"] == 0 and report["loss_avoided"] is None
+
+
+def test_a_guard_driver_is_called_every_bucket_and_its_trips_are_reported():
+    driver = ScriptedGuard()
+    report = stress(small_scenario(), 4, guard_driver=driver)
+    assert len(driver.calls) == 300
+    assert driver.calls[0][1] is None and driver.calls[1][1] == 0  # gets the previous bucket's result
+    assert driver.calls[1][0] - driver.calls[0][0] == 60
+    assert [(t["campaign"], t["at_minute"]) for t in report["trips"]] == [("c01", 100), ("c02", 200)]
+    guarded, model = report["arms"]["guarded"], report["arms"]["model"]
+    assert report["loss_avoided"] == pytest.approx(guarded["profit"] - model["profit"], abs=0.01)
+    # in a healthy world nothing truly crossed the floor: both trips are false trips
+    assert report["false_trips"] == sum(1 for t in report["trips"] if t["detection_delay_min"] is None)
+
+
+def test_the_cli_runs_a_users_scenario_file_and_prints_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BIDLENS_DATA_DIR", sim_support._DATA_DIR)
+    path = tmp_path / "mine.toml"
+    path.write_text(dump_scenario(small_scenario()), encoding="utf-8")
+    assert main(["stress", "--scenario-file", str(path), "--seed", "2", "--guard", "off", "--minutes", "120",
+                 "--out", str(tmp_path / "out"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scenario"] == "small" and report["seed"] == 2
+    assert report["minutes"] == 120 and report["arms"]["model"]["by_hour"][5]["spend"] == 0
+    assert (tmp_path / "out" / "report.html").read_text(encoding="utf-8").count("<h1>") == 1
+    assert (tmp_path / "out" / "by_hour.csv").read_text().splitlines()[0] == "arm,hour,spend,gmv,roi,profit"
+
+
+def test_the_cli_refuses_a_bad_scenario_file_before_running(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[world]\nsurprise = 1\n', encoding="utf-8")
+    assert main(["stress", "--scenario-file", str(path)]) == 2
+    assert "world.surprise = 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_818_calibration_model_about_1_8_rule_pool_about_2_3():
+    kit = full_kit()
+    report = run_stress(load_scenario("818"), 1, kit.bidders, kit.history, kit.pool)
+    assert report["arms"]["model"]["roi"] == pytest.approx(1.8, abs=0.1)
+    assert report["arms"]["rule_pool"]["roi"] == pytest.approx(2.3, abs=0.1)
+    assert report["arms"]["model"]["profit"] < report["arms"]["rule_pool"]["profit"]
+
+
+@pytest.mark.slow
+def test_normal_day_keeps_the_great_majority_of_campaigns_above_the_floor():
+    kit = full_kit()
+    report = run_stress(load_scenario("normal"), 1, kit.bidders, kit.history, kit.pool, arms=("model",))
+    model = report["arms"]["model"]
+    assert model["campaigns_below_floor"] <= 0.1 * len(model["by_campaign"])
+    assert model["roi"] > 2.0
