@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-CLI_MODULES = ["cli.store_cmds", "cli.bench_cmd", "cli.alerts", "cli.sim", "cli.guards", "cli.api", "cli.explain_cmd"]
+CLI_MODULES = ["cli.store_cmds", "cli.bench_cmd", "cli.alerts", "cli.sim", "cli.guards", "cli.api", "cli.explain_cmd",
+               "cli.demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

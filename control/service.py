@@ -7,6 +7,7 @@ The panel, the CLI and the HTTP API all go through here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import pandas as pd
@@ -209,6 +210,26 @@ class Control:
                         {"global": before.global_on, "campaigns": sorted(before.campaigns)},
                         {**doc, "reason": reason})
         return after
+
+    # --- a new promotion day (the demo) ------------------------------------------------------
+
+    def start_promotion_day(self, actor: User | None, reason: str) -> int:
+        """Clear the previous day's traffic, end its live overrides and kill switches; audited."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            for live in repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED]):
+                ended = dataclasses.replace(live, status=OverrideStatus.EXPIRED)
+                self._store_override(conn, actor, "override.expire", live, ended, live.version)
+            kill = repo.load_kill_switch(conn)
+            if kill.global_on or kill.campaigns:
+                repo.set_flag(conn, repo.KILL_SWITCH_KEY, {"global": False, "campaigns": []},
+                              actor.username if actor else SYSTEM_ACTOR, now)
+            cleared = repo.clear_promotion_day(conn)
+            self._audit(conn, actor, "promotion.new_day", "promotion", "*",
+                        {"rows_cleared": cleared, "kill_switch": {"global": kill.global_on,
+                                                                  "campaigns": sorted(kill.campaigns)}},
+                        {"reason": reason})
+        return cleared
 
     # --- effective policy -----------------------------------------------------------------
 

@@ -428,3 +428,17 @@ def store_clock(conn: Connection) -> Clock:
     """The promotion clock when a demo has anchored one in the store, else real time."""
     anchor, _ = get_flag(conn, DEMO_CLOCK_KEY)
     return AcceleratedClock.from_anchor(anchor) if anchor else system_clock
+
+
+# Tables that hold one promotion day's traffic and what the guard and alerts made of it.
+PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
+                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys)
+
+
+def clear_promotion_day(conn: Connection) -> int:
+    """Delete a promotion day's traffic, guard history and alerts; returns the rows deleted.
+
+    Users, the audit trail, overrides (their history), models, campaigns, rule pool
+    versions and tokens stay.
+    """
+    return sum(conn.execute(table.delete()).rowcount for table in PROMOTION_DAY_TABLES)

@@ -1,0 +1,178 @@
+"""`bidlens demo`: a live promotion on the embedded store, watched by the guard and the panel.
+
+One command starts everything a new user needs to see the product work:
+
+- the store (migrated), one demo user per role (passwords printed),
+- a new promotion day on an accelerated clock anchored in the store, so every
+  process reads the same promotion time,
+- the simulator playing the `demo` scenario (an "818"-style incident a few
+  simulated minutes in) as the bidder, explaining every decision as it is made,
+- the guard worker (its own process), which trips campaigns to the manual rule
+  pool and sends the alerts,
+- a local WeCom-protocol robot that prints every alert message (unless
+  BIDLENS_ALERTS_CONFIG points at real robots),
+- the panel (Streamlit), and with `--api` the bidder HTTP API.
+
+Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from cli.output import fail
+from cli.store_cmds import ensure_demo_users
+from control.clock import AcceleratedClock, system_clock
+from control.config import load_settings
+from control.service import Control
+from explain.explainer import Explainer
+from explain.store import explanation_batch
+from guards.pool_store import active_version, submit_pool
+from guards.rule_pool import PoolBounds
+from sim.catalog import DAY_START_TS
+from sim.kit import prepare
+from sim.live import register_catalog, run_live
+from sim.scenario import load_scenario
+from store import repo
+from store.engine import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_KEY_ENV = "BIDLENS_WECOM_KEY_DEMO"
+
+
+def demo_alerts_config(data_dir: Path, robot_port: int) -> Path:
+    """Alerts to the local robot (as WeCom markdown) and to the log file."""
+    path = data_dir / "demo-alerts.toml"
+    path.write_text(f"""# Written by `bidlens demo`: the guard's alerts go to a local WeCom-protocol robot.
+[channels.demo_robot]
+type = "wecom"
+key_env = "{DEMO_KEY_ENV}"
+base_url = "http://127.0.0.1:{robot_port}/cgi-bin/webhook/send"
+language = "both"
+group_wait_s = 30
+
+[channels.file]
+type = "log_file"
+path = "alerts.log"
+
+[[routes]]
+channels = ["file"]
+continue = true
+
+[[routes]]
+channels = ["demo_robot"]
+""", encoding="utf-8")
+    return path
+
+
+def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
+    log = open(log_dir / f"demo-{name}.log", "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def cmd_demo(args) -> int:
+    settings = load_settings()
+    speed = args.speed or settings.demo_speed
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_store(settings.database_url)
+    control = Control(engine, system_clock, settings)
+    created = ensure_demo_users(control, settings.demo_password)
+
+    print("preparing the simulated promotion (the first time trains the reference models) ...", flush=True)
+    scenario = load_scenario(args.scenario)
+    kit = prepare(scenario, settings.data_dir)
+    register_catalog(engine, kit, f"{settings.data_dir}/models")
+    cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
+    with engine.begin() as conn:
+        if active_version(conn) is None:
+            submit_pool(conn, (ROOT / "sim" / "rule_pool_default.toml").read_text(encoding="utf-8"),
+                        "system", system_clock(), PoolBounds())
+        clock = AcceleratedClock(DAY_START_TS + args.start_minute * 60, time.time(), speed)
+        repo.set_flag(conn, repo.DEMO_CLOCK_KEY, clock.anchor(), "system", system_clock())
+
+    env = dict(os.environ, BIDLENS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    python = sys.executable
+    children: dict[str, subprocess.Popen] = {}
+    if not settings.alerts_config:
+        env[DEMO_KEY_ENV] = secrets.token_hex(16)
+        env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(data_dir, args.robot_port))
+        children["robot"] = start("robot", [python, "-m", "cli.main", "alerts", "local-robot",
+                                            "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
+                                  env, data_dir)
+    children["guard"] = start("guard", [python, "-m", "cli.main", "guard", "run"], env, data_dir)
+    children["panel"] = start("panel", [
+        python, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"),
+        "--server.port", str(settings.panel_port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false"], env, data_dir)
+    if args.api:
+        children["api"] = start("api", [python, "-m", "cli.main", "api", "--port", str(settings.api_port)],
+                                env, data_dir)
+
+    print(f"\nBidLens demo — open http://localhost:{settings.panel_port}")
+    print(f"  promotion clock: {speed:g} simulated s per real s; scenario {args.scenario}; "
+          f"cleared the previous day ({cleared} rows)")
+    for user in created:
+        print(f"  user {user['username']:<10} {user['role']:<9} password: {user['password']}")
+    if not created:
+        print("  demo users exist already (passwords as printed when they were made; "
+              "`bidlens user add` makes more)")
+    if "robot" in children:
+        print(f"  WeCom alerts go to a local robot on port {args.robot_port}: {data_dir}/demo-robot.log")
+    if args.api:
+        print(f"  bidder API: http://localhost:{settings.api_port}/docs")
+    print(f"  logs: {data_dir}/demo-*.log — Ctrl-C stops everything\n", flush=True)
+
+    explainers = {variant: Explainer(bidder.artifact) for variant, bidder in kit.bidders.items()}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_children() -> None:
+        while not stop.wait(2):
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"demo: {name} stopped (exit {child.returncode}); see {data_dir}/demo-{name}.log",
+                          file=sys.stderr, flush=True)
+                    stop.set()
+
+    threading.Thread(target=watch_children, daemon=True).start()
+    try:
+        summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
+                           explain=lambda result: explanation_batch(explainers[result.variant], result.features))
+        print(f"demo: promotion day over: {summary.buckets} minutes, {summary.decisions} decisions", flush=True)
+        if not args.exit_at_end:
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+    return 0 if all(c.returncode in (0, -signal.SIGTERM) for c in children.values()) else fail("a part failed", 1)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="run a live simulated promotion with the guard worker and the panel")
+    p.add_argument("--scenario", default="demo", help="scenario name (see `bidlens scenarios`)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed", type=float, default=None,
+                   help="simulated seconds per real second (default BIDLENS_DEMO_SPEED)")
+    p.add_argument("--start-minute", type=int, default=0, help="start the day at this minute")
+    p.add_argument("--robot-port", type=int, default=8700, help="port of the local WeCom robot")
+    p.add_argument("--api", action="store_true", help="also serve the bidder HTTP API")
+    p.add_argument("--exit-at-end", action="store_true", help="stop when the promotion day is over")
+    p.set_defaults(func=cmd_demo)
