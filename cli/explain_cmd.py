@@ -11,11 +11,20 @@ def _conn():
     return open_store(load_settings().database_url).connect()
 
 
+def _bidder(scenario: str):
+    """The reference bidder's parameters (target ROI per model variant, ROI floor) from its scenario."""
+    from sim.scenario import load_scenario
+    return load_scenario(scenario).bidder
+
+
 def cmd_decision(args) -> int:
     from explain.reasons import bid_reasons
     from explain.store import decision_breakdown
     with _conn() as conn:
-        breakdown = decision_breakdown(conn, args.decision_id)
+        bidder = _bidder(args.scenario)
+        breakdown = decision_breakdown(
+            conn, args.decision_id, roi_floor=bidder.floor_roi if args.roi_floor is None else args.roi_floor,
+            target_roi={"roi": bidder.target_roi, "gmv": bidder.gmv_target_roi})
     if breakdown is None:
         return fail(f"decision_id={args.decision_id}: no such decision or no stored explanation")
     lang = args.lang
@@ -58,6 +67,8 @@ def register(sub) -> None:
     decision = inner.add_parser("decision", help="a served bid as steps that add up to it, with reasons")
     decision.add_argument("decision_id", type=int)
     decision.add_argument("--lang", choices=("zh", "en"), default="zh")
+    decision.add_argument("--scenario", default="demo", help="simulator scenario whose bidder served it")
+    decision.add_argument("--roi-floor", type=float, default=None, help="default: the scenario's floor")
     add_json_flag(decision)
     decision.set_defaults(func=cmd_decision)
     drift = inner.add_parser("drift", help="which features' contributions moved between two windows")

@@ -12,6 +12,7 @@ click of bid, in serving order, whose running total ends at the served bid:
     base       base / target_roi                 (the model's average bid at pacing 1)
     feature i  phi_i / target_roi                (one step per feature)
     rounding   (pred_value - base - sum phi) / target_roi   (float32 storage; ~1e-7)
+    floor      the same difference when the bidder floored a negative model output at 0
     pacing     unpaced * (pacing - 1)            (unpaced = pred_value / target_roi)
     cap        clip(paced) - paced               (min-bid floor or max-bid cap)
     rule_pool / override   served - model_bid   (when the served bid did not come from the model)
@@ -40,7 +41,7 @@ import pandas as pd
 from control.domain import DecidedBy, InvalidValue, require_finite
 from explain.artifacts import FeatureSpec
 
-STEP_KINDS = ("base", "feature", "rounding", "pacing", "cap", "rule_pool", "override", "threshold")
+STEP_KINDS = ("base", "feature", "rounding", "floor", "pacing", "cap", "rule_pool", "override", "threshold")
 # A stored explanation that misses the decision's pred_value by more than this (relative)
 # belongs to another model or another row: refuse rather than show a wrong waterfall.
 MISMATCH_TOLERANCE = 1e-4
@@ -134,6 +135,8 @@ def _checked_residual(base: float, contributions: np.ndarray, pred_value: float 
     if pred_value is None:
         return 0.0
     residual = pred_value - explained
+    if pred_value == 0.0 and explained < 0.0:  # the bidder floors a negative value at 0
+        return residual
     if abs(residual) > MISMATCH_TOLERANCE * max(1.0, abs(pred_value)):
         raise InvalidValue("pred_value", pred_value,
                            f"the explanation adds up to {explained:.6f}, not the decision's value: "
@@ -155,6 +158,13 @@ class _Steps:
     def add_features(self, features: Sequence[FeatureSpec], values: np.ndarray, scaled: np.ndarray):
         for spec, x, phi in zip(features, values, scaled):
             self.add("feature", spec.name, spec.display_zh, spec.display_en, float(phi), float(x))
+
+
+def _add_residual(s: _Steps, value: float, pred_value: float | None) -> None:
+    if pred_value == 0.0 and value > 0:
+        s.add("floor", "value_floor", "预测价值下限 0", "predicted value floored at 0", value)
+    else:
+        s.add("rounding", "rounding", "存储舍入", "storage rounding", value)
 
 
 def _check_lengths(features: Sequence[FeatureSpec], contributions: np.ndarray, values: np.ndarray) -> None:
@@ -186,7 +196,7 @@ def decompose_bid(base_value: float, contributions: np.ndarray, features: Sequen
     s.add("base", "base", "模型基准出价", "model base bid", base_value * scale)
     s.add_features(features, values, contributions * scale)
     if residual:
-        s.add("rounding", "rounding", "存储舍入", "storage rounding", residual * scale)
+        _add_residual(s, residual * scale, pred_value)
     if pacing_as_step:
         s.add("pacing", "pacing", f"节奏系数 ×{ctx.pacing:g}", f"pacing ×{ctx.pacing:g}",
               unpaced * ctx.pacing - unpaced)
@@ -230,7 +240,7 @@ def decompose_roi_decision(base_value: float, contributions: np.ndarray, feature
     s.add("base", "base", "模型基准 ROI", "model base ROI", base_value * k)
     s.add_features(features, values, contributions * k)
     if residual:
-        s.add("rounding", "rounding", "存储舍入", "storage rounding", residual * k)
+        _add_residual(s, residual * k, pred_value)
     s.add("threshold", "reference", reference_zh, reference_en, -reference)
     return s.steps
 

@@ -45,9 +45,8 @@ class Explainer:
         self.link = "identity"
         if artifact.kind == "lightgbm":
             from explain.treeshap import FastTreeShap
-            objective = str(artifact.booster.dump_model().get("objective", "regression")).split()[0]
-            self.link = "identity" if objective in IDENTITY_OBJECTIVES else "log"
             self._fast = FastTreeShap(artifact.booster)
+            self.link = "identity" if self._fast.forest.objective in IDENTITY_OBJECTIVES else "log"
             self.base_value = self._fast.base_value
             self.method, self.exact = "treeshap", True
         elif is_exact_tree_model(artifact):

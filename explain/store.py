@@ -11,7 +11,7 @@ theirs in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,21 @@ def explanation_batch(explainer: Explainer, X: np.ndarray) -> ExplanationBatch:
                             base_value=np.full(len(contributions), base),
                             contributions=contributions.astype(np.float32),
                             feature_values=np.asarray(X, dtype=np.float32))
+
+
+def explain_hook(artifacts: Iterable[ModelArtifact]) -> Callable[[object], ExplanationBatch]:
+    """The live simulator's `explain` hook (sim.live.run_live): explains each bucket's feature
+    matrix with the Explainer of the model version that served it (built once per version)."""
+    by_version = {a.version: a for a in artifacts}
+    explainers: dict[str, Explainer] = {}
+
+    def hook(result) -> ExplanationBatch:
+        version = result.model_version
+        if version not in explainers:
+            explainers[version] = Explainer(by_version[version])
+        return explanation_batch(explainers[version], result.features)
+
+    return hook
 
 
 def _existing(conn: Connection, ids: Sequence[int]) -> set[int]:
@@ -148,9 +163,17 @@ class DecisionBreakdown:
     roi_steps: list[Step]                # predicted ROI, then minus the floor (audience / budget decisions)
 
 
-def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = 2.0) -> DecisionBreakdown | None:
+def _model_variant(conn: Connection, model_version: str) -> str | None:
+    meta = conn.execute(select(s.models.c.meta).where(s.models.c.model_version == model_version)).scalar()
+    return None if meta is None else meta.get("variant")
+
+
+def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = 2.0,
+                       target_roi: float | Mapping[str, float] | None = None) -> DecisionBreakdown | None:
     """A served bid as steps that add up to it, from the stored explanation; None without one.
 
+    The bid formula's target ROI is the bidder's: a number, or a mapping from the
+    model's variant ("roi", "gmv") to it; None takes the campaign's target_roi.
     `roi_steps` splits the decision's predicted ROI the same way and ends at its
     margin over `roi_floor`, what audience on/off and budget decisions compare with.
     """
@@ -162,6 +185,13 @@ def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float =
     if row is None or explanation is None:
         return None
     decision = dict(row)
+    if isinstance(target_roi, Mapping):
+        variant = _model_variant(conn, explanation.model_version)
+        if variant not in target_roi:
+            raise KeyError(f"no target ROI for model {explanation.model_version} (variant {variant!r})")
+        decision["target_roi"] = target_roi[variant]
+    elif target_roi is not None:
+        decision["target_roi"] = float(target_roi)
     features = _features_or_generic(conn, explanation.model_version, len(explanation.contributions))
     steps = decompose_bid(explanation.base_value, explanation.contributions, features,
                           explanation.feature_values, context_from_decision(decision, decision["target_roi"]),

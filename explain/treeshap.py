@@ -33,6 +33,7 @@ numba's `prange`. float64 throughout; agrees with LightGBM's TreeSHAP to ~1e-13.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, fields
 
 import lightgbm as lgb
@@ -65,6 +66,7 @@ class FlatForest:
     base_value: float
     max_nodes: int
     max_leaves: int
+    objective: str  # LightGBM's objective, e.g. "regression" (identity link) or "tweedie" (log link)
     tree_node_start: np.ndarray
     tree_leaf_start: np.ndarray
     node_feature: np.ndarray
@@ -95,7 +97,7 @@ class FlatForest:
         return int(self.table.nbytes)
 
     def kernel_arrays(self) -> tuple[np.ndarray, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self)[4:])
+        return tuple(getattr(self, f.name) for f in fields(self)[5:])
 
 
 def _check_booster(booster: lgb.Booster) -> dict:
@@ -203,6 +205,7 @@ def flatten(booster: lgb.Booster, max_table_depth: int = DEFAULT_MAX_TABLE_DEPTH
     col = b.node
     return FlatForest(
         n_features=booster.num_feature(), base_value=b.base_value,
+        objective=str(dump.get("objective", "regression")).split()[0],
         max_nodes=int(max(nodes.max(initial=0), 1)), max_leaves=int(max(n_leaves.max(initial=0), 1)),
         tree_node_start=np.array(b.tree_node_start, dtype=np.int64),
         tree_leaf_start=np.array(b.tree_leaf_start, dtype=np.int64),
@@ -324,8 +327,7 @@ def _leaf_on_the_fly(phi, cold, d, v, index, zero, w, poly, tmp):
 
 
 # The forest's arrays are separate arguments: numba reads a namedtuple's fields ~30x slower here.
-@numba.njit(parallel=True, cache=True)
-def _shap_kernel(X, out, block, w, max_nodes, max_leaves,
+def _kernel(X, out, block, w, max_nodes, max_leaves,
                  tree_node_start, tree_leaf_start, node_feature, node_threshold, node_categorical,
                  node_missing, node_default_left, node_cat_start, node_cat_end, cat_bits, node_bit,
                  node_left, node_right, leaf_value, leaf_feat_start, feat_index, feat_zero, feat_ratio,
@@ -386,6 +388,13 @@ def _shap_kernel(X, out, block, w, max_nodes, max_leaves,
                             phi[feat_index[f0 + k]] -= u_hot
 
 
+# Both cores for batches; one row (the panel's single decision) runs serially, since waking
+# a thread pool costs more than the row itself on a busy machine.
+_shap_kernel = numba.njit(parallel=True, cache=True)(_kernel)
+_shap_kernel_serial = numba.njit(cache=True)(_kernel)
+_KERNEL_LOCK = threading.Lock()
+
+
 class FastTreeShap:
     """Exact path-dependent TreeSHAP for one LightGBM booster; build once, call many times."""
 
@@ -405,11 +414,18 @@ class FastTreeShap:
         if X.ndim != 2 or X.shape[1] != self.forest.n_features:
             raise ValueError(f"X must be [n, {self.forest.n_features}], got shape {X.shape}")
         out = np.zeros((X.shape[0], self.forest.n_features))
-        previous = numba.get_num_threads()
-        numba.set_num_threads(n_threads or previous)
-        try:
-            _shap_kernel(X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves,
-                         *self._arrays)
-        finally:
-            numba.set_num_threads(previous)
+        # numba's workqueue threading layer (its fallback without OpenMP/TBB) aborts the process
+        # when two Python threads launch parallel kernels at once (Streamlit sessions are
+        # threads); each call uses every core anyway, so one at a time.
+        args = (X, out, block, self._w, self.forest.max_nodes, self.forest.max_leaves, *self._arrays)
+        if len(X) <= block or n_threads == 1:
+            _shap_kernel_serial(*args)
+            return out
+        with _KERNEL_LOCK:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(n_threads or previous)
+            try:
+                _shap_kernel(*args)
+            finally:
+                numba.set_num_threads(previous)
         return out

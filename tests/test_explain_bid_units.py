@@ -117,3 +117,14 @@ def test_audience_and_budget_decisions_decompose_predicted_roi_against_the_floor
         assert abs(steps[-2].total - pred_roi) <= EXACT
         assert abs(steps[-1].total - (pred_roi - 2.0)) <= EXACT
         assert steps[-1].kind == "threshold" and steps[-1].label("en") == "ROI floor 2.0"
+
+
+def test_a_negative_model_output_floored_at_zero_is_its_own_step():
+    contributions = np.zeros(len(FEATURES))
+    contributions[2] = -1.5  # competitor prices drive the raw output below zero
+    base = 0.5
+    ctx = BidContext(2.0, 1.0, 0.2, 60.0, served_bid=0.2)  # value 0 -> the minimum bid
+    steps = decompose_bid(base, contributions, FEATURES, np.zeros(len(FEATURES)), ctx, pred_value=0.0)
+    floor = [st for st in steps if st.kind == "floor"]
+    assert len(floor) == 1 and floor[0].value == pytest.approx(0.5)  # (0 - (-1.0)) / 2
+    assert [st.kind for st in steps][-1] == "cap" and abs(steps[-1].total - 0.2) <= EXACT

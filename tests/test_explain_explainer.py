@@ -128,3 +128,14 @@ def test_non_tree_model_gets_the_approximate_fallback_which_still_adds_up():
     # For a linear model the exact values are coef * (x - mean of background).
     exact = ridge.coef_ * (X[200:210] - X[:100].mean(axis=0))
     assert np.abs(contributions - exact).max() <= 1e-6
+
+
+def test_log_link_models_are_labelled_so_bid_units_are_not_misread():
+    tweedie = artifact("tw-1", seed=2, objective="tweedie", trees=10)
+    explainer = Explainer(tweedie)
+    assert explainer.link == "log"
+    X = feature_rows(20, np.random.default_rng(0))
+    base, contributions = explainer.explain(X)
+    # Contributions explain the raw (log) score, not value per click.
+    raw = tweedie.booster.predict(X, raw_score=True)
+    assert np.abs(base + contributions.sum(axis=1) - raw).max() <= 1e-6

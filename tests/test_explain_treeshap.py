@@ -89,3 +89,12 @@ def test_multiclass_models_are_refused():
 def test_wrong_width_is_refused(booster):
     with pytest.raises(ValueError, match=r"X must be \[n, 8\]"):
         FastTreeShap(booster).shap_values(np.zeros((2, 7)))
+
+
+def test_concurrent_callers_from_threads_get_correct_values(booster, rows):
+    from concurrent.futures import ThreadPoolExecutor
+    fast = FastTreeShap(booster)
+    expected = fast.shap_values(rows[:300])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda k: fast.shap_values(rows[:300]), range(8)))
+    assert all(np.array_equal(r, expected) for r in results)
