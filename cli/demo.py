@@ -32,8 +32,7 @@ from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
 from control.service import Control
-from explain.explainer import Explainer
-from explain.store import explanation_batch
+from explain.store import explain_hook
 from guards.pool_store import active_version, submit_pool
 from guards.rule_pool import PoolBounds
 from sim.catalog import DAY_START_TS
@@ -131,7 +130,6 @@ def cmd_demo(args) -> int:
         print(f"  bidder API: http://localhost:{settings.api_port}/docs")
     print(f"  logs: {data_dir}/demo-*.log — Ctrl-C stops everything\n", flush=True)
 
-    explainers = {variant: Explainer(bidder.artifact) for variant, bidder in kit.bidders.items()}
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
@@ -146,7 +144,7 @@ def cmd_demo(args) -> int:
     threading.Thread(target=watch_children, daemon=True).start()
     try:
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=lambda result: explanation_batch(explainers[result.variant], result.features))
+                           explain=explain_hook(b.artifact for b in kit.bidders.values()))
         print(f"demo: promotion day over: {summary.buckets} minutes, {summary.decisions} decisions", flush=True)
         if not args.exit_at_end:
             stop.wait()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
@@ -12,6 +15,8 @@ from control.domain import InvalidValue, User
 from control.permissions import PermissionDenied
 from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
+from guards.alerts import deliver_until
+from guards.alerts.outbox import channels_from_settings
 from guards.config import load_guard_settings
 from guards.drivers import trip_drivers
 from guards.pool_store import list_versions
@@ -37,6 +42,30 @@ def _user(control: Control, username: str) -> User:
     if record is None or not record.user.active:
         raise InvalidValue("user", username, "no such active user")
     return record.user
+
+
+def start_alert_sender(control: Control, clock) -> None:
+    """Deliver the outbox beside the worker, so a trip reaches WeCom without another process.
+
+    Events carry the worker's clock; the rate window and backoff run on real time
+    (what WeCom sees), or an accelerated demo clock would send far too fast.
+    """
+    unavailable: dict[str, str] = {}
+
+    def on_report(report) -> None:
+        if report.messages_sent or report.dead_alerts:
+            print(f"alerts: sent {report.messages_sent} messages ({report.alerts_delivered} alerts), "
+                  f"dead {report.dead_alerts}", flush=True)
+        if report.unavailable != unavailable:  # said once, not every pass
+            for name, why in report.unavailable.items():
+                print(f"alerts: {name} cannot send: {why}", file=sys.stderr, flush=True)
+            unavailable.clear()
+            unavailable.update(report.unavailable)
+
+    stop = threading.Event()
+    threading.Thread(target=deliver_until, name="alert-sender", daemon=True,
+                     args=(stop.is_set, control.engine, channels_from_settings, clock, np.random.default_rng()),
+                     kwargs={"wall_clock": time.time, "sleep": stop.wait, "on_report": on_report}).start()
 
 
 def cmd_run(args) -> int:
@@ -72,6 +101,8 @@ def cmd_run(args) -> int:
                      f"{len(report.events)} events")
                 return 0
             print(f"guard worker running: every {worker.interval_s}s of its clock", flush=True)
+            if not args.no_deliver:
+                start_alert_sender(control, clock)
             worker.run(on_tick=on_tick)
     except LockBusy as exc:
         return fail(str(exc), 3)
@@ -168,6 +199,8 @@ def register(subparsers) -> None:
                           "clock anchored in the store, else real time")
     run.add_argument("--start-ts", type=int, default=None, help="with --speed: the clock starts here (epoch s)")
     run.add_argument("--once", action="store_true", help="one evaluation, then exit")
+    run.add_argument("--no-deliver", action="store_true",
+                     help="do not send the alert outbox from this process (another runs `bidlens alerts send`)")
     run.add_argument("--lock-timeout", type=float, default=None, help="give up waiting for the lock after S s")
     add_json_flag(run)
     run.set_defaults(func=cmd_run)

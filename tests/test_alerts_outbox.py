@@ -437,3 +437,25 @@ def test_unacknowledged_trip_is_repeated_every_interval_until_acked_or_resolved(
     assert {r.acked_by for r in records} == {"li.lei"}
     [day] = response_times_by_day(records)
     assert day.alerts == 1 and day.ack_median_s == records[0].acked_ts - START  # reminders are not new anomalies
+
+
+def test_sender_loop_delivers_after_the_group_wait_and_outlives_a_failed_pass(engine, server, tmp_path, clock,
+                                                                                caplog):
+    from guards.alerts import deliver_until
+
+    config = robot_config(server.base_url, tmp_path)
+    enqueue(engine, trip("c001", int(clock())), int(clock()), config)
+    calls, reports = [], []
+
+    def channels():
+        calls.append(clock())
+        if len(calls) == 2:
+            raise OSError("alerts config briefly unreadable")
+        return channels_for(config)
+
+    deliver_until(lambda: clock() > START + 40, engine, channels, clock, np.random.default_rng(1),
+                  wall_clock=clock, sleep=clock.advance, poll_s=5, on_report=reports.append)
+    assert len(calls) == 9 and len(reports) == 8  # passes at 0, 5, ... 40 s; the second one failed
+    assert "alert delivery pass failed" in caplog.text and "briefly unreadable" in caplog.text
+    assert [r.messages_sent for r in reports] == [0, 0, 0, 0, 0, 1, 0, 0]  # sent at 30 s: the group wait
+    assert campaigns_in([m.content for m in server.state.received]) == ["c001"]

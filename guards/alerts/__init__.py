@@ -3,7 +3,8 @@
 Public interface (see docs/ALERTS.md):
 - AlertEvent, AlertKind, Severity: what a guard reports.
 - enqueue_alert(conn, event, now_ts): in the caller's transaction.
-- deliver_due(engine, channels, clock, rng) -> DeliveryReport: one delivery pass.
+- deliver_due(engine, channels, clock, rng) -> DeliveryReport: one delivery pass;
+  deliver_until(stop, ...): passes every few seconds (the guard worker's sender thread).
 - build_channels(config), load_config(path), current_config(): channels from the TOML config.
 - acknowledge, list_alerts, response_times_by_day / _by_promotion: for the panel and CLI.
 """
@@ -20,6 +21,7 @@ from guards.alerts.outbox import (
     acknowledge,
     current_config,
     deliver_due,
+    deliver_until,
     enqueue_alert,
     get_alert,
     list_alerts,
@@ -28,6 +30,6 @@ from guards.alerts.outbox import (
 __all__ = [
     "AckResult", "AlertEvent", "AlertKind", "AlertRecord", "AlertsConfig", "Channels", "DeliveryReport",
     "EnqueueResult", "ResponseStats", "Severity", "acknowledge", "build_channels", "current_config",
-    "deliver_due", "enqueue_alert", "get_alert", "list_alerts", "load_config", "response_times_by_day",
+    "deliver_due", "deliver_until", "enqueue_alert", "get_alert", "list_alerts", "load_config", "response_times_by_day",
     "response_times_by_promotion",
 ]

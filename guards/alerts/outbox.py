@@ -498,6 +498,27 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
     return report
 
 
+def deliver_until(stop: Callable[[], bool], engine: Engine, channels: Callable[[], Channels],
+                  clock: Callable[[], float], rng: np.random.Generator, *,
+                  wall_clock: Callable[[], float], sleep: Callable[[float], None], poll_s: float = 2.0,
+                  on_report: Callable[[DeliveryReport], None] | None = None) -> None:
+    """Delivery passes every `poll_s` wall seconds until `stop()`: the sender beside the guard worker.
+
+    `channels` is called for every pass, so an edited alerts config (or a fixed key)
+    takes effect without a restart. A pass that fails (store briefly locked, a broken
+    config) is logged and retried on the next poll: the outbox keeps the alerts.
+    """
+    while not stop():
+        try:
+            report = deliver_due(engine, channels(), clock, rng, wall_clock=wall_clock)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad pass
+            log.error("alert delivery pass failed, retrying in %.0f s: %s", poll_s, redact(str(exc)))
+        else:
+            if on_report is not None:
+                on_report(report)
+        sleep(poll_s)
+
+
 def pending_count(conn: Connection, channels: Iterable[str] | None = None) -> int:
     q = select(func.count()).select_from(s.alerts).where(s.alerts.c.status == "pending")
     if channels is not None:
