@@ -18,13 +18,14 @@ def _stress_text(report: dict, paths: dict) -> str:
         lines.append(f"  trips {len(report['trips'])}, false trips {report['false_trips']}, "
                      f"loss avoided {report['loss_avoided']:,.0f} yuan")
     else:
-        lines.append("  guarded arm: absent (no guard driver installed)")
+        lines.append("  guarded arm: not run (--guard off)")
     lines += [f"  wrote {p}" for p in paths.values()]
     return "\n".join(lines)
 
 
 def cmd_stress(args) -> int:
-    from sim.kit import guard_driver_factory, prepare
+    from guards.sim_driver import make_guard_driver
+    from sim.kit import prepare
     from sim.report import write_report
     from sim.scenario import load_scenario, load_scenario_file
     from sim.stress import run_stress
@@ -35,12 +36,7 @@ def cmd_stress(args) -> int:
         return fail(str(exc))
     settings = load_settings()
     kit = prepare(scenario, settings.data_dir)
-    driver = None
-    if args.guard in ("on", "both"):
-        factory = guard_driver_factory()
-        if factory is None and args.guard == "on":
-            return fail("--guard on: no guard driver is installed (guards.sim_driver.make_guard_driver)")
-        driver = factory(scenario, kit.catalog) if factory else None
+    driver = make_guard_driver(scenario, kit.catalog) if args.guard in ("on", "both") else None
     arms = () if args.guard == "on" else ("model", "rule_pool")
     report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver, arms=arms,
                         minutes=args.minutes)
@@ -107,7 +103,7 @@ def register(sub) -> None:
     src.add_argument("--scenario-file", help="a scenario TOML file (schema: docs/SIMULATOR.md)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--guard", choices=("on", "off", "both"), default="both",
-                   help="on: guarded arm only; off: model and rule pool arms; both (default): all that exist")
+                   help="on: guarded arm only; off: model and rule pool arms; both (default): all three")
     p.add_argument("--minutes", type=int, default=1440, choices=range(1, 1441), metavar="1..1440",
                    help="play only the first N minutes of the day (quick checks; default the whole day)")
     p.add_argument("--out", help="folder for report.json, CSVs and report.html (default DATA_DIR/reports/...)")

@@ -2,7 +2,7 @@
 
 The simulator's stress runner (sim.stress.run_stress) plays the scenario once per
 arm: the model alone, the manual rule pool alone, and the model watched by the
-guard (when guards/ supplies a driver). Progress is real for the guarded arm (the
+guard (guards.sim_driver). Progress is real for the guarded arm (the
 driver is asked once per simulated minute); the baselines before it are one phase.
 """
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from control.domain import User
 from control.permissions import Action, require
+from guards.sim_driver import make_guard_driver
 from sim.catalog import DAY_START_TS
-from sim.kit import guard_driver_factory, prepare
+from sim.kit import prepare
 from sim.scenario import Scenario
 from sim.stress import run_stress
 
@@ -66,8 +67,7 @@ def start_stress(actor: User, scenario: Scenario, *, seed: int, minutes: int, da
 def _run(job: StressJob, scenario: Scenario, data_dir: str) -> None:
     try:
         kit = prepare(scenario, data_dir)  # trains the bundled models on first use
-        factory = guard_driver_factory()
-        driver = _Progress(factory(scenario, kit.catalog), job) if factory else None
+        driver = _Progress(make_guard_driver(scenario, kit.catalog), job)
         job.phase, job.progress = "baselines", 0.05
         job.report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver,
                                 minutes=job.minutes)

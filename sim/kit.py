@@ -6,7 +6,6 @@ Models live under <data_dir>/models/<version>/ and are trained on first use
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,6 @@ from sim.catalog import Catalog, build_catalog
 from sim.features import History
 from sim.scenario import Scenario
 from sim.train import RULE_POOL_FILE, ensure_models
-
-# The guard issue's hook: a module exposing make_guard_driver(scenario, catalog) -> GuardDriver.
-GUARD_DRIVER_MODULE = "guards.sim_driver"
 
 
 @dataclass(frozen=True)
@@ -41,14 +37,3 @@ def prepare(scenario: Scenario, data_dir: str | Path, pool: RulePool | None = No
     catalog = build_catalog(scenario.world.campaigns, scenario.world.catalog_seed)
     bidders = ensure_models(catalog, models_dir(data_dir))
     return Kit(catalog, bidders, bidders["roi"].history, pool or load_default_pool())
-
-
-def guard_driver_factory():
-    """make_guard_driver from guards/, or None while the guard issue has not landed."""
-    try:
-        module = importlib.import_module(GUARD_DRIVER_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != GUARD_DRIVER_MODULE:
-            raise
-        return None
-    return getattr(module, "make_guard_driver", None)

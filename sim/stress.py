@@ -11,7 +11,7 @@ Arms:
   called before every bucket with the previous bucket's result (its decisions with
   pred_roi, its features, and the outcome increments that became known -- what a
   guard worker would read from the store). Its answer is passed to that bucket's
-  effective policy. `guards/` supplies one; without it the arm is absent.
+  effective policy. guards.sim_driver supplies it; without one the arm is not run.
 
 Trips are read from the driver's answers: a campaign entering TRIPPED. The
 detection delay is measured from the minute the campaign's TRUE ROI over the
