@@ -100,7 +100,7 @@ def _propose(ctx: Ctx, slots: pd.DataFrame, newest: int) -> None:
             top = min(bounds.max_bid_abs, bounds.max_bid_multiple * model_bid) if model_bid else bounds.max_bid_abs
             st.caption(ctx.t("ov.bounds_bid", lo=bounds.min_bid, hi=fmt_num(top, 3),
                              mult=bounds.max_bid_multiple, cap=bounds.max_bid_abs))
-            default = round(model_bid, 3) or 1.0
+            default = round(min(model_bid, top), 3) or 1.0  # a model bid above the cap is not a valid start
         elif field is OverrideField.BUDGET:
             st.caption(ctx.t("ov.bounds_budget", cap=fmt_num(campaign.budget_cap, 0)))
             default = campaign.daily_budget
