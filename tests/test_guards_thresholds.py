@@ -33,7 +33,7 @@ from guards.thresholds import (
     reset,
 )
 from guards.worker import GuardWorker
-from panel import i18n
+from panel import data, i18n
 from store import repo
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, make_store
@@ -292,6 +292,7 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
     with control.engine.connect() as conn:
         entry = repo.load_audit(conn, entity="guard_thresholds")[-1]
     assert (entry.actor, entry.after["values"]["roi"]["floor"], entry.after["reason"]) == ("manager", 2.4, "thin margin")
+    assert data.roi_floors(control, [target, seeded.campaigns[3]]) == {target: 2.4, seeded.campaigns[3]: 2.0}
 
     # Someone else saves first: this manager's next save is a conflict, shown as one.
     service.set_thresholds(MANAGER, edit({"hysteresis": 0.5}, target))
