@@ -1,4 +1,4 @@
-"""Acknowledging alerts from the panel: permission-checked, then the outbox's own audited acknowledge.
+"""Acknowledging and resending alerts from the panel: permission-checked, then the outbox's own audited steps.
 
 Acknowledgement time is what the response-time figures measure (the brief's
 24 h → 30 min), so it is written once: acknowledging again is a conflict that
@@ -23,3 +23,10 @@ def acknowledge_alert(control: Control, actor: User, alert_id: int) -> int:
     if result.already:
         raise ConflictError(f"alert {alert_id} was already acknowledged by {result.alert.acked_by}")
     return now
+
+
+def resend_dead_alerts(control: Control, actor: User, alert_ids: list[int]) -> list[int]:
+    """Queue dead alerts again (after someone fixed the key or the receiver); returns the ids requeued."""
+    require(actor, Action.ACK_ALERT)  # whoever handles alerts may ask for a resend; it only sends again
+    with control.engine.begin() as conn:
+        return outbox.requeue_dead(conn, alert_ids, actor.username, control.clock())

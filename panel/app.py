@@ -26,7 +26,7 @@ from control.service import Control, LoginFailed  # noqa: E402
 from panel import data  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
 from panel.ui import Ctx, fmt_ts, show_flash  # noqa: E402
-from panel.views import audit, explorer, guards, live, overrides, stress  # noqa: E402
+from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
 PAGES = {
@@ -34,11 +34,13 @@ PAGES = {
     "explorer": (explorer, Action.VIEW),
     "overrides": (overrides, None),  # proposers and approvers
     "guards": (guards, Action.VIEW),
+    "alerts": (alerts, Action.VIEW),
     "audit": (audit, None),          # managers and admins
     "stress": (stress, Action.RUN_STRESS_TEST),
 }
 ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
-         "overrides": ":material/pan_tool:", "guards": ":material/shield:", "audit": ":material/history:",
+         "overrides": ":material/pan_tool:", "guards": ":material/shield:",
+         "alerts": ":material/notifications:", "audit": ":material/history:",
          "stress": ":material/science:"}
 
 
@@ -123,6 +125,9 @@ def main(control: Control | None = None, session_clock: Callable[[], float] = ti
         control = _default_control()
     data.warm(control)
     _language_switch()
+    if "alert" in st.query_params:  # a WeCom message's link: open that alert once logged in
+        st.session_state[alerts.FOCUS_KEY] = st.query_params["alert"]
+        st.session_state["focus_redirect"] = True
     user = st.session_state.get("user")
     if user is None:
         st.navigation([st.Page(lambda: _login(control, session_clock), title=translate(_lang(), "login.title"),
@@ -137,6 +142,8 @@ def main(control: Control | None = None, session_clock: Callable[[], float] = ti
              for key in PAGES if _visible(ctx, key)}
     nav = st.navigation(list(pages.values()))
     target = st.session_state.pop("goto", None)
+    if st.session_state.pop("focus_redirect", False) and target is None and nav.url_path != "alerts":
+        target = "alerts"
     if target in pages:
         st.switch_page(pages[target])
     nav.run()

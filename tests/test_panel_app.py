@@ -274,12 +274,52 @@ def test_acknowledging_an_alert_records_who_and_when(store):
     control, seeded, clock = store
     panel = Panel(control).login("operator")
     first = seeded.alert_ids[0]
-    panel.click(f"ack_{first}")
+    panel.click(f"board_ack_{first}")
     assert zh("board.acked", id=first) in panel.texts()
     with control.engine.connect() as conn:
         row = board.alerts_frame(conn).set_index("alert_id").loc[first]
     assert (row["acked_by"], row["acked_ts"]) == ("operator", clock())
-    assert f"ack_{first}" not in [b.key for b in panel.at.button]
+    assert f"board_ack_{first}" not in [b.key for b in panel.at.button]
+
+
+
+def test_the_wecom_link_opens_its_alert_after_login_and_acknowledges_it(store):
+    control, seeded, clock = store
+    first = seeded.alert_ids[0]
+    panel = Panel(control)
+    panel.at.query_params["alert"] = str(first)  # http://panel/alerts?alert=ID, as the robot's message links
+    panel.run().login("operator")
+    assert zh("al.focus", id=first) in panel.texts()
+    with control.engine.connect() as conn:
+        alert = board.alerts_frame(conn).set_index("alert_id").loc[first]
+    shown = "\n".join(t.value for t in panel.at.text)
+    assert "ROI 守护熔断" in shown and alert["campaign_id"] in shown  # the message as WeCom showed it
+    panel.click("focus_ack")
+    assert zh("board.acked", id=first) in panel.texts()
+    with control.engine.connect() as conn:
+        assert board.alerts_frame(conn).set_index("alert_id").loc[first, "acked_by"] == "operator"
+    assert "focus_ack" not in [b.key for b in panel.at.button]
+    panel.click("focus_explain")
+    assert panel.at.selectbox(key="ex_campaign").value == alert["campaign_id"]
+
+
+def test_dead_alerts_are_listed_with_their_error_and_can_be_resent(store):
+    from sqlalchemy import update
+
+    from store import schema
+
+    control, seeded, _ = store
+    dead = seeded.alert_ids[-1]
+    with control.engine.begin() as conn:
+        conn.execute(update(schema.alerts).where(schema.alerts.c.alert_id == dead)
+                     .values(status="dead", last_error="errcode 93000: invalid webhook url"))
+    panel = Panel(control).login("operator").open("alerts")
+    assert "errcode 93000" in " ".join(panel.errors())
+    panel.click("resend_dead")
+    assert zh("al.resent", n=1) in panel.texts()
+    with control.engine.connect() as conn:
+        assert board.alerts_frame(conn).set_index("alert_id").loc[dead, "status"] == "pending"
+        assert repo.load_audit(conn)[-1].action == "alert.requeue"
 
 
 BAD_POOL = ('[[rules]]\nrule_id = "base"\naction = "multiplier"\nvalue = 0.8\n\n'

@@ -40,7 +40,9 @@ def render(ctx: Ctx) -> None:
     if not buckets:
         st.info(ctx.t("ex.no_decision"))
         return
-    bucket = c3.selectbox(ctx.t("ex.time"), buckets, key="ex_bucket", format_func=fmt_ts)
+    asked = st.session_state.get("explore_bucket")  # from the board or an alert: the decision then
+    at = next((i for i, b in enumerate(buckets) if asked is not None and b <= asked), 0)
+    bucket = c3.selectbox(ctx.t("ex.time"), buckets, index=at, key="ex_bucket", format_func=fmt_ts)
     floor = data.roi_floors(ctx.control, [campaign_id])[campaign_id]
     with ctx.control.engine.connect() as conn:
         breakdown = decision_breakdown(conn, explorer.find_decision_id(conn, campaign_id, package, bucket),

@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from control import board
-from control.alert_desk import acknowledge_alert
 from panel import data
-from panel.ui import Ctx, attempt, decided_by_label, fmt_num, fmt_ts, goto
+from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, goto
+from panel.views.alerts import alert_feed
 
 DEFAULT_REFRESH_S = 5
 WINDOWS_MIN = (15, 60, 180, 1440)
@@ -49,7 +49,8 @@ def render(ctx: Ctx) -> None:
 
     @st.fragment(run_every=run_every)
     def alerts_part() -> None:
-        _alerts_feed(ctx)
+        st.subheader(ctx.t("board.alerts"))
+        alert_feed(ctx, key="board")
 
     alerts_part()
 
@@ -147,20 +148,3 @@ def _shadow(ctx: Ctx, view: board.BoardView) -> None:
         ctx.t("col.gap"): shadow["gap"].round(2),
     }), hide_index=True, height=300)
     st.caption(ctx.t("board.shadow_caption", n=int(view.shadow["pool_better"].sum())))
-
-
-def _alerts_feed(ctx: Ctx) -> None:
-    st.subheader(ctx.t("board.alerts"))
-    with ctx.control.engine.connect() as conn:
-        alerts = board.alerts_frame(conn, open_only=True, limit=20)
-    if alerts.empty:
-        st.caption(ctx.t("board.no_alerts"))
-        return
-    for a in alerts.itertuples():
-        title = (a.payload or {}).get("title", a.kind)
-        c1, c2 = st.columns([5, 1])
-        c1.markdown(ctx.t("board.alert_line", severity=a.severity, title=title, campaign=a.campaign_id or "—",
-                          ts=fmt_ts(a.created_ts), status=a.status))
-        if c2.button(ctx.t("board.ack"), key=f"ack_{a.alert_id}"):
-            attempt(ctx, lambda aid=int(a.alert_id): acknowledge_alert(ctx.control, ctx.user, aid),
-                    ctx.t("board.acked", id=a.alert_id))

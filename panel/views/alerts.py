@@ -1,0 +1,89 @@
+"""Alerts (告警): where a WeCom message's link lands (`/alerts?alert=ID`).
+
+The linked alert as the robot said it, with acknowledge and a way to its
+explanation; every open alert with acknowledge (also the live board's feed);
+dead alerts with their error and a resend.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from control import board
+from control.alert_desk import acknowledge_alert, resend_dead_alerts
+from control.domain import InvalidValue
+from guards.alerts import get_alert, templates
+from guards.alerts.events import AlertKind
+from panel.ui import Ctx, attempt, fmt_ts, goto
+
+FOCUS_KEY = "focus_alert"  # the `alert` query parameter, kept across the login page
+
+
+def render(ctx: Ctx) -> None:
+    st.header(ctx.t("page.alerts"))
+    focus = st.query_params.get("alert") or st.session_state.get(FOCUS_KEY)
+    if focus:
+        _focused(ctx, str(focus))
+    st.subheader(ctx.t("al.open"))
+    alert_feed(ctx, key="alerts_page")
+    _dead(ctx)
+
+
+def title(ctx: Ctx, kind: str) -> str:
+    try:
+        return templates.TITLES[ctx.lang][AlertKind(kind)]
+    except ValueError:
+        return kind
+
+
+def alert_feed(ctx: Ctx, *, key: str) -> None:
+    """Open alerts (firing, not acknowledged, not resolved), newest first, each with acknowledge."""
+    with ctx.control.engine.connect() as conn:
+        alerts = board.alerts_frame(conn, open_only=True, limit=20)
+    if alerts.empty:
+        st.caption(ctx.t("board.no_alerts"))
+        return
+    for a in alerts.itertuples():
+        c1, c2 = st.columns([5, 1])
+        c1.markdown(ctx.t("board.alert_line", severity=a.severity, title=title(ctx, a.kind),
+                          campaign=a.campaign_id or "—", ts=fmt_ts(a.occurred_ts), status=a.status))
+        if c2.button(ctx.t("board.ack"), key=f"{key}_ack_{a.alert_id}"):
+            attempt(ctx, lambda aid=int(a.alert_id): acknowledge_alert(ctx.control, ctx.user, aid),
+                    ctx.t("board.acked", id=a.alert_id))
+
+
+def _focused(ctx: Ctx, raw_id: str) -> None:
+    try:
+        with ctx.control.engine.connect() as conn:
+            alert = get_alert(conn, int(raw_id))
+    except (ValueError, InvalidValue):
+        st.warning(ctx.t("al.not_found", id=raw_id))
+        return
+    with st.container(border=True):
+        st.markdown(ctx.t("al.focus", id=alert.alert_id))
+        style = templates.Style(language=ctx.lang, fmt="text", panel_url=ctx.control.settings.panel_url)
+        st.text(templates.render([alert], alert.message_id or "-", style))
+        st.caption(ctx.t("al.lifecycle", fired=fmt_ts(alert.occurred_ts), status=alert.status,
+                         delivered=fmt_ts(alert.delivered_ts), acked=fmt_ts(alert.acked_ts),
+                         by=alert.acked_by or "—", resolved=fmt_ts(alert.resolved_ts)))
+        c1, c2 = st.columns(2)
+        if alert.acked_ts is None and c1.button(ctx.t("board.ack"), key="focus_ack", type="primary"):
+            attempt(ctx, lambda: acknowledge_alert(ctx.control, ctx.user, alert.alert_id),
+                    ctx.t("board.acked", id=alert.alert_id))
+        if alert.campaign_id and c2.button(ctx.t("al.explain", campaign=alert.campaign_id), key="focus_explain"):
+            goto("explorer", explore_campaign=alert.campaign_id, explore_bucket=alert.occurred_ts)
+
+
+def _dead(ctx: Ctx) -> None:
+    with ctx.control.engine.connect() as conn:
+        dead = board.alerts_frame(conn, limit=500)
+    dead = dead[dead["status"] == "dead"]
+    if dead.empty:
+        return
+    st.subheader(ctx.t("al.dead", n=len(dead)))
+    for a in dead.itertuples():
+        st.error(ctx.t("al.dead_line", id=a.alert_id, title=title(ctx, a.kind), channel=a.channel,
+                       campaign=a.campaign_id or "—", error=a.last_error))
+    if st.button(ctx.t("al.resend"), key="resend_dead"):
+        attempt(ctx, lambda: resend_dead_alerts(ctx.control, ctx.user, [int(i) for i in dead["alert_id"]]),
+                ctx.t("al.resent", n=len(dead)))
