@@ -269,6 +269,10 @@ def _submit(panel: Panel, key: str) -> Panel:
     return panel.run()
 
 
+def _floor_input(panel: Panel):
+    return next(n for n in panel.at.number_input if n.label == zh("th.floor"))
+
+
 def _shown_floor(panel: Panel) -> float:
     frame = next(d.value for d in panel.at.dataframe if zh("gd.th_field") in d.value.columns)
     return float(frame.set_index(zh("gd.th_field")).loc[zh("th.floor"), zh("gd.th_value")])
@@ -279,14 +283,18 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
     target = seeded.campaigns[2]
     panel = _thresholds_panel(control, "manager", target)
     assert _shown_floor(panel) == 2.0
-    panel.at.number_input(key="th_roi_campaign_floor").set_value(-1.0)
+    _floor_input(panel).set_value(-1.0)
     panel.at.text_input(key="th_reason").input("thin margin")
     _submit(panel, "th_save")
     assert any(f"roi.campaigns.{target}.floor" in e and "-1.0" in e for e in panel.errors())
-    panel.at.number_input(key="th_roi_campaign_floor").set_value(2.4)
+    _floor_input(panel).set_value(2.4)
     panel.at.text_input(key="th_reason").input("thin margin")
     _submit(panel, "th_save")
-    assert zh("gd.th_saved") in panel.texts() and _shown_floor(panel) == 2.4
+    assert zh("gd.th_saved") in panel.texts() and _shown_floor(panel) == 2.4 and _floor_input(panel).value == 2.4
+    panel.at.selectbox(key="gd_campaign").set_value(seeded.campaigns[3])
+    assert _floor_input(panel.run()).value == 2.0  # another campaign's form starts from its own values
+    panel.at.selectbox(key="gd_campaign").set_value(target)
+    panel.run()
     service = GuardService(control.engine, control.clock, parse_guard_settings(), PoolBounds())
     assert service.thresholds(target)["guards"]["roi"]["floor"]["source"] == FROM_CAMPAIGN
     with control.engine.connect() as conn:
@@ -296,7 +304,7 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
 
     # Someone else saves first: this manager's next save is a conflict, shown as one.
     service.set_thresholds(MANAGER, edit({"hysteresis": 0.5}, target))
-    panel.at.number_input(key="th_roi_campaign_floor").set_value(2.6)
+    _floor_input(panel).set_value(2.6)
     panel.at.text_input(key="th_reason").input("higher")
     _submit(panel, "th_save")
     assert any(zh("err.conflict", detail="").strip() in e for e in panel.errors())
@@ -304,6 +312,7 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
 
     operator = _thresholds_panel(control, "operator", target)
     assert _shown_floor(operator) == 2.4 and zh("gd.th_read_only") in operator.texts()
+    assert not operator.at.number_input
     assert not [b for b in operator.at.get("form_submit_button") if b.key in ("th_save", "th_reset")]
     operator_user = next(u for u in control.users() if u.username == "operator")
     with pytest.raises(PermissionDenied):

@@ -138,8 +138,9 @@ def _thresholds(ctx: Ctx, campaign_id: str) -> None:
         st.caption(ctx.t("gd.th_read_only"))
         return
     # The version this manager was shown: saving over someone else's later change is a conflict.
+    # Inputs are keyed by scope and version, so another campaign or a newer version starts from its own values.
     seen = st.session_state.get("th_seen", view["version"])
-    keys = tuple(f"th_{guard}_{scope}_{name}" for name in shown)
+    keys = tuple(f"th_{guard}_{target or '*'}_v{seen}_{name}" for name in shown)
     with st.form("th_form"):
         values = {}
         for key, (name, f) in zip(keys, shown.items(), strict=True):
@@ -153,13 +154,12 @@ def _thresholds(ctx: Ctx, campaign_id: str) -> None:
         save = b1.form_submit_button(ctx.t("gd.th_save"), type="primary", key="th_save")
         reset = b2.form_submit_button(ctx.t("gd.th_reset", campaign=campaign_id), key="th_reset")
     st.session_state["th_seen"] = view["version"]
-    forget = (*keys, "th_reason")
     if save:
         edit = ThresholdEdit(guard, target, {n: v for n, v in values.items() if v != shown[n]["value"]}, reason)
-        attempt(ctx, lambda: service.set_thresholds(ctx.user, edit, seen), ctx.t("gd.th_saved"), forget=forget)
+        attempt(ctx, lambda: service.set_thresholds(ctx.user, edit, seen), ctx.t("gd.th_saved"), forget=("th_reason",))
     if reset:
         attempt(ctx, lambda: service.reset_thresholds(ctx.user, campaign_id, reason, guard, seen),
-                ctx.t("gd.th_reset_done", campaign=campaign_id), forget=forget)
+                ctx.t("gd.th_reset_done", campaign=campaign_id), forget=("th_reason",))
 
 
 def _rule_pool(ctx: Ctx) -> None:
