@@ -99,6 +99,8 @@ def cmd_demo(args) -> int:
         repo.set_flag(conn, repo.DEMO_CLOCK_KEY, clock.anchor(), "system", system_clock())
 
     env = dict(os.environ, BIDLENS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    # Alert links must open this panel (unless a public URL is configured).
+    env.setdefault("BIDLENS_PANEL_URL", f"http://localhost:{settings.panel_port}")
     python = sys.executable
     children: dict[str, subprocess.Popen] = {}
     if not settings.alerts_config:

@@ -15,6 +15,13 @@ _KINDS = {"tripped": AlertKind.GUARD_TRIPPED, "probation_failed": AlertKind.PROB
           "restored": AlertKind.GUARD_RESTORED, "data_stale": AlertKind.DATA_STALE,
           "data_fresh": AlertKind.DATA_FRESH}
 _STALE_KINDS = ("data_stale", "data_fresh")
+# Why the guard left the model, as the alert says it (the trip rules of guards.roi and the machine).
+CAUSES = {
+    "pred_roi": {"zh": "模型计划的预测 ROI 连续低于底线", "en": "the model's plan predicts ROI below the floor, evaluation after evaluation"},
+    "realised_roi": {"zh": "已成熟数据的实际 ROI 显著低于底线", "en": "realised ROI on mature outcomes is significantly below the floor"},
+    "stale_data": {"zh": "结果数据过期，按危险处理", "en": "outcome data is stale and treated as danger"},
+    "forced": {"zh": "主管手动指定", "en": "set by a manager"},
+}
 
 
 def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEvent | None:
@@ -28,8 +35,9 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
         payload["spend_at_risk"] = figures["spend_per_hour"]  # yuan per hour the model is spending
     payload["guard_event_id"] = event_id
     payload["mode"] = event.mode_after.value
-    if getattr(event, "cause", ""):
-        payload["detail"] = f"cause: {event.cause}"
+    cause = getattr(event, "cause", "")
+    if cause:
+        payload["detail"] = CAUSES.get(cause, {"zh": cause, "en": cause})
     if drivers:
         payload["drivers"] = drivers
     # A stale feed is its own condition: fresh data must not resolve a trip, nor a restore the staleness.

@@ -130,8 +130,12 @@ def main(control: Control | None = None, session_clock: Callable[[], float] = ti
         st.session_state["focus_redirect"] = True
     user = st.session_state.get("user")
     if user is None:
-        st.navigation([st.Page(lambda: _login(control, session_clock), title=translate(_lang(), "login.title"),
-                               url_path="login")], position="hidden").run()
+        # Every page's address shows the login (not "page not found"), so a link into the panel,
+        # such as a WeCom alert's, opens that page once the person has logged in.
+        title = translate(_lang(), "login.title")
+        st.navigation([st.Page(lambda: _login(control, session_clock), title=title, url_path=path,
+                               default=(path == "login")) for path in ("login", *PAGES)],
+                      position="hidden").run()
         return
     if _session_expired(control, session_clock):
         _logout("login.timeout")

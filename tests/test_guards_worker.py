@@ -13,7 +13,7 @@ from control.config import Settings
 from control.domain import GuardMode, InvalidValue, Role, User
 from control.permissions import PermissionDenied
 from control.service import Control
-from guards.alert_bridge import enqueue_guard_alert
+from guards.alert_bridge import CAUSES, enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.config import parse_guard_settings
 from guards.driver import GuardDriver
@@ -240,3 +240,4 @@ def test_trip_alerts_carry_the_shap_drivers_of_the_drop(tmp_path):
     drivers = alert.payload["drivers"]
     assert drivers[0]["feature"] == "f1" and drivers[0]["delta"] < 0
     assert {d["feature"] for d in drivers} <= {"f0", "f1", "f2"}
+    assert alert.payload["detail"] == CAUSES[events[0].cause]  # why, in both languages, not a rule's name

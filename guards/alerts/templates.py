@@ -36,7 +36,7 @@ TITLES = {
 ACTIONS = {
     "zh": {AlertKind.GUARD_TRIPPED: "流量已切换到人工规则池",
            AlertKind.PROBATION_FAILED: "流量已回到人工规则池",
-           AlertKind.KILL_SWITCH_ON: "所有活动由人工规则池接管",
+           AlertKind.KILL_SWITCH_ON: "所有计划由人工规则池接管",
            AlertKind.DATA_STALE: "数据过期按危险处理",
            AlertKind.GUARD_RESTORED: "模型已恢复出价"},
     "en": {AlertKind.GUARD_TRIPPED: "traffic switched to the manual rule pool",
@@ -47,7 +47,7 @@ ACTIONS = {
 }
 WORDS = {
     "zh": {"critical": "严重", "warning": "警告", "info": "通知", "resolved": "已恢复",
-           "campaign": "活动", "guard": "守护", "pred": "预测 ROI", "real": "实际 ROI", "floor": "底线",
+           "campaign": "计划", "guard": "守护", "pred": "预测 ROI", "real": "实际 ROI", "floor": "底线",
            "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
            "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
            "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
@@ -104,13 +104,15 @@ def _figures(a: AlertRecord, lang: str) -> list[str]:
     return parts
 
 
-def _action(a: AlertRecord, lang: str) -> str:
-    given = a.payload.get("action")
+def _in_language(given: object, lang: str) -> str:
+    """A payload text given per language ({"zh": ..., "en": ...}) or as one string."""
     if isinstance(given, dict):
         return str(given.get(lang) or next(iter(given.values()), ""))
-    if given:
-        return str(given)
-    return ACTIONS[lang].get(AlertKind(a.kind), "")
+    return str(given) if given else ""
+
+
+def _action(a: AlertRecord, lang: str) -> str:
+    return _in_language(a.payload.get("action"), lang) or ACTIONS[lang].get(AlertKind(a.kind), "")
 
 
 def _drivers(a: AlertRecord, lang: str) -> list[str]:
@@ -151,8 +153,9 @@ def _single(a: AlertRecord, lang: str, style: Style) -> list[str]:
     action = _action(a, lang)
     if action:
         lines.append(f"{q}{w['action']}{w['sep']}{action}")
-    if a.payload.get("detail"):
-        lines.append(f"{q}{w['detail']}{w['sep']}{a.payload['detail']}")
+    detail = _in_language(a.payload.get("detail"), lang)
+    if detail:
+        lines.append(f"{q}{w['detail']}{w['sep']}{detail}")
     drivers = _drivers(a, lang)
     if drivers:
         lines += [f"{b}{w['drivers']}{b}", *drivers]
