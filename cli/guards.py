@@ -1,4 +1,4 @@
-"""Guard commands: run the worker, status, force, kill switch, rule pool, model vs pool ROI."""
+"""Guard commands: run the worker, status, force, kill switch, thresholds, rule pool, model vs pool ROI."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from guards.pool_store import list_versions
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
 from guards.shadow import roi_comparison
+from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 
@@ -83,6 +84,8 @@ def cmd_run(args) -> int:
                          drivers_fn=trip_drivers)
 
     def on_tick(report) -> None:
+        if report.thresholds_error:
+            print(f"thresholds: {report.thresholds_error}", file=sys.stderr, flush=True)
         for e in report.events:
             print(f"[{e.ts}] {e.guard} {e.campaign_id}: {e.kind} ({e.mode_before.value} -> {e.mode_after.value})",
                   flush=True)
@@ -119,7 +122,7 @@ def _status_text(status: dict) -> str:
     for c in status["campaigns"]:
         modes = ", ".join(f"{g}={v['mode']}{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
         lines.append(f"  {c['campaign_id']:<12} {c['effective_mode']:<13} {modes}"
-                     + ("  KILL" if c["kill_switch"] else ""))
+                     f"  floor {c['thresholds']['roi']['floor']:g}" + ("  KILL" if c["kill_switch"] else ""))
     for t in status["trips"]:
         lines.append(f"  trip {t['trip_id']}: {t['guard']} {t['campaign_id']} at {t['tripped_ts']} ({t['cause']}), "
                      f"delay {t['detection_delay_s']}s, ROI {t['roi_before']} -> {t['roi_after']}, "
@@ -154,6 +157,78 @@ def cmd_kill(args) -> int:
     emit(args, {"global": after.global_on, "campaigns": sorted(after.campaigns)},
          f"kill switch: global {'ON' if after.global_on else 'off'}; campaigns {sorted(after.campaigns) or '-'}")
     return 0
+
+
+# Every editable threshold, one option each (--floor, --cooldown-s, ...); a guard refuses the ones not its own.
+THRESHOLD_FIELDS = {name: field_type(guard, name) for guard, names in EDITABLE.items() for name in names}
+
+
+def _thresholds_text(view: dict) -> str:
+    lines = [f"thresholds version {view['version']}, {view['campaign_id'] or 'all campaigns'}:"]
+    for guard, values in view["guards"].items():
+        lines.append(f"  {guard}: " + ", ".join(
+            f"{name}={f['value']:g}" + ("" if f["source"] == "file" else f" ({f['source']}; file {f['file']:g})")
+            for name, f in values.items()))
+    return "\n".join(lines)
+
+
+def cmd_thresholds_show(args) -> int:
+    _, service, _ = _open()
+    try:
+        view = service.thresholds(args.campaign)
+    except InvalidValue as exc:
+        return fail(str(exc))
+    emit(args, view, _thresholds_text(view))
+    return 0
+
+
+def cmd_thresholds_set(args) -> int:
+    control, service, _ = _open()
+    values = {name: getattr(args, name) for name in THRESHOLD_FIELDS if getattr(args, name) is not None}
+    try:
+        view = service.set_thresholds(_user(control, args.user),
+                                      ThresholdEdit(args.guard, args.campaign, values, args.reason),
+                                      args.expected_version)
+    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        return fail(str(exc))
+    emit(args, view, _thresholds_text(view))
+    return 0
+
+
+def cmd_thresholds_reset(args) -> int:
+    control, service, _ = _open()
+    try:
+        view = service.reset_thresholds(_user(control, args.user), args.campaign, args.reason, args.guard,
+                                        args.expected_version)
+    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        return fail(str(exc))
+    emit(args, view, _thresholds_text(view))
+    return 0
+
+
+def _register_thresholds(sub) -> None:
+    thresholds = sub.add_parser("thresholds", help="guard thresholds: the config file with managers' edits on top")
+    th_sub = thresholds.add_subparsers(dest="thresholds_command", required=True, metavar="SUBCOMMAND")
+    show = th_sub.add_parser("show", help="effective thresholds, for all campaigns or one, and who set them")
+    show.add_argument("--campaign", default=None)
+    add_json_flag(show)
+    show.set_defaults(func=cmd_thresholds_show)
+
+    edit = th_sub.add_parser("set", help="change a guard's thresholds, for all campaigns or one (manager; audited)")
+    edit.add_argument("--guard", required=True, choices=list(EDITABLE))
+    edit.add_argument("--campaign", default=None, help="omitted: every campaign")
+    for name, kind in THRESHOLD_FIELDS.items():
+        edit.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    reset = th_sub.add_parser("reset", help="drop a campaign's own edits (omitted: the edits for all campaigns)")
+    reset.add_argument("--campaign", default=None)
+    reset.add_argument("--guard", default=None, choices=list(EDITABLE), help="omitted: every guard")
+    for parser, func in ((edit, cmd_thresholds_set), (reset, cmd_thresholds_reset)):
+        parser.add_argument("--reason", required=True)
+        parser.add_argument("--user", required=True)
+        parser.add_argument("--expected-version", type=int, default=None,
+                            help="refuse if the thresholds moved past this version (from `show`)")
+        add_json_flag(parser)
+        parser.set_defaults(func=func)
 
 
 def cmd_pool_submit(args) -> int:
@@ -224,6 +299,8 @@ def register(subparsers) -> None:
     kill.add_argument("--user", required=True)
     add_json_flag(kill)
     kill.set_defaults(func=cmd_kill)
+
+    _register_thresholds(sub)
 
     pool = sub.add_parser("pool", help="manual rule pool versions")
     pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="SUBCOMMAND")

@@ -133,7 +133,7 @@ def _typed(key: str, value: object, default: object) -> object:
     return type(default)(value)
 
 
-def _apply(prefix: str, base, table: dict, extra_keys: frozenset[str] = frozenset()):
+def apply_table(prefix: str, base, table: dict, extra_keys: frozenset[str] = frozenset()):
     """A copy of dataclass `base` with `table`'s keys applied; machine keys go to `base.machine`."""
     own = {f.name for f in fields(base)} - {"machine"}
     machine_keys = {f.name for f in fields(MachineConfig)} if hasattr(base, "machine") else set()
@@ -205,17 +205,17 @@ def parse_guard_settings(text: str = "", source: str = "<text>") -> GuardSetting
     for key in raw:
         if key not in allowed:
             raise InvalidValue(key, raw[key], f"unknown section; known: {sorted(allowed)}")
-    machine = _apply("machine", MachineConfig(), raw.get("machine", {}))
-    observe = _apply("observe", ObserveConfig(), raw.get("observe", {}))
+    machine = apply_table("machine", MachineConfig(), raw.get("machine", {}))
+    observe = apply_table("observe", ObserveConfig(), raw.get("observe", {}))
     defaults, per_campaign = {}, {}
     for name, cls in GUARD_CONFIG_TYPES.items():
         table = raw.get(name, {})
-        base = _apply(name, cls(machine=machine), table, frozenset({"campaigns"}))
+        base = apply_table(name, cls(machine=machine), table, frozenset({"campaigns"}))
         defaults[name] = base
         campaigns = table.get("campaigns", {})
         if not isinstance(campaigns, dict):
             raise InvalidValue(f"{name}.campaigns", campaigns, "must be a table of campaign tables")
-        per_campaign[name] = {cid: _apply(f"{name}.campaigns.{cid}", base, sub)
+        per_campaign[name] = {cid: apply_table(f"{name}.campaigns.{cid}", base, sub)
                               for cid, sub in campaigns.items()}
     return GuardSettings(observe, defaults, per_campaign)
 

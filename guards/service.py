@@ -1,4 +1,5 @@
-"""Guard operations for people: force a guard, release a trip, submit a rule pool, read status.
+"""Guard operations for people: force a guard, release a trip, submit a rule pool, edit the
+thresholds, read status.
 
 Permission-checked (control.permissions) and audited, each in one transaction;
 the clock is passed in. The kill switch itself is Control.set_kill_switch.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
+from control.audit import AuditRecord
 from control.domain import InvalidValue, User
 from control.permissions import Action, require
 from guards.config import GuardSettings
@@ -18,6 +20,16 @@ from guards.machine import MachineState, force
 from guards.pool_store import PoolVersion, active_version, submit_pool
 from guards.registry import GUARDS
 from guards.rule_pool import PoolBounds
+from guards.threshold_store import load_edits, save_edits
+from guards.thresholds import (
+    ThresholdEdit,
+    ThresholdEdits,
+    apply_edit,
+    describe,
+    effective_settings,
+    reset,
+    values_of,
+)
 from guards.worker import HEARTBEAT_KEY
 from store import repo
 from store import schema as s
@@ -43,8 +55,7 @@ class GuardService:
         now = int(self.clock())
         changed = []
         with self.engine.begin() as conn:
-            if campaign_id not in repo.load_campaigns(conn):
-                raise InvalidValue("campaign_id", campaign_id, "unknown campaign")
+            self._known_campaign(conn, campaign_id)
             stored = load_states(conn)
             for guard in GUARDS:
                 row = stored.get((guard, campaign_id))
@@ -67,6 +78,64 @@ class GuardService:
         with self.engine.begin() as conn:
             return submit_pool(conn, text, actor.username, int(self.clock()), self.bounds)
 
+    # --- thresholds: the config file with the store's edits on top (guards.thresholds) ---------
+
+    def thresholds(self, campaign_id: str | None = None) -> dict:
+        """Every editable threshold of every guard for all campaigns (None) or one campaign,
+        with its file value and the layer that set it; `version` is what an edit must name."""
+        with self.engine.connect() as conn:
+            if campaign_id is not None:
+                self._known_campaign(conn, campaign_id)
+            edits, version = load_edits(conn)
+        return self._thresholds_view(edits, version, campaign_id)
+
+    def set_thresholds(self, actor: User, edit: ThresholdEdit, expected_version: int | None = None) -> dict:
+        """Apply a manager's edit (validated as the config file is), audited with before and after.
+
+        expected_version: the version the editor was shown; someone else's change since is a ConflictError.
+        """
+        require(actor, Action.EDIT_GUARD_CONFIG)
+        return self._change_thresholds(actor, "guard.thresholds_set", edit.guard, edit.campaign_id, edit.reason,
+                                       expected_version, lambda edits: apply_edit(self.settings, edits, edit))
+
+    def reset_thresholds(self, actor: User, campaign_id: str | None, reason: str, guard: str | None = None,
+                         expected_version: int | None = None) -> dict:
+        """Drop a campaign's own edits (campaign_id None: the edits for all campaigns), of one guard or all."""
+        require(actor, Action.EDIT_GUARD_CONFIG)
+        if not reason.strip():
+            raise InvalidValue("reason", reason, "a threshold change needs a reason")
+        return self._change_thresholds(actor, "guard.thresholds_reset", guard, campaign_id, reason,
+                                       expected_version, lambda edits: reset(edits, campaign_id, guard))
+
+    def _change_thresholds(self, actor: User, action: str, guard: str | None, campaign_id: str | None, reason: str,
+                           expected_version: int | None, change) -> dict:
+        now = int(self.clock())
+        with self.engine.begin() as conn:
+            if campaign_id is not None:
+                self._known_campaign(conn, campaign_id)
+            edits, version = load_edits(conn)
+            if expected_version is not None and expected_version != version:
+                raise repo.ConflictError(f"the guard thresholds were changed by someone else (now version "
+                                         f"{version}, you saw {expected_version}); reload and try again")
+            after = change(edits)
+            new_version = save_edits(conn, after, actor.username, now, version)
+            before_view = self._thresholds_view(edits, version, campaign_id)
+            after_view = self._thresholds_view(after, new_version, campaign_id)
+            guards = list(before_view["guards"]) if guard is None else [guard]
+            repo.append_audit(conn, AuditRecord(
+                now, actor.username, action, "guard_thresholds", f"{guard or '*'}:{campaign_id or '*'}",
+                _audit_doc(before_view, guards), {**_audit_doc(after_view, guards), "reason": reason}))
+        return after_view
+
+    def _thresholds_view(self, edits: ThresholdEdits, version: int, campaign_id: str | None) -> dict:
+        return {"version": version, "campaign_id": campaign_id,
+                "guards": {g: describe(self.settings, edits, g, campaign_id) for g in self.settings.defaults}}
+
+    @staticmethod
+    def _known_campaign(conn: Connection, campaign_id: str) -> None:
+        if campaign_id not in repo.load_campaigns(conn):
+            raise InvalidValue("campaign_id", campaign_id, "unknown campaign")
+
     def status(self) -> dict:
         """Every campaign's guards, the kill switch, open trips, the pool version and the worker's heartbeat."""
         with self.engine.connect() as conn:
@@ -76,6 +145,8 @@ class GuardService:
             pool = active_version(conn)
             trips = conn.execute(select(s.guard_trips).order_by(s.guard_trips.c.trip_id)).all()
             effective = repo.load_guard_states(conn)
+            edits, thresholds_version = load_edits(conn)
+        settings = effective_settings(self.settings, edits)
         campaigns: dict[str, dict] = {}
         for (guard, campaign_id), row in sorted(states.items()):
             entry = campaigns.setdefault(campaign_id, {"campaign_id": campaign_id, "guards": {}})
@@ -86,13 +157,22 @@ class GuardService:
         for campaign_id, entry in campaigns.items():
             entry["effective_mode"] = effective[campaign_id].mode.value
             entry["kill_switch"] = kill.covers(campaign_id)
+            entry["thresholds"] = {g: values_of(settings.for_campaign(g, campaign_id), g) for g in settings.defaults}
         return {
             "kill_switch": {"global": kill.global_on, "campaigns": sorted(kill.campaigns)},
             "worker": heartbeat,
             "rule_pool_version": pool.version if pool else None,
+            "thresholds": {"version": thresholds_version,
+                           "all_campaigns": {g: values_of(c, g) for g, c in settings.defaults.items()}},
             "campaigns": list(campaigns.values()),
             "trips": [{"trip_id": t.trip_id, "guard": t.guard, "campaign_id": t.campaign_id,
                        "tripped_ts": t.tripped_ts, "restored_ts": t.restored_ts, "roi_before": t.roi_before,
                        "roi_after": t.roi_after, "detection_delay_s": t.detection_delay_s,
                        "loss_avoided": t.loss_avoided, "cause": t.details.get("cause")} for t in trips],
         }
+
+
+def _audit_doc(view: dict, guards: list[str]) -> dict:
+    """The audited part of a thresholds view: the effective values of the guards concerned."""
+    return {"version": view["version"], "campaign_id": view["campaign_id"],
+            "values": {g: {name: f["value"] for name, f in view["guards"][g].items()} for g in guards}}

@@ -1,6 +1,8 @@
 """The guard worker: its own process, one per store, ticking on the clock it is given.
 
-Each tick: expire overrides (Control.expire_overrides), observe every campaign
+Each tick: expire overrides (Control.expire_overrides), read the effective
+thresholds (the config file with the store's edits on top, guards.thresholds: one
+flag read, so an edit takes effect on the next tick), observe every campaign
 (guards.observe), run every registered guard's pure transition, and record the
 events (guards.handlers) in ONE transaction with the new states. A restart reads
 the states back from guard_states: a trip is not forgotten, and an event (with
@@ -29,6 +31,7 @@ from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, rec
 from guards.machine import GuardEvent, MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe
 from guards.registry import GUARDS, enabled, evaluate
+from guards.threshold_store import ThresholdReader
 from store import repo
 
 Clock = Callable[[], int]
@@ -102,6 +105,8 @@ class TickReport:
     expired_overrides: int = 0
     conflicts: int = 0
     seconds: float = 0.0
+    thresholds_version: int = 0
+    thresholds_error: str | None = None
 
 
 class GuardWorker:
@@ -115,7 +120,8 @@ class GuardWorker:
                  drivers_fn: DriversFn | None = None):
         self.engine = engine
         self.clock = clock
-        self.settings = settings
+        self.settings = settings  # the config file's; each tick evaluates with self.thresholds'
+        self.thresholds = ThresholdReader(settings)
         self.interval_s = interval_s
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
@@ -130,15 +136,17 @@ class GuardWorker:
         now = int(self.clock())
         expired = self.expire_overrides() if self.expire_overrides is not None else []
         with self.engine.connect() as conn:
+            settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)
         obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback))
-        report = TickReport(now, len(obs_list), expired_overrides=len(expired))
+        report = TickReport(now, len(obs_list), expired_overrides=len(expired),
+                            thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:
             with self.engine.begin() as conn:
                 stored = load_states(conn)
                 for guard in GUARDS:
                     for obs in obs_list:
-                        config = self.settings.for_campaign(guard, obs.campaign_id)
+                        config = settings.for_campaign(guard, obs.campaign_id)
                         if not enabled(config):
                             continue
                         row = stored.get((guard, obs.campaign_id))

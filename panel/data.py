@@ -16,6 +16,7 @@ from guards.alert_bridge import enqueue_guard_alert
 from guards.config import GuardSettings, load_guard_settings
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
+from guards.threshold_store import ThresholdReader
 from store import repo
 
 
@@ -88,8 +89,21 @@ def _guard_settings(path: str) -> GuardSettings:
     return load_guard_settings(path)
 
 
-def guard_settings(control: Control) -> GuardSettings:
+def file_guard_settings(control: Control) -> GuardSettings:
+    """The guard config file's settings (without the managers' threshold edits)."""
     return _guard_settings(control.settings.guard_config)
+
+
+@st.cache_resource(show_spinner=False)
+def _threshold_reader(path: str, key: str) -> ThresholdReader:
+    return ThresholdReader(load_guard_settings(path))
+
+
+def guard_settings(control: Control) -> GuardSettings:
+    """The effective guard settings: the config file with the store's threshold edits on top (one flag read)."""
+    reader = _threshold_reader(control.settings.guard_config, store_key(control.engine))
+    with control.engine.connect() as conn:
+        return reader.read(conn)
 
 
 def pool_bounds(control: Control) -> PoolBounds:
@@ -98,7 +112,7 @@ def pool_bounds(control: Control) -> PoolBounds:
 
 def guard_service(control: Control) -> GuardService:
     """The guards' permission-checked operations (force, release, rule pool), alerts enqueued as the worker does."""
-    return GuardService(control.engine, control.clock, guard_settings(control), pool_bounds(control),
+    return GuardService(control.engine, control.clock, file_guard_settings(control), pool_bounds(control),
                         alert_sink=enqueue_guard_alert)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from control.domain import DecidedBy, GuardMode, OverrideField, Role
 from control.permissions import Action
+from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
 from panel.app import PAGES
 
@@ -41,6 +42,8 @@ def test_every_key_the_pages_use_exists():
         "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
         "st.source_": ["shipped", "upload"], "st.variant_": ["scenario", "roi", "gmv"],
         "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
+        "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
+        "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here

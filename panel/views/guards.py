@@ -3,15 +3,15 @@ the manual rule pool, the trip ledger, the alert outbox and response times."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import streamlit as st
 
 from control import board
 from control.domain import InvalidValue
+from control.permissions import Action
 from guards import pool_store
 from guards.alerts import metrics, outbox
+from guards.thresholds import EDITABLE, ThresholdEdit
 from panel import data
 from panel.ui import Ctx, attempt, fmt_num, fmt_ts
 
@@ -105,9 +105,7 @@ def _states(ctx: Ctx) -> None:
     mine = states[states["campaign_id"] == campaign_id]
     for row in mine.itertuples():
         st.json({"guard": row.guard, **(row.state or {})}, expanded=False)
-    st.markdown(ctx.t("gd.thresholds"))
-    st.json(dataclasses.asdict(data.guard_settings(ctx.control).for_campaign("roi", campaign_id)), expanded=False)
-    st.caption(ctx.t("gd.thresholds_not_wired", path=ctx.control.settings.guard_config or "guards/guard_defaults.toml"))
+    _thresholds(ctx, campaign_id)
     with ctx.control.engine.connect() as conn:
         history = board.guard_history(conn, campaign_id)
     st.markdown(ctx.t("gd.history"))
@@ -116,6 +114,52 @@ def _states(ctx: Ctx) -> None:
     else:
         st.dataframe(history.assign(ts=history["ts"].map(fmt_ts))[["ts", "guard", "kind", "payload"]],
                      hide_index=True)
+
+
+def _thresholds(ctx: Ctx, campaign_id: str) -> None:
+    """The guards' thresholds (file, then managers' edits); managers edit them for all campaigns or this one."""
+    service = data.guard_service(ctx.control)
+    st.markdown(ctx.t("gd.thresholds"))
+    c1, c2 = st.columns(2)
+    guard = c1.selectbox(ctx.t("gd.th_guard"), list(EDITABLE), key="th_guard",
+                         format_func=lambda g: ctx.t(f"gd.th_guard_{g}"))
+    scope = c2.radio(ctx.t("gd.th_scope"), ["all", "campaign"], key="th_scope", horizontal=True,
+                     format_func=lambda x: ctx.t(f"gd.th_scope_{x}", campaign=campaign_id))
+    target = campaign_id if scope == "campaign" else None
+    view = service.thresholds(target)
+    shown = view["guards"][guard]
+    st.dataframe(pd.DataFrame({
+        ctx.t("gd.th_field"): [ctx.t(f"th.{name}") for name in shown],
+        ctx.t("gd.th_value"): [f["value"] for f in shown.values()],
+        ctx.t("gd.th_file"): [f["file"] for f in shown.values()],
+        ctx.t("gd.th_source"): [ctx.t(f"gd.th_source_{f['source']}") for f in shown.values()],
+    }), hide_index=True)
+    if not ctx.may(Action.EDIT_GUARD_CONFIG):
+        st.caption(ctx.t("gd.th_read_only"))
+        return
+    # The version this manager was shown: saving over someone else's later change is a conflict.
+    # Inputs are keyed by scope and version, so another campaign or a newer version starts from its own values.
+    seen = st.session_state.get("th_seen", view["version"])
+    keys = tuple(f"th_{guard}_{target or '*'}_v{seen}_{name}" for name in shown)
+    with st.form("th_form"):
+        values = {}
+        for key, (name, f) in zip(keys, shown.items(), strict=True):
+            if isinstance(f["value"], int):
+                values[name] = st.number_input(ctx.t(f"th.{name}"), value=f["value"], step=1, key=key)
+            else:
+                values[name] = st.number_input(ctx.t(f"th.{name}"), value=float(f["value"]), step=0.05,
+                                               format="%.3f", key=key)
+        reason = st.text_input(ctx.t("gd.reason"), key="th_reason")
+        b1, b2 = st.columns(2)
+        save = b1.form_submit_button(ctx.t("gd.th_save"), type="primary", key="th_save")
+        reset = b2.form_submit_button(ctx.t("gd.th_reset", campaign=campaign_id), key="th_reset")
+    st.session_state["th_seen"] = view["version"]
+    if save:
+        edit = ThresholdEdit(guard, target, {n: v for n, v in values.items() if v != shown[n]["value"]}, reason)
+        attempt(ctx, lambda: service.set_thresholds(ctx.user, edit, seen), ctx.t("gd.th_saved"), forget=("th_reason",))
+    if reset:
+        attempt(ctx, lambda: service.reset_thresholds(ctx.user, campaign_id, reason, guard, seen),
+                ctx.t("gd.th_reset_done", campaign=campaign_id), forget=("th_reason",))
 
 
 def _rule_pool(ctx: Ctx) -> None:
