@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -126,6 +127,9 @@ def cmd_local_robot(args) -> int:
     key = os.environ.get(args.key_env, "")
     if not key:
         return fail(f"environment variable {args.key_env} is not set (the key the robot accepts)")
+    # Stop cleanly on Ctrl-C or SIGTERM, also when started as a background job (which ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = LocalRobotServer(keys=[key], port=args.port).start()
     print(f"local WeCom robot at {server.base_url} (key from {args.key_env})", flush=True)
     seen = 0
