@@ -19,6 +19,9 @@ _STALE_KINDS = ("data_stale", "data_fresh")
 CAUSES = {
     "pred_roi": {"zh": "模型计划的预测 ROI 连续低于底线", "en": "the model's plan predicts ROI below the floor, evaluation after evaluation"},
     "realised_roi": {"zh": "已成熟数据的实际 ROI 显著低于底线", "en": "realised ROI on mature outcomes is significantly below the floor"},
+    "model_calibration": {"zh": "模型整体高估 ROI：按其全部活动的实际结果校准后，预测 ROI 低于底线",
+                          "en": "the model over-promises across its campaigns: its predicted ROI, calibrated on "
+                                "their pooled outcomes, is below the floor"},
     "stale_data": {"zh": "结果数据过期，按危险处理", "en": "outcome data is stale and treated as danger"},
     "forced": {"zh": "主管手动指定", "en": "set by a manager"},
 }

@@ -42,6 +42,7 @@ class ObserveConfig:
     spend_window_s: int = 300
     realised_window_s: int = 1800
     maturity_cdf: float = 0.55
+    calibration_maturity_cdf: float = 0.35
     lag_minutes: tuple[int, ...] = (0, 5, 15, 30, 60, 120, 240, 480)
     lag_cdf: tuple[float, ...] = (0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0)
     tz_offset_s: int = 28800
@@ -49,8 +50,17 @@ class ObserveConfig:
     @property
     def maturity_s(self) -> int:
         """Age at which a bucket counts as mature: the lag curve first reaches maturity_cdf."""
+        return self.age_at(self.maturity_cdf)
+
+    @property
+    def calibration_maturity_s(self) -> int:
+        """The same for the model-wide calibration's pooled buckets (calibration_maturity_cdf)."""
+        return self.age_at(self.calibration_maturity_cdf)
+
+    def age_at(self, share_known: float) -> int:
+        """Age in seconds at which the lag curve first reaches `share_known`."""
         for minutes, share in zip(self.lag_minutes, self.lag_cdf, strict=True):
-            if share >= self.maturity_cdf:
+            if share >= share_known:
                 return minutes * 60
         return self.lag_minutes[-1] * 60
 
@@ -65,6 +75,10 @@ class RoiConfig:
     realised_min_orders: float = 10.0
     confidence: float = 0.99
     hysteresis: float = 0.2
+    calibration_enabled: bool = True
+    calibration_consecutive: int = 2
+    calibration_min_orders: float = 100.0
+    calibration_confidence: float = 0.99
     machine: MachineConfig = field(default_factory=MachineConfig)
 
 
@@ -93,11 +107,13 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_cooldown_s": (0, None), "canary_share": (0.0, 1.0), "probation_evaluations": (1, 1000),
     "probation_max_s": (1, None), "max_trips_per_hour": (1, 1000), "stale_after_s": (1, None),
     "pred_window_s": (1, None), "spend_window_s": (1, None), "realised_window_s": (1, None),
-    "maturity_cdf": (0.01, 1.0), "floor": (0.0, 1000.0), "min_pred_spend": (0.0, None),
+    "maturity_cdf": (0.01, 1.0), "calibration_maturity_cdf": (0.01, 1.0), "floor": (0.0, 1000.0),
+    "min_pred_spend": (0.0, None),
     "realised_consecutive": (1, 1000), "realised_min_spend": (0.0, None),
     "realised_min_orders": (0.0, None), "confidence": (0.5, 0.999999), "hysteresis": (0.0, None),
     "max_ahead": (0.0, None), "min_elapsed_s": (0, None), "min_level": (0.0, 1.0),
-    "tz_offset_s": (-86400, 86400),
+    "tz_offset_s": (-86400, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
+    "calibration_confidence": (0.5, 0.999999),
 }
 _CHOICES = {"stale_action": ("pool", "hold")}
 

@@ -24,6 +24,13 @@ Definitions (docs/GUARDS.md has the reasoning):
   come from the model's value-per-click prediction, so realised / served-predicted
   is how far the model's predictions are off, even while the pool serves (the
   ROI guard's probation uses it).
+- model-wide calibration, pooled over every campaign observed (one model serves
+  them): k = realised GMV / predicted GMV over the buckets of age >=
+  `calibration_maturity_s` (and within `realised_window_s` of it), predicted GMV =
+  each campaign's served predicted ROI x its lag-corrected spend there. With ~40x
+  one campaign's evidence it shows a model that over-promises everywhere minutes
+  before any one campaign's own outcomes can. Its evidence is the effective order
+  count (G^2 / sum(gmv_c^2 / orders_c): orders weighted by the campaigns' baskets).
 - data age: now minus the older of the campaign's newest decision bucket and
   newest outcome known_ts, looked up within `lookback_s`; None when the campaign
   has neither (nothing to guard).
@@ -64,6 +71,9 @@ class Observation:
     day_elapsed_s: int
     spend_pace: float
     inventory_level: float
+    # Model-wide, the same for every campaign of the tick (see model_calibration):
+    model_calibration: float         # realised / predicted GMV pooled over every campaign served
+    model_calibration_orders: float  # effective orders behind it (its evidence)
 
 
 OBSERVATION_COLUMNS = tuple(f.name for f in fields(Observation))
@@ -79,7 +89,25 @@ def lag_share(age_s: np.ndarray, config: ObserveConfig) -> np.ndarray:
 
 
 def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
-    return max(config.maturity_s + config.realised_window_s, config.spend_window_s, 3 * stale_after_s)
+    oldest_mature = max(config.maturity_s, config.calibration_maturity_s) + config.realised_window_s
+    return max(oldest_mature, config.spend_window_s, 3 * stale_after_s)
+
+
+def model_calibration(gmv: np.ndarray, orders: np.ndarray, spend: np.ndarray,
+                      served_pred_roi: np.ndarray) -> tuple[float, float]:
+    """(k, effective orders) pooled over campaigns: k = sum(gmv) / sum(served_pred_roi x spend).
+
+    Per campaign: GMV known, orders known, lag-corrected spend, predicted ROI of what was
+    served, over the same buckets. Effective orders = G^2 / sum(gmv_c^2 / orders_c), the
+    Poisson count that would give the pooled GMV its variance when baskets differ by campaign.
+    """
+    ok = (spend > 0) & np.isfinite(served_pred_roi)
+    predicted = float((served_pred_roi[ok] * spend[ok]).sum())
+    total = float(gmv[ok].sum())
+    sold = ok & (orders > 0)
+    spread = float((gmv[sold] ** 2 / orders[sold]).sum())
+    k = total / predicted if predicted > 0 else np.nan
+    return k, (total * total / spread if spread > 0 else 0.0)
 
 
 def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
@@ -147,6 +175,10 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
     d_mature = (d_age >= config.maturity_s) & (d_age < config.maturity_s + config.realised_window_s)
     served_sum = _sum_by(d_codes, n, feeds.served_w * d_mature)
     served_n = _sum_by(d_codes, n, feeds.w * d_mature)
+    cal_s = config.calibration_maturity_s
+    cal = (age >= cal_s) & (age < cal_s + config.realised_window_s)
+    d_cal = (d_age >= cal_s) & (d_age < cal_s + config.realised_window_s)
+    cal_w = _sum_by(d_codes, n, feeds.w * d_cal)
     recent = o_bucket > watermark - config.spend_window_s
     spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
     last_outcome = _max_by(o_codes, n, feeds.last_known)
@@ -155,6 +187,9 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
         realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
         served_pred_roi = np.where(served_n > 0, served_sum / served_n, np.nan)
+        cal_served = np.where(cal_w > 0, _sum_by(d_codes, n, feeds.served_w * d_cal) / cal_w, np.nan)
+    k, k_orders = model_calibration(_sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
+                                    _sum_by(o_codes, n, spend * share * cal), cal_served)
 
     # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
@@ -174,6 +209,8 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         "data_age_s": np.where(has_any, now_ts - oldest, np.nan),
         "day_elapsed_s": np.full(n, (now_ts + config.tz_offset_s) % DAY_S, dtype=np.int64),
         **{c: feeds.features.get(c, np.full(n, np.nan)) for c in FEATURE_COLUMNS},
+        "model_calibration": np.full(n, k),
+        "model_calibration_orders": np.full(n, k_orders),
     }
 
 

@@ -1,6 +1,6 @@
 """The ROI guard: trips a campaign to the manual rule pool when the model's ROI falls below the floor.
 
-Two trip rules (docs/GUARDS.md explains the method):
+Three trip rules (docs/GUARDS.md explains the method):
 
 - `pred_roi`: the predicted ROI of the model's current plan is below the floor for
   `consecutive` new evaluations in a row, each with at least `min_pred_spend` yuan
@@ -9,7 +9,14 @@ Two trip rules (docs/GUARDS.md explains the method):
   significantly below the floor: the upper end of a one-sided `confidence` bound
   is below it, for `realised_consecutive` evaluations in a row, once the mature
   spend is at least `realised_min_spend` and that spend would buy at least
-  `realised_min_orders` orders at the floor (enough power to tell).
+  `realised_min_orders` orders at the floor (enough power to tell);
+- `model_calibration` (in MODEL only): the model over-promises everywhere. Pooled over
+  every campaign the model serves (guards.observe), k = realised / predicted GMV;
+  its upper `calibration_confidence` bound k_up (Poisson on the pooled effective
+  orders, at least `calibration_min_orders` of them) scales the campaign's predicted
+  ROI; below the floor, with `min_pred_spend`, for `calibration_consecutive`
+  evaluations in a row. A campaign's own evidence takes tens of minutes; the
+  pool's, ~40 times larger, a few.
 
 The order count is treated as Poisson (GMV = orders x basket value); its upper
 bound uses the Wilson-Hilferty approximation of the exact chi-square bound.
@@ -46,6 +53,14 @@ def realised_upper(obs: Observation, confidence: float) -> float:
     n = obs.realised_orders
     basket = obs.realised_roi * obs.realised_spend / n if n > 0 else obs.avg_order_value
     return poisson_upper(n, confidence) * basket / obs.realised_spend
+
+
+def calibration_upper(obs: Observation, config: RoiConfig) -> float:
+    """Upper confidence bound of the model-wide calibration k, at most 1 (NaN: too little evidence)."""
+    n = obs.model_calibration_orders
+    if not (n >= config.calibration_min_orders and math.isfinite(obs.model_calibration)):
+        return math.nan
+    return min(1.0, obs.model_calibration * poisson_upper(n, config.calibration_confidence) / n)
 
 
 def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> float:
@@ -85,13 +100,22 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
         if powered and upper == upper:
             realised_breach = upper < floor
         checks.append(Check("realised_roi", realised_breach, config.realised_consecutive))
+    k_upper = calibration_upper(obs, config)
+    if config.calibration_enabled:
+        calibrated_breach = None
+        if state.mode is GuardMode.MODEL and k_upper == k_upper and obs.pred_roi == obs.pred_roi \
+                and obs.pred_spend >= config.min_pred_spend:
+            # k_upper = 1: no significant over-promise; the pred_roi rule judges the prediction itself.
+            calibrated_breach = k_upper < 1.0 and obs.pred_roi * k_upper < floor
+        checks.append(Check("model_calibration", calibrated_breach, config.calibration_consecutive))
     healthy = None
     if pred_roi == pred_roi:
         healthy = pred_roi >= floor + config.hysteresis and not realised_breach
     figures = {"floor": floor, "pred_roi": obs.pred_roi, "calibrated_pred_roi": pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
                "realised_upper": upper, "realised_spend": obs.realised_spend,
-               "pool_pred_roi": obs.pool_pred_roi, "served_pred_roi": obs.served_pred_roi}
+               "pool_pred_roi": obs.pool_pred_roi, "served_pred_roi": obs.served_pred_roi,
+               "model_calibration": obs.model_calibration, "model_calibration_upper": k_upper}
     return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures)
 
 

@@ -20,13 +20,15 @@ def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 1
         realised_roi: float = math.nan, realised_spend: float = 0.0, realised_orders: float = 0.0,
         data_age_s: int | None = 30, campaign_id: str = "c1", spend_pace: float = math.nan,
         inventory_level: float = math.nan, day_elapsed_s: int = 7200,
-        served_pred_roi: float = math.nan) -> Observation:
+        served_pred_roi: float = math.nan, model_calibration: float = math.nan,
+        model_calibration_orders: float = 0.0) -> Observation:
     return Observation(campaign_id=campaign_id, latest_bucket_ts=bucket, pred_roi=pred_roi,
                        pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=math.nan,
                        served_pred_roi=served_pred_roi,
                        realised_roi=realised_roi, realised_spend=realised_spend,
                        realised_orders=realised_orders, avg_order_value=100.0, data_age_s=data_age_s,
-                       day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level)
+                       day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level,
+                       model_calibration=model_calibration, model_calibration_orders=model_calibration_orders)
 
 
 def make_store(path_or_url, campaigns=("c1", "c2")):

@@ -30,12 +30,14 @@ def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
     report, driver = stress("818", 1, data_dir, minutes=240)  # the first four hours
     first = {}
     for trip in report["trips"]:
-        first.setdefault(trip["campaign"], trip["detection_delay_min"])
+        first.setdefault(trip["campaign"], trip["at_minute"])
     assert report["false_trips"] == 0
-    # The most affected campaigns are caught within minutes (conversion lag + a 99% bound);
-    # most of the 40 within the first hours.
-    delays = sorted(first.values())
-    assert delays[0] <= 10 and delays[2] <= 15 and len(delays) >= 8
+    # The model over-promises on every campaign from midnight (true ROI below the floor from minute
+    # 0-1): the model-wide calibration check, pooled over all of them, trips every campaign within
+    # the first quarter hour, half of them within 8 minutes (measured: 6-12, median 7).
+    minutes = sorted(first.values())
+    assert len(minutes) == len(driver.driver.campaign_ids)
+    assert minutes[-1] <= 15 and minutes[len(minutes) // 2] <= 8
     assert report["arms"]["guarded"]["roi"] > 2.0
     assert report["loss_avoided"] > 0
     assert len(driver.trips) <= len(report["trips"])  # trips proper; the rest are failed probations

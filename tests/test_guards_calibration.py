@@ -1,0 +1,184 @@
+"""The ROI guard's model-wide calibration check: pooled evidence in, signal out (pure)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from control.clock import ManualClock
+from control.domain import GuardMode, InvalidValue
+from guards.alert_bridge import CAUSES, enqueue_guard_alert
+from guards.alerts import list_alerts
+from guards.config import parse_guard_settings
+from guards.driver import GuardDriver
+from guards.machine import MachineState
+from guards.observe import FEATURE_COLUMNS, lag_share, lookback_s, observations, observe
+from guards.roi import calibration_upper, roi_signal, transition
+from guards.worker import GuardWorker
+from store import repo
+from store import schema as s
+from tests.guards_helpers import T0, make_store, minute_frames, obs
+
+SETTINGS = parse_guard_settings()
+OBSERVE = SETTINGS.observe
+ROI = SETTINGS.defaults["roi"]
+LOOKBACK = lookback_s(OBSERVE, ROI.machine.stale_after_s)
+RULE = "model_calibration"
+
+
+def pooled(pred: dict[str, float], realised: dict[str, float], now_minute: int, *, spend: float = 200.0,
+           aov: dict[str, float] | None = None):
+    """Observations at T0 + now_minute: every campaign spends `spend` a minute from minute 0 with the
+    model's predicted ROI `pred[c]`; its GMV (true ROI `realised[c]`) is known as the lag curve says."""
+    now = T0 + 60 * now_minute
+    aov = aov or {c: 100.0 for c in pred}
+    buckets = T0 + 60 * np.arange(now_minute)
+    share = lag_share(now - buckets, OBSERVE)
+    decisions, outcomes = [], []
+    for c, p in pred.items():
+        for b, f in zip(buckets.tolist(), share.tolist(), strict=True):
+            decisions.append((c, b, 1.0, p, 0.0, 0.0, p))
+            gmv = realised[c] * spend * f
+            outcomes.append((c, b, spend, gmv / aov[c], gmv, now))
+    frames = (pd.DataFrame(decisions, columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n",
+                                               "served_w"]),
+              pd.DataFrame(outcomes, columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv",
+                                              "last_known_ts"]),
+              pd.DataFrame(columns=["campaign_id", *FEATURE_COLUMNS]),
+              pd.DataFrame({"campaign_id": list(pred), "avg_order_value": [aov[c] for c in pred]}))
+    return now, {o.campaign_id: o for o in observations(observe(*frames, now, OBSERVE, LOOKBACK))}
+
+
+def run(pred, realised, minutes: int):
+    """Each campaign's guard over `minutes` ticks; (states, first trip cause by campaign)."""
+    states = {c: MachineState(since_ts=T0) for c in pred}
+    causes = {}
+    for m in range(1, minutes + 1):
+        now, observed = pooled(pred, realised, m)
+        for c, o in observed.items():
+            states[c], events = transition(states[c], o, ROI, now)
+            for e in events:
+                if e.kind == "tripped":
+                    causes.setdefault(c, e.cause)
+    return states, causes
+
+
+def campaigns(n: int, value: float) -> dict[str, float]:
+    return {f"c{i:02d}": value for i in range(n)}
+
+
+def test_the_pooled_calibration_is_realised_over_predicted_gmv_and_counts_effective_orders():
+    pred = {"a": 2.5, "b": 3.0}
+    _, o = pooled(pred, {"a": 1.25, "b": 1.5}, 10)
+    assert o["a"].model_calibration == pytest.approx(0.5) and o["b"].model_calibration == pytest.approx(0.5)
+    # Same baskets: the effective order count is the order count (GMV known / basket).
+    gmv_known = sum(r * 200.0 * lag_share(60 * np.arange(1, 11), OBSERVE).sum() for r in (1.25, 1.5))
+    orders = o["a"].model_calibration_orders
+    assert orders == pytest.approx(gmv_known / 100.0)
+    # Campaign a sells 10-yuan orders (ten times as many), b 1000-yuan ones that carry half the GMV:
+    # more orders, yet far fewer effective ones behind the same ratio.
+    _, o2 = pooled(pred, {"a": 1.25, "b": 1.5}, 10, aov={"a": 10.0, "b": 1000.0})
+    assert o2["a"].model_calibration == pytest.approx(0.5)
+    assert o2["a"].model_calibration_orders < orders / 5
+    # Only buckets the lag curve says are partly known (age >= 0 by default) count; with none, no figure.
+    _, empty = pooled(pred, {"a": 1.25, "b": 1.5}, 0)
+    assert math.isnan(empty["a"].model_calibration) and empty["a"].model_calibration_orders == 0
+
+
+def test_an_over_promising_model_trips_the_campaigns_its_calibrated_prediction_puts_below_the_floor():
+    pred = {**campaigns(39, 2.5), "rich": 6.0}
+    realised = {c: p * 0.5 for c, p in pred.items()}
+    states, causes = run(pred, realised, 8)
+    assert {c for c, s in states.items() if s.mode is GuardMode.TRIPPED} == set(campaigns(39, 0))
+    assert set(causes.values()) == {RULE}
+    # 6.0 x 0.5 is still above the floor: the model over-promises there too, but not below it.
+    assert states["rich"].mode is GuardMode.MODEL
+
+
+def test_a_well_calibrated_model_with_one_bad_campaign_does_not_trip_the_others():
+    pred = campaigns(40, 2.3)
+    realised = {**pred, "c00": 1.0}
+    states, causes = run(pred, realised, 15)
+    assert {c for c, s in states.items() if s.mode is GuardMode.TRIPPED} == {"c00"}
+    assert causes == {"c00": "realised_roi"}  # its own evidence, not the model-wide check
+
+
+def test_too_little_pooled_evidence_is_no_breach():
+    pred = campaigns(3, 2.5)
+    realised = {c: 1.0 for c in pred}
+    _, observed = pooled(pred, realised, 2, spend=20.0)
+    o = observed["c00"]
+    assert o.model_calibration_orders < ROI.calibration_min_orders
+    assert math.isnan(calibration_upper(o, ROI))
+    check = next(c for c in roi_signal(o, ROI, MachineState()).checks if c.rule == RULE)
+    assert check.breached is None
+
+
+@pytest.mark.parametrize("k,orders,pred,mode,expected", [
+    (0.5, 400.0, 2.5, GuardMode.MODEL, True),
+    (0.5, 400.0, 5.0, GuardMode.MODEL, False),        # 5.0 x k_upper is still above the floor
+    (0.95, 10_000.0, 2.02, GuardMode.MODEL, True),    # significant, small over-promise near the floor
+    (1.0, 10_000.0, 1.9, GuardMode.MODEL, False),     # no over-promise: the pred_roi rule's business
+    (0.5, 400.0, 2.5, GuardMode.PROBATION, None),     # only while the model serves
+    (0.5, 50.0, 2.5, GuardMode.MODEL, None),          # too little evidence
+])
+def test_the_check_on_given_figures(k, orders, pred, mode, expected):
+    o = obs(pred, model_calibration=k, model_calibration_orders=orders)
+    signal = roi_signal(o, ROI, MachineState(mode=mode))
+    check = next(c for c in signal.checks if c.rule == RULE)
+    assert check.breached is expected and check.needed == ROI.calibration_consecutive
+    assert not signal.figures["model_calibration_upper"] > 1.0  # at most 1 (NaN without evidence)
+    low_spend = roi_signal(replace(o, pred_spend=ROI.min_pred_spend / 2), ROI, MachineState(mode=mode))
+    assert next(c for c in low_spend.checks if c.rule == RULE).breached is None
+
+
+def test_the_check_can_be_switched_off_and_its_keys_are_validated():
+    off = replace(ROI, calibration_enabled=False)
+    signal = roi_signal(obs(2.5, model_calibration=0.5, model_calibration_orders=400.0), off, MachineState())
+    assert RULE not in {c.rule for c in signal.checks}
+    assert parse_guard_settings("[roi]\ncalibration_consecutive = 3").defaults["roi"].calibration_consecutive == 3
+    for text, key in (("[roi]\ncalibration_consecutive = 0", "roi.calibration_consecutive"),
+                      ("[roi]\ncalibration_confidence = 1.5", "roi.calibration_confidence"),
+                      ("[roi]\ncalibration_min_orders = 0.0", "roi.calibration_min_orders"),
+                      ("[roi]\ncalibration_enabled = 1", "roi.calibration_enabled"),
+                      ("[observe]\ncalibration_maturity_cdf = 0.0", "observe.calibration_maturity_cdf")):
+        with pytest.raises(InvalidValue, match=key.replace(".", r"\.")):
+            parse_guard_settings(text)
+
+
+def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_calibrated_roi(tmp_path):
+    """Through the store (the worker's SQL) and in memory (bidlens stress): the same trips, cause
+    model_calibration, and the ledger's ROI before is the calibrated prediction."""
+    # Every bucket's GMV known at once (the synthetic feed), and no per-campaign realised rule:
+    # only the model-wide check can see that realised ROI is half the prediction.
+    settings = parse_guard_settings("[observe]\nlag_minutes = [0]\nlag_cdf = [1.0]\n"
+                                    "[roi]\nrealised_enabled = false\n")
+    engine = make_store(tmp_path / "b.db", campaigns=("c1", "c2", "c3"))
+    clock = ManualClock(T0)
+    w = GuardWorker(engine, clock, settings, alert_sink=enqueue_guard_alert)
+    with engine.connect() as conn:
+        driver = GuardDriver(list(repo.load_campaigns(conn).values()), settings, ("roi",))
+    pred = {"c1": 2.5, "c2": 2.5, "c3": 6.0}
+    worker_events, driver_events = [], []
+    for m in range(8):
+        decisions, _ = minute_frames(m, pred, spend=1000.0)
+        _, outcomes = minute_frames(m, {c: p / 2 for c, p in pred.items()}, spend=1000.0)
+        repo.write_decisions(engine, decisions, received_ts=T0 + 60 * m + 60)
+        repo.write_outcomes(engine, outcomes)
+        driver.feed(decisions, outcomes)
+        clock.now_ts = T0 + 60 * m + 61
+        worker_events += [e for e in w.tick().events if e.guard == "roi"]
+        driver_events += driver.tick(clock.now_ts)
+    assert [(e.campaign_id, e.kind, e.ts) for e in driver_events] == \
+        [(e.campaign_id, e.kind, e.ts) for e in worker_events]
+    assert [(e.campaign_id, e.cause) for e in worker_events] == [("c1", RULE), ("c2", RULE)]
+    with engine.connect() as conn:
+        trips = conn.execute(select(s.guard_trips)).all()
+        alerts = list_alerts(conn)
+    assert [t.roi_before for t in trips] == [pytest.approx(1.25, rel=0.02)] * 2
+    assert alerts[0].payload["detail"] == CAUSES[RULE]
