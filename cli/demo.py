@@ -162,7 +162,9 @@ def cmd_demo(args) -> int:
         api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
                            explain=explain_hook(b.artifact for b in kit.bidders.values()), api_bidder=api_bidder)
-        print(f"demo: promotion day over: {summary.buckets} minutes, {summary.decisions} decisions", flush=True)
+        played = f"{summary.buckets} minutes, {summary.decisions} decisions"
+        print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
+              flush=True)
         if not args.exit_at_end:
             stop.wait()
     except KeyboardInterrupt:
