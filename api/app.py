@@ -26,7 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import models as m
 from control.current_policy import DEFAULT_WINDOW_S, PolicyFilter, PoolAnswers, current_policy, policy_version
-from control.ingest import SPECS, Enrich, Kind, known_campaign_ids, records_frame, refusal_json, safe_value
+from control.ingest import (
+    SPECS,
+    Enrich,
+    ExplainRows,
+    Kind,
+    known_campaign_ids,
+    records_frame,
+    refusal_json,
+    safe_value,
+)
 from control.ingest import ingest_frame as core_ingest_frame
 from control.tokens import Grant, ServiceToken, Tokens
 from control.validation import Limits, Refusal
@@ -102,9 +111,11 @@ def policy_slots_json(policy: pd.DataFrame) -> str:
 
 
 def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | None = None,
-               pool_provider: PoolProvider = no_rule_pool, enrich: Enrich | None = None) -> FastAPI:
+               pool_provider: PoolProvider = no_rule_pool, enrich: Enrich | None = None,
+               explain: ExplainRows | None = None) -> FastAPI:
     """The API over `engine`; `clock` gives epoch seconds; `pool_provider` the rule pool's answers;
-    `enrich` completes accepted decision rows before they are stored (api.shadow.shadow_filler)."""
+    `enrich` completes accepted decision rows before they are stored (api.shadow.shadow_filler);
+    `explain` stores their SHAP values with them (explain.store.explain_registered)."""
     config = config or ApiConfig()
     tokens = Tokens(engine, clock)
     cache = _PolicyCache()
@@ -182,7 +193,8 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         accepted, refusals = core_ingest_frame(
             engine, kind, frame, now_ts=now, source="api", quarantine_source=quarantine_source,
             known_campaigns=known_campaign_ids(engine), limits=config.limits,
-            positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich)
+            positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich,
+            explain=explain)
         refusals = sorted(refusals, key=lambda r: r.row_index)
         body = {"accepted": accepted, "refused": len(refusals),
                 "refusals": [refusal_json(r) for r in refusals],

@@ -68,22 +68,33 @@ def serve_policy(plan, snapshot: PolicySnapshot | None):
     `plan` is a pandas DataFrame with campaign_id, audience_package, bid, audience_on (the
     model's decision for this bucket). Where the policy has the slot decided by an override
     or the rule pool, its bid and audience_on are served; elsewhere the model's. Adds the
-    columns decided_by, decided_reason and canary_share (in probation: the share of the
-    slot's traffic to send to the model's bid). The policy is as of the last poll, so a
-    rule pool multiplier scales the model's previous bid.
+    columns decided_by, decided_reason, canary_share (in probation: the share of the
+    slot's traffic to send to the model's bid), daily_budget (a budget override's, else
+    NaN), rule_id, override_ids and guard_event_id. The policy is as of the last poll,
+    so a rule pool multiplier scales the model's previous bid.
     """
     served = plan.copy()
     served["model_bid"] = plan["bid"]
     served["decided_by"], served["decided_reason"], served["canary_share"] = "model", "model", 0.0
+    served["daily_budget"], served["rule_id"], served["guard_event_id"] = float("nan"), None, None
+    served["override_ids"] = [()] * len(served)
     if snapshot is None or not snapshot.slots:
         return served
     policy = pd.DataFrame(snapshot.slots)
     policy = policy[policy["decided_by"] != "model"]
+    for column, default in (("daily_budget", float("nan")), ("rule_id", None), ("override_ids", None),
+                            ("guard_event_id", None)):  # optional in a trimmed or older policy
+        if column not in policy:
+            policy[column] = default
     keys = ["campaign_id", "audience_package"]
     joined = served[keys].merge(policy, on=keys, how="left")
     take = joined["decided_by"].notna().to_numpy()
+    joined["override_ids"] = [tuple(ids) if isinstance(ids, list) else () for ids in joined["override_ids"]]
+    joined["daily_budget"] = joined["daily_budget"].astype(float)
     for column, source in (("bid", "bid"), ("audience_on", "audience_on"), ("decided_by", "decided_by"),
-                           ("decided_reason", "reason"), ("canary_share", "canary_share")):
+                           ("decided_reason", "reason"), ("canary_share", "canary_share"),
+                           ("daily_budget", "daily_budget"), ("rule_id", "rule_id"),
+                           ("override_ids", "override_ids"), ("guard_event_id", "guard_event_id")):
         values = served[column].to_numpy(dtype=object).copy()
         values[take] = joined.loc[take, source].to_numpy(dtype=object)
         served[column] = pd.Series(values, index=served.index).infer_objects()

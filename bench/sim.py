@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 from bench.registry import BenchContext, BenchResult, benchmark
 from control.config import Settings
@@ -145,3 +145,55 @@ def sim_replay(ctx: BenchContext) -> list[BenchResult]:
         notes=f"{n:,} logged auctions from Parquet in {seconds:.2f} s, linear bidder, budget per episode "
               f"of 10,000 auctions, max bid",
         extra={"rows": n, "seconds": round(seconds, 3), "impressions": result.overall.impressions})]
+
+
+@benchmark("sim_api_bucket")
+def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
+    """A demo bucket through the bidder API (bidlens demo --api) beside the same bucket in process,
+    both with every decision explained."""
+    from api.client import BidLensClient
+    from api.server import serve_in_thread
+    from cli.api import store_app
+    from control.tokens import Tokens
+    from explain.store import explain_hook
+    from sim.catalog import DAY_START_TS
+    from sim.live import ApiBidder
+
+    _, kit = _kit(ctx)
+    demo = load_scenario("demo")
+    buckets = 3 if ctx.quick else 30
+    models = str(Path(ctx.workdir) / "sim-data" / "models")
+    settings = Settings(data_dir=str(Path(ctx.workdir) / "sim-data"))
+
+    def timed(step) -> list[float]:
+        sim = Simulation(demo, 1, kit.bidders, kit.history, pool=kit.pool)
+        times = []
+        for _ in range(buckets):
+            start = time.perf_counter()
+            step(sim)
+            times.append(time.perf_counter() - start)
+        return times
+
+    local = open_store(f"sqlite:///{Path(ctx.workdir) / 'sim-local.db'}")
+    register_catalog(local, kit, models)
+    hook = explain_hook(b.artifact for b in kit.bidders.values())
+    in_process = timed(lambda sim: step_live(local, sim, hook))
+
+    remote = open_store(f"sqlite:///{Path(ctx.workdir) / 'sim-api.db'}")
+    register_catalog(remote, kit, models)
+    clock = lambda: DAY_START_TS + 86_400  # noqa: E731 - the API's now: every bucket is in the past
+    _, secret = Tokens(remote, clock).create(None, "bidder", "bench")
+    with serve_in_thread(store_app(remote, clock, settings)) as url:
+        bidder = ApiBidder(BidLensClient(url, secret, retries=0))
+        through_api = timed(bidder.step)
+    with remote.connect() as conn:
+        explained = conn.execute(select(func.count()).select_from(s.explanations)).scalar()
+    assert explained == buckets * 480, f"{explained} explanations for {buckets * 480} decisions"
+    budget_ms = 1000.0 * 60 / settings.demo_speed
+    return [BenchResult(
+        "sim_api_bucket_p50", float(np.median(through_api)) * 1000, "ms per simulated minute",
+        "the same bucket in process (store write + explain hook)", float(np.median(in_process)) * 1000, False,
+        notes=f"poll GET /v1/policy, serve, POST 480 decisions with features (explained by the API) and the "
+              f"outcomes; one uvicorn thread, SQLite; the demo clock allows {budget_ms:.0f} ms",
+        extra={"p95_ms": round(float(np.percentile(through_api, 95)) * 1000, 1), "buckets": buckets,
+               "budget_ms": budget_ms})]

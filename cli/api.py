@@ -36,19 +36,27 @@ def api_config(settings):
                      policy_window_s=settings.policy_window_s)
 
 
-def cmd_api(args) -> int:
-    import uvicorn
-
+def store_app(engine, clock, settings):
+    """The bidder API over a store as `bidlens api` serves it: the rule pool in force, its shadow
+    score on every decision, and SHAP values stored with the decisions of registered models."""
     from api.app import create_app
     from api.shadow import shadow_filler
     from control.current_policy import rule_pool_provider
+    from explain.store import explain_registered
     from guards.pool_store import load_active_pool
     from guards.rule_pool import hour_of
 
+    return create_app(engine, clock, config=api_config(settings),
+                      pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine),
+                      explain=explain_registered(engine))
+
+
+def cmd_api(args) -> int:
+    import uvicorn
+
     settings = load_settings()
     engine = open_store(settings.database_url)
-    app = create_app(engine, store_clock(engine), config=api_config(settings),
-                     pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine))
+    app = store_app(engine, store_clock(engine), settings)
     port = args.port or settings.api_port
     print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=port, log_level="info")
@@ -87,13 +95,15 @@ def cmd_token_list(args) -> int:
 
 def cmd_ingest(args) -> int:
     from api.shadow import shadow_filler
+    from explain.store import explain_registered
 
     settings = load_settings()
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
     engine = _engine()
     try:
         report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
-                             budget_bytes=budget, enrich=shadow_filler(engine))
+                             budget_bytes=budget, enrich=shadow_filler(engine),
+                             explain=explain_registered(engine))
     except (OSError, ValueError) as exc:
         return fail(str(exc))
     data = report.as_json()

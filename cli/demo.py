@@ -11,7 +11,9 @@ One command starts everything a new user needs to see the product work:
   pool and sends the alerts,
 - a local WeCom-protocol robot that prints every alert message (unless
   BIDLENS_ALERTS_CONFIG points at real robots),
-- the panel (Streamlit), and with `--api` the bidder HTTP API.
+- the panel (Streamlit), and with `--api` the bidder HTTP API, which the simulator
+  then plays through as an external bidder (policy polled, decisions and outcomes
+  posted, explained by the API at ingest).
 
 Ctrl-C stops them all.
 """
@@ -27,17 +29,19 @@ import threading
 import time
 from pathlib import Path
 
+from api.client import BidLensClient
 from cli.output import fail
 from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
 from control.service import Control
+from control.tokens import TokenRole, Tokens
 from explain.store import explain_hook
 from guards.pool_store import active_version, submit_pool
 from guards.rule_pool import PoolBounds
 from sim.catalog import DAY_START_TS
 from sim.kit import prepare
-from sim.live import register_catalog, run_live
+from sim.live import ApiBidder, register_catalog, run_live
 from sim.scenario import load_scenario
 from store import repo
 from store.engine import open_store
@@ -75,6 +79,16 @@ def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Po
     log = open(log_dir / f"demo-{name}.log", "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the child
     return subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def api_bidder_for(control: Control, port: int, api: subprocess.Popen, stop: threading.Event) -> ApiBidder:
+    """The simulator as an external bidder of the demo's API, with a bidder token of its own."""
+    _, secret = Tokens(control.engine, control.clock).create(None, TokenRole.BIDDER, "bidlens demo simulator")
+    client = BidLensClient(f"http://127.0.0.1:{port}", secret)
+    while not client.ready():
+        if api.poll() is not None or stop.wait(0.5):
+            raise RuntimeError(f"the bidder API did not start (exit {api.returncode})")
+    return ApiBidder(client)
 
 
 def cmd_demo(args) -> int:
@@ -129,7 +143,7 @@ def cmd_demo(args) -> int:
     if "robot" in children:
         print(f"  WeCom alerts go to a local robot on port {args.robot_port}: {data_dir}/demo-robot.log")
     if args.api:
-        print(f"  bidder API: http://localhost:{settings.api_port}/docs")
+        print(f"  bidder API: http://localhost:{settings.api_port}/docs (the simulator bids through it)")
     print(f"  logs: {data_dir}/demo-*.log — Ctrl-C stops everything\n", flush=True)
 
     stop = threading.Event()
@@ -145,9 +159,12 @@ def cmd_demo(args) -> int:
 
     threading.Thread(target=watch_children, daemon=True).start()
     try:
+        api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=explain_hook(b.artifact for b in kit.bidders.values()))
-        print(f"demo: promotion day over: {summary.buckets} minutes, {summary.decisions} decisions", flush=True)
+                           explain=explain_hook(b.artifact for b in kit.bidders.values()), api_bidder=api_bidder)
+        played = f"{summary.buckets} minutes, {summary.decisions} decisions"
+        print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
+              flush=True)
         if not args.exit_at_end:
             stop.wait()
     except KeyboardInterrupt:
@@ -173,6 +190,7 @@ def register(sub) -> None:
                    help="simulated seconds per real second (default BIDLENS_DEMO_SPEED)")
     p.add_argument("--start-minute", type=int, default=0, help="start the day at this minute")
     p.add_argument("--robot-port", type=int, default=8700, help="port of the local WeCom robot")
-    p.add_argument("--api", action="store_true", help="also serve the bidder HTTP API")
+    p.add_argument("--api", action="store_true",
+                   help="serve the bidder HTTP API and play the simulator through it as an external bidder")
     p.add_argument("--exit-at-end", action="store_true", help="stop when the promotion day is over")
     p.set_defaults(func=cmd_demo)

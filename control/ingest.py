@@ -41,6 +41,7 @@ MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender s
 DEFAULT_LIMITS = Limits()
 
 Enrich = Callable[[pd.DataFrame], pd.DataFrame]
+ExplainRows = Callable[[pd.DataFrame], "repo.ExplanationBatch | None"]  # rows of one model version
 
 
 class Kind(StrEnum):
@@ -287,13 +288,16 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
                  limits: Limits = DEFAULT_LIMITS, from_text: bool = False,
                  positions: np.ndarray | None = None,
                  extra_refusals: Sequence[Refusal] = (),
-                 enrich: Enrich | None = None) -> tuple[int, list[Refusal]]:
+                 enrich: Enrich | None = None,
+                 explain: ExplainRows | None = None) -> tuple[int, list[Refusal]]:
     """Store the valid rows of `frame`, quarantine the rest; returns (accepted, refusals).
 
     Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can
     name a row of a whole file; `extra_refusals` (already positioned, e.g. malformed
     lines) are quarantined with them. `enrich` completes accepted decision rows before
-    they are stored (the rule pool's shadow score).
+    they are stored (the rule pool's shadow score); `explain` gives the SHAP values of
+    accepted decision rows of one model version, stored with them
+    (explain.store.explain_registered).
     """
     kind = Kind(kind)
     spec = SPECS[kind]
@@ -310,7 +314,12 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
     accepted = _normalise(result.accepted, kind)
     if kind is Kind.DECISION:
         accepted = enrich(accepted) if enrich is not None else accepted
-        repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
+        if explain is None or accepted.empty:
+            repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
+        else:  # an explanation batch belongs to one model version
+            for _, rows in accepted.groupby("model_version", sort=False):
+                rows = rows.reset_index(drop=True)
+                repo.write_decisions(engine, rows, received_ts=now_ts, source=source, explanation=explain(rows))
     else:
         repo.write_outcomes(engine, accepted, source=source)
     if refusals:
@@ -425,7 +434,7 @@ READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".ndjson": _jsonl_chunk
 def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
                 known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                 progress: Callable[[IngestReport], None] | None = None,
-                enrich: Enrich | None = None) -> IngestReport:
+                enrich: Enrich | None = None, explain: ExplainRows | None = None) -> IngestReport:
     """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
@@ -439,7 +448,7 @@ def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, bu
             engine, kind, chunk.frame, now_ts=now_ts, source="file",
             quarantine_source=report.source, known_campaigns=known, limits=limits,
             from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed,
-            enrich=enrich)
+            enrich=enrich, explain=explain)
         report.add(accepted, refusals)
         if progress is not None:
             progress(report)

@@ -11,20 +11,23 @@ theirs in the same transaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from explain.artifacts import FeatureSpec, ModelArtifact
+from explain.artifacts import FeatureSpec, ModelArtifact, load_artifact
 from explain.bid_units import Step, context_from_decision, decompose_bid, decompose_roi_decision, to_bid_units
 from explain.explainer import Explainer
 from store import schema as s
 from store.repo import ExplanationBatch
 
 _CHUNK = 500  # ids per IN (...) query
+log = logging.getLogger("explain")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,48 @@ def explain_hook(artifacts: Iterable[ModelArtifact]) -> Callable[[object], Expla
         return explanation_batch(explainers[version], result.features)
 
     return hook
+
+
+def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBatch | None]:
+    """Explain decisions that arrive from outside (the bidder API, `bidlens ingest`) at ingest.
+
+    The hook gets rows of ONE model version (control.ingest groups them) and explains
+    them with that version's registered artefact (the `models` table's path), built
+    once per version. Rows are left unexplained (None) when the version is not
+    registered, its artefact is not on disk, or a row lacks one of its features:
+    the decisions are stored either way, and the explorer says it has no explanation.
+    """
+    explainers: dict[str, Explainer | None] = {}
+
+    def hook(rows: pd.DataFrame) -> ExplanationBatch | None:
+        version = str(rows["model_version"].iloc[0])
+        if version not in explainers:
+            explainers[version] = _registered_explainer(engine, version)
+        explainer = explainers[version]
+        if explainer is None or "features" not in rows:
+            return None
+        X = _feature_matrix(rows["features"], [f.name for f in explainer.artifact.features])
+        return None if X is None else explanation_batch(explainer, X)
+
+    return hook
+
+
+def _registered_explainer(engine: Engine, version: str) -> Explainer | None:
+    with engine.connect() as conn:
+        path = conn.execute(select(s.models.c.path).where(s.models.c.model_version == version)).scalar()
+    if not path or not Path(path).is_dir():
+        log.warning("model %s is not registered with an artefact on disk: its decisions are stored unexplained",
+                    version)
+        return None
+    return Explainer(load_artifact(path))
+
+
+def _feature_matrix(documents: pd.Series, names: list[str]) -> np.ndarray | None:
+    """Rows' {feature: value} documents as a matrix in the model's feature order (None if any lacks one)."""
+    try:
+        return np.array([[doc[name] for name in names] for doc in documents], dtype=np.float64)
+    except (KeyError, TypeError):
+        return None
 
 
 def _existing(conn: Connection, ids: Sequence[int]) -> set[int]:

@@ -14,7 +14,7 @@ are bid by the model's plan, the rest by the pool's answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,6 +34,8 @@ NO_KILL = KillSwitch()
 REFERENCE_ROI = 2.0  # the operators' reference bid buys a click at half its historical value
 _POLICY_USED = ("bid", "audience_on", "canary_share", "decided_by", "reason", "rule_id", "override_ids",
                 "guard_event_id", "daily_budget")
+# The served policy from outside for a plan frame: {column of _POLICY_USED: one value per slot}.
+PolicyFor = Callable[[pd.DataFrame], Mapping[str, np.ndarray]]
 
 
 def _empty_tuples(n: int) -> np.ndarray:
@@ -212,7 +214,12 @@ class Simulation:
         return wins, clicks, paid
 
     def step(self, *, overrides: Sequence[Override] = (), guards: Mapping[str, GuardState] | None = None,
-             kill_switch: KillSwitch = NO_KILL) -> BucketResult:
+             kill_switch: KillSwitch = NO_KILL, policy_for: PolicyFor | None = None) -> BucketResult:
+        """One simulated minute. The served policy comes from `overrides`, `guards` and
+        `kill_switch` resolved here, or, with `policy_for`, from outside: it gets the
+        model's plan (campaign_id, audience_package, bucket_ts, bid, audience_on,
+        budget_share) and answers the served policy per slot (_POLICY_USED arrays), as
+        a bidder that reads the policy from the BidLens API does (sim.live)."""
         if self.done:
             raise RuntimeError("the promotion day is over")
         m = self.minute
@@ -233,12 +240,16 @@ class Simulation:
         pool_bid, _, pool_cap, answers = self._pool_answers(m // 60)
         pool_needed = kill_switch.global_on or bool(kill_switch.campaigns) or any(
             g.mode in POOL_MODES for g in guards.values())
-        if pool_needed or overrides:
-            frame = resolve_policy(pd.DataFrame({
-                "campaign_id": self.slot_campaign, "audience_package": self.slot_package,
-                "bucket_ts": bucket_ts, "bid": plan.bid, "audience_on": plan.audience_on,
-                "budget_share": plan.budget_share,
-            }), overrides, guards, kill_switch, answers if pool_needed else {}, bucket_ts)
+        plan_frame = pd.DataFrame({
+            "campaign_id": self.slot_campaign, "audience_package": self.slot_package,
+            "bucket_ts": bucket_ts, "bid": plan.bid, "audience_on": plan.audience_on,
+            "budget_share": plan.budget_share,
+        }) if policy_for is not None or pool_needed or overrides else None
+        if policy_for is not None:
+            policy = policy_for(plan_frame)
+        elif pool_needed or overrides:
+            frame = resolve_policy(plan_frame, overrides, guards, kill_switch, answers if pool_needed else {},
+                                   bucket_ts)
             policy = {c: frame[c].to_numpy() for c in _POLICY_USED}
         else:
             policy = self._model_policy(plan)

@@ -17,6 +17,8 @@ def test_simulator_benchmarks_run_quick_and_report_against_their_baselines(tmp_p
     assert day.extra["buckets"] == 60 and day.extra["slots"] == 480
     live = registry["sim_live_step"](ctx)[0]
     assert live.extra["budget_ms"] == 1000.0 and 0 < live.value < live.extra["budget_ms"]
+    api = registry["sim_api_bucket"](ctx)[0]  # asserts itself that every decision was explained
+    assert api.extra["buckets"] == 3 and 0 < api.value < api.extra["budget_ms"] and api.baseline_value > 0
 
 
 def test_the_replay_benchmark_runs_quick(tmp_path):

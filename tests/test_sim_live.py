@@ -22,6 +22,17 @@ def counts(engine):
         return dict(rows.all())
 
 
+def plant_override_and_trip(conn) -> None:
+    """An approved bid override on c05 (12 slots) and c09's ROI guard tripped (12 slots)."""
+    repo.insert_override(conn, Override(1, OverrideScope("c05"), OverrideField.BID, 0.5, "cool it", "op",
+                                        DAY_START_TS - 60, DAY_START_TS + 3600,
+                                        status=OverrideStatus.APPROVED, reviewed_by="boss",
+                                        reviewed_ts=DAY_START_TS - 30))
+    conn.execute(s.guard_states.insert().values(
+        guard="roi", campaign_id="c09", mode=GuardMode.TRIPPED.value, state={}, event_id=4, version=1,
+        updated_ts=DAY_START_TS))
+
+
 def test_live_run_writes_decisions_with_features_and_outcomes(sqlite_url):
     engine = open_store(sqlite_url)
     sim_support.full_kit()  # trains the catalog's models once for the test process
@@ -39,13 +50,7 @@ def test_live_run_writes_decisions_with_features_and_outcomes(sqlite_url):
 def test_the_live_bidder_obeys_overrides_guard_states_and_the_kill_switch_from_the_store(sqlite_url):
     engine = open_store(sqlite_url)
     with engine.begin() as conn:
-        repo.insert_override(conn, Override(1, OverrideScope("c05"), OverrideField.BID, 0.5, "cool it", "op",
-                                            DAY_START_TS - 60, DAY_START_TS + 3600,
-                                            status=OverrideStatus.APPROVED, reviewed_by="boss",
-                                            reviewed_ts=DAY_START_TS - 30))
-        conn.execute(s.guard_states.insert().values(
-            guard="roi", campaign_id="c09", mode=GuardMode.TRIPPED.value, state={}, event_id=4, version=1,
-            updated_ts=DAY_START_TS))
+        plant_override_and_trip(conn)
     run_live(engine, settings(), clock=lambda: DAY_START_TS + 10**6, max_buckets=1)
     assert counts(engine) == {"override": 12, "rule_pool": 12, "model": 480 - 24}
     with engine.begin() as conn:
@@ -68,3 +73,39 @@ def test_live_run_waits_for_the_clock_and_stops_when_asked(sqlite_url):
             stop.set()
     summary = run_live(engine, settings(), clock=clock, speed=1e9, stop_event=stop, on_bucket=on_bucket)
     assert summary.buckets == 2 and seen == [0, 1]
+
+
+def test_the_simulator_as_an_api_bidder_serves_the_same_policy_and_the_api_explains_its_decisions(sqlite_url):
+    from api.client import BidLensClient
+    from api.server import serve_in_thread
+    from cli.api import store_app
+    from control.tokens import Tokens
+    from guards.pool_store import submit_pool
+    from guards.rule_pool import PoolBounds
+    from sim.kit import RULE_POOL_FILE
+    from sim.live import ApiBidder, register_catalog
+
+    engine = open_store(sqlite_url)
+    register_catalog(engine, sim_support.full_kit(), f"{sim_support._DATA_DIR}/models")  # as `bidlens demo`
+    api_now = DAY_START_TS + 90  # the API's clock: the promotion's second bucket
+    with engine.begin() as conn:
+        assert submit_pool(conn, RULE_POOL_FILE.read_text(encoding="utf-8"), "ops", api_now,
+                           PoolBounds()).status == "active"
+        plant_override_and_trip(conn)
+    _, secret = Tokens(engine, lambda: api_now).create(None, "bidder", "simulator")
+    with serve_in_thread(store_app(engine, lambda: api_now, settings())) as url:
+        bidder = ApiBidder(BidLensClient(url, secret, retries=0))
+        summary = run_live(engine, settings(), clock=lambda: DAY_START_TS + 10**6, max_buckets=2,
+                           api_bidder=bidder)
+    assert summary.decisions == 2 * 480 and summary.outcomes > 0
+    with engine.connect() as conn:
+        second = conn.execute(select(s.decisions.c.decided_by, func.count())
+                              .where(s.decisions.c.bucket_ts == DAY_START_TS + 60)
+                              .group_by(s.decisions.c.decided_by)).all()
+        sources = conn.execute(select(s.decisions.c.source).distinct()).scalars().all()
+        explained = conn.execute(select(func.count()).select_from(s.explanations)).scalar()
+        refused = conn.execute(select(func.count()).select_from(s.quarantine)).scalar()
+    # The first bucket had no policy yet (nothing decided); the second serves the override and the pool.
+    assert dict(second) == {"override": 12, "rule_pool": 12, "model": 480 - 24}
+    assert sources == ["api"] and refused == 0
+    assert explained == 2 * 480  # the API explained every decision with the registered model
