@@ -28,6 +28,7 @@ floor fails it.
 
 from __future__ import annotations
 
+import functools
 import math
 from statistics import NormalDist
 
@@ -39,9 +40,14 @@ from guards.observe import Observation
 GUARD = "roi"
 
 
+@functools.lru_cache(maxsize=8)
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(confidence)  # the tick asks per campaign: computed once per level
+
+
 def poisson_upper(n: float, confidence: float) -> float:
     """One-sided upper confidence bound of a Poisson mean, having seen n events."""
-    z = NormalDist().inv_cdf(confidence)
+    z = _z(confidence)
     k = n + 1.0
     return k * (1.0 - 1.0 / (9.0 * k) + z / (3.0 * math.sqrt(k))) ** 3
 
