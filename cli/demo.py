@@ -124,10 +124,9 @@ def cmd_demo(args) -> int:
                                             "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
                                   env, data_dir)
     children["guard"] = start("guard", [python, "-m", "cli.main", "guard", "run"], env, data_dir)
-    children["panel"] = start("panel", [
-        python, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"),
-        "--server.port", str(settings.panel_port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false"], env, data_dir)
+    children["panel"] = start("panel", [  # settings in .streamlit/config.toml (cwd is the repo root)
+        python, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"), "--server.port", str(settings.panel_port)],
+        env, data_dir)
     if args.api:
         children["api"] = start("api", [python, "-m", "cli.main", "api", "--port", str(settings.api_port)],
                                 env, data_dir)

@@ -3,14 +3,16 @@
 An artefact is a folder `<models_dir>/<version>/` with the model and
 `meta.json` (everything else: features with their zh/en display names and
 units — the feature dictionary —, categorical levels, training window, metrics).
-The model is `model.txt` (LightGBM's own text format) for kind "lightgbm", or
-`model.joblib` for a user's scikit-learn model (kind "sklearn"; a pickle: load
-only artefacts you trust). The bid model predicts value per click in yuan, so
-its SHAP values are already in yuan per click.
+The model is `model.txt` (LightGBM's own text format) for kind "lightgbm",
+`model.json` (XGBoost's JSON format) for kind "xgboost", or `model.joblib` for a
+user's scikit-learn model (kind "sklearn"; a pickle: load only artefacts you
+trust). The bid model predicts value per click in yuan, so its SHAP values are
+already in yuan per click.
 
-XGBoost models are not supported: the xgboost package is not a BidLens
-dependency. scikit-learn's HistGradientBoosting models are refused (shap's
-additivity check fails for them), with a message saying what to do instead.
+XGBoost regressors are read with the `xgboost-cpu` package (the same module as
+`xgboost` without the GPU libraries); classifiers' objectives are refused.
+scikit-learn's HistGradientBoosting models are refused (shap's additivity check
+fails for them), with a message saying what to do instead.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-MODEL_KINDS = ("lightgbm", "sklearn")
+MODEL_KINDS = ("lightgbm", "sklearn", "xgboost")
+# XGBoost objectives of a regressor, by how its raw output (what SHAP explains) maps to the prediction.
+XGBOOST_IDENTITY_OBJECTIVES = ("reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror",
+                               "reg:quantileerror")
+XGBOOST_LOG_OBJECTIVES = ("reg:gamma", "reg:tweedie", "count:poisson")
 # scikit-learn estimators whose trees shap.TreeExplainer explains exactly (path-dependent).
 SKLEARN_TREE_MODELS = frozenset({
     "DecisionTreeRegressor", "ExtraTreeRegressor", "RandomForestRegressor", "ExtraTreesRegressor",
@@ -91,6 +97,8 @@ class ModelArtifact:
             raise UnsupportedModelFile(f"kind={self.kind!r}: must be one of {MODEL_KINDS}")
         if self.kind == "sklearn":
             refuse_unsupported_sklearn(self.booster)
+        if self.kind == "xgboost":
+            xgboost_objective(self.booster)  # refuses a classifier's objective
 
     @property
     def feature_names(self) -> list[str]:
@@ -105,7 +113,10 @@ class ModelArtifact:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Raw model output (value per click for the bid model) for rows in feature order."""
-        return np.asarray(self.booster.predict(np.asarray(X, dtype=np.float64)), dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if self.kind == "xgboost":
+            return np.asarray(self.booster.inplace_predict(X), dtype=np.float64)
+        return np.asarray(self.booster.predict(X), dtype=np.float64)
 
     def feature(self, name: str) -> FeatureSpec:
         for spec in self.features:
@@ -132,9 +143,18 @@ def refuse_unsupported_sklearn(model: object) -> None:
         raise UnsupportedModelFile(f"{name} has no predict(): not a fitted scikit-learn regressor")
 
 
+def xgboost_objective(booster: Any) -> str:
+    """The objective of an XGBoost Booster; a non-regression objective is refused."""
+    name = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    if name not in XGBOOST_IDENTITY_OBJECTIVES + XGBOOST_LOG_OBJECTIVES:
+        raise UnsupportedModelFile(f"XGBoost objective {name!r}: the bid model must be a regressor of value per "
+                                   f"click ({', '.join(XGBOOST_IDENTITY_OBJECTIVES + XGBOOST_LOG_OBJECTIVES)})")
+    return name
+
+
 def is_exact_tree_model(artifact: ModelArtifact) -> bool:
     """True when exact path-dependent TreeSHAP applies; otherwise the explainer is approximate."""
-    return artifact.kind == "lightgbm" or type(artifact.booster).__name__ in SKLEARN_TREE_MODELS
+    return artifact.kind in ("lightgbm", "xgboost") or type(artifact.booster).__name__ in SKLEARN_TREE_MODELS
 
 
 def save_artifact(artifact: ModelArtifact, models_dir: str | Path) -> Path:
@@ -142,6 +162,8 @@ def save_artifact(artifact: ModelArtifact, models_dir: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if artifact.kind == "lightgbm":
         artifact.booster.save_model(str(folder / "model.txt"))
+    elif artifact.kind == "xgboost":
+        artifact.booster.save_model(str(folder / "model.json"))
     else:
         import joblib
         joblib.dump(artifact.booster, folder / "model.joblib")
@@ -158,6 +180,9 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
     kind = meta.get("kind", "lightgbm")
     if kind == "lightgbm":
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
+    elif kind == "xgboost":
+        import xgboost as xgb
+        booster = xgb.Booster(model_file=str(folder / "model.json"))
     else:
         import joblib
         booster = joblib.load(folder / "model.joblib")
@@ -166,17 +191,26 @@ def load_artifact(folder: str | Path) -> ModelArtifact:
 
 def load_user_model(model_path: str | Path, features: list[FeatureSpec], version: str,
                     **meta) -> ModelArtifact:
-    """A user's own model file as an artefact: LightGBM text (`.txt`) or scikit-learn (`.joblib`/`.pkl`).
+    """A user's own model file as an artefact: LightGBM text (`.txt`), XGBoost (`.json`/`.ubj`)
+    or scikit-learn (`.joblib`/`.pkl`).
 
     `features` is the feature dictionary in the model's column order. The model's own
-    feature count must match it; a LightGBM model's feature names must too.
+    feature count must match it; a LightGBM or XGBoost model's feature names must too
+    (when the XGBoost model has them).
     """
     path = Path(model_path)
     suffix = path.suffix.lower()
-    if suffix in (".json", ".ubj", ".xgb", ".model", ".bst"):
-        raise UnsupportedModelFile(
-            f"{path.name}: XGBoost models are not supported (the xgboost package is not installed); "
-            "export the model as LightGBM text or a scikit-learn joblib file")
+    if suffix in (".json", ".ubj"):
+        import xgboost as xgb
+        booster = xgb.Booster(model_file=str(path))
+        artifact = ModelArtifact(version=version, features=tuple(features), booster=booster, kind="xgboost", **meta)
+        if booster.feature_names:
+            artifact.check_features(list(booster.feature_names))
+        else:
+            _check_count(version, booster.num_features(), features)
+        return artifact
+    if suffix in (".xgb", ".model", ".bst"):
+        raise UnsupportedModelFile(f"{path.name}: XGBoost's old binary format; save the model as .json or .ubj")
     if suffix == ".txt":
         booster = lgb.Booster(model_file=str(path))
         artifact = ModelArtifact(version=version, features=tuple(features), booster=booster, **meta)
@@ -186,12 +220,17 @@ def load_user_model(model_path: str | Path, features: list[FeatureSpec], version
         import joblib
         model = joblib.load(path)
         refuse_unsupported_sklearn(model)
-        n_in = getattr(model, "n_features_in_", len(features))
-        if n_in != len(features):
-            raise ModelMismatch(version, [f"<{n_in - len(features)} unnamed>"] if n_in > len(features) else [],
-                                [f.name for f in features[n_in:]])
+        _check_count(version, getattr(model, "n_features_in_", len(features)), features)
         return ModelArtifact(version=version, features=tuple(features), booster=model, kind="sklearn", **meta)
-    raise UnsupportedModelFile(f"{path.name}: unknown model file type {suffix!r}; use .txt, .joblib or .pkl")
+    raise UnsupportedModelFile(f"{path.name}: unknown model file type {suffix!r}; "
+                               "use .txt (LightGBM), .json/.ubj (XGBoost), .joblib or .pkl (scikit-learn)")
+
+
+def _check_count(version: str, n_in: int, features: list[FeatureSpec]) -> None:
+    """A model without feature names must at least take as many columns as the dictionary names."""
+    if n_in != len(features):
+        raise ModelMismatch(version, [f"<{n_in - len(features)} unnamed>"] if n_in > len(features) else [],
+                            [f.name for f in features[n_in:]])
 
 
 def feature_dictionary_from_json(path: str | Path) -> list[FeatureSpec]:

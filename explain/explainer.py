@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from explain.artifacts import ModelArtifact, is_exact_tree_model
+from explain.artifacts import XGBOOST_LOG_OBJECTIVES, ModelArtifact, is_exact_tree_model, xgboost_objective
 
 DEFAULT_CACHE_ROWS = 200_000
 # LightGBM objectives whose raw output is the prediction itself (identity link).
@@ -49,6 +49,12 @@ class Explainer:
             self.link = "identity" if self._fast.forest.objective in IDENTITY_OBJECTIVES else "log"
             self.base_value = self._fast.base_value
             self.method, self.exact = "treeshap", True
+        elif artifact.kind == "xgboost":
+            # XGBoost's own exact TreeSHAP: its bias column is the base, and base + contributions
+            # is the model's raw output to float32 precision (shap's expected_value is off by ~1e-4).
+            self.method, self.exact = "xgboost_treeshap", True
+            self.link = "log" if xgboost_objective(artifact.booster) in XGBOOST_LOG_OBJECTIVES else "identity"
+            self.base_value = float(self._xgboost_contributions(np.zeros((1, self.n_features)))[0, -1])
         elif is_exact_tree_model(artifact):
             import shap
             self._shap = shap.TreeExplainer(artifact.booster, feature_perturbation="tree_path_dependent")
@@ -64,9 +70,18 @@ class Explainer:
             self.base_value = float(np.mean(artifact.predict(masker.data)))
             self.method, self.exact = "permutation", False
 
+    def _xgboost_contributions(self, X: np.ndarray) -> np.ndarray:
+        """XGBoost's pred_contribs: one column per feature, then the bias."""
+        import xgboost as xgb
+        booster = self.artifact.booster
+        matrix = xgb.DMatrix(X, feature_names=booster.feature_names)
+        return np.asarray(booster.predict(matrix, pred_contribs=True), dtype=np.float64)
+
     def _compute(self, X: np.ndarray) -> np.ndarray:
         if self.method == "treeshap":
             return self._fast.shap_values(X, n_threads=self.n_threads)
+        if self.method == "xgboost_treeshap":
+            return self._xgboost_contributions(X)[:, :-1]
         if self.method == "shap_tree":
             return np.asarray(self._shap.shap_values(X, check_additivity=False), dtype=np.float64)
         explanation = self._shap(X, silent=True)

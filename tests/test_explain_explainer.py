@@ -75,8 +75,8 @@ def test_user_lightgbm_model_file_with_other_feature_names_is_refused(model, tmp
     with pytest.raises(ModelMismatch, match="cvr_24h"):
         load_user_model(path, renamed, "user-1")
     assert load_user_model(path, list(FEATURES), "user-1").version == "user-1"
-    with pytest.raises(UnsupportedModelFile, match="XGBoost"):
-        load_user_model(tmp_path / "model.ubj", list(FEATURES), "x")
+    with pytest.raises(UnsupportedModelFile, match="old binary format"):
+        load_user_model(tmp_path / "model.bst", list(FEATURES), "x")
 
 
 def _training(n=600):
@@ -84,6 +84,41 @@ def _training(n=600):
     X = feature_rows(n, rng, missing=False)
     return X, value_per_click(X, rng)
 
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_xgboost_model_is_explained_exactly_and_keeps_its_format(tmp_path, suffix):
+    import shap
+    import xgboost as xgb
+    X, y = _training()
+    names = [f.name for f in FEATURES]
+    booster = xgb.train({"max_depth": 3, "eta": 0.3, "objective": "reg:squarederror", "nthread": 1},
+                        xgb.DMatrix(X, label=y, feature_names=names), num_boost_round=30)
+    path = tmp_path / f"user{suffix}"
+    booster.save_model(str(path))
+    user = load_user_model(path, list(FEATURES), "xgb-1")
+    explainer = Explainer(user)
+    base, contributions = explainer.explain(X[:100])
+    assert (explainer.exact, explainer.method, explainer.link) == (True, "xgboost_treeshap", "identity")
+    # XGBoost predicts in float32: the decomposition adds up to its prediction to that precision.
+    assert np.abs(base + contributions.sum(axis=1) - user.predict(X[:100])).max() <= 1e-4
+    reference = shap.TreeExplainer(booster).shap_values(X[:100])  # an independent exact TreeSHAP
+    assert np.abs(contributions - reference).max() <= 1e-4
+    reloaded = load_artifact(save_artifact(user, tmp_path / "models"))
+    assert reloaded.kind == "xgboost" and np.allclose(reloaded.predict(X[:5]), user.predict(X[:5]))
+    renamed = [FeatureSpec("cvr_24h", "24 小时转化率", "conversion rate, 24 h")] + list(FEATURES[1:])
+    with pytest.raises(ModelMismatch, match="cvr_24h"):
+        load_user_model(path, renamed, "xgb-2")
+
+
+def test_xgboost_classifier_objective_is_refused(tmp_path):
+    import xgboost as xgb
+    X, y = _training(200)
+    booster = xgb.train({"objective": "binary:logistic", "nthread": 1},
+                        xgb.DMatrix(X, label=(y > np.median(y)).astype(float)), num_boost_round=3)
+    path = tmp_path / "clf.json"
+    booster.save_model(str(path))
+    with pytest.raises(UnsupportedModelFile, match="binary:logistic"):
+        load_user_model(path, list(FEATURES), "clf")
 
 def test_sklearn_tree_model_is_explained_exactly(tmp_path):
     import joblib
