@@ -1,4 +1,5 @@
-"""`bidlens explain ...`: a served bid as steps that add up to it; attribution drift of a window."""
+"""`bidlens explain ...`: a served bid as steps that add up to it; attribution drift of a window;
+registering a bidder's own model so its decisions are explained at ingest."""
 
 from __future__ import annotations
 
@@ -61,6 +62,48 @@ def cmd_drift(args) -> int:
     return 0
 
 
+def cmd_model_register(args) -> int:
+    import time
+    from pathlib import Path
+
+    from explain.artifacts import (
+        ModelMismatch,
+        UnsupportedModelFile,
+        feature_dictionary_from_json,
+        load_user_model,
+        save_artifact,
+    )
+    from explain.store import register_model
+
+    settings = load_settings()
+    try:
+        features = feature_dictionary_from_json(args.features)
+        artifact = load_user_model(args.model_file, features, args.version, variant=args.variant)
+    except (OSError, ValueError, KeyError, ModelMismatch, UnsupportedModelFile) as exc:
+        return fail(f"{args.model_file}: {exc}")
+    folder = save_artifact(artifact, Path(settings.data_dir) / "models")
+    with open_store(settings.database_url).begin() as conn:
+        register_model(conn, artifact, str(folder.resolve()), int(time.time()), active=args.activate)
+    emit(args, {"model_version": artifact.version, "kind": artifact.kind, "path": str(folder),
+                "features": artifact.feature_names, "active": args.activate},
+         f"model {artifact.version} ({artifact.kind}, {len(features)} features) registered at {folder}; "
+         "decisions of this version arriving through the API or `bidlens ingest` are explained at ingest")
+    return 0
+
+
+def cmd_model_list(args) -> int:
+    from sqlalchemy import select
+
+    from store import schema as s
+    with _conn() as conn:
+        rows = conn.execute(select(s.models).order_by(s.models.c.created_ts)).all()
+    data = [{"model_version": r.model_version, "kind": (r.meta or {}).get("kind", "lightgbm"), "path": r.path,
+             "active": r.active, "created_ts": r.created_ts} for r in rows]
+    emit(args, data, "\n".join(f"{d['model_version']:<28} {d['kind']:<9} {'active' if d['active'] else '':<7}"
+                               f" {d['path']}" for d in data) or "no models registered")
+    return 0
+
+
 def register(sub) -> None:
     parser = sub.add_parser("explain", help="explanations of served decisions")
     inner = parser.add_subparsers(dest="explain_command", required=True, metavar="WHAT")
@@ -78,3 +121,18 @@ def register(sub) -> None:
     drift.add_argument("--lang", choices=("zh", "en"), default="zh")
     add_json_flag(drift)
     drift.set_defaults(func=cmd_drift)
+    model = inner.add_parser("model", help="register a bidder's own model (LightGBM, XGBoost, scikit-learn)")
+    models = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    reg = models.add_parser("register", help="store the model as a versioned artefact with its feature dictionary")
+    reg.add_argument("model_file", help="LightGBM .txt, XGBoost .json/.ubj, scikit-learn .joblib/.pkl")
+    reg.add_argument("--features", required=True,
+                     help="feature dictionary: a JSON list of {name, display_zh, display_en, unit_zh, unit_en, "
+                          "categorical_levels} in the model's column order (docs/EXPLAIN.md)")
+    reg.add_argument("--version", required=True, help="the model_version the bidder sends with its decisions")
+    reg.add_argument("--variant", default="roi", help="roi (the default) or gmv")
+    reg.add_argument("--activate", action="store_true", help="mark it the active model")
+    add_json_flag(reg)
+    reg.set_defaults(func=cmd_model_register)
+    listing = models.add_parser("list", help="registered model versions")
+    add_json_flag(listing)
+    listing.set_defaults(func=cmd_model_list)

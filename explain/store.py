@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from explain.artifacts import FeatureSpec, ModelArtifact, load_artifact
+from explain.artifacts import FeatureSpec, ModelArtifact, ModelMismatch, load_artifact
 from explain.bid_units import Step, context_from_decision, decompose_bid, decompose_roi_decision, to_bid_units
 from explain.explainer import Explainer
 from store import schema as s
@@ -86,8 +86,15 @@ def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBa
         explainer = explainers[version]
         if explainer is None or "features" not in rows:
             return None
-        X = _feature_matrix(rows["features"], [f.name for f in explainer.artifact.features])
-        return None if X is None else explanation_batch(explainer, X)
+        X = _feature_matrix(rows["features"], explainer.artifact.feature_names)
+        if X is None:
+            first = rows["features"].iloc[0]
+            try:
+                explainer.artifact.check_features(list(first) if isinstance(first, dict) else [])
+            except ModelMismatch as exc:  # names the missing and extra features
+                log.warning("decisions stored unexplained: %s", exc)
+            return None
+        return explanation_batch(explainer, X)
 
     return hook
 

@@ -152,3 +152,62 @@ def test_cli_prints_a_decision_breakdown(engine, sqlite_url, monkeypatch, capsys
     assert main(["explain", "drift", "--ref-from", str(PROMOTION_START), "--ref-to", str(PROMOTION_START + 2),
                  "--now-from", str(PROMOTION_START + 2), "--now-to", str(PROMOTION_START + 4), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 8
+
+
+def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_sends(tmp_path, monkeypatch,
+                                                                                      capsys, caplog):
+    import dataclasses
+    import json
+    import time
+
+    import xgboost as xgb
+
+    from cli.main import main
+    from tests.explain_helpers import FEATURES, NAMES, value_per_click
+
+    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BIDLENS_DB_URL", raising=False)
+    assert main(["init"]) == 0
+    store = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
+    seed_campaigns(store)
+    rng = np.random.default_rng(3)
+    X = feature_rows(400, rng, missing=False)
+    booster = xgb.train({"max_depth": 3, "nthread": 1}, xgb.DMatrix(X, label=value_per_click(X, rng),
+                                                                     feature_names=NAMES), num_boost_round=20)
+    booster.save_model(str(tmp_path / "bidder.json"))
+    (tmp_path / "features.json").write_text(json.dumps([dataclasses.asdict(f) for f in FEATURES],
+                                                       ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["explain", "model", "register", str(tmp_path / "bidder.json"), "--features",
+                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "xgboost"
+    assert main(["explain", "model", "list", "--json"]) == 0
+    assert [m["model_version"] for m in json.loads(capsys.readouterr().out)] == ["their-xgb-7"]
+
+    now = int(time.time()) - 60
+    value = booster.inplace_predict(X[:50])
+
+    def rows(features):  # one decision per feature document
+        return [{"campaign_id": "c1", "audience_package": "gifting", "bucket_ts": now - i,
+                 "model_version": "their-xgb-7", "bid": 1.0, "budget_share": 0.05, "audience_on": True,
+                 "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": float(v), "pred_roi": 2.0, "features": f}
+                for i, (v, f) in enumerate(zip(value[:len(features)], features, strict=True))]
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps(r) for r in rows([dict(zip(NAMES, x.tolist())) for x in X[:50]])))
+    assert main(["ingest", "decisions", str(good)]) == 0
+    with store.connect() as conn:
+        ids = [r[0] for r in conn.exec_driver_sql("SELECT decision_id FROM decisions ORDER BY decision_id")]
+        stored = load_explanations(conn, ids)
+    assert len(stored) == 50
+    totals = np.array([stored[i].model_output for i in ids])
+    assert np.abs(np.sort(totals) - np.sort(value)).max() <= 1e-4  # explained under the model that decided
+
+    renamed = [{("cvr_24h" if k == NAMES[0] else k): v for k, v in zip(NAMES, x.tolist())} for x in X[:5]]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps(r) for r in rows(renamed)))
+    assert main(["ingest", "decisions", str(bad)]) == 0  # stored, nothing lost, but not explained
+    with store.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM decisions").scalar() == 55
+        assert conn.exec_driver_sql("SELECT count(*) FROM explanations").scalar() == 50
+    assert NAMES[0] in caplog.text and "cvr_24h" in caplog.text  # the missing and the extra feature named
