@@ -151,7 +151,8 @@ def model_version(variant: str, catalog: Catalog) -> str:
 
 
 def train_models(catalog: Catalog, models_dir: str | Path, seed: int = 2026) -> dict[str, Bidder]:
-    """Simulate history, train both variants, save them as artefacts; returns the bidders."""
+    """Simulate history, train both variants, save them as artefacts; returns the bidders as loaded
+    back from those artefacts, so the run that trains them plays exactly as every later run."""
     started = time.perf_counter()
     data = simulate_history(catalog, seed)
     specs = feature_specs(catalog)
@@ -172,7 +173,7 @@ def train_models(catalog: Catalog, models_dir: str | Path, seed: int = 2026) -> 
                                  created_ts=data.window[1])
         folder = save_artifact(artifact, models_dir)
         (folder / HISTORY_FILE).write_text(json.dumps(data.history.as_json()), encoding="utf-8")
-        bidders[variant] = Bidder(artifact, data.history)
+        bidders[variant] = load_bidder(folder)
     return bidders
 
 
