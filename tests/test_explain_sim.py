@@ -73,7 +73,12 @@ def test_attribution_drift_finds_the_drift_scenarios_shift_and_not_noise():
     found = attribution_drift(c_normal / 2.0, c_drift / 2.0, artifact.features)
     flagged = set(found.loc[found["drifted"], "feature"])
     assert found.iloc[0]["drifted"] and found.iloc[0]["feature"] in {"recent_value_per_click", "recent_cvr"}
-    assert flagged <= {"recent_value_per_click", "recent_cvr", "recent_win_rate", "recent_cpc"}
+    # A feature whose values are the same on both days may still be flagged: path-dependent SHAP
+    # gives it a share of its interactions with the features that moved. It never leads.
+    names = [f.name for f in artifact.features]
+    unmoved = {n for i, n in enumerate(names) if np.array_equal(normal[pick][:, i], drifted[pick][:, i])}
+    shift = found.set_index("feature")["shift"].abs()
+    assert all(shift[n] < shift.iloc[0] / 3 for n in flagged & unmoved), found.head(8)
     # Noise: the normal day's even minutes against its odd minutes.
     even = (minutes[pick] % 2) == 0
     noise = attribution_drift(c_normal[even] / 2.0, c_normal[~even] / 2.0, artifact.features)
