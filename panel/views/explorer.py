@@ -64,7 +64,7 @@ def render(ctx: Ctx) -> None:
 
 def _decision(ctx: Ctx, bd, floor: float) -> None:
     d = bd.decision
-    cols = st.columns(5)
+    cols = st.columns([1, 1, 1, 1, 1.6])  # "decided by" reads 人工规则池: room for it
     cols[0].metric(ctx.t("ex.served_bid"), fmt_num(d["bid"], 3))
     cols[1].metric(ctx.t("ex.model_bid"), fmt_num(d["model_bid"], 3))
     cols[2].metric(ctx.t("ex.pred_roi"), fmt_num(d["pred_roi"]))
