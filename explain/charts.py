@@ -44,7 +44,8 @@ def waterfall(steps: pd.DataFrame, lang: str = "zh") -> alt.Chart:
     """Waterfall from `explain.bid_units.steps_frame`: one bar per step from start to total."""
     data = steps.assign(step=steps[_label(lang)], direction=(steps["value"] >= 0).map({True: "+", False: "-"}))
     bars = alt.Chart(data).mark_bar().encode(
-        y=alt.Y("step:N", sort=alt.SortField("order"), title=AXES["step"][lang]),
+        y=alt.Y("step:N", sort=alt.SortField("order"), title=AXES["step"][lang],
+                axis=alt.Axis(labelLimit=360)),  # steps carry their values: "最低出价 2.1543 元"
         x=alt.X("start:Q", title=AXES["bid"][lang]),
         x2="total:Q",
         color=alt.Color("direction:N", scale=alt.Scale(domain=["+", "-"], range=["#d62728", "#2ca02c"]),
