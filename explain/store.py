@@ -73,18 +73,24 @@ def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBa
 
     The hook gets rows of ONE model version (control.ingest groups them) and explains
     them with that version's registered artefact (the `models` table's path), built
-    once per version. Rows are left unexplained (None) when the version is not
+    once per version; an unregistered version is looked up again with each batch, so
+    registering it later needs no restart. Rows are left unexplained (None) when the version is not
     registered, its artefact is not on disk, or a row lacks one of its features:
     the decisions are stored either way, and the explorer says it has no explanation.
     """
-    explainers: dict[str, Explainer | None] = {}
+    explainers: dict[str, Explainer] = {}
+    unregistered: set[str] = set()  # warned about once; looked up again, as it may be registered later
 
     def hook(rows: pd.DataFrame) -> ExplanationBatch | None:
         version = str(rows["model_version"].iloc[0])
         if version not in explainers:
-            explainers[version] = _registered_explainer(engine, version)
+            explainer = _registered_explainer(engine, version, warn=version not in unregistered)
+            if explainer is None:
+                unregistered.add(version)
+                return None
+            explainers[version] = explainer
         explainer = explainers[version]
-        if explainer is None or "features" not in rows:
+        if "features" not in rows:
             return None
         X = _feature_matrix(rows["features"], explainer.artifact.feature_names)
         if X is None:
@@ -99,12 +105,13 @@ def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBa
     return hook
 
 
-def _registered_explainer(engine: Engine, version: str) -> Explainer | None:
+def _registered_explainer(engine: Engine, version: str, *, warn: bool) -> Explainer | None:
     with engine.connect() as conn:
         path = conn.execute(select(s.models.c.path).where(s.models.c.model_version == version)).scalar()
     if not path or not Path(path).is_dir():
-        log.warning("model %s is not registered with an artefact on disk: its decisions are stored unexplained",
-                    version)
+        if warn:
+            log.warning("model %s is not registered with an artefact on disk: its decisions are stored "
+                        "unexplained (`bidlens explain model register`)", version)
         return None
     return Explainer(load_artifact(path))
 

@@ -25,6 +25,7 @@ from guards.thresholds import (
     ThresholdEdit,
     ThresholdEdits,
     apply_edit,
+    check_reason,
     describe,
     effective_settings,
     reset,
@@ -102,8 +103,7 @@ class GuardService:
                          expected_version: int | None = None) -> dict:
         """Drop a campaign's own edits (campaign_id None: the edits for all campaigns), of one guard or all."""
         require(actor, Action.EDIT_GUARD_CONFIG)
-        if not reason.strip():
-            raise InvalidValue("reason", reason, "a threshold change needs a reason")
+        check_reason(reason)
         return self._change_thresholds(actor, "guard.thresholds_reset", guard, campaign_id, reason,
                                        expected_version, lambda edits: reset(edits, campaign_id, guard))
 

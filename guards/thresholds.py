@@ -102,7 +102,7 @@ def _check_guard(guard: str) -> None:
         raise InvalidValue("guard", guard, f"must be one of {list(EDITABLE)}")
 
 
-def _check_reason(reason: str) -> None:
+def check_reason(reason: str) -> None:
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidValue("reason", reason, "a threshold change needs a reason")
 
@@ -130,7 +130,7 @@ def effective_settings(file: GuardSettings, edits: ThresholdEdits) -> GuardSetti
 def apply_edit(file: GuardSettings, edits: ThresholdEdits, edit: ThresholdEdit) -> ThresholdEdits:
     """The edits with `edit` applied, every value checked as the config file's would be."""
     _check_guard(edit.guard)
-    _check_reason(edit.reason)
+    check_reason(edit.reason)
     prefix = scope_key(edit.guard, edit.campaign_id)
     if not edit.values:
         raise InvalidValue(f"{prefix}", {}, "nothing to change")

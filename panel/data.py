@@ -96,7 +96,7 @@ def file_guard_settings(control: Control) -> GuardSettings:
 
 @st.cache_resource(show_spinner=False)
 def _threshold_reader(path: str, key: str) -> ThresholdReader:
-    return ThresholdReader(load_guard_settings(path))
+    return ThresholdReader(_guard_settings(path))
 
 
 def guard_settings(control: Control) -> GuardSettings:

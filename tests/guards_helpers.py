@@ -68,3 +68,21 @@ def feed_minute(engine, minute: int, roi_by_campaign: dict[str, float], *, outco
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def init_cli_store(tmp_path, monkeypatch):
+    """`bidlens init` in a temporary data folder with campaign c1, package pets, a manager (mia) and an
+    operator (olivia), every setting from the defaults; returns the store's engine."""
+    from cli.main import main
+
+    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("BIDLENS_DB_URL", raising=False)
+    monkeypatch.delenv("BIDLENS_GUARD_CONFIG", raising=False)
+    assert main(["init"]) == 0
+    engine = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
+    with engine.begin() as conn:
+        repo.upsert_campaigns(conn, [Campaign("c1", "c1", "pets", 1000.0, 2000.0, 100.0, 0.3)])
+        repo.upsert_audience_packages(conn, [AudiencePackage("pets", "宠物", "Pets")])
+    for user, role in (("mia", "manager"), ("olivia", "operator")):
+        assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
+    return engine

@@ -211,3 +211,19 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
         assert conn.exec_driver_sql("SELECT count(*) FROM decisions").scalar() == 55
         assert conn.exec_driver_sql("SELECT count(*) FROM explanations").scalar() == 50
     assert NAMES[0] in caplog.text and "cvr_24h" in caplog.text  # the missing and the extra feature named
+
+
+def test_a_model_registered_after_the_api_started_is_used_without_a_restart(engine, tmp_path):
+    from explain.artifacts import save_artifact
+    from explain.store import explain_registered, register_model
+    from tests.explain_helpers import NAMES
+
+    model = artifact("late-1")
+    X = feature_rows(20, np.random.default_rng(4), missing=False)
+    rows = _decisions(model, X).assign(features=[dict(zip(NAMES, x.tolist())) for x in X])
+    hook = explain_registered(engine)
+    assert hook(rows) is None  # not registered yet: stored unexplained
+    with engine.begin() as conn:
+        register_model(conn, model, str(save_artifact(model, tmp_path / "models")), PROMOTION_START)
+    batch = hook(rows)
+    assert batch is not None and batch.model_version == "late-1" and batch.contributions.shape == (20, len(NAMES))

@@ -7,9 +7,7 @@ import json
 import pytest
 
 from cli.main import main
-from control.domain import AudiencePackage, Campaign
-from store import repo
-from store.engine import open_store
+from tests.guards_helpers import init_cli_store
 
 POOL = """
 [[rules]]
@@ -21,15 +19,7 @@ value = 0.8
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("BIDLENS_DB_URL", raising=False)
-    assert main(["init"]) == 0
-    engine = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
-    with engine.begin() as conn:
-        repo.upsert_campaigns(conn, [Campaign("c1", "c1", "pets", 1000.0, 2000.0, 100.0, 0.3)])
-        repo.upsert_audience_packages(conn, [AudiencePackage("pets", "宠物", "Pets")])
-    for user, role in (("mia", "manager"), ("olivia", "operator")):
-        assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
+    init_cli_store(tmp_path, monkeypatch)
     return tmp_path
 
 

@@ -12,7 +12,7 @@ from panel_support import Panel, seeded_control
 from cli.main import main
 from control.clock import ManualClock
 from control.config import Settings
-from control.domain import AudiencePackage, Campaign, GuardMode, InvalidValue, Role, User
+from control.domain import GuardMode, InvalidValue, Role, User
 from control.permissions import PermissionDenied
 from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
@@ -36,7 +36,7 @@ from guards.worker import GuardWorker
 from panel import data, i18n
 from store import repo
 from store.engine import open_store
-from tests.guards_helpers import T0, feed_minute, make_store
+from tests.guards_helpers import T0, feed_minute, init_cli_store, make_store
 
 FILE = parse_guard_settings("[roi.campaigns.c7]\nfloor = 2.5\ncooldown_s = 60\n")
 MANAGER = User("mia", "Mia", Role.MANAGER)
@@ -202,17 +202,7 @@ def test_the_worker_uses_an_edit_on_its_next_tick_without_a_restart(store_url):
 
 @pytest.fixture
 def cli_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("BIDLENS_DB_URL", raising=False)
-    monkeypatch.delenv("BIDLENS_GUARD_CONFIG", raising=False)
-    assert main(["init"]) == 0
-    engine = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
-    with engine.begin() as conn:
-        repo.upsert_campaigns(conn, [Campaign("c1", "c1", "pets", 1000.0, 2000.0, 100.0, 0.3)])
-        repo.upsert_audience_packages(conn, [AudiencePackage("pets", "宠物", "Pets")])
-    for user, role in (("mia", "manager"), ("olivia", "operator")):
-        assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
-    return engine
+    return init_cli_store(tmp_path, monkeypatch)
 
 
 def run(capsys, *argv) -> tuple[int, object, str]:

@@ -12,7 +12,7 @@ import streamlit as st
 from control import board
 from control.alert_desk import acknowledge_alert, resend_dead_alerts
 from control.domain import InvalidValue
-from guards.alerts import get_alert, templates
+from guards.alerts import get_alert, list_alerts, templates
 from guards.alerts.events import AlertKind
 from panel.ui import Ctx, attempt, fmt_ts, goto
 
@@ -76,14 +76,13 @@ def _focused(ctx: Ctx, raw_id: str) -> None:
 
 def _dead(ctx: Ctx) -> None:
     with ctx.control.engine.connect() as conn:
-        dead = board.alerts_frame(conn, limit=500)
-    dead = dead[dead["status"] == "dead"]
-    if dead.empty:
+        dead = list_alerts(conn, status="dead", limit=None)
+    if not dead:
         return
     st.subheader(ctx.t("al.dead", n=len(dead)))
-    for a in dead.itertuples():
+    for a in dead:
         st.error(ctx.t("al.dead_line", id=a.alert_id, title=title(ctx, a.kind), channel=a.channel,
                        campaign=a.campaign_id or "—", error=a.last_error))
     if st.button(ctx.t("al.resend"), key="resend_dead"):
-        attempt(ctx, lambda: resend_dead_alerts(ctx.control, ctx.user, [int(i) for i in dead["alert_id"]]),
+        attempt(ctx, lambda: resend_dead_alerts(ctx.control, ctx.user, [a.alert_id for a in dead]),
                 ctx.t("al.resent", n=len(dead)))
