@@ -15,7 +15,8 @@ def _stress_text(report: dict, paths: dict) -> str:
         lines.append(f"  {arm:<10} spend {d['spend']:>14,.0f}  GMV {d['gmv']:>14,.0f}  ROI {d['roi']}  "
                      f"profit {d['profit']:>13,.0f}  campaigns below floor {d['campaigns_below_floor']}")
     if "guarded" in report["arms"]:
-        lines.append(f"  trips {len(report['trips'])}, false trips {report['false_trips']}, "
+        lines.append(f"  trips {sum(t['kind'] == 'trip' for t in report['trips'])}, "
+                     f"false trips {report['false_trips']}, failed probations {report['probation_failures']}, "
                      f"loss avoided {report['loss_avoided']:,.0f} yuan")
     else:
         lines.append("  guarded arm: not run (--guard off)")

@@ -302,6 +302,7 @@ ZH: dict[str, str] = {
     "st.arm": "组",
     "st.below_floor": "低于底线的计划数",
     "st.false_trips": "误熔断",
+    "st.probation_failures": "观察期失败",
 }
 
 EN: dict[str, str] = {
@@ -604,6 +605,7 @@ EN: dict[str, str] = {
     "st.arm": "Arm",
     "st.below_floor": "Campaigns below the floor",
     "st.false_trips": "False trips",
+    "st.probation_failures": "Failed probations",
 }
 
 CATALOGUE = {"zh": ZH, "en": EN}

@@ -57,7 +57,9 @@ def _headline(report: dict) -> str:
     return (f"<h1>BidLens stress test 压力测试: {html.escape(report['scenario'])} (seed {report['seed']})</h1>"
             "<table border='1' cellpadding='4'><tr><th>arm</th><th>spend 消耗 (元)</th><th>GMV (元)</th>"
             "<th>ROI</th><th>profit 利润 (元)</th><th>campaigns below floor 低于底线计划数</th></tr>"
-            f"{rows}</table><p>trips 熔断: {len(report['trips'])}, false trips 误熔断: {report['false_trips']}, "
+            f"{rows}</table><p>trips 熔断: {sum(t['kind'] == 'trip' for t in report['trips'])}, "
+            f"false trips 误熔断: {report['false_trips']}, "
+            f"failed probations 观察期失败: {report['probation_failures']}, "
             f"loss avoided 避免损失: {'-' if loss is None else f'{loss:,.0f} 元'}</p>")
 
 

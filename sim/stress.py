@@ -13,11 +13,17 @@ Arms:
   guard worker would read from the store). Its answer is passed to that bucket's
   effective policy. guards.sim_driver supplies it; without one the arm is not run.
 
-Trips are read from the driver's answers: a campaign entering TRIPPED. The
-detection delay is measured from the minute the campaign's TRUE ROI over the
-trailing hour (model arm, same seed, GMV as it will eventually be known) first
-fell below the floor; a trip in a campaign whose true ROI never did is a false
-trip. loss_avoided = guarded profit - model profit, same seed: exact, not estimated.
+Trips are read from the driver's answers: a campaign entering TRIPPED. Each is judged
+against the campaign's TRUE ROI over the trailing hour (model arm, same seed, GMV as it
+will eventually be known): its below-floor episodes are the runs of minutes where that
+ROI is below the floor. A trip detects the episode under way at the trip, else the one
+that ended most recently (at most TRIP_SLACK minutes before), else the one starting
+soonest after it (at most TRIP_SLACK minutes later: an early trip); its detection delay is
+the trip's minute minus that episode's first minute. A trip near no episode is a false
+trip -- also in a campaign that crossed the floor at some other hour of the day. A return
+to TRIPPED from PROBATION is a failed probation, reported apart: the canary must prove
+floor + hysteresis, so failing while the model is just above the floor is the design.
+loss_avoided = guarded profit - model profit, same seed: exact, not estimated.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from sim.scenario import Scenario
 
 ARMS = ("model", "rule_pool", "guarded")
 TRUE_ROI_WINDOW = 60  # minutes of the trailing window the true ROI is measured over
+TRIP_SLACK = 60       # minutes between a trip and a below-floor episode for the trip to count as its detection
+# A campaign entering TRIPPED: from the model ("trip") or back from a probation that failed.
+TRIP_KINDS = ("trip", "probation_failed")
 
 
 class GuardDriver(Protocol):
@@ -52,7 +61,7 @@ class ArmRun:
     gmv: np.ndarray      # (C, 1440) yuan
     clicks: np.ndarray   # (C,)
     orders: np.ndarray   # (C,)
-    trips: list[tuple[str, int]]  # (campaign_id, minute) the driver first answered TRIPPED
+    trips: list[tuple[str, int, str]]  # (campaign_id, minute, kind) the driver answered TRIPPED (TRIP_KINDS)
 
 
 def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
@@ -63,16 +72,18 @@ def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], histor
     C = sim.C
     spend, gmv = np.zeros((C, MINUTES_PER_DAY)), np.zeros((C, MINUTES_PER_DAY))
     clicks, orders = np.zeros(C), np.zeros(C)
-    trips: list[tuple[str, int]] = []
-    tripped: set[str] = set()
+    trips: list[tuple[str, int, str]] = []
+    modes: dict[str, GuardMode] = {}
     last = None
     while sim.minute < minutes:
         guards = {}
         if guard_driver is not None:
             guards = dict(guard_driver.guard_states(DAY_START_TS + sim.minute * BUCKET_SECONDS, last))
-            now_tripped = {c for c, g in guards.items() if g.mode is GuardMode.TRIPPED}
-            trips += [(c, sim.minute) for c in sorted(now_tripped - tripped)]
-            tripped = now_tripped
+            for c in sorted(guards):
+                before, mode = modes.get(c), guards[c].mode
+                if mode is GuardMode.TRIPPED and before is not GuardMode.TRIPPED:
+                    trips.append((c, sim.minute, "probation_failed" if before is GuardMode.PROBATION else "trip"))
+                modes[c] = mode
         last = sim.step(guards=guards, kill_switch=kill_switch)
         spend[:, last.minute] = last.campaign_spend
         gmv[:, last.minute] = last.campaign_gmv
@@ -114,15 +125,31 @@ def arm_summary(run: ArmRun, margin: np.ndarray, campaign_ids: tuple[str, ...], 
     }
 
 
-def true_roi_crossings(run: ArmRun, floor: float, window: int = TRUE_ROI_WINDOW) -> np.ndarray:
-    """(C,) first minute each campaign's true trailing-window ROI was below the floor; -1 never."""
+def below_floor(run: ArmRun, floor: float, window: int = TRUE_ROI_WINDOW) -> np.ndarray:
+    """(C, minutes) whether each campaign's true trailing-window ROI was below the floor."""
     def trailing(x: np.ndarray) -> np.ndarray:
         c = np.cumsum(x, axis=1)
         c[:, window:] = c[:, window:] - c[:, :-window]
         return c
     spend, gmv = trailing(run.spend), trailing(run.gmv)
-    below = (spend > 0) & (gmv < floor * spend)
-    return np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    return (spend > 0) & (gmv < floor * spend)
+
+
+def detection_delay(below: np.ndarray, minute: int, slack: int = TRIP_SLACK) -> int | None:
+    """Minutes from the start of the below-floor episode a trip at `minute` detected (negative: it
+    tripped before the episode began); None when no episode is within `slack` (a false trip)."""
+    padded = np.concatenate([[False], below, [False]]).astype(np.int8)
+    starts = np.flatnonzero(np.diff(padded) == 1)
+    ends = np.flatnonzero(np.diff(padded) == -1) - 1   # last minute of each episode
+    before = starts <= minute
+    if before.any():
+        i = int(np.flatnonzero(before)[-1])
+        if ends[i] >= minute - slack:
+            return minute - int(starts[i])
+    after = starts[~before]
+    if len(after) and after[0] <= minute + slack:
+        return minute - int(after[0])
+    return None
 
 
 def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
@@ -148,19 +175,18 @@ def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], his
     report = {
         "scenario": scenario.name, "seed": seed, "floor_roi": floor, "minutes": minutes,
         "arms": {name: arm_summary(run, margin, ids, floor) for name, run in runs.items()},
-        "trips": [], "false_trips": 0, "loss_avoided": None,
+        "trips": [], "false_trips": 0, "probation_failures": 0, "loss_avoided": None,
     }
     if "guarded" in runs:
         reference = runs.get("model") or run_arm(scenario, seed, bidders, history, pool, minutes=minutes)
-        crossings = true_roi_crossings(reference, floor)
+        below = below_floor(reference, floor)
         index = {cid: i for i, cid in enumerate(ids)}
-        trips = []
-        for cid, minute in runs["guarded"].trips:
-            crossed = int(crossings[index[cid]])
-            trips.append({"campaign": cid, "at_minute": minute,
-                          "detection_delay_min": minute - crossed if crossed >= 0 else None})
+        trips = [{"campaign": cid, "at_minute": minute, "kind": kind,
+                  "detection_delay_min": detection_delay(below[index[cid]], minute)}
+                 for cid, minute, kind in runs["guarded"].trips]
         report["trips"] = trips
-        report["false_trips"] = sum(1 for t in trips if t["detection_delay_min"] is None)
+        report["false_trips"] = sum(1 for t in trips if t["kind"] == "trip" and t["detection_delay_min"] is None)
+        report["probation_failures"] = sum(1 for t in trips if t["kind"] == "probation_failed")
         model_profit = arm_summary(reference, margin, ids, floor)["profit"]
         report["loss_avoided"] = _money(report["arms"]["guarded"]["profit"] - model_profit)
     return report

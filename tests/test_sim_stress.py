@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import sim_support
 from sim_support import full_kit, kit_for, small_scenario
@@ -8,7 +9,7 @@ from cli.main import main
 from control.domain import GuardMode, GuardState
 from sim.report import report_json, write_report
 from sim.scenario import dump_scenario, load_scenario
-from sim.stress import run_stress
+from sim.stress import detection_delay, run_stress
 
 
 def stress(scenario, seed, minutes=300, **kw):
@@ -17,7 +18,8 @@ def stress(scenario, seed, minutes=300, **kw):
 
 
 class ScriptedGuard:
-    """A stand-in guard driver: trips c01 at minute 100 and c02 at minute 200; records its calls."""
+    """A stand-in guard driver: trips c01 at minute 100 (probation 150-159, failed: back at 160) and c02
+    at minute 200; records its calls."""
 
     def __init__(self):
         self.calls = []
@@ -27,7 +29,9 @@ class ScriptedGuard:
         minute = len(self.calls) - 1
         states = {}
         if minute >= 100:
-            states["c01"] = GuardState("c01", GuardMode.TRIPPED, event_id=1)
+            on_probation = 150 <= minute < 160
+            states["c01"] = GuardState("c01", GuardMode.PROBATION if on_probation else GuardMode.TRIPPED,
+                                       canary_share=0.1 if on_probation else 0.0, event_id=1)
         if minute >= 200:
             states["c02"] = GuardState("c02", GuardMode.TRIPPED, event_id=2)
         return states
@@ -62,11 +66,37 @@ def test_a_guard_driver_is_called_every_bucket_and_its_trips_are_reported():
     assert len(driver.calls) == 300
     assert driver.calls[0][1] is None and driver.calls[1][1] == 0  # gets the previous bucket's result
     assert driver.calls[1][0] - driver.calls[0][0] == 60
-    assert [(t["campaign"], t["at_minute"]) for t in report["trips"]] == [("c01", 100), ("c02", 200)]
+    assert [(t["campaign"], t["at_minute"], t["kind"]) for t in report["trips"]] == [
+        ("c01", 100, "trip"), ("c01", 160, "probation_failed"), ("c02", 200, "trip")]
+    assert report["probation_failures"] == 1
     guarded, model = report["arms"]["guarded"], report["arms"]["model"]
     assert report["loss_avoided"] == pytest.approx(guarded["profit"] - model["profit"], abs=0.01)
-    # in a healthy world nothing truly crossed the floor: both trips are false trips
-    assert report["false_trips"] == sum(1 for t in report["trips"] if t["detection_delay_min"] is None)
+    # false trips: trips proper near no below-floor episode (failed probations are counted apart)
+    assert report["false_trips"] == sum(1 for t in report["trips"]
+                                        if t["kind"] == "trip" and t["detection_delay_min"] is None)
+
+
+EPISODES = np.zeros(200, dtype=bool)
+EPISODES[10:20] = True   # true ROI below the floor in minutes 10-19
+EPISODES[150:155] = True
+
+
+@pytest.mark.parametrize(("minute", "delay"), [
+    (10, 0), (15, 5), (19, 9),       # during the episode: from its first minute
+    (25, 15), (79, 69),              # after it: its detection while it ended at most 60 min before
+    (85, None),                      # too late for the first, too early for the second: a false trip
+    (5, -5), (95, -55),              # before an episode, by at most 60 min: an early trip
+    (154, 4),
+])
+def test_a_trip_is_judged_against_the_true_roi_episode_it_detected(minute, delay):
+    assert detection_delay(EPISODES, minute) == delay
+
+
+def test_a_trip_far_from_any_episode_is_false_even_where_the_campaign_crossed_at_another_hour():
+    below = np.zeros(1440, dtype=bool)
+    below[0:2] = True  # two noisy minutes at midnight
+    assert detection_delay(below, 845) is None
+    assert detection_delay(np.zeros(1440, dtype=bool), 3) is None
 
 
 def test_the_cli_runs_a_users_scenario_file_and_prints_json(tmp_path, monkeypatch, capsys):

@@ -75,11 +75,12 @@ def _report(ctx: Ctx, report: dict) -> None:
                           ctx.t("st.below_floor"): d["campaigns_below_floor"]}
                          for arm, d in report["arms"].items()])
     st.dataframe(arms, hide_index=True)
-    c1, c2, c3 = st.columns(3)
-    c1.metric(ctx.t("gd.trips"), len(report["trips"]))
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric(ctx.t("gd.trips"), sum(t["kind"] == "trip" for t in report["trips"]))
     c2.metric(ctx.t("st.false_trips"), report["false_trips"])
+    c3.metric(ctx.t("st.probation_failures"), report["probation_failures"])
     loss = report["loss_avoided"]
-    c3.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
+    c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
     if report["trips"]:
         st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
     st.altair_chart(sim_report.charts(report))
