@@ -73,12 +73,13 @@ class RoiConfig:
     realised_consecutive: int = 2
     realised_min_spend: float = 300.0
     realised_min_orders: float = 10.0
-    confidence: float = 0.99
+    confidence: float = 0.999
     hysteresis: float = 0.2
     calibration_enabled: bool = True
     calibration_consecutive: int = 2
     calibration_min_orders: float = 100.0
     calibration_confidence: float = 0.99
+    order_value_cv: float = 0.5
     machine: MachineConfig = field(default_factory=MachineConfig)
 
 
@@ -113,7 +114,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "realised_min_orders": (0.0, None), "confidence": (0.5, 0.999999), "hysteresis": (0.0, None),
     "max_ahead": (0.0, None), "min_elapsed_s": (0, None), "min_level": (0.0, 1.0),
     "tz_offset_s": (-86400, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
-    "calibration_confidence": (0.5, 0.999999),
+    "calibration_confidence": (0.5, 0.999999), "order_value_cv": (0.0, 10.0),
 }
 _CHOICES = {"stale_action": ("pool", "hold")}
 

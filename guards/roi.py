@@ -18,8 +18,10 @@ Three trip rules (docs/GUARDS.md explains the method):
   evaluations in a row. A campaign's own evidence takes tens of minutes; the
   pool's, ~40 times larger, a few.
 
-The order count is treated as Poisson (GMV = orders x basket value); its upper
-bound uses the Wilson-Hilferty approximation of the exact chi-square bound.
+GMV is treated as compound Poisson: a Poisson number of orders whose values spread
+(`order_value_cv`), so n orders weigh as n / (1 + cv^2) Poisson events; the upper
+bound uses the Wilson-Hilferty approximation of the exact chi-square bound. The
+realised rule's `confidence` is 99.9%: it is tested every minute on every campaign.
 Probation passes when the model's predicted ROI -- scaled by how far its
 predictions are off (`calibration`) -- is at least floor +
 hysteresis and the realised rule does not breach; the scaled prediction below the
@@ -52,13 +54,20 @@ def poisson_upper(n: float, confidence: float) -> float:
     return k * (1.0 - 1.0 / (9.0 * k) + z / (3.0 * math.sqrt(k))) ** 3
 
 
-def realised_upper(obs: Observation, confidence: float) -> float:
+def effective_orders(n: float, order_value_cv: float) -> float:
+    """Orders as Poisson events: GMV is a sum of a Poisson number of orders of varying value
+    (compound Poisson), whose variance is that of n / (1 + cv^2) orders of one value."""
+    return n / (1.0 + order_value_cv * order_value_cv)
+
+
+def realised_upper(obs: Observation, config: RoiConfig) -> float:
     """Upper confidence bound of the realised ROI (NaN without mature spend)."""
     if not obs.realised_spend > 0:
         return math.nan
-    n = obs.realised_orders
-    basket = obs.realised_roi * obs.realised_spend / n if n > 0 else obs.avg_order_value
-    return poisson_upper(n, confidence) * basket / obs.realised_spend
+    n = effective_orders(obs.realised_orders, config.order_value_cv)
+    if n > 0:
+        return obs.realised_roi * poisson_upper(n, config.confidence) / n
+    return poisson_upper(0.0, config.confidence) * obs.avg_order_value / obs.realised_spend
 
 
 def calibration_upper(obs: Observation, config: RoiConfig) -> float:
@@ -66,6 +75,7 @@ def calibration_upper(obs: Observation, config: RoiConfig) -> float:
     n = obs.model_calibration_orders
     if not (n >= config.calibration_min_orders and math.isfinite(obs.model_calibration)):
         return math.nan
+    n = effective_orders(n, config.order_value_cv)
     return min(1.0, obs.model_calibration * poisson_upper(n, config.calibration_confidence) / n)
 
 
@@ -98,7 +108,7 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     if pred_roi == pred_roi and obs.pred_spend >= config.min_pred_spend:
         pred_breach = pred_roi < floor
     checks = [Check("pred_roi", pred_breach, config.machine.consecutive)]
-    upper = realised_upper(obs, config.confidence)
+    upper = realised_upper(obs, config)
     realised_breach = None
     if config.realised_enabled:
         powered = (obs.realised_spend >= config.realised_min_spend and obs.avg_order_value > 0

@@ -49,7 +49,7 @@ CASES = [
      [(t, obs(1.5, bucket=T0)) for t in (0, 20, 40)], MODEL, []),
     ("no data is not a breach", minutes([math.nan] * 5), MODEL, []),
     ("realised ROI significantly below the floor trips",
-     minutes([2.5, 2.5], realised_roi=1.0, realised_spend=2000.0, realised_orders=20.0), TRIPPED, ["tripped"]),
+     minutes([2.5, 2.5], realised_roi=1.0, realised_spend=4000.0, realised_orders=40.0), TRIPPED, ["tripped"]),
     ("realised ROI low on too little volume does not",
      minutes([2.5] * 4, realised_roi=1.0, realised_spend=100.0, realised_orders=1.0), MODEL, []),
     ("realised ROI below but within noise does not",
@@ -140,7 +140,7 @@ def test_stale_hold_keeps_the_mode_and_counts_nothing_until_fresh():
 
 def test_a_model_that_over_promised_is_not_believed_in_probation():
     """Tripped on realised ROI 1.2 while predicting 2.7: its 2.7 now counts as 1.2, so probation fails."""
-    bad = dict(realised_roi=1.2, realised_spend=3000.0, realised_orders=36.0)
+    bad = dict(realised_roi=1.2, realised_spend=6000.0, realised_orders=72.0)
     state, _, kinds = play(minutes([2.7, 2.7], **bad))
     assert kinds == ["tripped"] and state.cause == "realised_roi"
     t = M.cooldown_s + 120

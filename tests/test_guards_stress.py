@@ -30,19 +30,23 @@ def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
     report, driver = stress("818", 1, data_dir, minutes=240)  # the first four hours
     first = {}
     for trip in report["trips"]:
-        first.setdefault(trip["campaign"], trip["at_minute"])
+        first.setdefault(trip["campaign"], trip)
     assert report["false_trips"] == 0
+    assert {t["kind"] for t in first.values()} == {"trip"}
     # The model over-promises on every campaign from midnight (true ROI below the floor from minute
     # 0-1): the model-wide calibration check, pooled over all of them, trips every campaign within
-    # the first quarter hour, half of them within 8 minutes (measured: 6-12, median 7).
-    minutes = sorted(first.values())
+    # the first twenty minutes, half of them within 12 (measured: 6-16, median 10).
+    minutes = sorted(t["at_minute"] for t in first.values())
     assert len(minutes) == len(driver.driver.campaign_ids)
-    assert minutes[-1] <= 15 and minutes[len(minutes) // 2] <= 8
+    assert minutes[-1] <= 20 and minutes[len(minutes) // 2] <= 12
     assert report["arms"]["guarded"]["roi"] > 2.0
     assert report["loss_avoided"] > 0
-    assert len(driver.trips) <= len(report["trips"])  # trips proper; the rest are failed probations
+    trips_proper = [t for t in report["trips"] if t["kind"] == "trip"]
+    assert len(driver.trips) == len(trips_proper)
+    assert report["probation_failures"] == len(report["trips"]) - len(trips_proper)
 
 
-def test_normal_day_has_no_false_trips(data_dir):
-    report, _ = stress("normal", 1, data_dir)
+@pytest.mark.parametrize("seed", [1, 3])  # seed 3 had a false trip before order values' spread was counted
+def test_normal_day_has_no_false_trips(data_dir, seed):
+    report, _ = stress("normal", seed, data_dir)
     assert report["false_trips"] == 0
