@@ -26,23 +26,19 @@ from guards.observe import FEATURE_COLUMNS, Feeds, lookback_s, observations_from
 from guards.registry import GUARDS, enabled, evaluate
 from store.repo import most_restrictive
 
-_DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n", "served_w")
-_OUTCOME_SUMS = ("spend", "orders", "gmv")
+_DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
+_OUTCOME_SUMS = ("spend", "orders", "gmv", "pred_gmv")
 
 
 def decision_sums(decisions) -> dict[str, np.ndarray]:
     """Per decision row, what guards.observe sums per campaign x bucket (the worker's SQL does the same):
-    w = budget_share x audience_on, roi_w = w x pred_roi, pool_w / pool_n over rows with a pool score,
-    served_w = w x the predicted ROI of what was served (the pool's where it decided)."""
+    w = budget_share x audience_on, roi_w = w x pred_roi, pool_w / pool_n over rows with a pool score."""
     w = np.asarray(decisions["budget_share"], dtype=float) * np.asarray(decisions["audience_on"], dtype=bool)
     pool = (np.asarray(pd.to_numeric(pd.Series(decisions["pool_pred_roi"]), errors="coerce"), dtype=float)
             if "pool_pred_roi" in decisions else np.full(len(w), np.nan))
     scored = w * ~np.isnan(pool)
     pred = np.asarray(decisions["pred_roi"], dtype=float)
-    by_pool = (np.asarray(decisions["decided_by"], dtype=object) == "rule_pool") & ~np.isnan(pool) \
-        if "decided_by" in decisions else np.zeros(len(w), dtype=bool)
-    return {"w": w, "roi_w": w * pred, "pool_w": scored * np.nan_to_num(pool), "pool_n": scored,
-            "served_w": w * np.where(by_pool, np.nan_to_num(pool), pred)}
+    return {"w": w, "roi_w": w * pred, "pool_w": scored * np.nan_to_num(pool), "pool_n": scored}
 
 
 class GuardDriver:
@@ -61,6 +57,8 @@ class GuardDriver:
         self._decisions: dict[int, np.ndarray] = {}
         self._outcomes: dict[int, np.ndarray] = {}
         self._features: dict[str, np.ndarray] = {}
+        # bucket_ts -> pred_value by (campaign_id, audience_package): what `feed` joins outcome rows to.
+        self._values: dict[int, pd.Series] = {}
 
     def codes(self, campaign_ids) -> np.ndarray:
         """Campaign ids -> positions in the driver's campaign list (-1: unknown)."""
@@ -84,9 +82,10 @@ class GuardDriver:
                   np.column_stack([sums[c] for c in _DECISION_SUMS]), np.ones(len(codes)))
 
     def feed_outcomes(self, codes: np.ndarray, bucket_ts: np.ndarray, known_ts: np.ndarray, spend: np.ndarray,
-                      orders: np.ndarray, gmv: np.ndarray) -> None:
-        """Outcome increments (conversion lag: each with the time it became known)."""
-        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (spend, orders, gmv)])
+                      orders: np.ndarray, gmv: np.ndarray, pred_gmv: np.ndarray) -> None:
+        """Outcome increments (conversion lag: each with the time it became known); pred_gmv is their
+        clicks x the pred_value of their slot's decision."""
+        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (spend, orders, gmv, pred_gmv)])
         self._add(self._outcomes, len(self._index), codes, np.asarray(bucket_ts, dtype=np.int64), values,
                   np.asarray(known_ts, dtype=np.float64))
 
@@ -100,12 +99,31 @@ class GuardDriver:
         with known_ts, per-campaign features)."""
         if decisions is not None and len(decisions):
             self.feed_decisions(self.codes(decisions["campaign_id"]), decisions["bucket_ts"], decisions)
+            for bucket, rows in decisions.groupby("bucket_ts"):
+                values = rows.set_index(["campaign_id", "audience_package"])["pred_value"].astype(float)
+                self._values[int(bucket)] = values.groupby(level=[0, 1]).max()
         if outcomes is not None and len(outcomes):
             self.feed_outcomes(self.codes(outcomes["campaign_id"]), outcomes["bucket_ts"], outcomes["known_ts"],
-                               outcomes["spend"], outcomes["orders"], outcomes["gmv"])
+                               outcomes["spend"], outcomes["orders"], outcomes["gmv"], self._pred_gmv(outcomes))
         if features is not None:
             by = features.groupby("campaign_id")[list(FEATURE_COLUMNS)].max().reindex(self._index)
             self.feed_features({c: by[c].to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS})
+
+    def _pred_gmv(self, outcomes: pd.DataFrame) -> np.ndarray:
+        """Per outcome row: clicks x the pred_value of its slot's decision (0 without one), as the
+        worker's SQL joins them."""
+        out = np.zeros(len(outcomes))
+        buckets = outcomes["bucket_ts"].to_numpy(dtype=np.int64)
+        clicks = outcomes["clicks"].to_numpy(dtype=np.float64)
+        for bucket in np.unique(buckets).tolist():
+            values = self._values.get(bucket)
+            if values is None:
+                continue
+            rows = buckets == bucket
+            slots = pd.MultiIndex.from_arrays([outcomes["campaign_id"].to_numpy()[rows],
+                                               outcomes["audience_package"].to_numpy()[rows]])
+            out[rows] = values.reindex(slots).fillna(0.0).to_numpy() * clicks[rows]
+        return out
 
     def _window(self, table: dict[int, np.ndarray], now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(codes, buckets, values) of the campaign x bucket entries within the lookback; older ones are
@@ -125,12 +143,14 @@ class GuardDriver:
 
     def tick(self, now_ts: int) -> list[GuardEvent]:
         """Evaluate every guard of every campaign at now_ts; returns (and keeps) the events."""
+        for bucket in [b for b in self._values if b < now_ts - self.lookback]:
+            del self._values[bucket]
         d_codes, d_bucket, d = self._window(self._decisions, now_ts)
         o_codes, o_bucket, o = self._window(self._outcomes, now_ts)
         d = d if len(d) else np.zeros((0, len(_DECISION_SUMS) + 1))
         o = o if len(o) else np.zeros((0, len(_OUTCOME_SUMS) + 1))
-        feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3], d[:, 4],
-                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], self._features)
+        feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
+                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features)
         columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback)
         observed = observations_from(self.campaign_ids, columns)
         events: list[GuardEvent] = []

@@ -74,8 +74,9 @@ def _insert_event(conn: Connection, event: GuardEvent) -> int:
 def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
     figures = dict(event.figures)
     before = figures.get("realised_roi") if event.cause == "realised_roi" else figures.get("pred_roi")
-    if event.cause == "model_calibration" and before is not None and "model_calibration" in figures:
-        before *= min(1.0, figures["model_calibration"])  # the prediction, calibrated on the pooled outcomes
+    if event.cause == "model_calibration":  # what the clicks bought were worth, calibrated on the pooled outcomes
+        bought, k = figures.get("bought_pred_roi"), figures.get("model_calibration")
+        before = bought * min(1.0, k) if bought is not None and k is not None else None
     conn.execute(insert(s.guard_trips).values(
         guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
         roi_before=before, detection_delay_s=event.detection_delay_s,

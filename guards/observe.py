@@ -19,18 +19,27 @@ Definitions (docs/GUARDS.md has the reasoning):
   sum(spend x F(a)): the GMV still to come is neither ignored (no false fall) nor
   invented per bucket. Using the watermark instead of now means an outcome feed
   that stops does not make recent buckets look like a fall.
-- predicted ROI of what was served, over the same mature buckets as the realised
-  ROI: the pool's predicted ROI where the pool served, the model's elsewhere. Both
-  come from the model's value-per-click prediction, so realised / served-predicted
-  is how far the model's predictions are off, even while the pool serves (the
-  ROI guard's probation uses it).
-- model-wide calibration, pooled over every campaign observed (one model serves
-  them): k = realised GMV / predicted GMV over the buckets of age >=
-  `calibration_maturity_s` (and within `realised_window_s` of it), predicted GMV =
-  each campaign's served predicted ROI x its lag-corrected spend there. With ~40x
-  one campaign's evidence it shows a model that over-promises everywhere minutes
-  before any one campaign's own outcomes can. Its evidence is the effective order
-  count (G^2 / sum(gmv_c^2 / orders_c): orders weighted by the campaigns' baskets).
+- the campaign's value calibration, over the same mature buckets as the realised
+  ROI: GMV known / sum(clicks x pred_value x F(a)), how far the model's value
+  predictions for its clicks are off, whoever set the bid (the ROI guard's probation
+  uses it while the pool serves).
+- predicted ROI of the clicks bought: over the last `spend_window_s` of buckets, the
+  value the model predicted for the clicks the campaign bought (clicks x pred_value) /
+  what they cost. Clicks and spend are known when a bucket is served, so it needs no
+  outcome lag and no model of the price: the plan's pred_roi divides by an expected
+  price (bid x the historical paid ratio) that was 10% too high in 818.
+- model-wide calibration of the model's VALUE prediction, pooled over every campaign
+  observed (one model serves them): k = GMV known / sum(pred_value x clicks x F(a))
+  over the buckets of age >= `calibration_maturity_s` (and within `realised_window_s`
+  of it): each slot's clicks times the value per click the model predicted for that
+  slot, whoever set the bid. Every slot has the model's prediction, so the pool's
+  slots are evidence too; comparing ROIs instead would also measure how well the
+  shadow score prices the pool's bids (it over-promised by a third more in 818).
+  With ~40x one campaign's evidence it shows a model that over-promises everywhere
+  minutes before any one campaign's own outcomes can. Its evidence is the effective
+  order count (G^2 / sum(gmv_c^2 / orders_c): orders weighted by the campaigns'
+  baskets). Outcomes without a decision have no prediction and count as GMV only
+  (k errs high: towards no trip).
 - data age: now minus the older of the campaign's newest decision bucket and
   newest outcome known_ts, looked up within `lookback_s`; None when the campaign
   has neither (nothing to guard).
@@ -62,7 +71,8 @@ class Observation:
     pred_spend: float          # spend expected over pred_window_s at the current rate, yuan
     spend_per_hour: float      # spend at risk, yuan per hour
     pool_pred_roi: float       # the rule pool's predicted ROI on the same slots (shadow score)
-    served_pred_roi: float     # predicted ROI of what was served, over the mature buckets (see below)
+    value_calibration: float   # GMV known / the model's lag-corrected predicted GMV, mature buckets
+    bought_pred_roi: float     # the model's value of the clicks bought / their cost, over spend_window_s
     realised_roi: float        # lag-corrected, mature buckets only
     realised_spend: float      # sum(spend x F(age)) of those buckets, yuan
     realised_orders: float     # orders known in those buckets
@@ -93,20 +103,17 @@ def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
     return max(oldest_mature, config.spend_window_s, 3 * stale_after_s)
 
 
-def model_calibration(gmv: np.ndarray, orders: np.ndarray, spend: np.ndarray,
-                      served_pred_roi: np.ndarray) -> tuple[float, float]:
-    """(k, effective orders) pooled over campaigns: k = sum(gmv) / sum(served_pred_roi x spend).
+def model_calibration(gmv: np.ndarray, orders: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """(k, effective orders) pooled over campaigns: k = sum(gmv) / sum(predicted).
 
-    Per campaign: GMV known, orders known, lag-corrected spend, predicted ROI of what was
-    served, over the same buckets. Effective orders = G^2 / sum(gmv_c^2 / orders_c), the
-    Poisson count that would give the pooled GMV its variance when baskets differ by campaign.
+    Per campaign: GMV known, orders known and the lag-corrected GMV the model predicted,
+    over the same buckets. Effective orders = G^2 / sum(gmv_c^2 / orders_c), the Poisson
+    count that would give the pooled GMV its variance when baskets differ by campaign.
     """
-    ok = (spend > 0) & np.isfinite(served_pred_roi)
-    predicted = float((served_pred_roi[ok] * spend[ok]).sum())
-    total = float(gmv[ok].sum())
-    sold = ok & (orders > 0)
+    total, expected = float(gmv.sum()), float(predicted.sum())
+    sold = orders > 0
     spread = float((gmv[sold] ** 2 / orders[sold]).sum())
-    k = total / predicted if predicted > 0 else np.nan
+    k = total / expected if expected > 0 else np.nan
     return k, (total * total / spread if spread > 0 else 0.0)
 
 
@@ -140,12 +147,12 @@ class Feeds:
     roi_w: np.ndarray
     pool_w: np.ndarray
     pool_n: np.ndarray
-    served_w: np.ndarray
     o_codes: np.ndarray
     o_bucket: np.ndarray
     spend: np.ndarray
     orders: np.ndarray
     gmv: np.ndarray
+    pred_gmv: np.ndarray    # sum over the entry's slots of clicks x the model's pred_value
     last_known: np.ndarray
     features: dict[str, np.ndarray]  # FEATURE_COLUMNS -> (n,)
 
@@ -171,25 +178,22 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
     realised_spend = _sum_by(o_codes, n, spend * share * mature)
     realised_gmv = _sum_by(o_codes, n, feeds.gmv * mature)
     realised_orders = _sum_by(o_codes, n, feeds.orders * mature)
-    d_age = watermark - d_bucket
-    d_mature = (d_age >= config.maturity_s) & (d_age < config.maturity_s + config.realised_window_s)
-    served_sum = _sum_by(d_codes, n, feeds.served_w * d_mature)
-    served_n = _sum_by(d_codes, n, feeds.w * d_mature)
+    realised_pred_gmv = _sum_by(o_codes, n, feeds.pred_gmv * share * mature)
     cal_s = config.calibration_maturity_s
     cal = (age >= cal_s) & (age < cal_s + config.realised_window_s)
-    d_cal = (d_age >= cal_s) & (d_age < cal_s + config.realised_window_s)
-    cal_w = _sum_by(d_codes, n, feeds.w * d_cal)
     recent = o_bucket > watermark - config.spend_window_s
-    spend_rate = _sum_by(o_codes, n, spend * recent) / config.spend_window_s
+    recent_spend = _sum_by(o_codes, n, spend * recent)
+    spend_rate = recent_spend / config.spend_window_s
     last_outcome = _max_by(o_codes, n, feeds.last_known)
     with np.errstate(invalid="ignore", divide="ignore"):
         pred_roi = np.where(w_sum > 0, roi_sum / w_sum, np.nan)
         pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
         realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
-        served_pred_roi = np.where(served_n > 0, served_sum / served_n, np.nan)
-        cal_served = np.where(cal_w > 0, _sum_by(d_codes, n, feeds.served_w * d_cal) / cal_w, np.nan)
+        value_calibration = np.where(realised_pred_gmv > 0, realised_gmv / realised_pred_gmv, np.nan)
+        bought_pred_roi = np.where(recent_spend > 0, _sum_by(o_codes, n, feeds.pred_gmv * recent) / recent_spend,
+                                   np.nan)
     k, k_orders = model_calibration(_sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
-                                    _sum_by(o_codes, n, spend * share * cal), cal_served)
+                                    _sum_by(o_codes, n, feeds.pred_gmv * share * cal))
 
     # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
@@ -201,7 +205,8 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         "pred_spend": spend_rate * config.pred_window_s,
         "spend_per_hour": spend_rate * 3600,
         "pool_pred_roi": pool_pred_roi,
-        "served_pred_roi": served_pred_roi,
+        "value_calibration": value_calibration,
+        "bought_pred_roi": bought_pred_roi,
         "realised_roi": realised_roi,
         "realised_spend": realised_spend,
         "realised_orders": realised_orders,
@@ -218,8 +223,9 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
 
-    decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n, served_w (sums per campaign x bucket)
-    outcomes:  campaign_id, bucket_ts, spend, orders, gmv, last_known_ts (sums per campaign x bucket)
+    decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
+    outcomes:  campaign_id, bucket_ts, spend, orders, gmv, pred_gmv, last_known_ts (sums per campaign x
+               bucket; pred_gmv = clicks x the slot's decision's pred_value)
     features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
     campaigns: campaign_id, avg_order_value
     """
@@ -231,9 +237,9 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
 
     feeds = Feeds(
         _codes(decisions, index), col(decisions, "bucket_ts", np.int64), col(decisions, "w"),
-        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"), col(decisions, "served_w"),
+        col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
         _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
-        col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "last_known_ts"),
+        col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "pred_gmv"), col(outcomes, "last_known_ts"),
         {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
     columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
                             lookback)
@@ -280,17 +286,20 @@ def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: 
         "SUM(CASE WHEN audience_on THEN budget_share * pred_roi ELSE 0 END) AS roi_w, "
         "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share * pool_pred_roi "
         "ELSE 0 END) AS pool_w, "
-        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share ELSE 0 END) AS pool_n, "
-        "SUM(CASE WHEN NOT audience_on THEN 0 WHEN decided_by = 'rule_pool' AND pool_pred_roi IS NOT NULL "
-        "THEN budget_share * pool_pred_roi ELSE budget_share * pred_roi END) AS served_w "
+        "SUM(CASE WHEN audience_on AND pool_pred_roi IS NOT NULL THEN budget_share ELSE 0 END) AS pool_n "
         "FROM decisions WHERE bucket_ts >= :since AND bucket_ts <= :now "
         "GROUP BY campaign_id, bucket_ts"), {"since": since, "now": now_ts}).all(),
-        columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n", "served_w"])
+        columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n"])
+    # Each outcome row with clicks meets its slot's decision for the value the model predicted
+    # (ix_decisions_slot answers it; MAX keeps a decision sent twice from counting twice).
     outcomes = pd.DataFrame(conn.execute(text(
-        "SELECT campaign_id, bucket_ts, SUM(spend), SUM(orders), SUM(gmv), MAX(known_ts) "
-        "FROM outcomes WHERE bucket_ts >= :since AND known_ts <= :now "
-        "GROUP BY campaign_id, bucket_ts"), {"since": since, "now": now_ts}).all(),
-        columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv", "last_known_ts"])
+        "SELECT o.campaign_id, o.bucket_ts, SUM(o.spend), SUM(o.orders), SUM(o.gmv), "
+        "SUM(CASE WHEN o.clicks > 0 THEN o.clicks * COALESCE((SELECT MAX(d.pred_value) FROM decisions d "
+        "WHERE d.campaign_id = o.campaign_id AND d.bucket_ts = o.bucket_ts "
+        "AND d.audience_package = o.audience_package), 0) ELSE 0 END), MAX(o.known_ts) "
+        "FROM outcomes o WHERE o.bucket_ts >= :since AND o.known_ts <= :now "
+        "GROUP BY o.campaign_id, o.bucket_ts"), {"since": since, "now": now_ts}).all(),
+        columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv", "pred_gmv", "last_known_ts"])
     dialect = conn.dialect.name
     selects = ", ".join(f"MAX({_feature_sql(dialect, feature_names.get(c, c))}) AS {c}"
                         for c in FEATURE_COLUMNS)

@@ -11,19 +11,19 @@ Three trip rules (docs/GUARDS.md explains the method):
   spend is at least `realised_min_spend` and that spend would buy at least
   `realised_min_orders` orders at the floor (enough power to tell);
 - `model_calibration` (in MODEL only): the model over-promises everywhere. Pooled over
-  every campaign the model serves (guards.observe), k = realised / predicted GMV;
-  its upper `calibration_confidence` bound k_up (Poisson on the pooled effective
-  orders, at least `calibration_min_orders` of them) scales the campaign's predicted
-  ROI; below the floor, with `min_pred_spend`, for `calibration_consecutive`
-  evaluations in a row. A campaign's own evidence takes tens of minutes; the
-  pool's, ~40 times larger, a few.
+  every campaign the model serves (guards.observe), k = GMV / the value the model
+  predicted for the clicks; its upper `calibration_confidence` bound k_up (Poisson on
+  the pooled effective orders, at least `calibration_min_orders` of them) scales the
+  predicted ROI of the clicks the campaign bought; below the floor, with
+  `min_pred_spend`, for `calibration_consecutive` evaluations in a row. A campaign's
+  own evidence takes tens of minutes; the pool's, ~40 times larger, a few.
 
 GMV is treated as compound Poisson: a Poisson number of orders whose values spread
 (`order_value_cv`), so n orders weigh as n / (1 + cv^2) Poisson events; the upper
 bound uses the Wilson-Hilferty approximation of the exact chi-square bound. The
 realised rule's `confidence` is 99.9%: it is tested every minute on every campaign.
-Probation passes when the model's predicted ROI -- scaled by how far its
-predictions are off (`calibration`) -- is at least floor +
+Probation passes when the model's predicted ROI -- scaled by how far its value
+predictions for the campaign are off (`calibration`) -- is at least floor +
 hysteresis and the realised rule does not breach; the scaled prediction below the
 floor fails it.
 """
@@ -83,17 +83,16 @@ def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> flo
     """How far the model's predictions are off (realised / predicted, at most 1), outside MODEL.
 
     While the pool serves, realised outcomes are mostly the pool's, so the canary is
-    judged on the model's predicted ROI scaled by this factor. It is measured live:
-    realised ROI / predicted ROI of what was served over the same mature buckets (the
-    pool's predictions also come from the model's value per click, so an over-promising
-    model shows even while the pool serves). Without enough mature spend, the factor
-    measured at the trip. In MODEL the prediction is taken as it is (1.0).
+    judged on the model's predicted ROI scaled by this factor. It is measured live: the
+    campaign's value calibration (GMV known / the value the model predicted for its
+    clicks, mature buckets), which holds whoever set the bids, so an over-promising model
+    shows even while the pool serves. Without enough mature spend, the factor measured
+    at the trip. In MODEL the prediction is taken as it is (1.0).
     """
     if state.mode is GuardMode.MODEL:
         return 1.0
-    if obs.realised_spend >= config.realised_min_spend and obs.served_pred_roi > 0 \
-            and obs.realised_roi == obs.realised_roi:
-        return min(1.0, obs.realised_roi / obs.served_pred_roi)
+    if obs.realised_spend >= config.realised_min_spend and obs.value_calibration == obs.value_calibration:
+        return min(1.0, obs.value_calibration)
     at_trip = dict(state.figures_at_trip)
     pred, realised = at_trip.get("pred_roi"), at_trip.get("realised_roi")
     if state.cause != "realised_roi" or not pred or realised is None:
@@ -119,10 +118,10 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     k_upper = calibration_upper(obs, config)
     if config.calibration_enabled:
         calibrated_breach = None
-        if state.mode is GuardMode.MODEL and k_upper == k_upper and obs.pred_roi == obs.pred_roi \
+        if state.mode is GuardMode.MODEL and k_upper == k_upper and obs.bought_pred_roi == obs.bought_pred_roi \
                 and obs.pred_spend >= config.min_pred_spend:
             # k_upper = 1: no significant over-promise; the pred_roi rule judges the prediction itself.
-            calibrated_breach = k_upper < 1.0 and obs.pred_roi * k_upper < floor
+            calibrated_breach = k_upper < 1.0 and obs.bought_pred_roi * k_upper < floor
         checks.append(Check("model_calibration", calibrated_breach, config.calibration_consecutive))
     healthy = None
     if pred_roi == pred_roi:
@@ -130,7 +129,8 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     figures = {"floor": floor, "pred_roi": obs.pred_roi, "calibrated_pred_roi": pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
                "realised_upper": upper, "realised_spend": obs.realised_spend,
-               "pool_pred_roi": obs.pool_pred_roi, "served_pred_roi": obs.served_pred_roi,
+               "pool_pred_roi": obs.pool_pred_roi, "value_calibration": obs.value_calibration,
+               "bought_pred_roi": obs.bought_pred_roi,
                "model_calibration": obs.model_calibration, "model_calibration_upper": k_upper}
     return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures)
 

@@ -33,6 +33,9 @@ class SimGuardDriver:
         self._feature_names = {"spend_pace": settings.defaults["pacing"].feature,
                                "inventory_level": settings.defaults["inventory"].feature}
         self._slot_codes: np.ndarray | None = None
+        # minute -> each slot's pred_value: outcome increments (late ones too) meet their bucket's prediction
+        self._values: dict[int, np.ndarray] = {}
+        self._lookback_min = self.driver.lookback // BUCKET_SECONDS
 
     def _feed(self, last) -> None:
         columns = last.columns
@@ -40,9 +43,18 @@ class SimGuardDriver:
             self._slot_codes = self.driver.codes(columns["campaign_id"])
         codes = self._slot_codes
         self.driver.feed_decisions(codes, columns["bucket_ts"], columns)
+        self._values[last.minute] = np.asarray(columns["pred_value"], dtype=np.float64)
+        self._values.pop(last.minute - self._lookback_min - 1, None)
         inc = last.outcomes
+        pred_gmv = np.zeros(len(inc.slot))
+        for minute in np.unique(inc.bucket_minute[inc.clicks > 0]).tolist():  # clicks come in a bucket's first increment
+            rows = (inc.bucket_minute == minute) & (inc.clicks > 0)
+            values = self._values.get(minute)
+            if values is not None:
+                pred_gmv[rows] = values[inc.slot[rows]] * inc.clicks[rows]
         self.driver.feed_outcomes(codes[inc.slot], DAY_START_TS + inc.bucket_minute * BUCKET_SECONDS,
-                                  DAY_START_TS + inc.known_minute * BUCKET_SECONDS, inc.spend, inc.orders, inc.gmv)
+                                  DAY_START_TS + inc.known_minute * BUCKET_SECONDS, inc.spend, inc.orders, inc.gmv,
+                                  pred_gmv)
         names = list(last.feature_names)
         n = len(self.driver.campaign_ids)
         features = {}

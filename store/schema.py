@@ -76,7 +76,8 @@ decisions = Table(
     Column("source", String(32), nullable=False, server_default="sim"),
     Column("received_ts", BigInteger, nullable=False),
     Column("features", JSON),
-    Index("ix_decisions_campaign_bucket", "campaign_id", "bucket_ts"),
+    # Also the guard's lookup of a slot's pred_value for its outcomes (guards.observe.load_inputs).
+    Index("ix_decisions_slot", "campaign_id", "bucket_ts", "audience_package", "pred_value"),
     Index("ix_decisions_bucket", "bucket_ts"),
 )
 

@@ -20,11 +20,13 @@ def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 1
         realised_roi: float = math.nan, realised_spend: float = 0.0, realised_orders: float = 0.0,
         data_age_s: int | None = 30, campaign_id: str = "c1", spend_pace: float = math.nan,
         inventory_level: float = math.nan, day_elapsed_s: int = 7200,
-        served_pred_roi: float = math.nan, model_calibration: float = math.nan,
-        model_calibration_orders: float = 0.0) -> Observation:
+        value_calibration: float = math.nan, model_calibration: float = math.nan,
+        model_calibration_orders: float = 0.0, bought_pred_roi: float | None = None) -> Observation:
+    """A campaign observation; the clicks bought are worth the plan's prediction unless told."""
     return Observation(campaign_id=campaign_id, latest_bucket_ts=bucket, pred_roi=pred_roi,
                        pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=math.nan,
-                       served_pred_roi=served_pred_roi,
+                       value_calibration=value_calibration,
+                       bought_pred_roi=pred_roi if bought_pred_roi is None else bought_pred_roi,
                        realised_roi=realised_roi, realised_spend=realised_spend,
                        realised_orders=realised_orders, avg_order_value=100.0, data_age_s=data_age_s,
                        day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level,
@@ -42,14 +44,15 @@ def make_store(path_or_url, campaigns=("c1", "c2")):
 
 
 def minute_frames(minute: int, roi_by_campaign: dict[str, float], spend: float = 50.0):
-    """One bucket of decisions (pred_roi as given) and its outcomes (GMV at that ROI, known at once)."""
+    """One bucket of decisions (pred_roi as given; pred_value the GMV per click that ROI means) and its
+    outcomes (GMV at that ROI, known at once)."""
     bucket = T0 + 60 * minute
     rows, outs = [], []
     for c, roi in roi_by_campaign.items():
         for p in PACKAGES:
             rows.append({"campaign_id": c, "audience_package": p, "bucket_ts": bucket, "model_version": "t",
                          "bid": 1.0, "budget_share": 0.5, "audience_on": True, "pred_ctr": 0.01,
-                         "pred_cvr": 0.02, "pred_value": roi, "pred_roi": roi, "decided_by": "model",
+                         "pred_cvr": 0.02, "pred_value": roi * spend / 20, "pred_roi": roi, "decided_by": "model",
                          "features": {"spend_pace": 1.0, "inventory_level": 0.9}})
             outs.append({"campaign_id": c, "audience_package": p, "bucket_ts": bucket, "known_ts": bucket + 60,
                          "impressions": 100, "clicks": 10, "spend": spend / 2, "orders": int(round(roi * spend / 200)),

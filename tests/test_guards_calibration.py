@@ -42,12 +42,11 @@ def pooled(pred: dict[str, float], realised: dict[str, float], now_minute: int, 
     decisions, outcomes = [], []
     for c, p in pred.items():
         for b, f in zip(buckets.tolist(), share.tolist(), strict=True):
-            decisions.append((c, b, 1.0, p, 0.0, 0.0, p))
+            decisions.append((c, b, 1.0, p, 0.0, 0.0))
             gmv = realised[c] * spend * f
-            outcomes.append((c, b, spend, gmv / aov[c], gmv, now))
-    frames = (pd.DataFrame(decisions, columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n",
-                                               "served_w"]),
-              pd.DataFrame(outcomes, columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv",
+            outcomes.append((c, b, spend, gmv / aov[c], gmv, p * spend, now))  # predicted GMV: clicks x value
+    frames = (pd.DataFrame(decisions, columns=["campaign_id", "bucket_ts", "w", "roi_w", "pool_w", "pool_n"]),
+              pd.DataFrame(outcomes, columns=["campaign_id", "bucket_ts", "spend", "orders", "gmv", "pred_gmv",
                                               "last_known_ts"]),
               pd.DataFrame(columns=["campaign_id", *FEATURE_COLUMNS]),
               pd.DataFrame({"campaign_id": list(pred), "avg_order_value": [aov[c] for c in pred]}))
@@ -151,14 +150,14 @@ def test_the_check_can_be_switched_off_and_its_keys_are_validated():
             parse_guard_settings(text)
 
 
-def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_calibrated_roi(tmp_path):
+def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_calibrated_roi(store_url):
     """Through the store (the worker's SQL) and in memory (bidlens stress): the same trips, cause
     model_calibration, and the ledger's ROI before is the calibrated prediction."""
     # Every bucket's GMV known at once (the synthetic feed), and no per-campaign realised rule:
     # only the model-wide check can see that realised ROI is half the prediction.
     settings = parse_guard_settings("[observe]\nlag_minutes = [0]\nlag_cdf = [1.0]\n"
                                     "[roi]\nrealised_enabled = false\n")
-    engine = make_store(tmp_path / "b.db", campaigns=("c1", "c2", "c3"))
+    engine = make_store(store_url, campaigns=("c1", "c2", "c3"))
     clock = ManualClock(T0)
     w = GuardWorker(engine, clock, settings, alert_sink=enqueue_guard_alert)
     with engine.connect() as conn:

@@ -149,7 +149,7 @@ def test_a_model_that_over_promised_is_not_believed_in_probation():
     assert kinds == ["probation_started", "probation_failed"] and state.mode is TRIPPED
     # Measured live: once the pool's realised ROI matches what the model's values predicted for it
     # (the model's predictions are sound again), the model's 2.7 is believed.
-    sound = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, served_pred_roi=2.7)
+    sound = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, value_calibration=2.6 / 2.7)
     t2 = t + int(state.cooldown_s) + 60
     state, _, kinds = play(minutes([2.7] * 6, start=t2 // 60, **sound), state=state)
     assert kinds == ["probation_started", "restored"]

@@ -188,9 +188,10 @@ def test_one_worker_per_postgres_store(postgres_url, tmp_path):
         engine.dispose()
 
 
-def test_the_stress_driver_runs_the_same_guard_as_the_worker(tmp_path):
-    """Same feed, same clock: the in-memory driver (bidlens stress) and the worker agree event for event."""
-    engine = make_store(tmp_path / "b.db")
+def test_the_stress_driver_runs_the_same_guard_as_the_worker(store_url):
+    """Same feed, same clock: the in-memory driver (bidlens stress) and the worker agree event for event,
+    with the worker's queries on SQLite and on PostgreSQL."""
+    engine = make_store(store_url)
     clock = ManualClock(T0)
     w = worker(engine, clock)
     with engine.connect() as conn:
