@@ -76,7 +76,7 @@ class RoiConfig:
     confidence: float = 0.999
     hysteresis: float = 0.2
     calibration_enabled: bool = True
-    calibration_consecutive: int = 2
+    calibration_consecutive: int = 1
     calibration_min_orders: float = 100.0
     calibration_confidence: float = 0.99
     order_value_cv: float = 0.5
