@@ -45,8 +45,6 @@ from sim.scenario import Scenario
 ARMS = ("model", "rule_pool", "guarded")
 TRUE_ROI_WINDOW = 60  # minutes of the trailing window the true ROI is measured over
 TRIP_SLACK = 60       # minutes between a trip and a below-floor episode for the trip to count as its detection
-# A campaign entering TRIPPED: from the model ("trip") or back from a probation that failed.
-TRIP_KINDS = ("trip", "probation_failed")
 
 
 class GuardDriver(Protocol):
@@ -61,7 +59,9 @@ class ArmRun:
     gmv: np.ndarray      # (C, 1440) yuan
     clicks: np.ndarray   # (C,)
     orders: np.ndarray   # (C,)
-    trips: list[tuple[str, int, str]]  # (campaign_id, minute, kind) the driver answered TRIPPED (TRIP_KINDS)
+    # (campaign_id, minute, kind) the driver answered TRIPPED: kind "trip" from the model,
+    # "probation_failed" back from a probation that failed
+    trips: list[tuple[str, int, str]]
 
 
 def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
