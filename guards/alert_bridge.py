@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from guards.alerts import AlertEvent, AlertKind, Severity, enqueue_alert
 from guards.machine import GuardEvent
+from guards.roi import calibrated_bought_roi
 
 _KINDS = {"tripped": AlertKind.GUARD_TRIPPED, "probation_failed": AlertKind.PROBATION_FAILED,
           "restored": AlertKind.GUARD_RESTORED, "data_stale": AlertKind.DATA_STALE,
@@ -41,6 +42,10 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
     cause = getattr(event, "cause", "")
     if cause:
         payload["detail"] = CAUSES.get(cause, {"zh": cause, "en": cause})
+    if cause == "model_calibration":  # neither the plan's prediction nor young outcomes show the drop; this does
+        calibrated = calibrated_bought_roi(figures)
+        if calibrated is not None:
+            payload["calibrated_roi"] = calibrated
     if drivers:
         payload["drivers"] = drivers
     # A stale feed is its own condition: fresh data must not resolve a trip, nor a restore the staleness.

@@ -26,6 +26,7 @@ from control.domain import GuardMode
 from guards.config import ObserveConfig
 from guards.machine import GuardEvent, GuardTripped, MachineState
 from guards.observe import lag_share
+from guards.roi import calibrated_bought_roi
 from store import repo
 from store import schema as s
 
@@ -74,9 +75,8 @@ def _insert_event(conn: Connection, event: GuardEvent) -> int:
 def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
     figures = dict(event.figures)
     before = figures.get("realised_roi") if event.cause == "realised_roi" else figures.get("pred_roi")
-    if event.cause == "model_calibration":  # what the clicks bought were worth, calibrated on the pooled outcomes
-        bought, k = figures.get("bought_pred_roi"), figures.get("model_calibration")
-        before = bought * min(1.0, k) if bought is not None and k is not None else None
+    if event.cause == "model_calibration":
+        before = calibrated_bought_roi(figures)
     conn.execute(insert(s.guard_trips).values(
         guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
         roi_before=before, detection_delay_s=event.detection_delay_s,

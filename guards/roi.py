@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from statistics import NormalDist
 
 from control.domain import GuardMode
@@ -98,6 +99,15 @@ def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> flo
     if state.cause != "realised_roi" or not pred or realised is None:
         return 1.0
     return min(1.0, realised / pred)
+
+
+def calibrated_bought_roi(figures: Mapping[str, float]) -> float | None:
+    """From a signal's figures: the predicted ROI of the clicks bought, calibrated by the pooled k
+    (its point estimate) -- what a model_calibration trip says the campaign really makes."""
+    bought, k = figures.get("bought_pred_roi"), figures.get("model_calibration")
+    if bought is None or k is None or bought != bought or k != k:
+        return None
+    return bought * min(1.0, k)
 
 
 def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Signal:

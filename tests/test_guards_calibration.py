@@ -14,6 +14,7 @@ from control.clock import ManualClock
 from control.domain import GuardMode, InvalidValue
 from guards.alert_bridge import CAUSES, enqueue_guard_alert
 from guards.alerts import list_alerts
+from guards.alerts.templates import Style, render
 from guards.config import parse_guard_settings
 from guards.driver import GuardDriver
 from guards.machine import MachineState
@@ -181,3 +182,7 @@ def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_ca
         alerts = list_alerts(conn)
     assert [t.roi_before for t in trips] == [pytest.approx(1.25, rel=0.02)] * 2
     assert alerts[0].payload["detail"] == CAUSES[RULE]
+    # The alert says what the campaign really makes: its prediction (2.5) and young outcomes do not.
+    assert alerts[0].payload["calibrated_roi"] == pytest.approx(1.25, rel=0.02)
+    message = render([alerts[0]], "m1", Style("both"))
+    assert "校准后 ROI 1.2" in message and "Calibrated ROI 1.2" in message

@@ -71,7 +71,8 @@ class AlertEvent:
 
     condition_key names the condition for repeat and resolution: a firing event
     and the resolving event that ends it share it (default "<guard>:<campaign_id>").
-    payload holds the figures the templates show; known keys: pred_roi, realised_roi,
+    payload holds the figures the templates show; known keys: pred_roi, calibrated_roi
+    (a model_calibration trip's calibrated ROI of the clicks bought), realised_roi,
     floor, spend_at_risk (yuan), action (what the guard did, zh/en dict or text),
     drivers (list of {feature, display_zh, display_en, delta}), detail (free text).
     """

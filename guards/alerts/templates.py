@@ -47,13 +47,13 @@ ACTIONS = {
 }
 WORDS = {
     "zh": {"critical": "严重", "warning": "警告", "info": "通知", "resolved": "已恢复",
-           "campaign": "计划", "guard": "守护", "pred": "预测 ROI", "real": "实际 ROI", "floor": "底线",
+           "campaign": "计划", "guard": "守护", "pred": "预测 ROI", "cal": "校准后 ROI", "real": "实际 ROI", "floor": "底线",
            "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
            "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
            "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
            "still": "重复提醒：自 {t} 起仍未恢复、未确认"},
     "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO", "resolved": "RESOLVED",
-           "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "real": "Realised ROI",
+           "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "cal": "Calibrated ROI", "real": "Realised ROI",
            "floor": "Floor", "risk": "Spend at risk", "action": "Action",
            "drivers": "Top drivers (SHAP, yuan per click)", "repeats": "{n} more firings of the same condition",
            "open": "Open in the panel to acknowledge", "alerts": "BidLens alerts",
@@ -96,6 +96,7 @@ def _num(value: object, fmt: str) -> str | None:
 def _figures(a: AlertRecord, lang: str) -> list[str]:
     w, p = WORDS[lang], a.payload
     parts = [f"{w[k]} {v}" for k, v in (("pred", _num(p.get("pred_roi"), ".2f")),
+                                         ("cal", _num(p.get("calibrated_roi"), ".2f")),
                                          ("real", _num(p.get("realised_roi"), ".2f")),
                                          ("floor", _num(p.get("floor"), ".2f"))) if v is not None]
     risk = _num(p.get("spend_at_risk"), ",.0f")
