@@ -88,13 +88,17 @@ def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> flo
     campaign's value calibration (GMV known / the value the model predicted for its
     clicks, mature buckets), which holds whoever set the bids, so an over-promising model
     shows even while the pool serves. Without enough mature spend, the factor measured
-    at the trip. In MODEL the prediction is taken as it is (1.0).
+    at the trip (realised / predicted ROI, or the pooled k of a model_calibration trip).
+    In MODEL the prediction is taken as it is (1.0).
     """
     if state.mode is GuardMode.MODEL:
         return 1.0
     if obs.realised_spend >= config.realised_min_spend and obs.value_calibration == obs.value_calibration:
         return min(1.0, obs.value_calibration)
     at_trip = dict(state.figures_at_trip)
+    if state.cause == "model_calibration":
+        k = at_trip.get("model_calibration")
+        return min(1.0, k) if k is not None and k == k else 1.0
     pred, realised = at_trip.get("pred_roi"), at_trip.get("realised_roi")
     if state.cause != "realised_roi" or not pred or realised is None:
         return 1.0

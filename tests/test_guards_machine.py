@@ -157,8 +157,12 @@ def test_a_model_that_over_promised_is_not_believed_in_probation():
     state = tripped_at()
     state, _, kinds = play(minutes([2.7] * 6, start=t // 60), state=state)
     assert kinds == ["probation_started", "restored"]
-    # ... unless its clicks, measured live, bring half the value it predicted: the pool's good ROI
-    # does not vouch for the model.
+    # Tripped by the model-wide check (k = 0.5 at the trip) and no mature spend since: 2.7 counts as 1.35.
+    state = replace(tripped_at(), cause="model_calibration", figures_at_trip=(("model_calibration", 0.5),))
+    state, _, kinds = play(minutes([2.7] * 2, start=t // 60), state=state)
+    assert kinds == ["probation_started", "probation_failed"]
+    # One tripped on its own prediction whose clicks, measured live, bring half the value it predicted:
+    # the pool's good ROI does not vouch for the model.
     state = tripped_at()
     pool_good_model_bad = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, value_calibration=0.5)
     state, _, kinds = play(minutes([2.7] * 2, start=t // 60, **pool_good_model_bad), state=state)
