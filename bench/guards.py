@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
+from bench.panel_seed import PROMOTION_START, seed_store
 from bench.registry import BenchContext, BenchResult, benchmark
-from control.domain import AudiencePackage, Campaign
+from control.clock import ManualClock
+from control.config import Settings
+from control.service import Control
 from guards.config import parse_guard_settings
 from guards.machine import MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe
 from guards.registry import GUARDS, evaluate
-from store import repo
 from store.engine import open_store
 
 T0 = 1_786_982_400
@@ -84,30 +86,6 @@ def bench_tick(ctx: BenchContext) -> list[BenchResult]:
     ]
 
 
-def _filled_store(path: Path, campaigns: int, buckets: int, rng: np.random.Generator):
-    """A SQLite store with `buckets` minutes of decisions and outcomes for campaigns x 12 packages."""
-    engine = open_store(f"sqlite:///{path}")
-    packages = [f"p{j:02d}" for j in range(12)]
-    ids = [f"c{i:05d}" for i in range(campaigns)]
-    with engine.begin() as conn:
-        repo.upsert_campaigns(conn, [Campaign(c, c, "toys", 1000.0, 3000.0, 120.0, 0.3) for c in ids])
-        repo.upsert_audience_packages(conn, [AudiencePackage(p, p, p) for p in packages])
-    cid, pkg = np.repeat(ids, len(packages)), np.tile(packages, campaigns)
-    n = len(cid)
-    for b in range(buckets):
-        bucket = T0 + 60 * b
-        repo.write_decisions(engine, pd.DataFrame({
-            "campaign_id": cid, "audience_package": pkg, "bucket_ts": bucket, "model_version": "bench",
-            "bid": 1.0, "budget_share": 1 / 12, "audience_on": True, "pred_ctr": 0.01, "pred_cvr": 0.02,
-            "pred_value": rng.uniform(1, 3, n), "pred_roi": rng.uniform(1.5, 3.0, n), "decided_by": "model",
-            "features": [{"spend_pace": 1.0, "inventory_level": 0.8}] * n}), received_ts=bucket + 60, source="bench")
-        repo.write_outcomes(engine, pd.DataFrame({
-            "campaign_id": cid, "audience_package": pkg, "bucket_ts": bucket, "known_ts": bucket + 60,
-            "impressions": 100, "clicks": rng.poisson(3, n), "spend": rng.uniform(1, 5, n),
-            "orders": rng.poisson(0.1, n), "gmv": rng.uniform(0, 20, n)}), source="bench")
-    return engine
-
-
 def _read_in_pandas(conn, now: int, lookback: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The baseline: the window's raw rows, summed and joined in pandas (no features)."""
     params = {"since": now - lookback, "now": now}
@@ -135,8 +113,10 @@ def bench_store_read(ctx: BenchContext) -> list[BenchResult]:
     config = settings.observe
     lookback = lookback_s(config, settings.defaults["roi"].machine.stale_after_s)
     buckets = lookback // 60
-    engine = _filled_store(Path(ctx.workdir) / "bench-guard-read.db", campaigns, buckets, np.random.default_rng(3))
-    now = T0 + 60 * buckets
+    engine = open_store(f"sqlite:///{Path(ctx.workdir) / 'bench-guard-read.db'}")
+    now = PROMOTION_START + 60 * buckets
+    seed_store(Control(engine, ManualClock(now), Settings()), n_campaigns=campaigns, n_buckets=buckets, bucket_s=60,
+               explain_buckets=0)
 
     def best_of_3(read) -> float:
         times = []
@@ -154,4 +134,4 @@ def bench_store_read(ctx: BenchContext) -> list[BenchResult]:
     return [BenchResult("guards.store_read", sql, "s", "raw rows summed and joined in pandas (without features)",
                         in_pandas, False,
                         notes=f"SQLite, {campaigns} campaigns x 12 packages x {buckets} buckets of decisions and "
-                              "outcomes; the worker's load_inputs with the value join")]
+                              "outcomes (bench.panel_seed); the worker's load_inputs with the value join")]
