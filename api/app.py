@@ -1,7 +1,7 @@
 """The bidder's HTTP API (FastAPI), thin over the core.
 
-Ingestion goes through control.ingest (validation, store, quarantine), the
-policy through control.current_policy, tokens through control.tokens. This
+Ingestion goes through app.ingest (validation, store, quarantine), the
+policy through app.current_policy, tokens through app.tokens. This
 module only speaks HTTP: auth headers, body limits, status codes, ETags.
 """
 
@@ -25,8 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import models as m
-from control.current_policy import DEFAULT_WINDOW_S, PolicyFilter, PoolAnswers, current_policy, policy_version
-from control.ingest import (
+from api.shadow import shadow_filler
+from app.current_policy import DEFAULT_WINDOW_S, PolicyFilter, PoolAnswers, current_policy, policy_version
+from app.ingest import (
     SPECS,
     Enrich,
     ExplainRows,
@@ -36,9 +37,12 @@ from control.ingest import (
     refusal_json,
     safe_value,
 )
-from control.ingest import ingest_frame as core_ingest_frame
-from control.tokens import Grant, ServiceToken, Tokens
+from app.ingest import ingest_frame as core_ingest_frame
+from app.tokens import Grant, ServiceToken, Tokens
+from app.wiring import store_rule_pool
+from control.config import Settings
 from control.validation import Limits, Refusal
+from explain.store import explain_registered
 from store import api_repo, migrate, repo
 
 log = logging.getLogger("bidlens.api")
@@ -329,3 +333,15 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
 
     app.openapi = openapi
     return app
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    return ApiConfig(max_batch_rows=settings.api_max_batch_rows, max_body_bytes=settings.api_max_body_mb << 20,
+                     policy_window_s=settings.policy_window_s)
+
+
+def store_app(engine: Engine, clock: Callable[[], int], settings: Settings) -> FastAPI:
+    """The bidder API over a store as `bidlens api` serves it: the rule pool in force, its shadow
+    score on every decision, and SHAP values stored with the decisions of registered models."""
+    return create_app(engine, clock, config=api_config(settings), pool_provider=store_rule_pool(),
+                      enrich=shadow_filler(engine), explain=explain_registered(engine))

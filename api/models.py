@@ -1,7 +1,7 @@
 """The API's documented shapes (pydantic): requests, responses, errors.
 
 Rows of a batch are documented here with their types and limits, but a row
-that breaks them does not fail the batch: the core (control.ingest) refuses it
+that breaks them does not fail the batch: the core (app.ingest) refuses it
 alone and quarantines it, and the response names it. So the batch body is
 parsed by the app itself and these row models serve the OpenAPI document.
 """
@@ -10,57 +10,45 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from control import rows
 from control.validation import MAX_FUTURE_S, Limits
 
 MAX_BID = Limits().max_bid
 MAX_MONEY = MAX_BID * 1e6
 
 
-class DecisionRow(BaseModel):
-    """One model decision for one slot (campaign x audience package x time bucket)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    campaign_id: str = Field(min_length=1, max_length=64, description="A campaign BidLens knows.")
-    audience_package: str = Field(min_length=1, max_length=64, description="Audience package code.")
-    bucket_ts: int = Field(ge=0, description=f"Bucket start, epoch seconds UTC; at most {MAX_FUTURE_S} s "
-                                             "ahead of the server clock.")
-    model_version: str = Field(min_length=1, max_length=64)
-    bid: float = Field(ge=0, le=MAX_BID, description="Served bid, yuan per click.")
-    budget_share: float = Field(ge=0, le=1, description="Share of the campaign's daily budget for the bucket.")
-    audience_on: bool = Field(description="Whether the audience package is served.")
-    pred_ctr: float = Field(ge=0, le=1)
-    pred_cvr: float = Field(ge=0, le=1)
-    pred_value: float = Field(ge=0, le=MAX_MONEY, description="Predicted GMV per click, yuan.")
-    pred_roi: float = Field(ge=0, description="Predicted GMV / spend at this bid.")
-    model_bid: float | None = Field(None, ge=0, le=MAX_MONEY,
-                                    description="The model's own bid, yuan per click (default: bid).")
-    pacing: float | None = Field(None, ge=0, description="Pacing multiplier applied to the bid (default 1).")
-    pool_bid: float | None = Field(None, ge=0, le=MAX_MONEY, description="The rule pool's bid (shadow).")
-    pool_pred_roi: float | None = Field(None, ge=0)
-    decided_by: Literal["model", "rule_pool", "override"] | None = Field(
-        None, description="Who decided the served bid (default model).")
-    decided_reason: str | None = Field(None, max_length=200)
-    features: dict[str, float] | None = Field(None, max_length=500,
-                                               description="What the model saw (finite numbers).")
+def _row_field(field: rows.Field, *, bid_cap: bool) -> tuple[object, object]:
+    """(type, pydantic Field) of one row field, with its documented limits."""
+    required = ... if field.required else None
+    doc = field.doc
+    if field.kind == "text" or field.max_length:
+        kind = Literal[field.choices] if field.choices else str
+        limits = {} if field.choices else {"min_length": 1 if field.kind == "text" else 0,
+                                            "max_length": field.max_length}
+        return (kind if field.required else kind | None), Field(required, description=doc, **limits)
+    if field.name == "features":
+        return dict[str, float] | None, Field(None, max_length=rows.MAX_FEATURES, description=doc)
+    if field.kind == "bool":
+        return bool, Field(required, description=doc)
+    if field.kind in ("ts", "count"):
+        if field.name == "bucket_ts":
+            doc += f" At most {MAX_FUTURE_S} s ahead of the server clock."
+        return int, Field(required, ge=0, description=doc)
+    top = {"money": MAX_BID if bid_cap else MAX_MONEY, "share": 1, "rate": None}[field.kind]
+    return (float if field.required else float | None), Field(required, ge=0, le=top, description=doc)
 
 
-class OutcomeRow(BaseModel):
-    """What a slot produced, as far as known at known_ts (increments; conversions arrive late)."""
+def _row_model(name: str, doc: str, fields: tuple[rows.Field, ...]) -> type[BaseModel]:
+    return create_model(name, __config__=ConfigDict(extra="allow"), __doc__=doc,
+                        **{f.name: _row_field(f, bid_cap=f.name == "bid") for f in fields})
 
-    model_config = ConfigDict(extra="allow")
 
-    campaign_id: str = Field(min_length=1, max_length=64)
-    audience_package: str = Field(min_length=1, max_length=64)
-    bucket_ts: int = Field(ge=0)
-    known_ts: int = Field(ge=0, description="When these figures became known; >= bucket_ts.")
-    impressions: int = Field(ge=0)
-    clicks: int = Field(ge=0, description="<= impressions")
-    spend: float = Field(ge=0, le=MAX_MONEY, description="yuan")
-    orders: int = Field(ge=0)
-    gmv: float = Field(ge=0, le=MAX_MONEY, description="yuan")
+DecisionRow = _row_model("DecisionRow", "One model decision for one slot (campaign x audience package x time "
+                         "bucket).", rows.DECISION_FIELDS)
+OutcomeRow = _row_model("OutcomeRow", "What a slot produced, as far as known at known_ts (increments; "
+                        "conversions arrive late).", rows.OUTCOME_FIELDS)
 
 
 class DecisionBatch(BaseModel):

@@ -13,7 +13,7 @@ from guards.shadow import shadow_score
 
 
 def shadow_filler(engine: Engine) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """`enrich` for control.ingest.ingest_frame: the bidder's own pool figures win when it sent them."""
+    """`enrich` for app.ingest.ingest_frame: the bidder's own pool figures win when it sent them."""
     def fill(accepted: pd.DataFrame) -> pd.DataFrame:
         if accepted.empty:
             return accepted

@@ -12,13 +12,13 @@ import requests
 
 from api.app import ApiConfig, create_app
 from api.server import serve_in_thread
+from app.current_policy import current_policy
+from app.ingest import Kind, ingest_file
+from app.tokens import Tokens
 from bench.foundation import PACKAGES, synthetic_decisions
 from bench.registry import BenchContext, BenchResult, benchmark
 from control.clock import ManualClock
-from control.current_policy import current_policy
 from control.domain import Campaign
-from control.ingest import Kind, ingest_file
-from control.tokens import Tokens
 from store import repo
 from store.engine import open_store
 

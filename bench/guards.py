@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import text
 
+from app.service import Control
 from bench.panel_seed import PROMOTION_START, seed_store
 from bench.registry import BenchContext, BenchResult, benchmark
 from control.clock import ManualClock
 from control.config import Settings
-from control.service import Control
 from guards.config import parse_guard_settings
 from guards.machine import MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe

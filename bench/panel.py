@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from app import board, explorer
+from app.room import ControlRoom
+from app.service import Control
+from app.wiring import control_room
 from bench.panel_seed import PASSWORD, PROMOTION_START, _bucket_decisions, _outcomes, seed_store
 from bench.registry import BenchContext, BenchResult, benchmark
-from control import board, explorer
 from control.config import Settings
-from control.service import Control
 from explain.bid_units import steps_frame
 from explain.store import decision_breakdown
 from store import repo
@@ -33,17 +35,17 @@ class _Clock:
         return self.t
 
 
-def _script(control, session_clock):
+def _script(room, session_clock):
     from panel.app import main
 
-    main(control=control, session_clock=session_clock)
+    main(room=room, session_clock=session_clock)
 
 
-def _session(control: Control, username: str):
+def _session(room: ControlRoom, username: str):
     """An AppTest session of the panel with `username` logged in; the board's first run not yet made."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_function(_script, kwargs={"control": control, "session_clock": time.time},
+    at = AppTest.from_function(_script, kwargs={"room": room, "session_clock": time.time},
                                default_timeout=600)
     at.run()
     at.text_input(key="login_username").input(username)
@@ -78,7 +80,7 @@ def _seed(ctx: BenchContext):
     control = Control(engine, clock, Settings())
     start = time.perf_counter()
     seeded = seed_store(control, n_campaigns=n_campaigns, n_buckets=n_buckets, explain_buckets=12)
-    return control, seeded, clock, time.perf_counter() - start
+    return control, control_room(control), seeded, clock, time.perf_counter() - start
 
 
 def _add_bucket(control: Control, seeded, clock: _Clock, rng: np.random.Generator) -> None:
@@ -101,9 +103,9 @@ def _board_queries(control: Control, aggregates: board.LiveAggregates, campaigns
 
 @benchmark("panel.live_board")
 def bench_live_board(ctx: BenchContext) -> list[BenchResult]:
-    control, seeded, clock, seed_s = _store(ctx)
+    control, room, seeded, clock, seed_s = _store(ctx)
     rng = np.random.default_rng(11)
-    at = _session(control, "operator")
+    at = _session(room, "operator")
     start = time.perf_counter()
     at.run()  # first board: builds the day's aggregates
     cold_ms = (time.perf_counter() - start) * 1000
@@ -146,8 +148,8 @@ def bench_live_board(ctx: BenchContext) -> list[BenchResult]:
 
 @benchmark("panel.explorer")
 def bench_explorer(ctx: BenchContext) -> list[BenchResult]:
-    control, seeded, _, _ = _store(ctx)
-    at = _session(control, "engineer")
+    control, room, seeded, _, _ = _store(ctx)
+    at = _session(room, "engineer")
     at.run()
     at.session_state["explore_campaign"] = seeded.tripped[0]
     at.session_state["goto"] = "explorer"

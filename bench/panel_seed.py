@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, insert
 
+from app.service import Control
 from control.domain import AudiencePackage, Campaign, GuardMode, OverrideField, Role
-from control.service import Control
 from guards.machine import MachineState
 from store import repo
 from store import schema as s

@@ -151,13 +151,13 @@ def sim_replay(ctx: BenchContext) -> list[BenchResult]:
 def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
     """A demo bucket through the bidder API (bidlens demo --api) beside the same bucket in process,
     both with every decision explained."""
+    from api.app import store_app
     from api.client import BidLensClient
     from api.server import serve_in_thread
-    from cli.api import store_app
-    from control.tokens import Tokens
+    from api.sim_bidder import ApiBidder
+    from app.tokens import Tokens
     from explain.store import explain_hook
     from sim.catalog import DAY_START_TS
-    from sim.live import ApiBidder
 
     _, kit = _kit(ctx)
     demo = load_scenario("demo")

@@ -8,11 +8,13 @@ import time
 
 import numpy as np
 
+from app.alert_desk import acknowledge_alert, resend_dead_alerts
+from app.wiring import open_control
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue
+from control.permissions import PermissionDenied
 from guards.alerts import (
-    acknowledge,
     current_config,
     deliver_due,
     list_alerts,
@@ -22,12 +24,12 @@ from guards.alerts import (
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
 from guards.alerts.local_server import LocalRobotServer
-from guards.alerts.outbox import channels_from_settings, requeue_dead
+from guards.alerts.outbox import channels_from_settings, get_alert
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, redact
 from store.engine import make_engine
 from store.migrate import pending
-from store.repo import store_clock
+from store.repo import ConflictError, store_clock
 
 
 def _engine():
@@ -72,20 +74,25 @@ def cmd_list(args) -> int:
 
 
 def cmd_ack(args) -> int:
-    with _engine().begin() as conn:  # the store's clock: the demo's promotion time, else real time
-        result = acknowledge(conn, args.id, args.by or os.environ.get("USER", ""), int(store_clock(conn)()),
-                             source="cli")
-    a = result.alert
-    text = (f"#{a.alert_id} already acknowledged by {a.acked_by}" if result.already
+    control = open_control()  # the store's clock: the demo's promotion time, else real time
+    try:
+        acknowledge_alert(control, control.user(args.by or os.environ.get("USER", "")), args.id, source="cli")
+        already = False
+    except ConflictError:  # acknowledged before: say by whom, as the panel does
+        already = True
+    with control.engine.connect() as conn:
+        a = get_alert(conn, args.id)
+    text = (f"#{a.alert_id} already acknowledged by {a.acked_by}" if already
             else f"#{a.alert_id} acknowledged by {a.acked_by} after {a.acked_ts - a.occurred_ts} s")
-    emit(args, {**a.as_json(), "already": result.already}, text)
+    emit(args, {**a.as_json(), "already": already}, text)
     return 0
 
 
 def cmd_retry(args) -> int:
-    with _engine().begin() as conn:
+    control = open_control()
+    with control.engine.connect() as conn:
         ids = args.ids or [a.alert_id for a in list_alerts(conn, status="dead", limit=None)]
-        requeued = requeue_dead(conn, ids, args.by or os.environ.get("USER", ""), int(store_clock(conn)()))
+    requeued = resend_dead_alerts(control, control.user(args.by or os.environ.get("USER", "")), ids)
     emit(args, {"requeued": requeued}, f"requeued {len(requeued)} dead alerts" + (
         f": {', '.join(map(str, requeued))}" if requeued else ""))
     return 0
@@ -150,7 +157,7 @@ def _guarded(fn):
     def run(args) -> int:
         try:
             return fn(args)
-        except InvalidValue as exc:
+        except (InvalidValue, PermissionDenied) as exc:
             return fail(redact(str(exc)))
     return run
 

@@ -4,58 +4,26 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
+from app.ingest import Kind, ingest_file
+from app.tokens import TokenRole, Tokens
+from app.wiring import open_engine, store_clock
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue
-from control.ingest import Kind, ingest_file
-from control.tokens import TokenRole, Tokens
-from store import repo
-from store.engine import open_store
-
-
-def store_clock(engine) -> Callable[[], int]:
-    """Now on the store's clock: the demo's promotion clock once a demo anchored one, else real time.
-
-    Read on every call, so an API started before the demo follows the demo's time."""
-    def now() -> int:
-        with engine.connect() as conn:
-            return repo.store_clock(conn)()
-    return now
 
 
 def _engine():
-    return open_store(load_settings().database_url)
-
-
-def api_config(settings):
-    from api.app import ApiConfig
-
-    return ApiConfig(max_batch_rows=settings.api_max_batch_rows, max_body_bytes=settings.api_max_body_mb << 20,
-                     policy_window_s=settings.policy_window_s)
-
-
-def store_app(engine, clock, settings):
-    """The bidder API over a store as `bidlens api` serves it: the rule pool in force, its shadow
-    score on every decision, and SHAP values stored with the decisions of registered models."""
-    from api.app import create_app
-    from api.shadow import shadow_filler
-    from control.current_policy import rule_pool_provider
-    from explain.store import explain_registered
-    from guards.pool_store import load_active_pool
-    from guards.rule_pool import hour_of
-
-    return create_app(engine, clock, config=api_config(settings),
-                      pool_provider=rule_pool_provider(load_active_pool, hour_of), enrich=shadow_filler(engine),
-                      explain=explain_registered(engine))
+    return open_engine()
 
 
 def cmd_api(args) -> int:
     import uvicorn
 
+    from api.app import store_app
+
     settings = load_settings()
-    engine = open_store(settings.database_url)
+    engine = open_engine(settings)
     app = store_app(engine, store_clock(engine), settings)
     port = args.port or settings.api_port
     print(f"bidlens api: serving on http://{args.host}:{port} (contract at /openapi.json)", file=sys.stderr)
@@ -118,7 +86,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_campaigns_import(args) -> int:
-    from control.campaigns_import import import_campaigns, read_table
+    from app.campaigns_import import import_campaigns, read_table
 
     engine = _engine()
     try:

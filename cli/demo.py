@@ -30,18 +30,19 @@ import time
 from pathlib import Path
 
 from api.client import BidLensClient
+from api.sim_bidder import ApiBidder
+from app.service import Control
+from app.tokens import TokenRole, Tokens
 from cli.output import fail
 from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
-from control.service import Control
-from control.tokens import TokenRole, Tokens
 from explain.store import explain_hook
 from guards.pool_store import active_version, submit_pool
 from guards.rule_pool import PoolBounds
 from sim.catalog import DAY_START_TS
 from sim.kit import prepare
-from sim.live import ApiBidder, register_catalog, run_live
+from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
 from store import repo
 from store.engine import open_store
@@ -160,7 +161,7 @@ def cmd_demo(args) -> int:
     try:
         api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=explain_hook(b.artifact for b in kit.bidders.values()), api_bidder=api_bidder)
+                           explain=explain_hook(b.artifact for b in kit.bidders.values()), bidder=api_bidder)
         played = f"{summary.buckets} minutes, {summary.decisions} decisions"
         print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
               flush=True)

@@ -9,40 +9,27 @@ from pathlib import Path
 
 import numpy as np
 
+from app.service import Control
+from app.wiring import file_guard_settings, guard_service, open_control
 from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
-from control.domain import InvalidValue, User
+from control.domain import InvalidValue
 from control.permissions import PermissionDenied
-from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
-from guards.config import load_guard_settings
-from guards.drivers import trip_drivers
 from guards.pool_store import list_versions
-from guards.rule_pool import PoolBounds
-from guards.service import GuardService
 from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
+from guards.trip_drivers import trip_drivers
 from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 
 
 def _open():
-    from cli.store_cmds import open_control
-
     control = open_control()
-    settings = load_guard_settings(control.settings.guard_config)
-    bounds = PoolBounds(max_bid=control.settings.max_bid, max_multiplier=control.settings.max_bid_multiple)
-    return control, GuardService(control.engine, control.clock, settings, bounds, alert_sink=enqueue_guard_alert), settings
-
-
-def _user(control: Control, username: str) -> User:
-    with control.engine.connect() as conn:
-        record = repo.get_user_record(conn, username)
-    if record is None or not record.user.active:
-        raise InvalidValue("user", username, "no such active user")
-    return record.user
+    settings = file_guard_settings(control.settings)
+    return control, guard_service(control, settings), settings
 
 
 def start_alert_sender(control: Control, clock) -> None:
@@ -74,9 +61,8 @@ def cmd_run(args) -> int:
     if args.speed is not None:
         start = int(time.time()) if args.start_ts is None else args.start_ts
         clock = AcceleratedClock(start, time.time(), args.speed)
-    else:  # the demo's promotion clock when one is anchored in the store, else real time
-        with control.engine.connect() as conn:
-            clock = repo.store_clock(conn)
+    else:  # open_control's: the demo's promotion clock when one is anchored in the store, else real time
+        clock = control.clock
     control.clock = clock
     worker = GuardWorker(control.engine, clock, settings,
                          interval_s=args.interval or control.settings.guard_interval_s,
@@ -140,7 +126,7 @@ def cmd_status(args) -> int:
 def cmd_force(args) -> int:
     control, service, _ = _open()
     try:
-        changed = service.force(_user(control, args.user), args.campaign, args.mode, args.reason)
+        changed = service.force(control.user(args.user), args.campaign, args.mode, args.reason)
     except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
         return fail(str(exc))
     emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
@@ -151,7 +137,7 @@ def cmd_force(args) -> int:
 def cmd_kill(args) -> int:
     control, _, _ = _open()
     try:
-        after = control.set_kill_switch(_user(control, args.user), args.state == "on", args.reason, args.campaign)
+        after = control.set_kill_switch(control.user(args.user), args.state == "on", args.reason, args.campaign)
     except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
         return fail(str(exc))
     emit(args, {"global": after.global_on, "campaigns": sorted(after.campaigns)},
@@ -186,7 +172,7 @@ def cmd_thresholds_set(args) -> int:
     control, service, _ = _open()
     values = {name: getattr(args, name) for name in THRESHOLD_FIELDS if getattr(args, name) is not None}
     try:
-        view = service.set_thresholds(_user(control, args.user),
+        view = service.set_thresholds(control.user(args.user),
                                       ThresholdEdit(args.guard, args.campaign, values, args.reason),
                                       args.expected_version)
     except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
@@ -198,7 +184,7 @@ def cmd_thresholds_set(args) -> int:
 def cmd_thresholds_reset(args) -> int:
     control, service, _ = _open()
     try:
-        view = service.reset_thresholds(_user(control, args.user), args.campaign, args.reason, args.guard,
+        view = service.reset_thresholds(control.user(args.user), args.campaign, args.reason, args.guard,
                                         args.expected_version)
     except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
         return fail(str(exc))
@@ -234,7 +220,7 @@ def _register_thresholds(sub) -> None:
 def cmd_pool_submit(args) -> int:
     control, service, _ = _open()
     try:
-        version = service.submit_rule_pool(_user(control, args.user), Path(args.file).read_text(encoding="utf-8"))
+        version = service.submit_rule_pool(control.user(args.user), Path(args.file).read_text(encoding="utf-8"))
     except (InvalidValue, PermissionDenied, OSError) as exc:
         return fail(str(exc))
     emit(args, {"version": version.version, "status": version.status, "error": version.error},

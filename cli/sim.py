@@ -25,7 +25,7 @@ def _stress_text(report: dict, paths: dict) -> str:
 
 
 def cmd_stress(args) -> int:
-    from guards.sim_driver import make_guard_driver
+    from app.stress_guard import make_guard_hook
     from sim.kit import prepare
     from sim.report import write_report
     from sim.scenario import load_scenario, load_scenario_file
@@ -37,9 +37,9 @@ def cmd_stress(args) -> int:
         return fail(str(exc))
     settings = load_settings()
     kit = prepare(scenario, settings.data_dir)
-    driver = make_guard_driver(scenario, kit.catalog) if args.guard in ("on", "both") else None
+    hook = make_guard_hook(scenario, kit.catalog) if args.guard in ("on", "both") else None
     arms = () if args.guard == "on" else ("model", "rule_pool")
-    report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver, arms=arms,
+    report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook, arms=arms,
                         minutes=args.minutes)
     out = Path(args.out or Path(settings.data_dir) / "reports" / f"stress-{scenario.name}-{args.seed}")
     paths = write_report(report, out)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 
+from app.service import Control
+from app.wiring import open_control
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue, Role
-from control.service import Control
 from control.users import generate_password
-from store import repo
-from store.engine import open_store
 from store.migrate import current_revisions
 
 DEMO_USERS = (
@@ -21,15 +20,6 @@ DEMO_USERS = (
     ("manager2", "主管 Max", Role.MANAGER),
     ("admin", "管理员 Ada", Role.ADMIN),
 )
-
-
-def open_control() -> Control:
-    """The control core on the configured store, on the store's clock (the demo's promotion time if set)."""
-    settings = load_settings()
-    engine = open_store(settings.database_url)
-    with engine.connect() as conn:
-        clock = repo.store_clock(conn)
-    return Control(engine, clock, settings)
 
 
 def ensure_demo_users(control: Control, password: str = "") -> list[dict]:

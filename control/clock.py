@@ -7,11 +7,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Clock = Callable[[], int]
+
+# Promotion days, the rule pool's hours and every time shown run on China time (Asia/Shanghai, UTC+8,
+# no daylight saving).
+PROMOTION_TZ_OFFSET_S = 8 * 3600
+PROMOTION_TZ = dt.timezone(dt.timedelta(seconds=PROMOTION_TZ_OFFSET_S))
+DAY_S = 86_400
+
+
+def day_start(ts: int) -> int:
+    """Start (epoch s) of the promotion day containing `ts` (local midnight)."""
+    return ts - (ts + PROMOTION_TZ_OFFSET_S) % DAY_S
 
 
 def system_clock() -> int:

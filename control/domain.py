@@ -11,7 +11,8 @@ named by the epoch second it starts at (`bucket_ts`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -23,6 +24,14 @@ class InvalidValue(ValueError):
         self.value = value
         self.reason = reason
         super().__init__(f"{field_name}={value!r}: {reason}")
+
+
+class ConflictError(RuntimeError):
+    """Someone else changed the row first (optimistic concurrency): reload and try again."""
+
+
+class NotFound(LookupError):
+    """The thing asked for does not exist."""
 
 
 def require_finite(field_name: str, value: float, *, minimum: float | None = 0.0,
@@ -48,6 +57,11 @@ def require_count(field_name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidValue(field_name, value, "must be a whole number >= 0")
     return value
+
+
+# The ROI floor (GMV / ad spend) below which the model's traffic goes to the manual rule pool, unless a
+# campaign's guard configuration says otherwise (the brief: "predicted ROI < 2").
+DEFAULT_ROI_FLOOR = 2.0
 
 
 class Role(StrEnum):
@@ -149,64 +163,6 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelDecision:
-    """What the model decided for one slot, with what it saw (its feature vector)."""
-
-    slot: Slot
-    model_version: str
-    bid: float            # yuan per click, after pacing and caps
-    budget_share: float   # share of the campaign's budget for this bucket, [0, 1]
-    audience_on: bool
-    pred_ctr: float
-    pred_cvr: float
-    pred_value: float     # predicted GMV per click, yuan
-    pred_roi: float       # predicted GMV / spend at this bid
-    pacing: float = 1.0   # pacing multiplier applied to the bid
-    features: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self):
-        require_text("model_version", self.model_version)
-        require_finite("bid", self.bid)
-        require_finite("budget_share", self.budget_share, maximum=1.0)
-        if not isinstance(self.audience_on, bool):
-            raise InvalidValue("audience_on", self.audience_on, "must be true or false")
-        require_finite("pred_ctr", self.pred_ctr, maximum=1.0)
-        require_finite("pred_cvr", self.pred_cvr, maximum=1.0)
-        require_finite("pred_value", self.pred_value)
-        require_finite("pred_roi", self.pred_roi)
-        require_finite("pacing", self.pacing)
-        for name, value in self.features.items():
-            require_finite(f"features.{name}", value, minimum=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a slot's served decision produced, as far as known at `known_ts`.
-
-    Outcomes arrive as increments: orders and GMV keep arriving after the bucket
-    (conversion lag), each increment with the time it became known.
-    """
-
-    slot: Slot
-    known_ts: int
-    impressions: int = 0
-    clicks: int = 0
-    spend: float = 0.0
-    orders: int = 0
-    gmv: float = 0.0
-
-    def __post_init__(self):
-        require_count("known_ts", self.known_ts)
-        if self.known_ts < self.slot.bucket_ts:
-            raise InvalidValue("known_ts", self.known_ts, "is before the slot's bucket")
-        require_count("impressions", self.impressions)
-        require_count("clicks", self.clicks)
-        require_count("orders", self.orders)
-        require_finite("spend", self.spend)
-        require_finite("gmv", self.gmv)
-
-
-@dataclass(frozen=True, slots=True)
 class OverrideScope:
     campaign_id: str
     audience_package: str | None = None  # None: every audience package of the campaign
@@ -263,6 +219,21 @@ class GuardState:
     def __post_init__(self):
         require_text("campaign_id", self.campaign_id)
         require_finite("canary_share", self.canary_share, maximum=1.0)
+
+
+# When several guards watch a campaign, the most restrictive mode decides.
+MODE_SEVERITY = {GuardMode.FORCED_MODEL: 0, GuardMode.MODEL: 1, GuardMode.PROBATION: 2,
+                 GuardMode.TRIPPED: 3, GuardMode.FORCED_POOL: 4}
+
+
+def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
+    """Per campaign, the most restrictive of its guards' states (what the effective policy reads)."""
+    out: dict[str, GuardState] = {}
+    for state in states:
+        current = out.get(state.campaign_id)
+        if current is None or MODE_SEVERITY[state.mode] > MODE_SEVERITY[current.mode]:
+            out[state.campaign_id] = state
+    return out
 
 
 @dataclass(frozen=True, slots=True)

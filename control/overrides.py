@@ -10,7 +10,7 @@ propose → (edit →)* approve | reject; approved → revoke | expire.
 - An approved override expires by itself at `expires_ts` (`expire_due`).
 
 Each function returns the new Override; persistence (with its version check) and
-the audit entry are the caller's (control.service).
+the audit entry are the caller's (app.service).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from control.config import Settings
 from control.domain import (
     Campaign,
     InvalidValue,
@@ -47,6 +48,27 @@ class OverrideBounds:
     max_bid_abs: float = 50.0       # ... and never above this, yuan per click
     min_bid: float = 0.01           # yuan per click; switch the audience off instead of bidding 0
     max_duration_s: int = 7 * 24 * 3600
+
+
+def bounds_for(settings: Settings) -> OverrideBounds:
+    """The bounds a deployment's settings set (BIDLENS_MAX_BID, _MAX_BID_MULTIPLE, _MAX_OVERRIDE_HOURS)."""
+    return OverrideBounds(max_bid_multiple=settings.max_bid_multiple, max_bid_abs=settings.max_bid,
+                          max_duration_s=settings.max_override_hours * 3600)
+
+
+def value_range(field: OverrideField, *, model_bid: float | None, campaign: Campaign,
+                bounds: OverrideBounds) -> tuple[float, float]:
+    """(lowest, highest) value `check_bounds` accepts for the field (a budget must be above its lowest).
+
+    What a form offers is what the core enforces: both read the same bounds here."""
+    if field is OverrideField.BID:
+        high = bounds.max_bid_abs
+        if model_bid is not None and model_bid > 0:
+            high = min(high, bounds.max_bid_multiple * model_bid)
+        return bounds.min_bid, high
+    if field is OverrideField.BUDGET:
+        return 0.0, campaign.budget_cap
+    return 0.0, 1.0
 
 
 def check_bounds(field: OverrideField, value: float, *, model_bid: float | None,

@@ -24,6 +24,7 @@ class Action(StrEnum):
     RUN_STRESS_TEST = "run_stress_test"
     MANAGE_USERS = "manage_users"
     MANAGE_TOKENS = "manage_tokens"
+    VIEW_AUDIT = "view_audit"               # read the audit trail
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
@@ -33,9 +34,10 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.MANAGER: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.APPROVE_OVERRIDE,
                              Action.REVOKE_OVERRIDE, Action.KILL_SWITCH, Action.FORCE_GUARD,
                              Action.EDIT_GUARD_CONFIG, Action.EDIT_RULE_POOL, Action.ACK_ALERT,
-                             Action.RUN_STRESS_TEST}),
+                             Action.RUN_STRESS_TEST, Action.VIEW_AUDIT}),
     Role.ADMIN: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT,
-                           Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS}),
+                           Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS,
+                           Action.VIEW_AUDIT}),
 }
 
 

@@ -25,7 +25,7 @@ against `resolve_slot`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -54,8 +54,30 @@ class KillSwitch:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyInputs:
+    """What the effective policy reads besides the model's plan and the pool's answers."""
+
+    overrides: tuple[Override, ...] = ()   # approved ones (in force or not: resolution checks the time)
+    guards: Mapping[str, GuardState] = field(default_factory=dict)
+    kill_switch: KillSwitch = KillSwitch()
+
+
+def pool_serves(campaign_id: str, guards: Mapping[str, GuardState], kill_switch: KillSwitch) -> bool:
+    """Whether the manual rule pool answers for the campaign: a kill switch covers it, or its guard
+    has it on the pool (tripped, probation, forced)."""
+    guard = guards.get(campaign_id)
+    return kill_switch.covers(campaign_id) or (guard is not None and guard.mode in POOL_MODES)
+
+
+def pool_campaigns(campaign_ids: Iterable[str], guards: Mapping[str, GuardState],
+                   kill_switch: KillSwitch) -> set[str]:
+    """The campaigns among `campaign_ids` the rule pool answers for."""
+    return {c for c in campaign_ids if pool_serves(c, guards, kill_switch)}
+
+
+@dataclass(frozen=True, slots=True)
 class SlotPlan:
-    """The model's plan for one slot: the inputs the policy needs from a ModelDecision."""
+    """The model's plan for one slot: the inputs the policy needs from a decision row."""
 
     slot: Slot
     bid: float
@@ -103,9 +125,9 @@ def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardStat
     slot = plan.slot
     mode = guard.mode if guard is not None else GuardMode.MODEL
     killed = kill_switch.covers(slot.campaign_id)
-    pool_serves = (killed or mode in POOL_MODES) and pool is not None
+    served_by_pool = pool_serves(slot.campaign_id, {slot.campaign_id: guard} if guard else {}, kill_switch)
 
-    if pool_serves:
+    if served_by_pool and pool is not None:
         base = EffectiveDecision(
             slot=slot, decided_by=DecidedBy.RULE_POOL, bid=pool.bid,
             audience_on=pool.audience_on, budget_share=plan.budget_share, model_bid=plan.bid,
@@ -116,7 +138,7 @@ def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardStat
         )
     else:
         reason = "model"
-        if killed or mode in POOL_MODES:
+        if served_by_pool:
             reason = "rule_pool_gap"  # a validated pool never has one; kept visible if it happens
         base = EffectiveDecision(
             slot=slot, decided_by=DecidedBy.MODEL, bid=plan.bid, audience_on=plan.audience_on,
@@ -179,11 +201,11 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
 
     # Rule pool: kill switch first, then guard modes, campaign by campaign.
     for campaign_id, rows in rows_by_campaign.items():
+        if not pool_serves(campaign_id, guards, kill_switch):
+            continue
         guard = guards.get(campaign_id)
         mode = guard.mode if guard is not None else GuardMode.MODEL
         killed = kill_switch.covers(campaign_id)
-        if not (killed or mode in POOL_MODES):
-            continue
         why = "kill_switch" if killed else f"guard:{mode.value}"
         for row in rows:
             answer = pool.get((campaign_id, package[row]))

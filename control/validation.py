@@ -14,18 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-DECISION_COLUMNS = {
-    "campaign_id": "text", "audience_package": "text", "bucket_ts": "ts",
-    "model_version": "text", "bid": "money", "budget_share": "share", "audience_on": "bool",
-    "pred_ctr": "share", "pred_cvr": "share", "pred_value": "money", "pred_roi": "rate",
-}
-DECISION_OPTIONAL = {"model_bid": "money", "pacing": "rate", "pool_bid": "money",
-                     "pool_pred_roi": "rate", "decided_by": "text", "decided_reason": "any",
-                     "features": "any"}
-OUTCOME_COLUMNS = {
-    "campaign_id": "text", "audience_package": "text", "bucket_ts": "ts", "known_ts": "ts",
-    "impressions": "count", "clicks": "count", "spend": "money", "orders": "count", "gmv": "money",
-}
+from control import rows
+
+DECISION_COLUMNS = rows.required_kinds(rows.DECISION_FIELDS)
+DECISION_OPTIONAL = rows.optional_kinds(rows.DECISION_FIELDS)
+OUTCOME_COLUMNS = rows.required_kinds(rows.OUTCOME_FIELDS)
 
 MAX_FUTURE_S = 24 * 3600  # a timestamp more than a day ahead of the receiving clock is refused
 
@@ -121,10 +114,11 @@ def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Col
         if known_campaigns is not None:
             yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
                    "unknown campaign")
-        if "decided_by" in f:
-            yield ("decided_by",
-                   f["decided_by"].notna().to_numpy() & ~f["decided_by"].isin(["model", "rule_pool", "override"]).to_numpy(),
-                   "must be model, rule_pool or override")
+        for field in rows.DECISION_FIELDS:
+            if field.choices and field.name in f:
+                col = f[field.name]
+                yield (field.name, col.notna().to_numpy() & ~col.isin(list(field.choices)).to_numpy(),
+                       f"must be {', '.join(field.choices[:-1])} or {field.choices[-1]}")
     return _validate(frame, DECISION_COLUMNS, DECISION_OPTIONAL, now_ts, limits, checks)
 
 

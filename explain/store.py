@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, insert, select, update
 
+from control.domain import DEFAULT_ROI_FLOOR
 from explain.artifacts import FeatureSpec, ModelArtifact, ModelMismatch, load_artifact
 from explain.bid_units import Step, context_from_decision, decompose_bid, decompose_roi_decision, to_bid_units
 from explain.explainer import Explainer
@@ -71,7 +72,7 @@ def explain_hook(artifacts: Iterable[ModelArtifact]) -> Callable[[object], Expla
 def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBatch | None]:
     """Explain decisions that arrive from outside (the bidder API, `bidlens ingest`) at ingest.
 
-    The hook gets rows of ONE model version (control.ingest groups them) and explains
+    The hook gets rows of ONE model version (app.ingest groups them) and explains
     them with that version's registered artefact (the `models` table's path), built
     once per version; an unregistered version is looked up again with each batch, so
     registering it later needs no restart. Rows are left unexplained (None) when the version is not
@@ -227,7 +228,7 @@ def _model_variant(conn: Connection, model_version: str) -> str | None:
     return None if meta is None else meta.get("variant")
 
 
-def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = 2.0,
+def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = DEFAULT_ROI_FLOOR,
                        target_roi: float | Mapping[str, float] | None = None) -> DecisionBreakdown | None:
     """A served bid as steps that add up to it, from the stored explanation; None without one.
 

@@ -14,7 +14,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from control.domain import InvalidValue
+from control.clock import PROMOTION_TZ_OFFSET_S
+from control.domain import DEFAULT_ROI_FLOOR, InvalidValue
 
 DEFAULTS_FILE = Path(__file__).with_name("guard_defaults.toml")
 
@@ -45,7 +46,7 @@ class ObserveConfig:
     calibration_maturity_cdf: float = 0.35
     lag_minutes: tuple[int, ...] = (0, 5, 15, 30, 60, 120, 240, 480)
     lag_cdf: tuple[float, ...] = (0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0)
-    tz_offset_s: int = 28800
+    tz_offset_s: int = PROMOTION_TZ_OFFSET_S
 
     @property
     def maturity_s(self) -> int:
@@ -67,7 +68,7 @@ class ObserveConfig:
 
 @dataclass(frozen=True, slots=True)
 class RoiConfig:
-    floor: float = 2.0
+    floor: float = DEFAULT_ROI_FLOOR
     min_pred_spend: float = 20.0
     realised_enabled: bool = True
     realised_consecutive: int = 2

@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from control.clock import PROMOTION_TZ_OFFSET_S
 from control.domain import InvalidValue, Rule, RuleAction, RuleAnswer
 
 _RULE_FIELDS = {f.name for f in fields(Rule)}
@@ -212,6 +213,6 @@ def _hour_ranges(hours: np.ndarray) -> str:
     return ",".join(spans)
 
 
-def hour_of(ts: np.ndarray | int, tz_offset_s: int = 28800):
-    """Hour of the promotion day's clock (Asia/Shanghai by default) for epoch seconds."""
+def hour_of(ts: np.ndarray | int, tz_offset_s: int = PROMOTION_TZ_OFFSET_S):
+    """Hour of the promotion day's clock (China time by default) for epoch seconds."""
     return (np.asarray(ts) + tz_offset_s) // 3600 % 24

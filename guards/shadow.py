@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, text
 
+from control.clock import PROMOTION_TZ_OFFSET_S
 from control.domain import RuleAction
 from guards.rule_pool import RulePool, hour_of
 
 
 def shadow_score(plan: pd.DataFrame, pool: RulePool, reference_bid: np.ndarray | None = None,
-                 tz_offset_s: int = 28800) -> pd.DataFrame:
+                 tz_offset_s: int = PROMOTION_TZ_OFFSET_S) -> pd.DataFrame:
     """pool_bid and pool_pred_roi for every row of a model plan, and the answering rule.
 
     plan columns: campaign_id, audience_package, bucket_ts, model_bid (or bid), pred_roi.

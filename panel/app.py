@@ -2,10 +2,10 @@
 
 `main()` is the router: login (against the store's users; lockout is the
 core's), session timeout, language, the sidebar, and the pages the user's role
-may see. Every action on a page goes through the core (control.*), which
-enforces permissions; the pages only show what the core says.
+may see. Every read and action on a page goes through the control room
+(app.room), which checks permissions in the core; the pages only show what it says.
 
-Tests call `main(control=..., session_clock=...)` with a store and clocks of their own.
+Tests call `main(room=..., session_clock=...)` with a store and clocks of their own.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import streamlit as st
 if __package__ in (None, ""):  # `streamlit run panel/app.py` puts panel/ on the path, not the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control.domain import Role  # noqa: E402
+from app.room import ControlRoom  # noqa: E402
+from app.service import Control, LoginFailed  # noqa: E402
+from app.wiring import control_room, open_control  # noqa: E402
 from control.permissions import Action  # noqa: E402
-from control.service import Control, LoginFailed  # noqa: E402
-from panel import data  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
 from panel.ui import Ctx, fmt_ts, show_flash  # noqa: E402
 from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
@@ -35,7 +35,7 @@ PAGES = {
     "overrides": (overrides, None),  # proposers and approvers
     "guards": (guards, Action.VIEW),
     "alerts": (alerts, Action.VIEW),
-    "audit": (audit, None),          # managers and admins
+    "audit": (audit, Action.VIEW_AUDIT),
     "stress": (stress, Action.RUN_STRESS_TEST),
 }
 ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
@@ -47,8 +47,6 @@ ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
 def _visible(ctx: Ctx, key: str) -> bool:
     if key == "overrides":
         return ctx.may(Action.PROPOSE_OVERRIDE) or ctx.may(Action.APPROVE_OVERRIDE)
-    if key == "audit":
-        return ctx.user.role in (Role.MANAGER, Role.ADMIN)
     return ctx.may(PAGES[key][1])
 
 
@@ -106,9 +104,9 @@ def _sidebar(ctx: Ctx) -> None:
     sb = st.sidebar
     sb.markdown(f"**{ctx.user.display_name}** · `{ctx.user.username}`")
     sb.caption(ctx.t("app.role", role=ctx.t(f"role.{ctx.user.role.value}")))
-    newest = data.latest_bucket(ctx.control)
+    newest = ctx.room.latest_bucket(ctx.user)
     sb.metric(ctx.t("app.clock"), fmt_ts(newest) if newest is not None else ctx.t("app.no_data"))
-    kill = ctx.control.kill_switch()
+    kill = ctx.room.kill_switch(ctx.user)
     if kill.global_on:
         sb.error(ctx.t("app.kill_on"))
     else:
@@ -119,11 +117,12 @@ def _sidebar(ctx: Ctx) -> None:
         _logout()
 
 
-def main(control: Control | None = None, session_clock: Callable[[], float] = time.time) -> None:
+def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = time.time) -> None:
     st.set_page_config(page_title="BidLens", page_icon=":material/visibility:", layout="wide")
-    if control is None:
-        control = _default_control()
-    data.warm(control)
+    if room is None:
+        room = _default_room()
+    room.warm()
+    control = room.control
     _language_switch()
     if "alert" in st.query_params:  # a WeCom message's link: open that alert once logged in
         st.session_state[alerts.FOCUS_KEY] = st.query_params["alert"]
@@ -139,7 +138,7 @@ def main(control: Control | None = None, session_clock: Callable[[], float] = ti
         return
     if _session_expired(control, session_clock):
         _logout("login.timeout")
-    ctx = Ctx(control, user, _lang())
+    ctx = Ctx(room, user, _lang())
     _sidebar(ctx)
     pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],
                           url_path=key, default=(key == "board"))
@@ -162,10 +161,8 @@ def _page_runner(module, ctx: Ctx) -> Callable[[], None]:
 
 
 @st.cache_resource(show_spinner=False)
-def _default_control() -> Control:
-    from cli.store_cmds import open_control
-
-    return open_control()
+def _default_room() -> ControlRoom:
+    return control_room(open_control())
 
 
 if __name__ == "__main__":

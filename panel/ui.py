@@ -9,23 +9,28 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from control.domain import InvalidValue, User
+from app.room import ControlRoom
+from app.service import Control
+from control.clock import PROMOTION_TZ
+from control.domain import ConflictError, InvalidValue, NotFound, User
 from control.overrides import FourEyesViolation, OverrideStateError
 from control.permissions import Action, PermissionDenied, allowed
-from control.service import Control
 from panel.i18n import translate
-from store.repo import ConflictError, NotFound
 
-SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 # What the core refuses with; the page shows why instead of failing.
 CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound)
 
 
 @dataclass(frozen=True)
 class Ctx:
-    control: Control
+    room: ControlRoom
     user: User
     lang: str
+
+    @property
+    def control(self) -> Control:
+        """The core's operations (propose, approve, kill switch ...), each checking its own permission."""
+        return self.room.control
 
     def t(self, key: str, **values) -> str:
         return translate(self.lang, key, **values)
@@ -74,7 +79,7 @@ def show_flash() -> None:
 def fmt_ts(ts: int | float | None, with_date: bool = True) -> str:
     if ts is None or (isinstance(ts, float) and math.isnan(ts)):
         return "—"
-    t = dt.datetime.fromtimestamp(int(ts), SHANGHAI)
+    t = dt.datetime.fromtimestamp(int(ts), PROMOTION_TZ)
     return t.strftime("%m-%d %H:%M" if with_date else "%H:%M")
 
 

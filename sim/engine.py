@@ -21,8 +21,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from control.domain import POOL_MODES, DecidedBy, GuardState, Override, RuleAnswer
-from control.policy import KillSwitch, resolve_policy
+from control import rows
+from control.domain import DecidedBy, GuardState, Override, RuleAnswer
+from control.policy import KillSwitch, pool_campaigns, resolve_policy
 from guards.rule_pool import RulePool
 from sim.bidder import Plan
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
@@ -44,17 +45,14 @@ def _empty_tuples(n: int) -> np.ndarray:
     return out
 _GMV_SHAPE = 4.0  # order values vary around the campaign's average (gamma, cv = 0.5)
 
-# Columns of BucketResult.decisions, one row per slot.
-DECISION_COLUMNS = (
-    "campaign_id", "audience_package", "bucket_ts", "model_version", "model_bid", "bid",
-    "budget_share", "audience_on", "pred_ctr", "pred_cvr", "pred_value", "pred_roi", "pacing",
-    "pool_bid", "pool_pred_roi", "decided_by", "decided_reason", "rule_id", "override_ids",
-    "guard_event_id", "canary_share",
-    # what the served decision produced (truth, with orders/GMV as they will eventually be known)
+# Columns of BucketResult.decisions, one row per slot: the decision row (control.rows; the features
+# are BucketResult.features), how the policy decided, and what the served decision produced (truth,
+# with orders/GMV as they will eventually be known).
+DECISION_COLUMNS = tuple(f for f in rows.names(rows.DECISION_FIELDS) if f != "features") + (
+    "rule_id", "override_ids", "guard_event_id", "canary_share",
     "auctions", "impressions", "clicks", "spend", "orders", "gmv",
 )
-OUTCOME_COLUMNS = ("campaign_id", "audience_package", "bucket_ts", "known_ts",
-                   "impressions", "clicks", "spend", "orders", "gmv")
+OUTCOME_COLUMNS = rows.names(rows.OUTCOME_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -238,8 +236,7 @@ class Simulation:
             recent_reach=self.observer.auctions + 1.0, avg_order_value=X[:, col("avg_order_value")])
 
         pool_bid, _, pool_cap, answers = self._pool_answers(m // 60)
-        pool_needed = kill_switch.global_on or bool(kill_switch.campaigns) or any(
-            g.mode in POOL_MODES for g in guards.values())
+        pool_needed = bool(pool_campaigns(self.catalog.campaign_ids, guards, kill_switch))
         plan_frame = pd.DataFrame({
             "campaign_id": self.slot_campaign, "audience_package": self.slot_package,
             "bucket_ts": bucket_ts, "bid": plan.bid, "audience_on": plan.audience_on,

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from control.clock import PROMOTION_TZ_OFFSET_S
 from control.domain import InvalidValue
 
 REQUIRED = ("market_price", "click")
-SHANGHAI_OFFSET = 8 * 3600
 Bidder = Callable[[pd.DataFrame], np.ndarray]
 
 
@@ -232,7 +232,7 @@ def _episodes(batch: pd.DataFrame, row0: int, config: ReplayConfig) -> tuple[np.
         if "timestamp" not in batch:
             raise InvalidValue("episode_by", by, "needs a timestamp column (epoch seconds)")
         ts = batch["timestamp"].to_numpy(dtype=np.int64)
-        return ((ts // 3600) if by == "hour" else (ts + SHANGHAI_OFFSET) // 86400), by
+        return ((ts // 3600) if by == "hour" else (ts + PROMOTION_TZ_OFFSET_S) // 86400), by
     return np.zeros(n, dtype=np.int64), "none"
 
 

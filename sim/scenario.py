@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from control.domain import InvalidValue
+from control.domain import DEFAULT_ROI_FLOOR, InvalidValue
 from sim.catalog import CATEGORIES, MINUTES_PER_DAY, PACKAGE_CODES, campaign_ids
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -53,7 +53,7 @@ class BidderParams:
     variant: str = "roi"            # the model variant serving at minute 0: roi | gmv
     target_roi: float = 2.0         # roi variant: bid = predicted value per click / target_roi
     gmv_target_roi: float = 1.2     # gmv variant's divisor: it buys GMV at a thin return
-    floor_roi: float = 2.0          # audience package off when predicted ROI is below this
+    floor_roi: float = DEFAULT_ROI_FLOOR  # audience package off when predicted ROI is below this
     min_bid: float = 0.2            # yuan per click
     max_bid: float = 60.0           # yuan per click
 

@@ -4,16 +4,16 @@ Arms:
 - `model`: the model alone (the scenario's variant, switched by its events), no guard;
 - `rule_pool`: the manual rule pool alone (a global kill switch puts every slot on it);
 - `guarded`: the model watched by a guard. The guard is not part of sim/: the caller
-  passes a *guard driver*, any object with
+  passes a *guard hook*, any object with
 
       guard_states(now_ts: int, last: BucketResult | None) -> Mapping[str, GuardState]
 
   called before every bucket with the previous bucket's result (its decisions with
   pred_roi, its features, and the outcome increments that became known -- what a
   guard worker would read from the store). Its answer is passed to that bucket's
-  effective policy. guards.sim_driver supplies it; without one the arm is not run.
+  effective policy. app.stress_guard supplies it; without one the arm is not run.
 
-Trips are read from the driver's answers: a campaign entering TRIPPED. Each is judged
+Trips are read from the hook's answers: a campaign entering TRIPPED. Each is judged
 against the campaign's TRUE ROI over the trailing hour (model arm, same seed, GMV as it
 will eventually be known): its below-floor episodes are the runs of minutes where that
 ROI is below the floor. A trip detects the episode under way at the trip, else the one
@@ -47,7 +47,7 @@ TRUE_ROI_WINDOW = 60  # minutes of the trailing window the true ROI is measured 
 TRIP_SLACK = 60       # minutes between a trip and a below-floor episode for the trip to count as its detection
 
 
-class GuardDriver(Protocol):
+class GuardHook(Protocol):
     def guard_states(self, now_ts: int, last: BucketResult | None) -> Mapping[str, GuardState]: ...
 
 
@@ -59,13 +59,13 @@ class ArmRun:
     gmv: np.ndarray      # (C, 1440) yuan
     clicks: np.ndarray   # (C,)
     orders: np.ndarray   # (C,)
-    # (campaign_id, minute, kind) the driver answered TRIPPED: kind "trip" from the model,
+    # (campaign_id, minute, kind) the hook answered TRIPPED: kind "trip" from the model,
     # "probation_failed" back from a probation that failed
     trips: list[tuple[str, int, str]]
 
 
 def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
-            pool: RulePool, *, kill_switch: KillSwitch = NO_KILL, guard_driver: GuardDriver | None = None,
+            pool: RulePool, *, kill_switch: KillSwitch = NO_KILL, guard_hook: GuardHook | None = None,
             on_bucket: Callable[[BucketResult], None] | None = None, minutes: int = MINUTES_PER_DAY) -> ArmRun:
     """Play `minutes` buckets of the day (all of it by default) for one arm."""
     sim = Simulation(scenario, seed, bidders, history, pool=pool)
@@ -77,8 +77,8 @@ def run_arm(scenario: Scenario, seed: int, bidders: Mapping[str, object], histor
     last = None
     while sim.minute < minutes:
         guards = {}
-        if guard_driver is not None:
-            guards = dict(guard_driver.guard_states(DAY_START_TS + sim.minute * BUCKET_SECONDS, last))
+        if guard_hook is not None:
+            guards = dict(guard_hook.guard_states(DAY_START_TS + sim.minute * BUCKET_SECONDS, last))
             for c in sorted(guards):
                 before, mode = modes.get(c), guards[c].mode
                 if mode is GuardMode.TRIPPED and before is not GuardMode.TRIPPED:
@@ -153,10 +153,10 @@ def detection_delay(below: np.ndarray, minute: int, slack: int = TRIP_SLACK) -> 
 
 
 def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
-               *, guard_driver: GuardDriver | None = None, arms: Sequence[str] = ("model", "rule_pool"),
+               *, guard_hook: GuardHook | None = None, arms: Sequence[str] = ("model", "rule_pool"),
                minutes: int = MINUTES_PER_DAY) -> dict:
     """The stress report (the JSON contract in docs/SIMULATOR.md) for the baseline `arms` asked
-    for, plus the guarded arm when a guard driver is given. `minutes` < 1440 plays only the
+    for, plus the guarded arm when a guard hook is given. `minutes` < 1440 plays only the
     start of the day (for quick checks; the shipped commands always play it all)."""
     unknown = set(arms) - {"model", "rule_pool"}
     if unknown:
@@ -165,8 +165,8 @@ def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], his
     runs: dict[str, ArmRun] = {name: run_arm(scenario, seed, bidders, history, pool, kill_switch=kill[name],
                                              minutes=minutes)
                                for name in ("model", "rule_pool") if name in arms}
-    if guard_driver is not None:
-        runs["guarded"] = run_arm(scenario, seed, bidders, history, pool, guard_driver=guard_driver,
+    if guard_hook is not None:
+        runs["guarded"] = run_arm(scenario, seed, bidders, history, pool, guard_hook=guard_hook,
                                   minutes=minutes)
     campaigns = build_catalog(scenario.world.campaigns, scenario.world.catalog_seed).campaigns
     ids = tuple(c.campaign_id for c in campaigns)

@@ -15,33 +15,28 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
+from control import rows
 from control.audit import GENESIS_HASH, AuditRecord, chain
 from control.clock import AcceleratedClock, Clock, system_clock
 from control.domain import (
     AudiencePackage,
     AuditEntry,
     Campaign,
+    ConflictError,
     GuardMode,
     GuardState,
+    NotFound,
     Override,
     OverrideField,
     OverrideScope,
     OverrideStatus,
     Role,
     User,
+    most_restrictive,
 )
-from control.policy import KillSwitch
+from control.policy import KillSwitch, PolicyInputs
 from control.validation import Refusal
 from store import schema as s
-
-
-class ConflictError(RuntimeError):
-    """Someone else changed the row first (optimistic concurrency)."""
-
-
-class NotFound(LookupError):
-    pass
-
 
 # --- campaigns and audience packages ---------------------------------------------------------
 
@@ -71,15 +66,9 @@ def load_audience_packages(conn: Connection) -> dict[str, AudiencePackage]:
 
 # --- decisions, outcomes, explanations: batch writers -----------------------------------------
 
-DECISION_WRITE_COLUMNS = (
-    "campaign_id", "audience_package", "bucket_ts", "model_version", "model_bid", "bid",
-    "budget_share", "audience_on", "pred_ctr", "pred_cvr", "pred_value", "pred_roi", "pacing",
-    "pool_bid", "pool_pred_roi", "decided_by", "decided_reason", "source", "received_ts", "features",
-)
-OUTCOME_WRITE_COLUMNS = (
-    "campaign_id", "audience_package", "bucket_ts", "known_ts", "impressions", "clicks", "spend",
-    "orders", "gmv", "source",
-)
+# The row's fields (control.rows) and what the store adds: where the row came from and when.
+DECISION_WRITE_COLUMNS = rows.names(rows.DECISION_FIELDS) + ("source", "received_ts")
+OUTCOME_WRITE_COLUMNS = rows.names(rows.OUTCOME_FIELDS) + ("source",)
 
 
 @dataclass(frozen=True)
@@ -113,9 +102,8 @@ def _column_lists(frame: pd.DataFrame, columns: Sequence[str], defaults: dict) -
     return out
 
 
-def _decision_defaults(frame: pd.DataFrame, received_ts: int, source: str) -> dict:
-    return {"pacing": 1.0, "decided_by": "model", "decided_reason": "", "source": source,
-            "received_ts": received_ts, "pool_bid": None, "pool_pred_roi": None, "features": None}
+def _decision_defaults(received_ts: int, source: str) -> dict:
+    return {**rows.defaults(rows.DECISION_FIELDS), "source": source, "received_ts": received_ts}
 
 
 def _reserve_ids(raw, dialect: str, table: str, id_col: str, n: int) -> np.ndarray:
@@ -155,9 +143,10 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
     n = len(frame)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    if "model_bid" not in frame:
-        frame = frame.assign(model_bid=frame["bid"])
-    columns = _column_lists(frame, DECISION_WRITE_COLUMNS, _decision_defaults(frame, received_ts, source))
+    for field in rows.DECISION_FIELDS:
+        if field.default_from and field.name not in frame:
+            frame = frame.assign(**{field.name: frame[field.default_from]})
+    columns = _column_lists(frame, DECISION_WRITE_COLUMNS, _decision_defaults(received_ts, source))
     dialect = engine.dialect.name
     raw = engine.raw_connection()
     try:
@@ -398,25 +387,18 @@ def load_kill_switch(conn: Connection) -> KillSwitch:
 
 # --- guard states as the effective policy sees them -------------------------------------------
 
-# When several guards watch a campaign, the most restrictive mode decides.
-_MODE_SEVERITY = {GuardMode.FORCED_MODEL: 0, GuardMode.MODEL: 1, GuardMode.PROBATION: 2,
-                  GuardMode.TRIPPED: 3, GuardMode.FORCED_POOL: 4}
-
-
-def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
-    """Per campaign, the most restrictive of its guards' states (what the effective policy reads)."""
-    out: dict[str, GuardState] = {}
-    for state in states:
-        current = out.get(state.campaign_id)
-        if current is None or _MODE_SEVERITY[state.mode] > _MODE_SEVERITY[current.mode]:
-            out[state.campaign_id] = state
-    return out
-
-
 def load_guard_states(conn: Connection) -> dict[str, GuardState]:
     return most_restrictive(
         GuardState(r.campaign_id, GuardMode(r.mode), float((r.state or {}).get("canary_share", 0.0)), r.event_id)
         for r in conn.execute(select(s.guard_states)))
+
+
+def load_policy_inputs(conn: Connection) -> PolicyInputs:
+    """Everything the effective policy reads from the store: approved overrides, guard states, kill switch.
+
+    The one loader: the policy API, the live board, the simulator's live runner and Control read it here."""
+    return PolicyInputs(tuple(list_overrides(conn, [OverrideStatus.APPROVED])), load_guard_states(conn),
+                        load_kill_switch(conn))
 
 
 # --- the demo's promotion clock, shared by every process of the demo ----------------------------

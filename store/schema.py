@@ -23,6 +23,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from control import rows
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -52,30 +54,31 @@ audience_packages = Table(
     Column("kind", String(16), nullable=False),
 )
 
+# The row fields of decisions and outcomes come from their one definition (control.rows).
+_SQL_TYPES = {"ts": BigInteger, "count": BigInteger, "money": Float, "share": Float, "rate": Float,
+              "bool": Boolean}
+
+
+def _row_column(field: rows.Field) -> Column:
+    if field.name == "features":
+        kind = JSON
+    elif field.max_length:
+        kind = String(field.max_length)
+    else:
+        kind = _SQL_TYPES[field.kind]
+    default = field.default
+    server_default = None if default is None else str(default)
+    return Column(field.name, kind, nullable=field.stored_nullable, server_default=server_default)
+
+
 # One row per served slot decision: the model's decision, what was served, and who decided.
+# pool_bid / pool_pred_roi: the rule pool's answer for the slot and its predicted ROI (shadow score).
 decisions = Table(
     "decisions", metadata,
     Column("decision_id", ID, primary_key=True, autoincrement=True),
-    Column("campaign_id", String(64), nullable=False),
-    Column("audience_package", String(64), nullable=False),
-    Column("bucket_ts", BigInteger, nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("model_bid", Float, nullable=False),
-    Column("bid", Float, nullable=False),  # served
-    Column("budget_share", Float, nullable=False),
-    Column("audience_on", Boolean, nullable=False),
-    Column("pred_ctr", Float, nullable=False),
-    Column("pred_cvr", Float, nullable=False),
-    Column("pred_value", Float, nullable=False),
-    Column("pred_roi", Float, nullable=False),
-    Column("pacing", Float, nullable=False, server_default="1.0"),
-    Column("pool_bid", Float),       # the rule pool's answer for the slot (shadow score)
-    Column("pool_pred_roi", Float),  # predicted ROI at the pool's bid (shadow score)
-    Column("decided_by", String(16), nullable=False),
-    Column("decided_reason", String(200), nullable=False, server_default=""),
+    *(_row_column(f) for f in rows.DECISION_FIELDS),
     Column("source", String(32), nullable=False, server_default="sim"),
     Column("received_ts", BigInteger, nullable=False),
-    Column("features", JSON),
     # Also the guard's lookup of a slot's pred_value for its outcomes (guards.observe.load_inputs).
     Index("ix_decisions_slot", "campaign_id", "bucket_ts", "audience_package", "pred_value"),
     Index("ix_decisions_bucket", "bucket_ts"),
@@ -85,15 +88,7 @@ decisions = Table(
 outcomes = Table(
     "outcomes", metadata,
     Column("outcome_id", ID, primary_key=True, autoincrement=True),
-    Column("campaign_id", String(64), nullable=False),
-    Column("audience_package", String(64), nullable=False),
-    Column("bucket_ts", BigInteger, nullable=False),
-    Column("known_ts", BigInteger, nullable=False),
-    Column("impressions", BigInteger, nullable=False, server_default="0"),
-    Column("clicks", BigInteger, nullable=False, server_default="0"),
-    Column("spend", Float, nullable=False, server_default="0"),
-    Column("orders", BigInteger, nullable=False, server_default="0"),
-    Column("gmv", Float, nullable=False, server_default="0"),
+    *(_row_column(f) for f in rows.OUTCOME_FIELDS),
     Column("source", String(32), nullable=False, server_default="sim"),
     Index("ix_outcomes_campaign_bucket", "campaign_id", "bucket_ts"),
     Index("ix_outcomes_known", "known_ts"),

@@ -13,9 +13,9 @@ import os
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.service import Control
 from control.clock import ManualClock
 from control.config import Settings
-from control.service import Control
 from store.engine import open_store
 from store.pgtemp import PostgresUnavailable, temporary_postgres
 

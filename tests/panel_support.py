@@ -7,9 +7,11 @@ import os
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.room import ControlRoom
+from app.service import Control
+from app.wiring import control_room
 from bench.panel_seed import PASSWORD, PROMOTION_START, seed_store
 from control.config import Settings
-from control.service import Control
 from store.engine import open_store
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -46,10 +48,20 @@ def seeded_control(tmp_path, **sizes) -> tuple[Control, object, Clock]:
     return control, seeded, clock
 
 
-def _script(control, session_clock):
+_ROOMS: dict[int, ControlRoom] = {}
+
+
+def room_for(control: Control) -> ControlRoom:
+    """One control room per store, shared by every session on it, as the panel's process shares one."""
+    if id(control) not in _ROOMS:
+        _ROOMS[id(control)] = control_room(control)
+    return _ROOMS[id(control)]
+
+
+def _script(room, session_clock):
     from panel.app import main
 
-    main(control=control, session_clock=session_clock)
+    main(room=room, session_clock=session_clock)
 
 
 class Panel:
@@ -58,7 +70,7 @@ class Panel:
     def __init__(self, control: Control, wall: Clock | None = None):
         self.control = control
         self.wall = wall or Clock(1_000_000.0)
-        self.at = AppTest.from_function(_script, kwargs={"control": control, "session_clock": self.wall},
+        self.at = AppTest.from_function(_script, kwargs={"room": room_for(control), "session_clock": self.wall},
                                         default_timeout=30)
 
     started = False

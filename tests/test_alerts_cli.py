@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.service import Control
 from cli.main import main
+from control.config import Settings
+from control.domain import Role
 from control.audit import verify_chain
 from guards.alerts import enqueue_alert, load_config
 from guards.alerts.local_server import LocalRobotServer
@@ -46,6 +49,9 @@ channels = ["ops", "file"]
         monkeypatch.setenv(KEY_ENV, KEY)
         monkeypatch.setenv("BIDLENS_PANEL_URL", "https://bidlens.example")
         engine = store(tmp_path)
+        control = Control(engine, lambda: START, Settings(data_dir=str(tmp_path)))
+        for username in ("han.meimei", "someone.else"):  # who may acknowledge: people BidLens knows
+            control.add_user(None, username, username, Role.OPERATOR, "a long password")
         yield srv, engine, tmp_path
 
 
@@ -76,7 +82,8 @@ def test_send_list_ack_and_stats(env, capsys):
         audit = conn.execute(select(s.audit_log)).all()
         both = conn.execute(select(s.alerts.c.acked_by)).scalars().all()
     assert both == ["han.meimei", "han.meimei"]  # the event is acknowledged on every channel
-    assert [a.action for a in audit] == ["alert.ack"] and audit[0].actor == "han.meimei"
+    acks = [a for a in audit if a.entity == "alert"]
+    assert [a.action for a in acks] == ["alert.ack"] and acks[0].actor == "han.meimei"
     assert verify_chain(audit).ok
 
     assert run(["alerts", "stats", "--json"]) == 0
@@ -95,7 +102,7 @@ def test_robot_test_command_and_errors_keep_the_key_secret(env, capsys, monkeypa
     assert run(["alerts", "test", "--robot", "nope"]) == 2
     monkeypatch.delenv(KEY_ENV)
     assert run(["alerts", "test", "--robot", "ops"]) == 2
-    assert run(["alerts", "ack", "12345", "--by", "x"]) == 2
+    assert run(["alerts", "ack", "12345", "--by", "han.meimei"]) == 2
     captured = capsys.readouterr()
     assert KEY_ENV in captured.err and "no such alert" in captured.err
     assert KEY not in captured.out + captured.err

@@ -13,6 +13,7 @@ from guards.alerts import AlertEvent, AlertKind, Severity, deliver_due, enqueue_
 from guards.alerts.channels import build_channels
 from guards.alerts.config import parse_config
 from guards.alerts.local_server import LocalRobotServer
+from guards.alerts.outbox import get_alert
 from store import schema as s
 from tests.alerts_support import (
     KEY,
@@ -290,12 +291,16 @@ def test_give_up_deadline_marks_dead(engine, server, tmp_path, clock):
 
 def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
     """The same enqueue / deliver / ack on both stores (conflict-free inserts, conditional claims)."""
+    from app.alert_desk import acknowledge_alert
+    from app.service import Control
+    from control.config import Settings
     from control.domain import Role, User
     from control.permissions import PermissionDenied
-    from guards.alerts.outbox import ack_alert
     from store.engine import open_store
 
     engine = open_store(store_url)
+    at = {"ts": int(clock())}
+    control = Control(engine, lambda: at["ts"], Settings(data_dir=str(tmp_path)))
     with LocalRobotServer(keys=[KEY], clock=clock) as srv:
         config = robot_config(srv.base_url, tmp_path, group_wait_s=0)
         first = enqueue(engine, trip("c001", int(clock())), int(clock()), config)
@@ -304,9 +309,12 @@ def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
         assert report.alerts_delivered == 1 and len(srv.state.received) == 1
     viewer = User("wang.wu", "Wang Wu", Role.ENGINEER, active=False)
     with pytest.raises(PermissionDenied):
-        ack_alert(engine, viewer, first.alert_ids[0], int(clock()))
-    result = ack_alert(engine, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0], int(clock()) + 90)
-    assert result.alert.acked_by == "li.lei" and result.alert.acked_ts - result.alert.occurred_ts == 90
+        acknowledge_alert(control, viewer, first.alert_ids[0])
+    at["ts"] += 90
+    acked_ts = acknowledge_alert(control, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0])
+    with engine.connect() as conn:
+        alert = get_alert(conn, first.alert_ids[0])
+    assert alert.acked_by == "li.lei" and acked_ts - alert.occurred_ts == 90
     engine.dispose()
 
 

@@ -8,8 +8,8 @@ import pytest
 from api.app import create_app
 from api.client import ApiError, BidLensClient, PolicySnapshot, serve_policy
 from api.server import serve_in_thread as serve
+from app.tokens import Tokens
 from control.clock import ManualClock
-from control.tokens import Tokens
 from tests.api_support import NOW, count, decision_rows, make_store
 
 

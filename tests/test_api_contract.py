@@ -10,12 +10,12 @@ import requests
 from api.app import ApiConfig, create_app
 from api.server import serve_in_thread as serve
 from api.shadow import shadow_filler
+from app.current_policy import rule_pool_provider
+from app.service import Control
+from app.tokens import Tokens
 from control.clock import ManualClock
 from control.config import Settings
-from control.current_policy import rule_pool_provider
 from control.domain import GuardMode, OverrideField, Role
-from control.service import Control
-from control.tokens import Tokens
 from guards.pool_store import load_active_pool
 from guards.rule_pool import hour_of
 from store import repo

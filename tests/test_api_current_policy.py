@@ -1,10 +1,10 @@
-"""The current effective policy built from the store (control.current_policy)."""
+"""The current effective policy built from the store (app.current_policy)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from control.current_policy import (
+from app.current_policy import (
     PolicyFilter,
     current_policy,
     load_plan,
@@ -12,8 +12,8 @@ from control.current_policy import (
     pool_answer_fn,
     rule_pool_provider,
 )
+from app.ingest import Kind, ingest_frame
 from control.domain import GuardMode, RuleAnswer
-from control.ingest import Kind, ingest_frame
 from control.policy import POLICY_COLUMNS
 from guards.pool_store import load_active_pool
 from guards.rule_pool import hour_of

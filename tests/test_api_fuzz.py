@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import ApiConfig, create_app
 from api.server import serve_in_thread as serve
+from app.tokens import Tokens
 from control.clock import ManualClock
-from control.tokens import Tokens
 from tests.api_support import CAMPAIGNS, NOW, count, make_store
 
 NO_INPUTS = {"GET /healthz", "GET /readyz"}

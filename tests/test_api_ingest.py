@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.ingest import Kind, ingest_file
 from cli.main import main
-from control.ingest import Kind, ingest_file
 from tests.api_support import CAMPAIGNS, NOW, count, decision_rows, make_store, outcome_rows
 
 

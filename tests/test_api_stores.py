@@ -8,8 +8,8 @@ import requests
 
 from api.app import create_app
 from api.server import serve_in_thread
+from app.tokens import Tokens
 from control.clock import ManualClock
-from control.tokens import Tokens
 from tests.api_support import NOW, count, decision_rows, outcome_rows, seeded_store
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from app.tokens import Grant, Tokens, hash_token
 from cli.main import main
 from control.audit import verify_chain
 from control.clock import ManualClock
 from control.domain import InvalidValue, Role, User
 from control.permissions import PermissionDenied
-from control.tokens import Grant, Tokens, hash_token
 from store import repo
 from tests.api_support import NOW, make_store
 

@@ -1,12 +1,12 @@
 import math
 
+import pandas as pd
 import pytest
 
+from app.ingest import Kind, prepare
 from control.domain import (
     Campaign,
     InvalidValue,
-    ModelDecision,
-    Outcome,
     Override,
     OverrideField,
     OverrideScope,
@@ -14,26 +14,29 @@ from control.domain import (
     RuleAction,
     Slot,
 )
+from control.validation import validate_decisions, validate_outcomes
 
 SLOT = Slot("c001", "gifting", 1_786_982_400)
 
 
-def decision(**changes):
-    values = dict(slot=SLOT, model_version="v1", bid=1.2, budget_share=0.1, audience_on=True,
-                  pred_ctr=0.02, pred_cvr=0.03, pred_value=2.5, pred_roi=2.1)
+def decision(**changes) -> pd.DataFrame:
+    values = dict(campaign_id="c001", audience_package="gifting", bucket_ts=SLOT.bucket_ts, model_version="v1",
+                  bid=1.2, budget_share=0.1, audience_on=True, pred_ctr=0.02, pred_cvr=0.03, pred_value=2.5,
+                  pred_roi=2.1)
     values.update(changes)
-    return ModelDecision(**values)
+    return pd.DataFrame([values])
 
 
 @pytest.mark.parametrize("field,value", [
     ("bid", math.nan), ("bid", math.inf), ("bid", -0.5), ("budget_share", 1.5),
     ("budget_share", -0.1), ("pred_ctr", 2.0), ("model_version", ""),
 ])
-def test_model_decision_refuses_bad_values_naming_field_and_value(field, value):
-    with pytest.raises(InvalidValue) as info:
-        decision(**{field: value})
-    assert info.value.field == field
-    assert repr(value) in str(info.value) or str(value) in str(info.value)
+def test_a_decision_row_with_a_bad_value_is_refused_naming_field_and_value(field, value):
+    result = validate_decisions(decision(**{field: value}), SLOT.bucket_ts)
+    assert result.accepted.empty
+    [refusal] = result.refused
+    assert refusal.field == field
+    assert refusal.value == value or (refusal.value != refusal.value and value != value)
 
 
 def test_empty_campaign_id_is_refused():
@@ -42,15 +45,16 @@ def test_empty_campaign_id_is_refused():
 
 
 def test_feature_values_must_be_finite():
-    with pytest.raises(InvalidValue) as info:
-        decision(features={"recent_cvr": math.nan})
-    assert info.value.field == "features.recent_cvr"
+    _, refusals = prepare(decision(features={"recent_cvr": math.nan}), Kind.DECISION)
+    assert [r.field for r in refusals] == ["features"]
 
 
 def test_outcome_cannot_be_known_before_its_bucket():
-    with pytest.raises(InvalidValue) as info:
-        Outcome(SLOT, known_ts=SLOT.bucket_ts - 1)
-    assert info.value.field == "known_ts"
+    outcome = pd.DataFrame([dict(campaign_id="c001", audience_package="gifting", bucket_ts=SLOT.bucket_ts,
+                                 known_ts=SLOT.bucket_ts - 1, impressions=0, clicks=0, spend=0.0, orders=0,
+                                 gmv=0.0)])
+    [refusal] = validate_outcomes(outcome, SLOT.bucket_ts).refused
+    assert refusal.field == "known_ts"
 
 
 def test_campaign_budget_cap_not_below_budget():

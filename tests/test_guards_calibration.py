@@ -16,7 +16,7 @@ from guards.alert_bridge import CAUSES, enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.alerts.templates import Style, render
 from guards.config import parse_guard_settings
-from guards.driver import GuardDriver
+from guards.evaluator import GuardEvaluator
 from guards.machine import MachineState
 from guards.observe import FEATURE_COLUMNS, lag_share, lookback_s, observations, observe
 from guards.roi import calibration_upper, roi_signal, transition
@@ -151,7 +151,7 @@ def test_the_check_can_be_switched_off_and_its_keys_are_validated():
             parse_guard_settings(text)
 
 
-def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_calibrated_roi(store_url):
+def test_worker_and_stress_evaluator_trip_an_over_promising_model_and_ledger_its_calibrated_roi(store_url):
     """Through the store (the worker's SQL) and in memory (bidlens stress): the same trips, cause
     model_calibration, and the ledger's ROI before is the calibrated prediction."""
     # Every bucket's GMV known at once (the synthetic feed), and no per-campaign realised rule:
@@ -162,19 +162,19 @@ def test_worker_and_stress_driver_trip_an_over_promising_model_and_ledger_its_ca
     clock = ManualClock(T0)
     w = GuardWorker(engine, clock, settings, alert_sink=enqueue_guard_alert)
     with engine.connect() as conn:
-        driver = GuardDriver(list(repo.load_campaigns(conn).values()), settings, ("roi",))
+        evaluator = GuardEvaluator(list(repo.load_campaigns(conn).values()), settings, ("roi",))
     pred = {"c1": 2.5, "c2": 2.5, "c3": 6.0}
-    worker_events, driver_events = [], []
+    worker_events, evaluator_events = [], []
     for m in range(8):
         decisions, _ = minute_frames(m, pred, spend=1000.0)
         _, outcomes = minute_frames(m, {c: p / 2 for c, p in pred.items()}, spend=1000.0)
         repo.write_decisions(engine, decisions, received_ts=T0 + 60 * m + 60)
         repo.write_outcomes(engine, outcomes)
-        driver.feed(decisions, outcomes)
+        evaluator.feed(decisions, outcomes)
         clock.now_ts = T0 + 60 * m + 61
         worker_events += [e for e in w.tick().events if e.guard == "roi"]
-        driver_events += driver.tick(clock.now_ts)
-    assert [(e.campaign_id, e.kind, e.ts) for e in driver_events] == \
+        evaluator_events += evaluator.tick(clock.now_ts)
+    assert [(e.campaign_id, e.kind, e.ts) for e in evaluator_events] == \
         [(e.campaign_id, e.kind, e.ts) for e in worker_events]
     assert [(e.campaign_id, e.cause) for e in worker_events] == [("c1", RULE), ("c2", RULE)]
     with engine.connect() as conn:

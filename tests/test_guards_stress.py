@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guards.sim_driver import make_guard_driver
+from app.stress_guard import make_guard_hook
 from sim.kit import prepare
 from sim.scenario import load_scenario
 from sim.stress import run_stress
@@ -20,14 +20,14 @@ def data_dir(tmp_path_factory):
 def stress(name: str, seed: int, data_dir, minutes: int = 1440):
     scenario = load_scenario(name)
     kit = prepare(scenario, data_dir)
-    driver = make_guard_driver(scenario, kit.catalog)
-    report = run_stress(scenario, seed, kit.bidders, kit.history, kit.pool, guard_driver=driver, arms=(),
+    hook = make_guard_hook(scenario, kit.catalog)
+    report = run_stress(scenario, seed, kit.bidders, kit.history, kit.pool, guard_hook=hook, arms=(),
                         minutes=minutes)
-    return report, driver
+    return report, hook
 
 
 def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
-    report, driver = stress("818", 1, data_dir, minutes=240)  # the first four hours
+    report, hook = stress("818", 1, data_dir, minutes=240)  # the first four hours
     first = {}
     for trip in report["trips"]:
         first.setdefault(trip["campaign"], trip)
@@ -43,7 +43,7 @@ def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
     assert report["arms"]["guarded"]["roi"] > 2.0
     assert report["loss_avoided"] > 0
     trips_proper = [t for t in report["trips"] if t["kind"] == "trip"]
-    assert len(driver.trips) == len(trips_proper)
+    assert len(hook.trips) == len(trips_proper)
     assert report["probation_failures"] == len(report["trips"]) - len(trips_proper)
 
 

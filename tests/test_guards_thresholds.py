@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from panel_support import Panel, seeded_control
+from panel_support import Panel, room_for, seeded_control
 
+from app.service import Control
 from cli.main import main
 from control.clock import ManualClock
 from control.config import Settings
 from control.domain import GuardMode, InvalidValue, Role, User
 from control.permissions import PermissionDenied
-from control.service import Control
 from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.config import parse_guard_settings
@@ -33,7 +33,7 @@ from guards.thresholds import (
     reset,
 )
 from guards.worker import GuardWorker
-from panel import data, i18n
+from panel import i18n
 from store import repo
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, init_cli_store, make_store
@@ -290,7 +290,8 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
     with control.engine.connect() as conn:
         entry = repo.load_audit(conn, entity="guard_thresholds")[-1]
     assert (entry.actor, entry.after["values"]["roi"]["floor"], entry.after["reason"]) == ("manager", 2.4, "thin margin")
-    assert data.roi_floors(control, [target, seeded.campaigns[3]]) == {target: 2.4, seeded.campaigns[3]: 2.0}
+    assert room_for(control).roi_floors(MANAGER, [target, seeded.campaigns[3]]) == \
+        {target: 2.4, seeded.campaigns[3]: 2.0}
 
     # Someone else saves first: this manager's next save is a conflict, shown as one.
     service.set_thresholds(MANAGER, edit({"hysteresis": 0.5}, target))

@@ -8,19 +8,19 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from app.service import Control
 from control.clock import ManualClock
 from control.config import Settings
 from control.domain import GuardMode, InvalidValue, Role, User
 from control.permissions import PermissionDenied
-from control.service import Control
 from guards.alert_bridge import CAUSES, enqueue_guard_alert
 from guards.alerts import list_alerts
 from guards.config import parse_guard_settings
-from guards.driver import GuardDriver
-from guards.drivers import trip_drivers
+from guards.evaluator import GuardEvaluator
 from guards.handlers import loss_avoided
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
+from guards.trip_drivers import trip_drivers
 from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 from store import schema as s
@@ -188,31 +188,31 @@ def test_one_worker_per_postgres_store(postgres_url, tmp_path):
         engine.dispose()
 
 
-def test_the_stress_driver_runs_the_same_guard_as_the_worker(store_url):
-    """Same feed, same clock: the in-memory driver (bidlens stress) and the worker agree event for event,
+def test_the_stress_evaluator_runs_the_same_guard_as_the_worker(store_url):
+    """Same feed, same clock: the in-memory evaluator (bidlens stress) and the worker agree event for event,
     with the worker's queries on SQLite and on PostgreSQL."""
     engine = make_store(store_url)
     clock = ManualClock(T0)
     w = worker(engine, clock)
     with engine.connect() as conn:
         campaigns = list(repo.load_campaigns(conn).values())
-    driver = GuardDriver(campaigns, SETTINGS)
+    evaluator = GuardEvaluator(campaigns, SETTINGS)
     roi = [2.5] * 4 + [1.5] * 8 + [2.6] * 25
-    worker_events, driver_events = [], []
+    worker_events, evaluator_events = [], []
     for m, value in enumerate(roi):
         decisions, outcomes = minute_frames(m, {"c1": value, "c2": 2.6})
         repo.write_decisions(engine, decisions, received_ts=T0 + 60 * m + 60)
         repo.write_outcomes(engine, outcomes)
-        driver.feed(decisions, outcomes, pd.DataFrame({"campaign_id": ["c1", "c2"], "spend_pace": [1.0, 1.0],
+        evaluator.feed(decisions, outcomes, pd.DataFrame({"campaign_id": ["c1", "c2"], "spend_pace": [1.0, 1.0],
                                                        "inventory_level": [0.9, 0.9]}))
         clock.now_ts = T0 + 60 * m + 61
         worker_events += w.tick().events
-        driver_events += driver.tick(clock.now_ts)
-    assert [(e.guard, e.campaign_id, e.kind, e.ts) for e in driver_events] == \
+        evaluator_events += evaluator.tick(clock.now_ts)
+    assert [(e.guard, e.campaign_id, e.kind, e.ts) for e in evaluator_events] == \
         [(e.guard, e.campaign_id, e.kind, e.ts) for e in worker_events]
-    assert [e.kind for e in driver_events] == ["tripped", "probation_started", "restored"]
-    assert driver.trips[0].campaign_id == "c1"
-    assert driver.guard_states()["c1"].mode is GuardMode.MODEL
+    assert [e.kind for e in evaluator_events] == ["tripped", "probation_started", "restored"]
+    assert evaluator.trips[0].campaign_id == "c1"
+    assert evaluator.guard_states()["c1"].mode is GuardMode.MODEL
 
 
 def test_trip_alerts_carry_the_shap_drivers_of_the_drop(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from panel_support import Panel, seeded_control
 
-from control import board
+from app import board
 from control.domain import DecidedBy, OverrideField, OverrideStatus
 from control.users import MAX_FAILED_LOGINS
 from panel import i18n
@@ -409,8 +409,8 @@ def test_stress_test_runs_in_the_background_and_shows_the_report(store):
 
 
 def test_starting_a_stress_test_is_refused_by_the_core_for_an_operator(store):
+    from app.stress_jobs import start_stress
     from control.permissions import PermissionDenied
-    from control.stress_jobs import start_stress
     from sim.scenario import load_scenario
 
     control, _, _ = store

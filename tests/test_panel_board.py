@@ -1,4 +1,4 @@
-"""The panel's read models in the core (control.board, control.explorer) against plain SQL on a real store."""
+"""The panel's read models in the core (app.board, app.explorer) against plain SQL on a real store."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from panel_support import seeded_control
 
+from app import board, explorer
 from bench.panel_seed import _bucket_decisions, _outcomes
-from control import board, explorer
+from control.clock import day_start
 from control.domain import DecidedBy, OverrideStatus
 from store import repo
 
@@ -34,7 +35,7 @@ def test_kpis_and_campaign_figures_match_plain_sql(store):
     control, seeded, _ = store
     view = _view(control)
     day = _sql(control, "SELECT campaign_id, SUM(spend) spend, SUM(gmv) gmv FROM outcomes "
-                        "WHERE bucket_ts >= :d GROUP BY campaign_id", d=board.day_start(seeded.last_bucket))
+                        "WHERE bucket_ts >= :d GROUP BY campaign_id", d=day_start(seeded.last_bucket))
     assert view.kpis.spend == pytest.approx(day["spend"].sum())
     assert view.kpis.gmv == pytest.approx(day["gmv"].sum())
     assert view.kpis.profit == pytest.approx((day["gmv"] * 0.3).sum() - day["spend"].sum())

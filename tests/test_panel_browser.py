@@ -31,9 +31,9 @@ from browser_support import (
 )
 from browser_support import login as login_as
 
+from app.service import Control
 from bench.panel_seed import PASSWORD, seed_store
 from control.config import Settings
-from control.service import Control
 from store.engine import open_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

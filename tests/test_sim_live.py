@@ -76,14 +76,15 @@ def test_live_run_waits_for_the_clock_and_stops_when_asked(sqlite_url):
 
 
 def test_the_simulator_as_an_api_bidder_serves_the_same_policy_and_the_api_explains_its_decisions(sqlite_url):
+    from api.app import store_app
     from api.client import BidLensClient
     from api.server import serve_in_thread
-    from cli.api import store_app
-    from control.tokens import Tokens
+    from api.sim_bidder import ApiBidder
+    from app.tokens import Tokens
     from guards.pool_store import submit_pool
     from guards.rule_pool import PoolBounds
     from sim.kit import RULE_POOL_FILE
-    from sim.live import ApiBidder, register_catalog
+    from sim.live import register_catalog
 
     engine = open_store(sqlite_url)
     register_catalog(engine, sim_support.full_kit(), f"{sim_support._DATA_DIR}/models")  # as `bidlens demo`
@@ -96,7 +97,7 @@ def test_the_simulator_as_an_api_bidder_serves_the_same_policy_and_the_api_expla
     with serve_in_thread(store_app(engine, lambda: api_now, settings())) as url:
         bidder = ApiBidder(BidLensClient(url, secret, retries=0))
         summary = run_live(engine, settings(), clock=lambda: DAY_START_TS + 10**6, max_buckets=2,
-                           api_bidder=bidder)
+                           bidder=bidder)
     assert summary.decisions == 2 * 480 and summary.outcomes > 0
     with engine.connect() as conn:
         second = conn.execute(select(s.decisions.c.decided_by, func.count())

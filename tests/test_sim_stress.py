@@ -18,7 +18,7 @@ def stress(scenario, seed, minutes=300, **kw):
 
 
 class ScriptedGuard:
-    """A stand-in guard driver: trips c01 at minute 100 (probation 150-159, failed: back at 160) and c02
+    """A stand-in guard hook: trips c01 at minute 100 (probation 150-159, failed: back at 160) and c02
     at minute 200; records its calls."""
 
     def __init__(self):
@@ -51,7 +51,7 @@ def test_same_seed_same_report_byte_for_byte(tmp_path):
 def test_the_report_follows_the_documented_contract():
     report = stress(small_scenario(), 4)
     assert set(report) >= {"scenario", "seed", "arms", "trips", "false_trips", "loss_avoided"}
-    assert set(report["arms"]) == {"model", "rule_pool"}  # no guard driver: no guarded arm
+    assert set(report["arms"]) == {"model", "rule_pool"}  # no guard hook: no guarded arm
     for arm in report["arms"].values():
         assert set(arm) >= {"spend", "gmv", "roi", "profit", "by_hour"}
         assert len(arm["by_hour"]) == 24
@@ -60,12 +60,12 @@ def test_the_report_follows_the_documented_contract():
     assert report["trips"] == [] and report["false_trips"] == 0 and report["loss_avoided"] is None
 
 
-def test_a_guard_driver_is_called_every_bucket_and_its_trips_are_reported():
-    driver = ScriptedGuard()
-    report = stress(small_scenario(), 4, guard_driver=driver)
-    assert len(driver.calls) == 300
-    assert driver.calls[0][1] is None and driver.calls[1][1] == 0  # gets the previous bucket's result
-    assert driver.calls[1][0] - driver.calls[0][0] == 60
+def test_a_guard_hook_is_called_every_bucket_and_its_trips_are_reported():
+    hook = ScriptedGuard()
+    report = stress(small_scenario(), 4, guard_hook=hook)
+    assert len(hook.calls) == 300
+    assert hook.calls[0][1] is None and hook.calls[1][1] == 0  # gets the previous bucket's result
+    assert hook.calls[1][0] - hook.calls[0][0] == 60
     assert [(t["campaign"], t["at_minute"], t["kind"]) for t in report["trips"]] == [
         ("c01", 100, "trip"), ("c01", 160, "probation_failed"), ("c02", 200, "trip")]
     assert report["probation_failures"] == 1

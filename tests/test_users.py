@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import select
 
+from app.service import LoginFailed
 from control.domain import Role
-from control.service import LoginFailed
 from control.users import LOCKOUT_S, MAX_FAILED_LOGINS
 from store import schema as s
 

@@ -36,11 +36,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control.clock import PROMOTION_TZ
 from control.domain import InvalidValue
 from guards.alerts.events import AlertEvent, AlertKind, Severity
 from guards.alerts.wecom import DEFAULT_BASE_URL, MAX_BYTES, RATE_LIMIT_PER_MIN
 
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 CHANNEL_TYPES = ("wecom", "webhook", "log_file")
 LANGUAGES = ("zh", "en", "both")
 OTHER_RATE_LIMIT = 600  # per rate window, for webhook and log-file channels unless configured
@@ -149,12 +149,12 @@ def _strings(where: str, value: object) -> tuple[str, ...]:
 
 def _date_ts(where: str, value: object, days: int = 0) -> int:
     if isinstance(value, dt.datetime):
-        return int((value if value.tzinfo else value.replace(tzinfo=CHINA_TZ)).timestamp())
+        return int((value if value.tzinfo else value.replace(tzinfo=PROMOTION_TZ)).timestamp())
     try:
         day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     except ValueError:
         raise InvalidValue(where, value, "must be a date YYYY-MM-DD") from None
-    return int(dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), CHINA_TZ).timestamp())
+    return int(dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), PROMOTION_TZ).timestamp())
 
 
 def _channel(name: str, doc: object) -> ChannelConfig:

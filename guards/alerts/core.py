@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
+from guards.alerts.events import PHASE, AlertEvent, AlertKind, AlertPhase
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +41,8 @@ class AlertRecord:
     last_seen_ts: int | None = None
 
     @property
-    def role(self) -> Role:
-        return ROLE[AlertKind(self.kind)]
+    def phase(self) -> AlertPhase:
+        return PHASE[AlertKind(self.kind)]
 
     def as_json(self) -> dict:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -99,9 +99,9 @@ def plan_enqueue(event: AlertEvent, routed: Sequence[str], open_alerts: Sequence
     for a in open_alerts:
         if a.channel not in newest or a.created_ts > newest[a.channel].created_ts:
             newest[a.channel] = a
-    if event.role is Role.RESOLVING:
+    if event.phase is AlertPhase.RESOLVING:
         return EnqueuePlan(insert=tuple(sorted(newest)), suppressed=(), resolve=bool(newest))
-    if event.role is Role.INFO:
+    if event.phase is AlertPhase.INFO:
         return EnqueuePlan(insert=tuple(routed), suppressed=(), resolve=False)
     insert, suppressed = [], []
     for ch in routed:

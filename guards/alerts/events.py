@@ -29,23 +29,23 @@ class AlertKind(StrEnum):
     TEST = "test"
 
 
-class Role(StrEnum):
+class AlertPhase(StrEnum):
     FIRING = "firing"        # opens a condition; repeats only after the repeat interval
     RESOLVING = "resolving"  # closes the open condition; announced once
     INFO = "info"            # delivered as is
 
 
-ROLE = {
-    AlertKind.GUARD_TRIPPED: Role.FIRING,
-    AlertKind.PROBATION_FAILED: Role.FIRING,
-    AlertKind.DATA_STALE: Role.FIRING,
-    AlertKind.KILL_SWITCH_ON: Role.FIRING,
-    AlertKind.GUARD_RESTORED: Role.RESOLVING,
-    AlertKind.DATA_FRESH: Role.RESOLVING,
-    AlertKind.KILL_SWITCH_OFF: Role.RESOLVING,
-    AlertKind.OVERRIDE_APPROVED: Role.INFO,
-    AlertKind.OVERRIDE_EXPIRED: Role.INFO,
-    AlertKind.TEST: Role.INFO,
+PHASE = {
+    AlertKind.GUARD_TRIPPED: AlertPhase.FIRING,
+    AlertKind.PROBATION_FAILED: AlertPhase.FIRING,
+    AlertKind.DATA_STALE: AlertPhase.FIRING,
+    AlertKind.KILL_SWITCH_ON: AlertPhase.FIRING,
+    AlertKind.GUARD_RESTORED: AlertPhase.RESOLVING,
+    AlertKind.DATA_FRESH: AlertPhase.RESOLVING,
+    AlertKind.KILL_SWITCH_OFF: AlertPhase.RESOLVING,
+    AlertKind.OVERRIDE_APPROVED: AlertPhase.INFO,
+    AlertKind.OVERRIDE_EXPIRED: AlertPhase.INFO,
+    AlertKind.TEST: AlertPhase.INFO,
 }
 
 
@@ -113,8 +113,8 @@ class AlertEvent:
                 raise InvalidValue(f"payload.drivers[{i}]", d, "needs feature and delta")
 
     @property
-    def role(self) -> Role:
-        return ROLE[self.kind]
+    def phase(self) -> AlertPhase:
+        return PHASE[self.kind]
 
     @property
     def event_key(self) -> str:

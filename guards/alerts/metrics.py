@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from control.clock import PROMOTION_TZ
 from guards.alerts.config import Promotion
 from guards.alerts.core import AlertRecord
-from guards.alerts.events import Role
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
+from guards.alerts.events import AlertPhase
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +38,7 @@ def _events(records: Iterable[AlertRecord]) -> list[AlertRecord]:
     """One record per firing event: the earliest ack and resolution over its channels."""
     by_event: dict[str, AlertRecord] = {}
     for r in records:
-        if r.role is not Role.FIRING or r.payload.get("repeat_of"):  # a repeat is no new anomaly
+        if r.phase is not AlertPhase.FIRING or r.payload.get("repeat_of"):  # a repeat is no new anomaly
             continue
         seen = by_event.get(r.event_key)
         if seen is None:
@@ -68,7 +67,7 @@ def _stats(key: str, events: Sequence[AlertRecord]) -> ResponseStats:
 
 
 def day_of(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, CHINA_TZ).date().isoformat()
+    return dt.datetime.fromtimestamp(ts, PROMOTION_TZ).date().isoformat()
 
 
 def response_times_by_day(records: Iterable[AlertRecord]) -> list[ResponseStats]:

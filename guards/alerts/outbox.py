@@ -31,8 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from control.audit import AuditRecord
 from control.config import load_settings
-from control.domain import InvalidValue, User
-from control.permissions import Action, require
+from control.domain import InvalidValue
 from guards.alerts.channels import Channels, build_channels
 from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
 from guards.alerts.core import (
@@ -45,7 +44,7 @@ from guards.alerts.core import (
     pack,
     plan_enqueue,
 )
-from guards.alerts.events import ROLE, AlertEvent, AlertKind, Role
+from guards.alerts.events import PHASE, AlertEvent, AlertKind, AlertPhase
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, SendOutcome, redact
 from store import repo
@@ -53,7 +52,7 @@ from store import schema as s
 
 log = logging.getLogger("guards.alerts")
 
-FIRING_KINDS = tuple(k.value for k, r in ROLE.items() if r is Role.FIRING)
+FIRING_KINDS = tuple(k.value for k, r in PHASE.items() if r is AlertPhase.FIRING)
 OPEN_NOTIFICATION = ("queued", "retry", "sending")
 
 
@@ -129,7 +128,7 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
         [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None) for r in open_rows],
         lambda ch: config.channels[ch].repeat_interval_s, now_ts)
     payload = dict(event.payload)
-    if event.role is Role.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
+    if event.phase is AlertPhase.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
         newest = max(open_rows, key=lambda r: r.created_ts)
         payload.update(repeat_of=newest.alert_id, fired_ts=min(r.occurred_ts for r in open_rows))
     resolved: tuple[int, ...] = ()
@@ -235,7 +234,7 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     a = s.alerts
     # The event on every channel, and the rest of its open condition (repeats): someone is on it.
     same = a.c.event_key == alert.event_key
-    if alert.role is Role.FIRING and alert.resolved_ts is None:
+    if alert.phase is AlertPhase.FIRING and alert.resolved_ts is None:
         same = or_(same, and_(a.c.condition_key == alert.condition_key, a.c.resolved_ts.is_(None),
                               a.c.kind.in_(FIRING_KINDS)))
     conn.execute(update(a).where(same, a.c.acked_ts.is_(None)).values(acked_ts=now_ts, acked_by=by, ack_source=source))
@@ -259,13 +258,6 @@ def requeue_dead(conn: Connection, alert_ids: Iterable[int], by: str, now_ts: in
                                             entity_id=",".join(map(str, ids)), before={"status": "dead"},
                                             after={"status": "pending"}))
     return ids
-
-
-def ack_alert(engine: Engine, actor: User, alert_id: int, now_ts: int, *, source: str = "panel") -> AckResult:
-    """The panel's and the API's acknowledgement: permission-checked (ack_alert), then audited."""
-    require(actor, Action.ACK_ALERT)
-    with engine.begin() as conn:
-        return acknowledge(conn, alert_id, actor.username, now_ts, source=source)
 
 
 # ---- deliver -------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from control.clock import PROMOTION_TZ
 from guards.alerts.core import AlertRecord
-from guards.alerts.events import AlertKind, Role
+from guards.alerts.events import AlertKind, AlertPhase
 
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 TOP_DRIVERS = 3
 
 TITLES = {
@@ -74,7 +74,7 @@ class Style:
 
 
 def _label(a: AlertRecord) -> str:
-    return "resolved" if a.role is Role.RESOLVING else a.severity
+    return "resolved" if a.phase is AlertPhase.RESOLVING else a.severity
 
 
 def _title(a: AlertRecord, lang: str, style: Style) -> str:
@@ -123,12 +123,12 @@ def _drivers(a: AlertRecord, lang: str) -> list[str]:
 
 
 def _when(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, CHINA_TZ).strftime("%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(ts, PROMOTION_TZ).strftime("%m-%d %H:%M")
 
 
 def _lasted(a: AlertRecord, lang: str) -> str:
     fired = a.payload.get("fired_ts")
-    if a.role is Role.RESOLVING and isinstance(fired, int):
+    if a.phase is AlertPhase.RESOLVING and isinstance(fired, int):
         return WORDS[lang]["lasted"].format(m=max(0, round((a.occurred_ts - fired) / 60)))
     return ""
 

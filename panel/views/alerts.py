@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from control import board
-from control.alert_desk import acknowledge_alert, resend_dead_alerts
 from control.domain import InvalidValue
-from guards.alerts import get_alert, list_alerts, templates
-from guards.alerts.events import AlertKind
 from panel.ui import Ctx, attempt, fmt_ts, goto
 
 FOCUS_KEY = "focus_alert"  # the `alert` query parameter, kept across the login page
@@ -30,16 +26,12 @@ def render(ctx: Ctx) -> None:
 
 
 def title(ctx: Ctx, kind: str) -> str:
-    try:
-        return templates.TITLES[ctx.lang][AlertKind(kind)]
-    except ValueError:
-        return kind
+    return ctx.room.alert_title(kind, ctx.lang)
 
 
 def alert_feed(ctx: Ctx, *, key: str) -> None:
     """Open alerts (firing, not acknowledged, not resolved), newest first, each with acknowledge."""
-    with ctx.control.engine.connect() as conn:
-        alerts = board.alerts_frame(conn, open_only=True, limit=20)
+    alerts = ctx.room.open_alerts(ctx.user, limit=20)
     if alerts.empty:
         st.caption(ctx.t("board.no_alerts"))
         return
@@ -48,35 +40,32 @@ def alert_feed(ctx: Ctx, *, key: str) -> None:
         c1.markdown(ctx.t("board.alert_line", severity=a.severity, title=title(ctx, a.kind),
                           campaign=a.campaign_id or "—", ts=fmt_ts(a.occurred_ts), status=a.status))
         if c2.button(ctx.t("board.ack"), key=f"{key}_ack_{a.alert_id}"):
-            attempt(ctx, lambda aid=int(a.alert_id): acknowledge_alert(ctx.control, ctx.user, aid),
+            attempt(ctx, lambda aid=int(a.alert_id): ctx.room.acknowledge_alert(ctx.user, aid),
                     ctx.t("board.acked", id=a.alert_id))
 
 
 def _focused(ctx: Ctx, raw_id: str) -> None:
     try:
-        with ctx.control.engine.connect() as conn:
-            alert = get_alert(conn, int(raw_id))
+        alert = ctx.room.alert(ctx.user, int(raw_id))
     except (ValueError, InvalidValue):
         st.warning(ctx.t("al.not_found", id=raw_id))
         return
     with st.container(border=True):
         st.markdown(ctx.t("al.focus", id=alert.alert_id))
-        style = templates.Style(language=ctx.lang, fmt="text", panel_url=ctx.control.settings.panel_url)
-        st.text(templates.render([alert], alert.message_id or "-", style))
+        st.text(ctx.room.alert_text(alert, ctx.lang))
         st.caption(ctx.t("al.lifecycle", fired=fmt_ts(alert.occurred_ts), status=alert.status,
                          delivered=fmt_ts(alert.delivered_ts), acked=fmt_ts(alert.acked_ts),
                          by=alert.acked_by or "—", resolved=fmt_ts(alert.resolved_ts)))
         c1, c2 = st.columns(2)
         if alert.acked_ts is None and c1.button(ctx.t("board.ack"), key="focus_ack", type="primary"):
-            attempt(ctx, lambda: acknowledge_alert(ctx.control, ctx.user, alert.alert_id),
+            attempt(ctx, lambda: ctx.room.acknowledge_alert(ctx.user, alert.alert_id),
                     ctx.t("board.acked", id=alert.alert_id))
         if alert.campaign_id and c2.button(ctx.t("al.explain", campaign=alert.campaign_id), key="focus_explain"):
             goto("explorer", explore_campaign=alert.campaign_id, explore_bucket=alert.occurred_ts)
 
 
 def _dead(ctx: Ctx) -> None:
-    with ctx.control.engine.connect() as conn:
-        dead = list_alerts(conn, status="dead", limit=None)
+    dead = ctx.room.dead_alerts(ctx.user)
     if not dead:
         return
     st.subheader(ctx.t("al.dead", n=len(dead)))
@@ -84,5 +73,5 @@ def _dead(ctx: Ctx) -> None:
         st.error(ctx.t("al.dead_line", id=a.alert_id, title=title(ctx, a.kind), channel=a.channel,
                        campaign=a.campaign_id or "—", error=a.last_error))
     if st.button(ctx.t("al.resend"), key="resend_dead"):
-        attempt(ctx, lambda: resend_dead_alerts(ctx.control, ctx.user, [a.alert_id for a in dead]),
+        attempt(ctx, lambda: ctx.room.resend_dead_alerts(ctx.user, [a.alert_id for a in dead]),
                 ctx.t("al.resent", n=len(dead)))

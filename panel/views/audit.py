@@ -8,18 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from panel.ui import Ctx, fmt_ts
-from store import repo
 
 
 def render(ctx: Ctx) -> None:
     st.header(ctx.t("page.audit"))
-    report = ctx.control.verify_audit()
+    report, entries = ctx.room.audit_trail(ctx.user)
     if report.ok:
         st.success(ctx.t("au.chain_ok", n=report.entries))
     else:
         st.error(ctx.t("au.chain_broken", id=report.first_broken_id, problem=report.problem))
-    with ctx.control.engine.connect() as conn:
-        entries = repo.load_audit(conn)
     frame = pd.DataFrame([{"entry_id": e.entry_id, "ts": e.ts, "time": fmt_ts(e.ts), "actor": e.actor,
                            "action": e.action, "entity": e.entity, "entity_id": e.entity_id,
                            "before": json.dumps(e.before, ensure_ascii=False) if e.before is not None else "",

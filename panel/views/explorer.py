@@ -10,11 +10,8 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from control import explorer
 from explain import analysis, charts, reasons
 from explain.bid_units import steps_frame
-from explain.store import decision_breakdown, load_window
-from panel import data
 from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, page_start
 
 WINDOWS_MIN = (60, 180, 1440)
@@ -22,11 +19,11 @@ VIEWS = ("decision", "compare", "global", "model")
 
 
 def render(ctx: Ctx) -> None:
-    newest = data.latest_bucket(ctx.control)
+    newest = ctx.room.latest_bucket(ctx.user)
     if not page_start(ctx, "explorer", newest):
         return
-    campaigns = data.campaigns(ctx.control)
-    packages = data.packages(ctx.control)
+    campaigns = ctx.room.campaigns(ctx.user)
+    packages = ctx.room.packages(ctx.user)
     ids = sorted(campaigns)
     wanted = st.session_state.get("explore_campaign")
     c1, c2, c3 = st.columns(3)
@@ -35,18 +32,15 @@ def render(ctx: Ctx) -> None:
     codes = sorted(packages)
     package = c2.selectbox(ctx.t("ex.package"), codes, key="ex_package",
                            format_func=lambda p: packages[p][0 if ctx.lang == "zh" else 1])
-    with ctx.control.engine.connect() as conn:
-        buckets = explorer.slot_buckets(conn, campaign_id, package)
+    buckets = ctx.room.slot_buckets(ctx.user, campaign_id, package)
     if not buckets:
         st.info(ctx.t("ex.no_decision"))
         return
     asked = st.session_state.get("explore_bucket")  # from the board or an alert: the decision then
     at = next((i for i, b in enumerate(buckets) if asked is not None and b <= asked), 0)
     bucket = c3.selectbox(ctx.t("ex.time"), buckets, index=at, key="ex_bucket", format_func=fmt_ts)
-    floor = data.roi_floors(ctx.control, [campaign_id])[campaign_id]
-    with ctx.control.engine.connect() as conn:
-        breakdown = decision_breakdown(conn, explorer.find_decision_id(conn, campaign_id, package, bucket),
-                                       roi_floor=floor)
+    floor = ctx.room.roi_floors(ctx.user, [campaign_id])[campaign_id]
+    breakdown = ctx.room.breakdown(ctx.user, campaign_id, package, bucket)
     # One view at a time (not tabs): only the chosen one is computed, so a decision opens fast.
     view = st.segmented_control(ctx.t("ex.view"), VIEWS, default=VIEWS[0], key="ex_view",
                                 format_func=lambda v: ctx.t(f"ex.tab_{v}")) or VIEWS[0]
@@ -55,7 +49,7 @@ def render(ctx: Ctx) -> None:
     elif view == "decision":
         _decision(ctx, breakdown, floor)
     elif view == "compare":
-        _compare(ctx, breakdown, campaign_id, package, buckets, floor)
+        _compare(ctx, breakdown, campaign_id, package, buckets)
     elif view == "global":
         _global(ctx, campaign_id, newest)
     else:
@@ -89,15 +83,13 @@ def _decision(ctx: Ctx, bd, floor: float) -> None:
             label: ctx.t("ex.step"), "value": ctx.t("ex.delta"), "total": ctx.t("ex.running")}), hide_index=True)
 
 
-def _compare(ctx: Ctx, bd, campaign_id: str, package: str, buckets: list[int], floor: float) -> None:
+def _compare(ctx: Ctx, bd, campaign_id: str, package: str, buckets: list[int]) -> None:
     others = [b for b in buckets if b != bd.decision["bucket_ts"]]
     if not others:
         st.caption(ctx.t("ex.no_other"))
         return
     other = st.selectbox(ctx.t("ex.compare_with"), others, key="ex_other", format_func=fmt_ts)
-    with ctx.control.engine.connect() as conn:
-        before = decision_breakdown(conn, explorer.find_decision_id(conn, campaign_id, package, other),
-                                    roi_floor=floor)
+    before = ctx.room.breakdown(ctx.user, campaign_id, package, other)
     if before is None:
         st.warning(ctx.t("ex.no_explanation"))
         return
@@ -116,8 +108,8 @@ def _global(ctx: Ctx, campaign_id: str, newest: int) -> None:
     window = c1.selectbox(ctx.t("ex.window"), WINDOWS_MIN, key="ex_window",
                           format_func=lambda m: ctx.t("board.window_min", m=m))
     only = c2.checkbox(ctx.t("ex.only_campaign", campaign=campaign_id), key="ex_only")
-    with ctx.control.engine.connect() as conn:
-        win = load_window(conn, newest - int(window) * 60 + 1, newest + 1, campaign_id=campaign_id if only else None)
+    win = ctx.room.explanation_window(ctx.user, newest - int(window) * 60 + 1, newest + 1,
+                                      campaign_id=campaign_id if only else None)
     if win.decisions.empty:
         st.caption(ctx.t("ex.no_explanation"))
         return
@@ -134,7 +126,6 @@ def _global(ctx: Ctx, campaign_id: str, newest: int) -> None:
 
 
 def _model(ctx: Ctx, campaign_id: str, package: str, bucket: int) -> None:
-    with ctx.control.engine.connect() as conn:
-        version, meta = explorer.decision_model(conn, explorer.find_decision_id(conn, campaign_id, package, bucket))
+    version, meta = ctx.room.decision_model(ctx.user, campaign_id, package, bucket)
     st.markdown(ctx.t("ex.model_version", version=version))
     st.json(meta or {}, expanded=False)

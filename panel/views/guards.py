@@ -6,13 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from control import board
-from control.domain import InvalidValue
 from control.permissions import Action
-from guards import pool_store
-from guards.alerts import metrics, outbox
-from guards.thresholds import EDITABLE, ThresholdEdit
-from panel import data
 from panel.ui import Ctx, attempt, fmt_num, fmt_ts
 
 
@@ -40,7 +34,7 @@ def _ask(kind: str, value: object, campaign_id: str | None) -> None:
 
 
 def _kill_switch(ctx: Ctx) -> None:
-    kill = ctx.control.kill_switch()
+    kill = ctx.room.kill_switch(ctx.user)
     c1, c2 = st.columns([3, 1])
     if kill.global_on:
         c1.error(ctx.t("app.kill_on"))
@@ -72,7 +66,7 @@ def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
             if pending["kind"] == "kill":
                 act = lambda: ctx.control.set_kill_switch(ctx.user, value, reason)  # noqa: E731
             else:
-                act = lambda: data.guard_service(ctx.control).force(ctx.user, campaign, value, reason)  # noqa: E731
+                act = lambda: ctx.room.guards.force(ctx.user, campaign, value, reason)  # noqa: E731
             attempt(ctx, act, ctx.t("gd.done"))
         if c2.button(ctx.t("gd.cancel"), key="confirm_cancel"):
             _forget_confirm()
@@ -82,9 +76,8 @@ def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
 
 
 def _states(ctx: Ctx) -> None:
-    with ctx.control.engine.connect() as conn:
-        states = board.guard_table(conn)
-    campaigns = data.campaigns(ctx.control)
+    states = ctx.room.guard_states(ctx.user)
+    campaigns = ctx.room.campaigns(ctx.user)
     if states.empty:
         st.caption(ctx.t("gd.no_states"))
     else:
@@ -106,8 +99,7 @@ def _states(ctx: Ctx) -> None:
     for row in mine.itertuples():
         st.json({"guard": row.guard, **(row.state or {})}, expanded=False)
     _thresholds(ctx, campaign_id)
-    with ctx.control.engine.connect() as conn:
-        history = board.guard_history(conn, campaign_id)
+    history = ctx.room.guard_history(ctx.user, campaign_id)
     st.markdown(ctx.t("gd.history"))
     if history.empty:
         st.caption(ctx.t("gd.no_history"))
@@ -118,15 +110,14 @@ def _states(ctx: Ctx) -> None:
 
 def _thresholds(ctx: Ctx, campaign_id: str) -> None:
     """The guards' thresholds (file, then managers' edits); managers edit them for all campaigns or this one."""
-    service = data.guard_service(ctx.control)
     st.markdown(ctx.t("gd.thresholds"))
     c1, c2 = st.columns(2)
-    guard = c1.selectbox(ctx.t("gd.th_guard"), list(EDITABLE), key="th_guard",
+    guard = c1.selectbox(ctx.t("gd.th_guard"), list(ctx.room.EDITABLE_THRESHOLDS), key="th_guard",
                          format_func=lambda g: ctx.t(f"gd.th_guard_{g}"))
     scope = c2.radio(ctx.t("gd.th_scope"), ["all", "campaign"], key="th_scope", horizontal=True,
                      format_func=lambda x: ctx.t(f"gd.th_scope_{x}", campaign=campaign_id))
     target = campaign_id if scope == "campaign" else None
-    view = service.thresholds(target)
+    view = ctx.room.thresholds(ctx.user, target)
     shown = view["guards"][guard]
     st.dataframe(pd.DataFrame({
         ctx.t("gd.th_field"): [ctx.t(f"th.{name}") for name in shown],
@@ -155,17 +146,16 @@ def _thresholds(ctx: Ctx, campaign_id: str) -> None:
         reset = b2.form_submit_button(ctx.t("gd.th_reset", campaign=campaign_id), key="th_reset")
     st.session_state["th_seen"] = view["version"]
     if save:
-        edit = ThresholdEdit(guard, target, {n: v for n, v in values.items() if v != shown[n]["value"]}, reason)
-        attempt(ctx, lambda: service.set_thresholds(ctx.user, edit, seen), ctx.t("gd.th_saved"), forget=("th_reason",))
+        changed = {n: v for n, v in values.items() if v != shown[n]["value"]}
+        attempt(ctx, lambda: ctx.room.set_thresholds(ctx.user, guard, target, changed, reason, seen),
+                ctx.t("gd.th_saved"), forget=("th_reason",))
     if reset:
-        attempt(ctx, lambda: service.reset_thresholds(ctx.user, campaign_id, reason, guard, seen),
+        attempt(ctx, lambda: ctx.room.guards.reset_thresholds(ctx.user, campaign_id, reason, guard, seen),
                 ctx.t("gd.th_reset_done", campaign=campaign_id), forget=("th_reason",))
 
 
 def _rule_pool(ctx: Ctx) -> None:
-    with ctx.control.engine.connect() as conn:
-        versions = pool_store.list_versions(conn)
-        active = pool_store.active_version(conn)
+    versions, active = ctx.room.rule_pool_versions(ctx.user)
     if active:
         st.markdown(ctx.t("gd.pool_active", version=active.version, who=active.created_by,
                           ts=fmt_ts(active.created_ts)))
@@ -175,12 +165,11 @@ def _rule_pool(ctx: Ctx) -> None:
                          key="pool_draft")
     c1, c2 = st.columns(2)
     if c1.button(ctx.t("gd.pool_validate"), key="pool_validate"):
-        with ctx.control.engine.connect() as conn:
-            _, problems = pool_store.check_pool(conn, draft, data.pool_bounds(ctx.control))
+        problems = ctx.room.check_rule_pool(ctx.user, draft)
         st.session_state["pool_problems"] = [(p.rule_id, p.field, p.value, p.reason) for p in problems]
     if c2.button(ctx.t("gd.pool_publish"), key="pool_publish", type="primary"):
         st.session_state.pop("pool_problems", None)
-        attempt(ctx, lambda: _publish(ctx, draft), ctx.t("gd.pool_published"))
+        attempt(ctx, lambda: ctx.room.publish_rule_pool(ctx.user, draft), ctx.t("gd.pool_published"))
     problems = st.session_state.get("pool_problems")
     if problems is not None:
         for p in problems:
@@ -193,16 +182,8 @@ def _rule_pool(ctx: Ctx) -> None:
                                    for v in reversed(versions)]), hide_index=True)
 
 
-def _publish(ctx: Ctx, text: str) -> None:
-    """Submit the draft: the guards store it as the active version, or as refused with its problems."""
-    version = data.guard_service(ctx.control).submit_rule_pool(ctx.user, text)
-    if version.status != pool_store.ACTIVE:
-        raise InvalidValue("rule_pool", f"v{version.version}", version.error)
-
-
 def _trips(ctx: Ctx) -> None:
-    with ctx.control.engine.connect() as conn:
-        trips = board.trip_ledger(conn)
+    trips = ctx.room.trip_ledger(ctx.user)
     c1, c2, c3 = st.columns(3)
     c1.metric(ctx.t("gd.trips"), len(trips))
     c2.metric(ctx.t("gd.loss_avoided"), fmt_num(float(trips["loss_avoided"].fillna(0).sum()), 0))
@@ -217,14 +198,12 @@ def _trips(ctx: Ctx) -> None:
 
 
 def _alerts(ctx: Ctx) -> None:
-    with ctx.control.engine.connect() as conn:
-        counts = board.outbox_counts(conn)
-        records = outbox.list_alerts(conn, limit=None)
-        recent = board.alerts_frame(conn, limit=100)
+    summary = ctx.room.outbox_summary(ctx.user)
+    recent = summary.recent
     c = st.columns(3)
     for col, status in zip(c, ("pending", "delivered", "dead"), strict=True):
-        col.metric(ctx.t(f"gd.outbox_{status}"), counts[status])
-    stats = metrics.response_times_by_day(records)
+        col.metric(ctx.t(f"gd.outbox_{status}"), summary.counts[status])
+    stats = summary.response_times
     st.markdown(ctx.t("gd.response_times"))
     if stats:
         st.dataframe(pd.DataFrame({

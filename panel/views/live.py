@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from control import board
-from panel import data
+from app import board
+from control.clock import PROMOTION_TZ_OFFSET_S
 from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, goto
 from panel.views.alerts import alert_feed
 
@@ -32,7 +32,7 @@ def render(ctx: Ctx) -> None:
 
     @st.fragment(run_every=run_every)
     def live_part() -> None:
-        view = data.board_view(ctx.control, int(window_min) * 60)
+        view = ctx.room.board(ctx.user, int(window_min) * 60)
         if view is None:
             st.info(ctx.t("app.no_data"))
             return
@@ -123,16 +123,16 @@ def _campaigns(ctx: Ctx, view: board.BoardView) -> None:
 
 def _roi_chart(ctx: Ctx, view: board.BoardView) -> None:
     st.subheader(ctx.t("board.roi_chart"))
-    series = view.series.assign(time=pd.to_datetime(view.series["bucket_ts"] + 8 * 3600, unit="s"),
+    series = view.series.assign(time=pd.to_datetime(view.series["bucket_ts"] + PROMOTION_TZ_OFFSET_S, unit="s"),
                                 label=view.series["series"].map(lambda v: ctx.t(f"series.{v}")))
     lines = alt.Chart(series).mark_line().encode(
         x=alt.X("time:T", title=None), y=alt.Y("roi:Q", title="ROI"),
         color=alt.Color("label:N", title=None))
-    floor_value = data.default_floor(ctx.control)
+    floor_value = ctx.room.default_floor(ctx.user)
     floor = alt.Chart(pd.DataFrame({"roi": [floor_value]})).mark_rule(strokeDash=[6, 4], color="red") \
         .encode(y="roi:Q")
-    trips = view.trips.assign(start=pd.to_datetime(view.trips["start"] + 8 * 3600, unit="s"),
-                              end=pd.to_datetime(view.trips["end"] + 8 * 3600, unit="s"))
+    trips = view.trips.assign(start=pd.to_datetime(view.trips["start"] + PROMOTION_TZ_OFFSET_S, unit="s"),
+                              end=pd.to_datetime(view.trips["end"] + PROMOTION_TZ_OFFSET_S, unit="s"))
     shade = alt.Chart(trips).mark_rect(opacity=0.12, color="orange").encode(x="start:T", x2="end:T")
     st.altair_chart(shade + lines + floor, width="stretch")
     st.caption(ctx.t("board.roi_caption", floor=floor_value, trips=len(view.trips)))

@@ -1,6 +1,6 @@
 """Overrides (人工干预): propose with bounds and the model's view beside, approval queue, active ones.
 
-Everything goes through control.service.Control, which enforces roles, the
+Everything goes through app.service.Control, which enforces roles, the
 four-eyes rule, bounds and versions; the page shows its refusals in words.
 """
 
@@ -9,13 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from control import board, explorer
+from app import board
 from control.domain import OverrideField, OverrideStatus
 from explain import reasons
-from explain.store import decision_breakdown
-from panel import data
 from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts, page_start
-from store import repo
 
 ALL_PACKAGES = "*"
 
@@ -34,11 +31,11 @@ def _stale(section: str, current: list) -> list:
 
 
 def render(ctx: Ctx) -> None:
-    newest = data.latest_bucket(ctx.control)
+    newest = ctx.room.latest_bucket(ctx.user)
     if not page_start(ctx, "overrides", newest):
         return
-    slots = data.slots(ctx.control, newest)
-    queue = ctx.control.overrides([OverrideStatus.PROPOSED])
+    slots = ctx.room.slots(ctx.user, newest)
+    queue = ctx.room.overrides(ctx.user, [OverrideStatus.PROPOSED])
     queue += _load(ctx, _stale("q", queue))
     tabs = st.tabs([ctx.t("ov.tab_propose"), ctx.t("ov.tab_queue", n=len(queue)), ctx.t("ov.tab_active")])
     with tabs[0]:
@@ -62,9 +59,7 @@ def _model_side(ctx: Ctx, scope: pd.DataFrame, campaign_id: str, package: str | 
     pick = package or (scope.sort_values("pred_roi")["audience_package"].iloc[0] if len(scope) else None)
     if pick is None:
         return
-    with ctx.control.engine.connect() as conn:
-        decision_id = explorer.find_decision_id(conn, campaign_id, pick, newest)
-        breakdown = decision_breakdown(conn, decision_id) if decision_id else None
+    breakdown = ctx.room.breakdown(ctx.user, campaign_id, pick, newest)
     if breakdown is None:
         st.caption(ctx.t("ex.no_explanation"))
         return
@@ -74,13 +69,12 @@ def _model_side(ctx: Ctx, scope: pd.DataFrame, campaign_id: str, package: str | 
 
 
 def _load(ctx: Ctx, ids: list[int]) -> list:
-    with ctx.control.engine.connect() as conn:
-        return [repo.get_override(conn, i) for i in ids]
+    return [ctx.room.override(ctx.user, i) for i in ids]
 
 
 def _propose(ctx: Ctx, slots: pd.DataFrame, newest: int) -> None:
-    campaigns = data.campaigns(ctx.control)
-    packages = data.packages(ctx.control)
+    campaigns = ctx.room.campaigns(ctx.user)
+    packages = ctx.room.packages(ctx.user)
     left, right = st.columns([3, 2])
     with left:
         campaign_id = st.selectbox(ctx.t("ov.campaign"), sorted(campaigns), key="ov_campaign",
@@ -94,20 +88,16 @@ def _propose(ctx: Ctx, slots: pd.DataFrame, newest: int) -> None:
         scope_pkg = None if package == ALL_PACKAGES else package
         scope = _scope_slots(slots, campaign_id, scope_pkg)
         campaign = campaigns[campaign_id]
-        bounds = ctx.control.bounds
+        bounds = ctx.room.control.bounds
+        form = ctx.room.override_form(ctx.user, campaign_id, scope_pkg, field)
         if field is OverrideField.BID:
-            model_bid = float(scope["model_bid"].max()) if len(scope) else 0.0
-            top = min(bounds.max_bid_abs, bounds.max_bid_multiple * model_bid) if model_bid else bounds.max_bid_abs
-            st.caption(ctx.t("ov.bounds_bid", lo=bounds.min_bid, hi=fmt_num(top, 3),
+            st.caption(ctx.t("ov.bounds_bid", lo=form.low, hi=fmt_num(form.high, 3),
                              mult=bounds.max_bid_multiple, cap=bounds.max_bid_abs))
-            default = round(min(model_bid, top), 3) or 1.0  # a model bid above the cap is not a valid start
         elif field is OverrideField.BUDGET:
-            st.caption(ctx.t("ov.bounds_budget", cap=fmt_num(campaign.budget_cap, 0)))
-            default = campaign.daily_budget
+            st.caption(ctx.t("ov.bounds_budget", cap=fmt_num(form.high, 0)))
         else:
             st.caption(ctx.t("ov.bounds_audience"))
-            default = 0.0
-        value = st.number_input(ctx.t("ov.value"), value=float(default), step=0.01, format="%.3f",
+        value = st.number_input(ctx.t("ov.value"), value=float(form.default), step=0.01, format="%.3f",
                                 key=f"ov_value_{field.value}")
         hours = st.number_input(ctx.t("ov.hours"), min_value=1, max_value=24 * 30, value=4, key="ov_hours")
         reason = st.text_input(ctx.t("ov.reason"), key="ov_reason")
@@ -161,8 +151,8 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
     if not queue:
         st.caption(ctx.t("ov.queue_empty"))
         return
-    campaigns = data.campaigns(ctx.control)
-    packages = data.packages(ctx.control)
+    campaigns = ctx.room.campaigns(ctx.user)
+    packages = ctx.room.packages(ctx.user)
     for o in queue:
         with st.container(border=True):
             st.markdown(_describe(ctx, o, packages))
@@ -191,12 +181,12 @@ def _queue(ctx: Ctx, queue: list, slots: pd.DataFrame, newest: int) -> None:
 
 def _active(ctx: Ctx) -> None:
     now = ctx.control.clock()
-    live = [o for o in ctx.control.overrides([OverrideStatus.APPROVED]) if o.in_force(now)]
+    live = [o for o in ctx.room.overrides(ctx.user, [OverrideStatus.APPROVED]) if o.in_force(now)]
     live += _load(ctx, _stale("a", live))
     if not live:
         st.caption(ctx.t("ov.none_active"))
         return
-    packages = data.packages(ctx.control)
+    packages = ctx.room.packages(ctx.user)
     for o in live:
         with st.container(border=True):
             st.markdown(_describe(ctx, o, packages))

@@ -3,17 +3,12 @@ in the background, and read the report: arms side by side, trips, loss avoided, 
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import streamlit as st
 
-from control.stress_jobs import start_stress
+from app.stress_jobs import VARIANTS, chosen_scenario, report_charts, scenario_names, start_stress
+from control.domain import InvalidValue
 from panel.ui import Ctx, attempt, fmt_num
-from sim import report as sim_report
-from sim.scenario import ScenarioError, load_scenario, parse_scenario, shipped_scenarios
-
-VARIANTS = ("scenario", "roi", "gmv")
 
 
 def render(ctx: Ctx) -> None:
@@ -21,7 +16,7 @@ def render(ctx: Ctx) -> None:
     c1, c2, c3, c4 = st.columns(4)
     source = c1.radio(ctx.t("st.source"), ("shipped", "upload"), key="st_source", horizontal=True,
                       format_func=lambda v: ctx.t(f"st.source_{v}"))
-    names = shipped_scenarios()
+    names = scenario_names()
     if source == "shipped":
         name = c1.selectbox(ctx.t("st.scenario"), names, key="st_scenario",
                             index=names.index("818") if "818" in names else 0)
@@ -34,19 +29,18 @@ def render(ctx: Ctx) -> None:
     minutes = c4.number_input(ctx.t("st.minutes"), min_value=60, max_value=1440, value=1440, step=60,
                               key="st_minutes")
     if st.button(ctx.t("st.run"), type="primary", key="st_run"):
-        try:
-            scenario = (load_scenario(name) if source == "shipped" else
-                        parse_scenario(upload.getvalue().decode("utf-8"), upload.name) if upload else None)
-        except (ScenarioError, UnicodeDecodeError) as exc:
-            st.error(ctx.t("st.bad_scenario", detail=str(exc)))
-            scenario = None
+        scenario = None
+        if source == "shipped" or upload is not None:
+            try:
+                scenario = chosen_scenario(name if source == "shipped" else None,
+                                           (upload.name, upload.getvalue()) if upload is not None else None, variant)
+            except InvalidValue as exc:
+                st.error(ctx.t("st.bad_scenario", detail=str(exc)))
         if scenario is not None:
-            if variant != "scenario":
-                scenario = dataclasses.replace(scenario, bidder=dataclasses.replace(scenario.bidder, variant=variant))
             attempt(ctx, lambda: st.session_state.update(stress_job=start_stress(
                 ctx.user, scenario, seed=int(seed), minutes=int(minutes), data_dir=ctx.control.settings.data_dir)),
                     ctx.t("st.started"))
-        elif source == "upload":
+        elif source == "upload" and upload is None:
             st.error(ctx.t("st.no_file"))
     job = st.session_state.get("stress_job")
     if job is not None:
@@ -83,4 +77,4 @@ def _report(ctx: Ctx, report: dict) -> None:
     c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
     if report["trips"]:
         st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
-    st.altair_chart(sim_report.charts(report))
+    st.altair_chart(report_charts(report))

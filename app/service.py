@@ -47,9 +47,7 @@ class Control:
         self.engine = engine
         self.clock = clock
         self.settings = settings
-        self.bounds = ov.OverrideBounds(max_bid_multiple=settings.max_bid_multiple,
-                                        max_bid_abs=settings.max_bid,
-                                        max_duration_s=settings.max_override_hours * 3600)
+        self.bounds = ov.bounds_for(settings)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -83,6 +81,14 @@ class Control:
                             {"locked_until_ts": result.state.locked_until_ts})
         if not result.ok:
             raise LoginFailed(result.message)
+        return record.user
+
+    def user(self, username: str) -> User:
+        """The active user of that name, as the store has it now; InvalidValue if there is none."""
+        with self.engine.connect() as conn:
+            record = repo.get_user_record(conn, username)
+        if record is None or not record.user.active:
+            raise InvalidValue("user", username, "no such active user")
         return record.user
 
     def users(self) -> list[User]:
@@ -237,10 +243,9 @@ class Control:
                          guards: Mapping[str, GuardState] | None = None) -> pd.DataFrame:
         now = self.clock()
         with self.engine.connect() as conn:
-            live = repo.list_overrides(conn, [OverrideStatus.APPROVED])
-            kill = repo.load_kill_switch(conn)
-            guards = repo.load_guard_states(conn) if guards is None else guards
-        return resolve_policy(plan, live, guards, kill, pool, now)
+            inputs = repo.load_policy_inputs(conn)
+        return resolve_policy(plan, inputs.overrides, inputs.guards if guards is None else guards,
+                              inputs.kill_switch, pool, now)
 
     # --- audit ----------------------------------------------------------------------------
 

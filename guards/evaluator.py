@@ -1,15 +1,15 @@
 """The guard for in-process runs (`bidlens stress`'s guarded arm, replays): no store, same guard.
 
-`GuardDriver` keeps the feeds in memory instead of the store and runs exactly the
+`GuardEvaluator` keeps the feeds in memory instead of the store and runs exactly the
 worker's code on them: guards.observe.observe for the observations and
 guards.registry.evaluate (the shared state machine) for the transitions. Its
 `guard_states()` is what the simulator's effective policy reads, so a trip puts
 the campaign on the manual rule pool from the next bucket on.
 
 Use, once per simulated bucket:
-    driver.feed(decisions, outcomes, features)   # what the bidder decided / learnt this bucket
-    events = driver.tick(now_ts)
-    sim.step(guards=driver.guard_states(), ...)
+    evaluator.feed(decisions, outcomes, features)   # what the bidder decided / learnt this bucket
+    events = evaluator.tick(now_ts)
+    sim.step(guards=evaluator.guard_states(), ...)
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from control.domain import Campaign, GuardState
+from control.domain import Campaign, GuardState, most_restrictive
 from guards.config import GuardSettings
 from guards.machine import GuardEvent, GuardTripped, MachineState
 from guards.observe import FEATURE_COLUMNS, Feeds, lookback_s, observations_from, observe_feeds
 from guards.registry import GUARDS, enabled, evaluate
-from store.repo import most_restrictive
 
 _DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
 _OUTCOME_SUMS = ("spend", "orders", "gmv", "pred_gmv")
@@ -41,7 +40,7 @@ def decision_sums(decisions) -> dict[str, np.ndarray]:
     return {"w": w, "roi_w": w * pred, "pool_w": scored * np.nan_to_num(pool), "pool_n": scored}
 
 
-class GuardDriver:
+class GuardEvaluator:
     def __init__(self, campaigns: Sequence[Campaign], settings: GuardSettings,
                  guards: Iterable[str] = tuple(GUARDS)):
         self.settings = settings

@@ -2,23 +2,27 @@
 
 The simulator's stress runner (sim.stress.run_stress) plays the scenario once per
 arm: the model alone, the manual rule pool alone, and the model watched by the
-guard (guards.sim_driver). Progress is real for the guarded arm (the
-driver is asked once per simulated minute); the baselines before it are one phase.
+guard (app.stress_guard). Progress is real for the guarded arm (the
+hook is asked once per simulated minute); the baselines before it are one phase.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
+from app.stress_guard import make_guard_hook
 from control.domain import User
 from control.permissions import Action, require
-from guards.sim_driver import make_guard_driver
 from sim.catalog import DAY_START_TS
 from sim.kit import prepare
-from sim.scenario import Scenario
+from sim.report import charts as report_charts  # noqa: F401 - the stress page draws the report through here
+from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, shipped_scenarios
 from sim.stress import run_stress
+
+VARIANTS = ("scenario", "roi", "gmv")  # the scenario's own bidder, or one variant of the reference model
 
 PHASES = ("preparing", "baselines", "guarded", "done", "failed")
 
@@ -42,16 +46,38 @@ class StressJob:
 
 
 class _Progress:
-    """Wraps the guard driver to report how far the guarded arm has played."""
+    """Wraps the guard hook to report how far the guarded arm has played."""
 
-    def __init__(self, driver, job: StressJob):
-        self.driver = driver
+    def __init__(self, hook, job: StressJob):
+        self.hook = hook
         self.job = job
 
     def guard_states(self, now_ts, last):
         self.job.phase = "guarded"
         self.job.progress = 2 / 3 + min(1.0, (now_ts - DAY_START_TS) / 60 / self.job.minutes) / 3
-        return self.driver.guard_states(now_ts, last)
+        return self.hook.guard_states(now_ts, last)
+
+
+def scenario_names() -> list[str]:
+    return shipped_scenarios()
+
+
+def chosen_scenario(name: str | None, upload: tuple[str, bytes] | None, variant: str) -> Scenario:
+    """A shipped scenario by name, or an uploaded TOML file (file name, bytes), played by `variant`
+    (VARIANTS: "scenario" keeps the scenario's own bidder). A bad file is a ScenarioError naming why."""
+    if upload is not None:
+        file_name, raw = upload
+        try:
+            scenario = parse_scenario(raw.decode("utf-8"), file_name)
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(file_name, "<file>", None, f"not UTF-8 text: {exc.reason}") from None
+    else:
+        scenario = load_scenario(name or "")
+    if variant not in VARIANTS:
+        raise ScenarioError(scenario.name, "variant", variant, f"must be one of {list(VARIANTS)}")
+    if variant != "scenario":
+        scenario = dataclasses.replace(scenario, bidder=dataclasses.replace(scenario.bidder, variant=variant))
+    return scenario
 
 
 def start_stress(actor: User, scenario: Scenario, *, seed: int, minutes: int, data_dir: str) -> StressJob:
@@ -67,9 +93,9 @@ def start_stress(actor: User, scenario: Scenario, *, seed: int, minutes: int, da
 def _run(job: StressJob, scenario: Scenario, data_dir: str) -> None:
     try:
         kit = prepare(scenario, data_dir)  # trains the bundled models on first use
-        driver = _Progress(make_guard_driver(scenario, kit.catalog), job)
+        hook = _Progress(make_guard_hook(scenario, kit.catalog), job)
         job.phase, job.progress = "baselines", 0.05
-        job.report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_driver=driver,
+        job.report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook,
                                 minutes=job.minutes)
         job.phase, job.progress = "done", 1.0
     except Exception as exc:  # the page must say why a background run failed, not lose it with the thread

@@ -14,7 +14,7 @@ increments, so a refresh reads only rows written since the last one, and a
 refresh of the live board stays cheap however long the day has run.
 
 ROI = GMV / spend. Profit = GMV x gross margin - spend. Days are promotion days
-in Asia/Shanghai (UTC+8).
+(control.clock.day_start).
 """
 
 from __future__ import annotations
@@ -28,31 +28,23 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
+from control.clock import day_start
 from control.domain import (
+    DEFAULT_ROI_FLOOR,
     POOL_MODES,
     Campaign,
     DecidedBy,
     GuardState,
     Override,
     OverrideField,
-    OverrideStatus,
     RuleAnswer,
 )
-from control.policy import KillSwitch, resolve_policy
-from guards.alerts.events import ROLE
-from guards.alerts.events import Role as AlertRole
+from control.policy import KillSwitch, pool_campaigns, resolve_policy
+from guards.alerts.events import PHASE, AlertPhase
 from store import repo
 from store import schema as s
 
-DAY_S = 86_400
-TZ_OFFSET_S = 8 * 3600  # Asia/Shanghai: promotion days start at local midnight
-DEFAULT_FLOOR = 2.0     # the brief's ROI floor, for campaigns whose guard configuration names none
 DEFAULT_WINDOW_S = 3600
-
-
-def day_start(ts: int) -> int:
-    """Start (epoch s) of the promotion day containing `ts`."""
-    return ts - (ts + TZ_OFFSET_S) % DAY_S
 
 
 def safe_ratio(num, den):
@@ -143,7 +135,7 @@ def trip_ledger(conn: Connection, since_ts: int | None = None) -> pd.DataFrame:
 ALERT_COLUMNS = ("alert_id", "event_key", "severity", "kind", "campaign_id", "channel", "status", "attempts",
                  "occurred_ts", "created_ts", "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error",
                  "payload")
-FIRING_KINDS = tuple(k.value for k, role in ROLE.items() if role is AlertRole.FIRING)
+FIRING_KINDS = tuple(k.value for k, phase in PHASE.items() if phase is AlertPhase.FIRING)
 
 
 def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int = 500) -> pd.DataFrame:
@@ -326,12 +318,10 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
     bid = slots["model_bid"].to_numpy(dtype=np.float64).copy()
     audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
     decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
-    if kill.global_on:
-        rows = np.arange(n)
-    else:
-        acted_on = ({c for c, g in guards.items() if g.mode in POOL_MODES} | set(kill.campaigns)
-                    | {o.scope.campaign_id for o in overrides if o.in_force(now_ts)})
-        rows = np.flatnonzero(slots["campaign_id"].isin(acted_on).to_numpy()) if acted_on else np.arange(0)
+    campaign_ids = slots["campaign_id"].to_numpy(dtype=object)
+    acted_on = (pool_campaigns(pd.unique(campaign_ids), guards, kill)
+                | {o.scope.campaign_id for o in overrides if o.in_force(now_ts)})
+    rows = np.flatnonzero(pd.Series(campaign_ids).isin(acted_on).to_numpy()) if acted_on else np.arange(0)
     if len(rows):
         sub = slots.iloc[rows]
         plan = pd.DataFrame({"campaign_id": sub["campaign_id"], "audience_package": sub["audience_package"],
@@ -396,7 +386,7 @@ def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping
     gmv = day["gmv"].reindex(ids).fillna(0.0).to_numpy() if len(day) else np.zeros(k)
     realised = window["roi"].reindex(ids).to_numpy() if len(window) else np.full(k, np.nan)
     pred_on = safe_ratio(np.bincount(codes, weights=np.where(on, pred, 0.0), minlength=k), n_on)
-    floor = np.array([floors.get(c, DEFAULT_FLOOR) for c in ids])
+    floor = np.array([floors.get(c, DEFAULT_ROI_FLOOR) for c in ids])
     decided_by = np.array(_AUTHORITY, dtype=object)[authority]
     who, until = _override_owners(overrides, now_ts)
     by_override = decided_by == DecidedBy.OVERRIDE.value
@@ -545,15 +535,14 @@ def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping
     """The live board at `newest` (the newest bucket; `slots` are its decisions).
 
     `floors`: each campaign's ROI floor as its guard is configured (guards.config);
-    missing ones are DEFAULT_FLOOR.
+    missing ones are DEFAULT_ROI_FLOOR.
 
     Overrides, guard states and the kill switch are read fresh (they change
     between buckets); everything else comes from the aggregates and the slots.
     """
     aggregates.refresh(conn, newest)
-    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED])
-    guards = repo.load_guard_states(conn)
-    kill = repo.load_kill_switch(conn)
+    inputs = repo.load_policy_inputs(conn)
+    overrides, guards, kill = inputs.overrides, inputs.guards, inputs.kill_switch
     since = newest - window_s
     policy = served_policy(slots, overrides, guards, kill, now_ts)
     table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),

@@ -1,7 +1,7 @@
-"""`bidlens stress`'s guarded arm: the simulator's guard-driver hook (sim.kit.GUARD_DRIVER_MODULE).
+"""`bidlens stress`'s guarded arm: the simulator's guard hook (sim.stress.GuardHook).
 
 sim.stress calls `guard_states(now_ts, last)` before every bucket with the previous
-bucket's result; this feeds that result to a GuardDriver (the worker's observation
+bucket's result; this feeds that result to a GuardEvaluator (the worker's observation
 and state machine, no store) and answers the guard states the bucket's effective
 policy reads. The ROI floor is the scenario's (bidder.floor_roi); everything else
 comes from the same guard configuration as the worker (BIDLENS_GUARD_CONFIG). The
@@ -19,30 +19,30 @@ import numpy as np
 from control.config import load_settings
 from control.domain import GuardState
 from guards.config import GuardSettings, load_guard_settings
-from guards.driver import GuardDriver
+from guards.evaluator import GuardEvaluator
 from guards.observe import FEATURE_COLUMNS
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS
 
 
-class SimGuardDriver:
-    """sim.stress.GuardDriver: reads each BucketResult's arrays straight into a GuardDriver."""
+class SimGuardHook:
+    """sim.stress.GuardHook: reads each BucketResult's arrays straight into a GuardEvaluator."""
 
     def __init__(self, catalog, settings: GuardSettings, guards: tuple[str, ...] = ("roi",)):
-        self.driver = GuardDriver(catalog.campaigns, settings, guards)
+        self.evaluator = GuardEvaluator(catalog.campaigns, settings, guards)
         self.packages = len(catalog.packages)
         self._feature_names = {"spend_pace": settings.defaults["pacing"].feature,
                                "inventory_level": settings.defaults["inventory"].feature}
         self._slot_codes: np.ndarray | None = None
         # minute -> each slot's pred_value: outcome increments (late ones too) meet their bucket's prediction
         self._values: dict[int, np.ndarray] = {}
-        self._lookback_min = self.driver.lookback // BUCKET_SECONDS
+        self._lookback_min = self.evaluator.lookback // BUCKET_SECONDS
 
     def _feed(self, last) -> None:
         columns = last.columns
         if self._slot_codes is None:  # the slot order never changes within a run
-            self._slot_codes = self.driver.codes(columns["campaign_id"])
+            self._slot_codes = self.evaluator.codes(columns["campaign_id"])
         codes = self._slot_codes
-        self.driver.feed_decisions(codes, columns["bucket_ts"], columns)
+        self.evaluator.feed_decisions(codes, columns["bucket_ts"], columns)
         self._values[last.minute] = np.asarray(columns["pred_value"], dtype=np.float64)
         self._values.pop(last.minute - self._lookback_min - 1, None)
         inc = last.outcomes
@@ -52,11 +52,11 @@ class SimGuardDriver:
             values = self._values.get(minute)
             if values is not None:
                 pred_gmv[rows] = values[inc.slot[rows]] * inc.clicks[rows]
-        self.driver.feed_outcomes(codes[inc.slot], DAY_START_TS + inc.bucket_minute * BUCKET_SECONDS,
+        self.evaluator.feed_outcomes(codes[inc.slot], DAY_START_TS + inc.bucket_minute * BUCKET_SECONDS,
                                   DAY_START_TS + inc.known_minute * BUCKET_SECONDS, inc.spend, inc.orders, inc.gmv,
                                   pred_gmv)
         names = list(last.feature_names)
-        n = len(self.driver.campaign_ids)
+        n = len(self.evaluator.campaign_ids)
         features = {}
         for column in FEATURE_COLUMNS:
             name = self._feature_names[column]
@@ -64,26 +64,26 @@ class SimGuardDriver:
             if name in names:
                 np.fmax.at(values, codes, last.features[:, names.index(name)])
             features[column] = values
-        self.driver.feed_features(features)
+        self.evaluator.feed_features(features)
 
     def guard_states(self, now_ts: int, last) -> Mapping[str, GuardState]:
         if last is not None:
             self._feed(last)
-        self.driver.tick(now_ts)
-        return self.driver.guard_states()
+        self.evaluator.tick(now_ts)
+        return self.evaluator.guard_states()
 
     @property
     def trips(self) -> list[tuple[str, int]]:
         """(campaign_id, minute of the day) of each trip proper (GuardTripped), without the returns to
         TRIPPED after a failed probation, which sim.stress also counts as trips."""
-        return [(e.campaign_id, (e.ts - DAY_START_TS) // BUCKET_SECONDS) for e in self.driver.trips]
+        return [(e.campaign_id, (e.ts - DAY_START_TS) // BUCKET_SECONDS) for e in self.evaluator.trips]
 
 
-def make_guard_driver(scenario, catalog) -> SimGuardDriver:
+def make_guard_hook(scenario, catalog) -> SimGuardHook:
     settings = load_guard_settings(load_settings().guard_config)
     floor = scenario.bidder.floor_roi
     roi = settings.defaults["roi"]
     defaults = {**settings.defaults, "roi": replace(roi, floor=floor)}
     per_campaign = {**settings.per_campaign,
                     "roi": {c: replace(cfg, floor=floor) for c, cfg in settings.per_campaign.get("roi", {}).items()}}
-    return SimGuardDriver(catalog, GuardSettings(settings.observe, defaults, per_campaign))
+    return SimGuardHook(catalog, GuardSettings(settings.observe, defaults, per_campaign))

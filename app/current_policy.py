@@ -23,8 +23,8 @@ from typing import Protocol
 import pandas as pd
 from sqlalchemy import Connection, func, select, text
 
-from control.domain import POOL_MODES, OverrideStatus, RuleAnswer
-from control.policy import PLAN_COLUMNS, resolve_policy
+from control.domain import OverrideStatus, RuleAnswer
+from control.policy import PLAN_COLUMNS, pool_campaigns, resolve_policy
 from store import repo
 from store import schema as s
 
@@ -116,13 +116,10 @@ def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
                    window_s: int = DEFAULT_WINDOW_S, where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
     """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS)."""
     plan = load_plan(conn, window_s=window_s, where=where)
-    overrides = repo.list_overrides(conn, [OverrideStatus.APPROVED], where.campaign_id)
-    guards = repo.load_guard_states(conn)
-    kill = repo.load_kill_switch(conn)
-    served = {c for c in plan["campaign_id"].unique()
-              if kill.covers(c) or (c in guards and guards[c].mode in POOL_MODES)}
+    inputs = repo.load_policy_inputs(conn)
+    served = pool_campaigns(plan["campaign_id"].unique(), inputs.guards, inputs.kill_switch)
     pool = _pool_for(plan, pool_answers, served) if served else {}
-    return resolve_policy(plan, overrides, guards, kill, pool, now_ts)
+    return resolve_policy(plan, inputs.overrides, inputs.guards, inputs.kill_switch, pool, now_ts)
 
 
 

@@ -24,10 +24,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
+from control import rows
 from control.validation import (
-    DECISION_COLUMNS,
-    DECISION_OPTIONAL,
-    OUTCOME_COLUMNS,
     Limits,
     Refusal,
     validate_decisions,
@@ -36,7 +34,6 @@ from control.validation import (
 from store import repo
 from store import schema as s
 
-MAX_TEXT = {"decided_reason": 200}  # other text columns: 64 characters (the store's width)
 MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender sends it
 DEFAULT_LIMITS = Limits()
 
@@ -51,9 +48,16 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True)
 class KindSpec:
-    columns: dict[str, str]
-    optional: dict[str, str]
+    fields: tuple[rows.Field, ...]
     validate: Callable[..., object]
+
+    @property
+    def columns(self) -> dict[str, str]:
+        return rows.required_kinds(self.fields)
+
+    @property
+    def optional(self) -> dict[str, str]:
+        return rows.optional_kinds(self.fields)
 
     @property
     def all_columns(self) -> dict[str, str]:
@@ -61,8 +65,8 @@ class KindSpec:
 
 
 SPECS = {
-    Kind.DECISION: KindSpec(DECISION_COLUMNS, DECISION_OPTIONAL, validate_decisions),
-    Kind.OUTCOME: KindSpec(OUTCOME_COLUMNS, {}, validate_outcomes),
+    Kind.DECISION: KindSpec(rows.DECISION_FIELDS, validate_decisions),
+    Kind.OUTCOME: KindSpec(rows.OUTCOME_FIELDS, validate_outcomes),
 }
 
 
@@ -169,11 +173,12 @@ def _null(col: pd.Series) -> np.ndarray:
     return col.isna().to_numpy(dtype=bool)
 
 
-def _typed_column(col: pd.Series, kind: str, name: str, from_text: bool) -> tuple[pd.Series, np.ndarray, str]:
+def _typed_column(col: pd.Series, kind: str, field: rows.Field, from_text: bool) -> tuple[pd.Series, np.ndarray, str]:
     """(column converted for validation, mask of values of the wrong type, reason)."""
     null = _null(col)
+    name = field.name
     if kind == "text":
-        limit = MAX_TEXT.get(name, 64)
+        limit = field.max_length
         reason = f"must be a string of at most {limit} characters (UTF-8, no NUL)"
         if from_text:  # every cell is decoded text or empty
             bad = (col.str.len() > limit) | col.str.contains("\x00", regex=False)
@@ -240,16 +245,17 @@ def prepare(frame: pd.DataFrame, kind: Kind, *, from_text: bool = False) -> tupl
     out = {}
     wrong_field = np.full(len(frame), None, dtype=object)
     wrong_reason = np.full(len(frame), None, dtype=object)
-    for name, col_kind in spec.all_columns.items():
+    for row_field in spec.fields:
+        name, col_kind = row_field.name, row_field.kind
         if name not in frame:
-            if name in spec.columns:
+            if row_field.required:
                 out[name] = pd.Series([None] * len(frame), dtype=object)
             continue
         col = frame[name]
-        col_kind = "text" if name in MAX_TEXT else col_kind  # free text the store keeps in a sized column
+        col_kind = "text" if row_field.max_length else col_kind  # free text the store keeps in a sized column
         if col_kind in ("text", "bool", "any"):
             col = col.astype(object).where(col.notna(), None)
-        converted, wrong, reason = _typed_column(col, col_kind, name, from_text)
+        converted, wrong, reason = _typed_column(col, col_kind, row_field, from_text)
         new = wrong & (wrong_field == None)  # noqa: E711 - elementwise on an object array
         wrong_field[new] = name
         wrong_reason[new] = reason
@@ -265,17 +271,14 @@ _DTYPES = {"ts": "int64", "count": "int64", "money": "float64", "share": "float6
            "bool": bool}
 
 
-# What an optional decision field means when a row leaves it out (the store's columns are NOT NULL).
-DECISION_DEFAULTS = {"pacing": 1.0, "decided_by": "model", "decided_reason": ""}
-
-
 def _normalise(frame: pd.DataFrame, kind: Kind) -> pd.DataFrame:
     """Accepted rows in the store's types (whole seconds and counts as integers), defaults filled."""
     if kind is Kind.DECISION and len(frame):
-        fills = {c: v for c, v in DECISION_DEFAULTS.items() if c in frame}
+        fills = {c: v for c, v in rows.defaults(rows.DECISION_FIELDS).items() if c in frame}
         frame = frame.fillna(fills) if fills else frame
-        if "model_bid" in frame:
-            frame = frame.assign(model_bid=frame["model_bid"].fillna(frame["bid"]))
+        for row_field in rows.DECISION_FIELDS:  # the store's columns are NOT NULL
+            if row_field.default_from and row_field.name in frame:
+                frame = frame.assign(**{row_field.name: frame[row_field.name].fillna(frame[row_field.default_from])})
     types = {c: _DTYPES[k] for c, k in SPECS[kind].all_columns.items()
              if k in _DTYPES and c in frame and frame[c].notna().all()}
     return frame.astype(types)

@@ -1,4 +1,5 @@
-"""Acknowledging and resending alerts from the panel: permission-checked, then the outbox's own audited steps.
+"""Acknowledging and resending alerts (the panel and the CLI): permission-checked, then the outbox's own
+audited steps.
 
 Acknowledgement time is what the response-time figures measure (the brief's
 24 h → 30 min), so it is written once: acknowledging again is a conflict that
@@ -7,19 +8,19 @@ names who acknowledged first.
 
 from __future__ import annotations
 
+from app.service import Control
 from control.domain import User
 from control.permissions import Action, require
-from control.service import Control
 from guards.alerts import outbox
 from store.repo import ConflictError
 
 
-def acknowledge_alert(control: Control, actor: User, alert_id: int) -> int:
+def acknowledge_alert(control: Control, actor: User, alert_id: int, *, source: str = "panel") -> int:
     """Mark the alert (every channel's copy of its event) acknowledged by `actor` now; returns the time."""
     require(actor, Action.ACK_ALERT)
     now = control.clock()
     with control.engine.begin() as conn:
-        result = outbox.acknowledge(conn, alert_id, actor.username, now, source="panel")
+        result = outbox.acknowledge(conn, alert_id, actor.username, now, source=source)
     if result.already:
         raise ConflictError(f"alert {alert_id} was already acknowledged by {result.alert.acked_by}")
     return now
