@@ -292,6 +292,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
             kill = repo.load_kill_switch(conn)
         doc = {"kill_switch": {"global_on": kill.global_on, "campaigns": sorted(kill.campaigns)},
                "guards": [{"campaign_id": g.campaign_id, "mode": g.mode.value, "canary_share": g.canary_share,
+                           "action": g.action.value, "bid_factor": g.bid_factor,
                            "event_id": g.event_id} for g in sorted(guards.values(), key=lambda g: g.campaign_id)]}
         version = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
         headers = {"ETag": f'"{version}"', "Cache-Control": "no-cache"}

@@ -66,8 +66,9 @@ def serve_policy(plan, snapshot: PolicySnapshot | None):
     """What a bidder serves for its fresh model plan under the effective policy.
 
     `plan` is a pandas DataFrame with campaign_id, audience_package, bid, audience_on (the
-    model's decision for this bucket). Where the policy has the slot decided by an override
-    or the rule pool, its bid and audience_on are served; elsewhere the model's. Adds the
+    model's decision for this bucket). Where the policy has the slot decided by an override,
+    the rule pool or a guard, its bid and audience_on are served (a guard's bid cut applied to
+    the fresh bid); elsewhere the model's. Adds the
     columns decided_by, decided_reason, canary_share (in probation: the share of the
     slot's traffic to send to the model's bid), daily_budget (a budget override's, else
     NaN), rule_id, override_ids and guard_event_id. The policy is as of the last poll,
@@ -83,7 +84,7 @@ def serve_policy(plan, snapshot: PolicySnapshot | None):
     policy = pd.DataFrame(snapshot.slots)
     policy = policy[policy["decided_by"] != "model"]
     for column, default in (("daily_budget", float("nan")), ("rule_id", None), ("override_ids", None),
-                            ("guard_event_id", None)):  # optional in a trimmed or older policy
+                            ("guard_event_id", None), ("bid_factor", 1.0)):  # optional in a trimmed or older policy
         if column not in policy:
             policy[column] = default
     keys = ["campaign_id", "audience_package"]
@@ -98,6 +99,13 @@ def serve_policy(plan, snapshot: PolicySnapshot | None):
         values = served[column].to_numpy(dtype=object).copy()
         values[take] = joined.loc[take, source].to_numpy(dtype=object)
         served[column] = pd.Series(values, index=served.index).infer_objects()
+    # A guard's bid cut scales the fresh bid, not the one the policy saw at its last poll.
+    factor = joined["bid_factor"].fillna(1.0).to_numpy(dtype=float)
+    cut = take & (factor != 1.0)
+    if cut.any():
+        bids = served["bid"].to_numpy(dtype=float).copy()
+        bids[cut] = plan["bid"].to_numpy(dtype=float)[cut] * factor[cut]
+        served["bid"] = bids
     return served
 
 

@@ -91,14 +91,16 @@ class PolicySlot(BaseModel):
     bid: float = Field(description="The bid to serve, yuan per click.")
     audience_on: bool
     budget_share: float
-    decided_by: Literal["model", "rule_pool", "override"]
+    decided_by: Literal["model", "guard", "rule_pool", "override"]
     model_bid: float
-    reason: str = Field(description="model | guard:<mode> | kill_switch | override:<ids> | rule_pool_gap")
+    reason: str = Field(description="model | guard:<mode> (the rule pool) | guard:<mode>:bid_cut | "
+                                    "guard:<mode>:pause | kill_switch | override:<ids> | rule_pool_gap")
     override_ids: list[int]
     rule_id: str | None
     guard_event_id: int | None
     canary_share: float = Field(description="In probation: share of the slot's traffic to send to the model.")
     daily_budget: float | None = Field(description="Set by a budget override, yuan; null: unchanged.")
+    bid_factor: float = Field(description="A guard's bid cut (降价): serve your fresh bid x this; 1: no cut.")
 
 
 class PolicyResponse(BaseModel):
@@ -119,6 +121,9 @@ class GuardOut(BaseModel):
     mode: Literal["model", "tripped", "probation", "forced_pool", "forced_model"]
     canary_share: float
     event_id: int | None
+    action: Literal["pool", "bid_cut", "pause"] = Field(
+        description="While the guard holds the campaign (tripped, probation): the rule pool, a bid cut or a pause.")
+    bid_factor: float = Field(description="bid_cut: the model's bid is multiplied by this.")
 
 
 class GuardsResponse(BaseModel):

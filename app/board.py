@@ -31,7 +31,6 @@ from sqlalchemy import Connection, func, select
 from control.clock import day_start
 from control.domain import (
     DEFAULT_ROI_FLOOR,
-    POOL_MODES,
     Campaign,
     DecidedBy,
     GuardState,
@@ -39,7 +38,7 @@ from control.domain import (
     OverrideField,
     RuleAnswer,
 )
-from control.policy import KillSwitch, pool_campaigns, resolve_policy
+from control.policy import KillSwitch, held_campaigns, resolve_policy
 from guards.alerts.events import PHASE, AlertPhase
 from store import repo
 from store import schema as s
@@ -319,7 +318,7 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
     audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
     decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
     campaign_ids = slots["campaign_id"].to_numpy(dtype=object)
-    acted_on = (pool_campaigns(pd.unique(campaign_ids), guards, kill)
+    acted_on = (held_campaigns(pd.unique(campaign_ids), guards, kill)
                 | {o.scope.campaign_id for o in overrides if o.in_force(now_ts)})
     rows = np.flatnonzero(pd.Series(campaign_ids).isin(acted_on).to_numpy()) if acted_on else np.arange(0)
     if len(rows):
@@ -355,7 +354,8 @@ class _RecordedPool(Mapping):
         return len(self._bids)
 
 
-_AUTHORITY = (DecidedBy.MODEL.value, DecidedBy.RULE_POOL.value, DecidedBy.OVERRIDE.value)  # lowest first
+_AUTHORITY = (DecidedBy.MODEL.value, DecidedBy.GUARD.value, DecidedBy.RULE_POOL.value,  # lowest first
+              DecidedBy.OVERRIDE.value)
 
 
 def campaign_table(slots: pd.DataFrame, policy: pd.DataFrame, campaigns: Mapping[str, Campaign],
@@ -508,11 +508,6 @@ def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,
         return {"daily_budget": daily_budget, "new_budget": value,
                 "change": value / daily_budget - 1 if daily_budget else float("nan")}
     return {"packages": float(len(scope)), "pred_roi_model": pred_roi, "audience_on": value}
-
-
-def any_pool_mode(guards: Mapping[str, GuardState]) -> int:
-    """How many campaigns the guard currently has on the rule pool."""
-    return sum(1 for g in guards.values() if g.mode in POOL_MODES)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class DecidedBy(StrEnum):
 
     OVERRIDE = "override"
     RULE_POOL = "rule_pool"
+    GUARD = "guard"      # a guard's own action on the model's traffic: a bid cut or a pause
     MODEL = "model"
 
 
@@ -103,8 +104,17 @@ class GuardMode(StrEnum):
     FORCED_MODEL = "forced_model"  # a manager pinned the model; automatic rules never leave it
 
 
-# Modes in which the rule pool answers for the slot (probation: for the non-canary share).
-POOL_MODES = frozenset({GuardMode.TRIPPED, GuardMode.PROBATION, GuardMode.FORCED_POOL})
+class GuardAction(StrEnum):
+    """What a guard does with a campaign's traffic while it holds it (TRIPPED, PROBATION)."""
+
+    POOL = "pool"        # the manual rule pool serves (人工规则池)
+    BID_CUT = "bid_cut"  # the model serves at its bid x bid_factor (降价)
+    PAUSE = "pause"      # the campaign's audience packages are off (暂停)
+
+
+# Modes in which the guard holds the campaign's traffic, with its action (probation: the non-canary
+# share); FORCED_POOL is always the pool.
+GUARD_HOLDS = frozenset({GuardMode.TRIPPED, GuardMode.PROBATION, GuardMode.FORCED_POOL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +225,40 @@ class GuardState:
     mode: GuardMode = GuardMode.MODEL
     canary_share: float = 0.0  # in PROBATION: share of traffic served by the model
     event_id: int | None = None  # the guard event that put it in this mode
+    action: GuardAction = GuardAction.POOL  # what the guard does while it holds the traffic
+    bid_factor: float = 1.0    # BID_CUT: the model's bid is multiplied by this, in (0, 1]
 
     def __post_init__(self):
         require_text("campaign_id", self.campaign_id)
         require_finite("canary_share", self.canary_share, maximum=1.0)
+        if not isinstance(self.action, GuardAction):
+            raise InvalidValue("action", self.action, f"must be one of {[a.value for a in GuardAction]}")
+        require_finite("bid_factor", self.bid_factor, maximum=1.0)
+        if self.bid_factor <= 0:
+            raise InvalidValue("bid_factor", self.bid_factor, "must be > 0")
+
+    @property
+    def holds(self) -> bool:
+        """Whether the guard, not the model, decides the (non-canary) traffic."""
+        return self.mode in GUARD_HOLDS
+
+    @property
+    def effective_action(self) -> GuardAction | None:
+        """The action on the traffic now: None while the model serves; FORCED_POOL is the pool."""
+        if not self.holds:
+            return None
+        return GuardAction.POOL if self.mode is GuardMode.FORCED_POOL else self.action
 
 
-# When several guards watch a campaign, the most restrictive mode decides.
+# When several guards watch a campaign, the most restrictive mode decides; of two guards in the same
+# mode, the action that takes more from the model (pause, then the pool, then a bid cut).
 MODE_SEVERITY = {GuardMode.FORCED_MODEL: 0, GuardMode.MODEL: 1, GuardMode.PROBATION: 2,
                  GuardMode.TRIPPED: 3, GuardMode.FORCED_POOL: 4}
+ACTION_SEVERITY = {GuardAction.BID_CUT: 0, GuardAction.POOL: 1, GuardAction.PAUSE: 2}
+
+
+def _severity(state: GuardState) -> tuple[int, int]:
+    return MODE_SEVERITY[state.mode], ACTION_SEVERITY[state.action]
 
 
 def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
@@ -231,7 +266,7 @@ def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
     out: dict[str, GuardState] = {}
     for state in states:
         current = out.get(state.campaign_id)
-        if current is None or MODE_SEVERITY[state.mode] > MODE_SEVERITY[current.mode]:
+        if current is None or _severity(state) > _severity(current):
             out[state.campaign_id] = state
     return out
 

@@ -3,10 +3,12 @@
 Order of authority, highest first:
 
 1. an approved, unexpired override covering the slot (decided_by = override);
-2. the manual rule pool, when the campaign's guard has it on the pool (tripped,
-   probation, forced) or a kill switch (global or the campaign's) is on
+2. the manual rule pool, when a kill switch (global or the campaign's) is on or the
+   campaign's guard holds it with the pool as its action (tripped, probation, forced)
    (decided_by = rule_pool);
-3. the model (decided_by = model).
+3. the guard's own action when it holds the campaign with one: the model's bid cut
+   by the guard's bid_factor (降价), or every package off (pause) (decided_by = guard);
+4. the model (decided_by = model).
 
 An override changes only its own field (bid, budget or audience on/off); the
 fields it does not touch come from the authority below it, but the slot is
@@ -14,8 +16,8 @@ reported as decided by the override. Among overrides for the same field, one
 scoped to the audience package beats one scoped to the whole campaign, and of
 equal scope the one reviewed last wins.
 
-In PROBATION the pool decides and `canary_share` says which share of the slot's
-traffic the bidder sends back to the model (the guard's canary).
+In PROBATION the guard's action decides and `canary_share` says which share of the
+slot's traffic the bidder sends back to the model at its own bid (the guard's canary).
 
 `resolve_slot` is the definition, one slot at a time; `resolve_policy` is the
 same rule over a whole plan at once (columnar, vectorised) and is tested
@@ -31,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from control.domain import (
-    POOL_MODES,
     DecidedBy,
+    GuardAction,
     GuardMode,
     GuardState,
     Override,
@@ -62,17 +64,31 @@ class PolicyInputs:
     kill_switch: KillSwitch = KillSwitch()
 
 
+def guard_action(campaign_id: str, guards: Mapping[str, GuardState], kill_switch: KillSwitch) -> GuardAction | None:
+    """What takes the campaign's traffic from the model: the pool under a kill switch, else its guard's
+    action while the guard holds it; None when the model serves it."""
+    if kill_switch.covers(campaign_id):
+        return GuardAction.POOL
+    guard = guards.get(campaign_id)
+    return None if guard is None else guard.effective_action
+
+
 def pool_serves(campaign_id: str, guards: Mapping[str, GuardState], kill_switch: KillSwitch) -> bool:
     """Whether the manual rule pool answers for the campaign: a kill switch covers it, or its guard
-    has it on the pool (tripped, probation, forced)."""
-    guard = guards.get(campaign_id)
-    return kill_switch.covers(campaign_id) or (guard is not None and guard.mode in POOL_MODES)
+    holds it with the pool as its action (tripped, probation, forced)."""
+    return guard_action(campaign_id, guards, kill_switch) is GuardAction.POOL
 
 
 def pool_campaigns(campaign_ids: Iterable[str], guards: Mapping[str, GuardState],
                    kill_switch: KillSwitch) -> set[str]:
     """The campaigns among `campaign_ids` the rule pool answers for."""
     return {c for c in campaign_ids if pool_serves(c, guards, kill_switch)}
+
+
+def held_campaigns(campaign_ids: Iterable[str], guards: Mapping[str, GuardState],
+                   kill_switch: KillSwitch) -> set[str]:
+    """The campaigns among `campaign_ids` whose traffic the model does not decide (before overrides)."""
+    return {c for c in campaign_ids if guard_action(c, guards, kill_switch) is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,7 @@ class EffectiveDecision:
     guard_event_id: int | None = None
     canary_share: float = 0.0
     daily_budget: float | None = None  # set by a budget override, yuan
+    bid_factor: float = 1.0            # a guard's bid cut: bid = the model's bid x this
 
 
 def _override_rank(override: Override) -> tuple[int, int, int]:
@@ -125,20 +142,28 @@ def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardStat
     slot = plan.slot
     mode = guard.mode if guard is not None else GuardMode.MODEL
     killed = kill_switch.covers(slot.campaign_id)
-    served_by_pool = pool_serves(slot.campaign_id, {slot.campaign_id: guard} if guard else {}, kill_switch)
+    action = guard_action(slot.campaign_id, {slot.campaign_id: guard} if guard else {}, kill_switch)
+    canary = 0.0 if killed or mode is not GuardMode.PROBATION else guard.canary_share
+    event_id = None if killed or guard is None else guard.event_id
 
-    if served_by_pool and pool is not None:
+    if action is GuardAction.POOL and pool is not None:
         base = EffectiveDecision(
             slot=slot, decided_by=DecidedBy.RULE_POOL, bid=pool.bid,
             audience_on=pool.audience_on, budget_share=plan.budget_share, model_bid=plan.bid,
             reason="kill_switch" if killed else f"guard:{mode.value}",
-            rule_id=pool.rule_id,
-            guard_event_id=None if killed else guard.event_id,
-            canary_share=0.0 if killed or mode is not GuardMode.PROBATION else guard.canary_share,
+            rule_id=pool.rule_id, guard_event_id=event_id, canary_share=canary,
+        )
+    elif action in (GuardAction.BID_CUT, GuardAction.PAUSE):
+        cut = action is GuardAction.BID_CUT
+        base = EffectiveDecision(
+            slot=slot, decided_by=DecidedBy.GUARD, bid=plan.bid * guard.bid_factor if cut else plan.bid,
+            audience_on=plan.audience_on and cut, budget_share=plan.budget_share, model_bid=plan.bid,
+            reason=f"guard:{mode.value}:{action.value}", guard_event_id=event_id, canary_share=canary,
+            bid_factor=guard.bid_factor if cut else 1.0,
         )
     else:
         reason = "model"
-        if served_by_pool:
+        if action is GuardAction.POOL:
             reason = "rule_pool_gap"  # a validated pool never has one; kept visible if it happens
         base = EffectiveDecision(
             slot=slot, decided_by=DecidedBy.MODEL, bid=plan.bid, audience_on=plan.audience_on,
@@ -162,6 +187,7 @@ def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardStat
         reason="override:" + ",".join(str(i) for i in ids), override_ids=ids,
         rule_id=base.rule_id, guard_event_id=base.guard_event_id,
         canary_share=0.0, daily_budget=daily_budget,
+        bid_factor=1.0 if OverrideField.BID in winners else base.bid_factor,
     )
 
 
@@ -169,7 +195,7 @@ def resolve_slot(plan: SlotPlan, overrides: Iterable[Override], guard: GuardStat
 PLAN_COLUMNS = ("campaign_id", "audience_package", "bucket_ts", "bid", "audience_on", "budget_share")
 POLICY_COLUMNS = PLAN_COLUMNS + (
     "decided_by", "model_bid", "reason", "override_ids", "rule_id", "guard_event_id",
-    "canary_share", "daily_budget",
+    "canary_share", "daily_budget", "bid_factor",
 )
 
 
@@ -194,33 +220,45 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
     guard_event_id = np.full(n, None, dtype=object)
     canary_share = np.zeros(n)
     daily_budget = np.full(n, np.nan)
+    bid_factor = np.ones(n)
     override_ids = np.empty(n, dtype=object)
     override_ids[:] = [()] * n
 
     rows_by_campaign = pd.Series(np.arange(n)).groupby(campaign, sort=False).indices if n else {}
 
-    # Rule pool: kill switch first, then guard modes, campaign by campaign.
+    # The rule pool or the guard's own action: kill switch first, then guard modes, campaign by campaign.
     for campaign_id, rows in rows_by_campaign.items():
-        if not pool_serves(campaign_id, guards, kill_switch):
+        action = guard_action(campaign_id, guards, kill_switch)
+        if action is None:
             continue
         guard = guards.get(campaign_id)
         mode = guard.mode if guard is not None else GuardMode.MODEL
         killed = kill_switch.covers(campaign_id)
+        if not killed:
+            guard_event_id[rows] = guard.event_id
+            if mode is GuardMode.PROBATION:
+                canary_share[rows] = guard.canary_share
+        if action is not GuardAction.POOL:
+            decided_by[rows] = DecidedBy.GUARD.value
+            reason[rows] = f"guard:{mode.value}:{action.value}"
+            if action is GuardAction.BID_CUT:
+                bid[rows] = model_bid[rows] * guard.bid_factor
+                bid_factor[rows] = guard.bid_factor
+            else:
+                audience_on[rows] = False
+            continue
         why = "kill_switch" if killed else f"guard:{mode.value}"
         for row in rows:
             answer = pool.get((campaign_id, package[row]))
             if answer is None:
                 reason[row] = "rule_pool_gap"
+                guard_event_id[row], canary_share[row] = None, 0.0
                 continue
             bid[row] = answer.bid
             audience_on[row] = answer.audience_on
             decided_by[row] = DecidedBy.RULE_POOL.value
             reason[row] = why
             rule_id[row] = answer.rule_id
-            if not killed:
-                guard_event_id[row] = guard.event_id
-                if mode is GuardMode.PROBATION:
-                    canary_share[row] = guard.canary_share
 
     # Overrides in rank order, so the highest-ranked one for a field is applied last.
     in_force = sorted((o for o in overrides if o.in_force(now_ts)), key=_override_rank)
@@ -233,6 +271,7 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
             rows = rows[package[rows] == override.scope.audience_package]
         if override.field is OverrideField.BID:
             bid[rows] = override.value
+            bid_factor[rows] = 1.0
         elif override.field is OverrideField.AUDIENCE_ON:
             audience_on[rows] = override.value == 1.0
         else:
@@ -262,4 +301,5 @@ def resolve_policy(plan: pd.DataFrame, overrides: Sequence[Override],
         "guard_event_id": pd.Series(guard_event_id, dtype=object),
         "canary_share": canary_share,
         "daily_budget": daily_budget,
+        "bid_factor": bid_factor,
     })

@@ -36,7 +36,7 @@ class Field:
         return not self.required and self.default is None and not self.default_from
 
 
-DECIDED_BY = ("model", "rule_pool", "override")
+DECIDED_BY = ("model", "guard", "rule_pool", "override")
 
 # The slot a row is about.
 SLOT_FIELDS: tuple[Field, ...] = (

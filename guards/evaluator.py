@@ -167,7 +167,8 @@ class GuardEvaluator:
 
     def guard_states(self) -> dict[str, GuardState]:
         """What the effective policy reads: per campaign, the most restrictive of its guards."""
-        return most_restrictive(GuardState(c, s.mode, s.canary_share) for (_, c), s in self.states.items())
+        return most_restrictive(GuardState(c, s.mode, s.canary_share, action=s.action, bid_factor=s.bid_factor)
+                                for (_, c), s in self.states.items())
 
     @property
     def trips(self) -> list[GuardTripped]:

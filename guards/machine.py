@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from control.domain import GuardMode, InvalidValue
+from control.domain import GuardAction, GuardMode, InvalidValue
 from guards.config import MachineConfig
 
 FORCED_MODES = frozenset({GuardMode.FORCED_POOL, GuardMode.FORCED_MODEL})
@@ -75,6 +75,8 @@ class MachineState:
     waiting_note: str = ""             # the hold already announced (approval, trip limit): alert once
     figures_at_trip: tuple[tuple[str, float], ...] = ()
     canary_share: float = 0.0          # read by store.repo.load_guard_states
+    action: GuardAction = GuardAction.POOL  # what the guard does with the traffic it holds
+    bid_factor: float = 1.0            # BID_CUT: the model's bid x this
 
     def to_json(self) -> dict:
         return {"mode": self.mode.value, "since_ts": self.since_ts, "cause": self.cause,
@@ -83,7 +85,7 @@ class MachineState:
                 "trip_ts": list(self.trip_ts), "last_eval_key": self.last_eval_key,
                 "stale": self.stale, "release_approved": self.release_approved,
                 "waiting_note": self.waiting_note, "figures_at_trip": dict(self.figures_at_trip),
-                "canary_share": self.canary_share}
+                "canary_share": self.canary_share, "action": self.action.value, "bid_factor": self.bid_factor}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> MachineState:
@@ -99,7 +101,9 @@ class MachineState:
                        release_approved=bool(doc.get("release_approved", False)),
                        waiting_note=str(doc.get("waiting_note", "")),
                        figures_at_trip=tuple(sorted(doc.get("figures_at_trip", {}).items())),
-                       canary_share=float(doc.get("canary_share", 0.0)))
+                       canary_share=float(doc.get("canary_share", 0.0)),
+                       action=GuardAction(doc.get("action", GuardAction.POOL.value)),
+                       bid_factor=float(doc.get("bid_factor", 1.0)))
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidValue("guard_states.state", dict(doc), f"not a guard state: {exc}") from None
 

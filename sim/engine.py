@@ -23,7 +23,7 @@ import pandas as pd
 
 from control import rows
 from control.domain import DecidedBy, GuardState, Override, RuleAnswer
-from control.policy import KillSwitch, pool_campaigns, resolve_policy
+from control.policy import KillSwitch, held_campaigns, pool_campaigns, resolve_policy
 from guards.rule_pool import RulePool
 from sim.bidder import Plan
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
@@ -237,14 +237,15 @@ class Simulation:
 
         pool_bid, _, pool_cap, answers = self._pool_answers(m // 60)
         pool_needed = bool(pool_campaigns(self.catalog.campaign_ids, guards, kill_switch))
+        held = pool_needed or bool(held_campaigns(self.catalog.campaign_ids, guards, kill_switch))
         plan_frame = pd.DataFrame({
             "campaign_id": self.slot_campaign, "audience_package": self.slot_package,
             "bucket_ts": bucket_ts, "bid": plan.bid, "audience_on": plan.audience_on,
             "budget_share": plan.budget_share,
-        }) if policy_for is not None or pool_needed or overrides else None
+        }) if policy_for is not None or held or overrides else None
         if policy_for is not None:
             policy = policy_for(plan_frame)
-        elif pool_needed or overrides:
+        elif held or overrides:
             frame = resolve_policy(plan_frame, overrides, guards, kill_switch, answers if pool_needed else {},
                                    bucket_ts)
             policy = {c: frame[c].to_numpy() for c in _POLICY_USED}

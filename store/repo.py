@@ -23,6 +23,7 @@ from control.domain import (
     AuditEntry,
     Campaign,
     ConflictError,
+    GuardAction,
     GuardMode,
     GuardState,
     NotFound,
@@ -388,9 +389,12 @@ def load_kill_switch(conn: Connection) -> KillSwitch:
 # --- guard states as the effective policy sees them -------------------------------------------
 
 def load_guard_states(conn: Connection) -> dict[str, GuardState]:
-    return most_restrictive(
-        GuardState(r.campaign_id, GuardMode(r.mode), float((r.state or {}).get("canary_share", 0.0)), r.event_id)
-        for r in conn.execute(select(s.guard_states)))
+    def state(r) -> GuardState:
+        doc = r.state or {}
+        return GuardState(r.campaign_id, GuardMode(r.mode), float(doc.get("canary_share", 0.0)), r.event_id,
+                          GuardAction(doc.get("action", GuardAction.POOL.value)), float(doc.get("bid_factor", 1.0)))
+
+    return most_restrictive(state(r) for r in conn.execute(select(s.guard_states)))
 
 
 def load_policy_inputs(conn: Connection) -> PolicyInputs:

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.service import Control
 from cli.main import main
+from control.audit import verify_chain
 from control.config import Settings
 from control.domain import Role
-from control.audit import verify_chain
 from guards.alerts import enqueue_alert, load_config
 from guards.alerts.local_server import LocalRobotServer
 from store import schema as s

@@ -244,7 +244,8 @@ def test_a_tripped_guard_or_the_kill_switch_hands_the_slot_to_the_rule_pool(api,
     assert slots and all((x["decided_by"], x["rule_id"], x["bid"], x["guard_event_id"], x["reason"])
                          == ("rule_pool", "late", 0.7, 77, "guard:tripped") for x in slots)
     guards = get(api, "/v1/guards", bidder).json()
-    assert guards["guards"] == [{"campaign_id": "c3", "mode": "tripped", "canary_share": 0.0, "event_id": 77}]
+    assert guards["guards"] == [{"campaign_id": "c3", "mode": "tripped", "canary_share": 0.0, "action": "pool",
+                                 "bid_factor": 1.0, "event_id": 77}]
 
     etag = get(api, "/v1/policy", bidder).headers["ETag"]
     with engine.begin() as conn:

@@ -49,7 +49,7 @@ def test_validation_reads_the_choices_of_a_field_from_its_definition():
                                                              0.02, 3.0, 2.0, None, None, None, "the_pool", "",
                                                              None), strict=True)}
     [refusal] = validation.validate_decisions(pd.DataFrame([row]), 0).refused
-    assert refusal.field == "decided_by" and "model, rule_pool or override" in refusal.reason
+    assert refusal.field == "decided_by" and "model, guard, rule_pool or override" in refusal.reason
 
 
 CAMPAIGN = Campaign("c1", "n", "beauty", daily_budget=1000.0, budget_cap=3000.0, avg_order_value=100.0,

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from control.domain import (
     DecidedBy,
+    GuardAction,
     GuardMode,
     GuardState,
     Override,
@@ -14,6 +15,7 @@ from control.domain import (
     OverrideStatus,
     RuleAnswer,
     Slot,
+    most_restrictive,
 )
 from control.policy import KillSwitch, SlotPlan, resolve_policy, resolve_slot
 
@@ -76,6 +78,30 @@ def test_override_changes_only_its_own_field():
     assert d.decided_by is DecidedBy.OVERRIDE and d.audience_on is False and d.bid == 1.0
 
 
+def test_a_guard_can_cut_the_models_bid_or_pause_the_campaign_instead_of_the_pool():
+    cut = GuardState("c1", GuardMode.TRIPPED, event_id=5, action=GuardAction.BID_CUT, bid_factor=0.6)
+    d = resolve_slot(plan(bid=2.0), [], cut, KillSwitch(), POOL, NOW)
+    assert (d.decided_by, d.bid, d.audience_on, d.bid_factor, d.reason, d.guard_event_id) == \
+        (DecidedBy.GUARD, 1.2, True, 0.6, "guard:tripped:bid_cut", 5)
+    pause = GuardState("c1", GuardMode.PROBATION, canary_share=0.1, action=GuardAction.PAUSE)
+    d = resolve_slot(plan(), [], pause, KillSwitch(), POOL, NOW)
+    assert (d.decided_by, d.audience_on, d.canary_share, d.reason) == \
+        (DecidedBy.GUARD, False, 0.1, "guard:probation:pause")
+    # The kill switch puts the campaign on the pool whatever the guard's action; an override beats both.
+    assert resolve_slot(plan(), [], cut, KillSwitch(global_on=True), POOL, NOW).decided_by is DecidedBy.RULE_POOL
+    d = resolve_slot(plan(bid=2.0), [override(1, OverrideField.AUDIENCE_ON, 1.0)], cut, KillSwitch(), POOL, NOW)
+    assert (d.decided_by, d.bid, d.bid_factor) == (DecidedBy.OVERRIDE, 1.2, 0.6)
+
+
+def test_the_most_restrictive_guard_decides_and_forced_pool_is_always_the_pool():
+    states = [GuardState("c1", GuardMode.TRIPPED, action=GuardAction.BID_CUT, bid_factor=0.5),
+              GuardState("c1", GuardMode.TRIPPED, action=GuardAction.PAUSE),
+              GuardState("c1", GuardMode.PROBATION, action=GuardAction.POOL)]
+    assert most_restrictive(states)["c1"].action is GuardAction.PAUSE
+    forced = GuardState("c1", GuardMode.FORCED_POOL, action=GuardAction.PAUSE)
+    assert resolve_slot(plan(), [], forced, KillSwitch(), POOL, NOW).decided_by is DecidedBy.RULE_POOL
+
+
 def test_probation_keeps_the_canary_share_for_the_model():
     guard = GuardState("c1", GuardMode.PROBATION, canary_share=0.1, event_id=4)
     d = resolve_slot(plan(), [], guard, KillSwitch(), POOL, NOW)
@@ -101,16 +127,18 @@ overrides_st = st.lists(st.builds(
 @given(
     bids=st.lists(st.floats(0.01, 10), min_size=6, max_size=6),
     modes=st.fixed_dictionaries({c: st.sampled_from(list(GuardMode)) for c in CAMPAIGNS}),
+    actions=st.fixed_dictionaries({c: st.sampled_from(list(GuardAction)) for c in CAMPAIGNS}),
     overrides=overrides_st,
     kill_global=st.booleans(),
     killed=st.frozensets(st.sampled_from(CAMPAIGNS)),
     pool_gaps=st.frozensets(st.tuples(st.sampled_from(CAMPAIGNS), st.sampled_from(PACKAGES))),
 )
-def test_resolve_policy_matches_resolve_slot(bids, modes, overrides, kill_global, killed, pool_gaps):
+def test_resolve_policy_matches_resolve_slot(bids, modes, actions, overrides, kill_global, killed, pool_gaps):
     slots = [(c, p) for c in CAMPAIGNS for p in PACKAGES][:6]
     frame = pd.DataFrame({"campaign_id": [c for c, _ in slots], "audience_package": [p for _, p in slots],
                           "bucket_ts": NOW, "bid": bids, "audience_on": True, "budget_share": 0.1})
-    guards = {c: GuardState(c, m, canary_share=0.1 if m is GuardMode.PROBATION else 0.0, event_id=7)
+    guards = {c: GuardState(c, m, canary_share=0.1 if m is GuardMode.PROBATION else 0.0, event_id=7,
+                            action=actions[c], bid_factor=0.5 if actions[c] is GuardAction.BID_CUT else 1.0)
               for c, m in modes.items()}
     pool = {(c, p): RuleAnswer(f"r-{c}-{p}", 0.5, audience_on=p == "pets")
             for c in CAMPAIGNS for p in PACKAGES if (c, p) not in pool_gaps}
@@ -126,9 +154,11 @@ def test_resolve_policy_matches_resolve_slot(bids, modes, overrides, kill_global
         assert tuple(row.override_ids) == expected.override_ids
         assert row.rule_id == expected.rule_id
         assert row.canary_share == expected.canary_share
+        assert row.guard_event_id == expected.guard_event_id
+        assert row.bid_factor == expected.bid_factor
         assert (math.isnan(row.daily_budget) and expected.daily_budget is None) or \
             row.daily_budget == expected.daily_budget
         # A campaign on the pool with an answer is served by the pool or an override, never the model.
-        on_pool = kill.covers(c) or guards[c].mode in (GuardMode.TRIPPED, GuardMode.PROBATION, GuardMode.FORCED_POOL)
+        on_pool = kill.covers(c) or guards[c].effective_action is GuardAction.POOL
         if on_pool and (c, p) in pool:
             assert row.decided_by in ("rule_pool", "override")

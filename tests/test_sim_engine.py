@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import chisquare
 from sim_support import kit_for, small_scenario
 
-from control.domain import GuardMode, GuardState, Override, OverrideField, OverrideScope, OverrideStatus
+from control.domain import GuardAction, GuardMode, GuardState, Override, OverrideField, OverrideScope, OverrideStatus
 from control.policy import KillSwitch, resolve_policy
 from sim.catalog import DAY_START_TS
 from sim.engine import Simulation
@@ -124,6 +124,21 @@ def test_probation_sends_the_canary_share_back_to_the_model():
     assert set(c01["decided_by"]) == {"rule_pool"} and set(c01["canary_share"]) == {0.25}
     assert set(c01["guard_event_id"]) == {3}
     assert set(d[d["campaign_id"] != "c01"]["decided_by"]) == {"model"}
+
+
+def test_a_guards_bid_cut_serves_the_models_bid_cut_and_a_pause_buys_nothing():
+    sim, _ = simulation(small_scenario(traffic_scale=5.0))
+    guards = {"c01": GuardState("c01", GuardMode.TRIPPED, action=GuardAction.BID_CUT, bid_factor=0.5, event_id=1),
+              "c02": GuardState("c02", GuardMode.TRIPPED, action=GuardAction.PAUSE, event_id=2)}
+    spent = np.zeros(3)
+    for _ in range(20):
+        d = sim.step(guards=guards).decisions
+        cut, paused = d[d["campaign_id"] == "c01"], d[d["campaign_id"] == "c02"]
+        np.testing.assert_allclose(cut["bid"], cut["model_bid"] * 0.5)
+        assert set(cut["decided_by"]) == set(paused["decided_by"]) == {"guard"}
+        assert not paused["audience_on"].any() and paused["impressions"].sum() == 0
+        spent += [d[d["campaign_id"] == c]["spend"].sum() for c in ("c01", "c02", "c03")]
+    assert spent[1] == 0 and 0 < spent[0] and 0 < spent[2]
 
 
 def test_the_feature_matrix_is_what_the_model_saw():
