@@ -35,6 +35,7 @@ class MachineConfig:
     require_approval: bool = False
     stale_after_s: int = 600
     stale_action: str = "hold"
+    action: str = "pool"          # what a trip does with the traffic: pool | bid_cut | pause (a signal may choose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "tz_offset_s": (-86400, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
     "calibration_confidence": (0.5, 0.999999), "order_value_cv": (0.0, 10.0),
 }
-_CHOICES = {"stale_action": ("pool", "hold")}
+_CHOICES = {"stale_action": ("pool", "hold"), "action": ("pool", "bid_cut", "pause")}
 
 
 def _typed(key: str, value: object, default: object) -> object:

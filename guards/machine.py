@@ -55,6 +55,8 @@ class Signal:
     healthy: bool | None            # good enough to count as a probation pass (None: cannot tell)
     data_age_s: int | None          # age of the stalest feed; None: the campaign never had data
     figures: Mapping[str, float] = field(default_factory=dict)
+    action: GuardAction | None = None  # the action this evidence calls for (None: the config's `action`)
+    bid_factor: float = 1.0            # with BID_CUT: the factor on the model's bid
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +213,12 @@ def _recent_trips(state: MachineState, now: int) -> tuple[int, ...]:
 def _trip(state: MachineState, signal: Signal, config: MachineConfig, now: int, cause: str,
           guard: str, campaign_id: str, cooldown_s: int | None = None) -> tuple[MachineState, list]:
     cooldown = config.cooldown_s if cooldown_s is None else cooldown_s
+    action = signal.action or GuardAction(config.action)
     after = replace(state, mode=GuardMode.TRIPPED, since_ts=now, cause=cause, counts=(),
                     first_breach_ts=None, probation_passes=0, cooldown_s=cooldown,
                     trip_ts=_recent_trips(state, now) + (now,), release_approved=False, waiting_note="",
-                    figures_at_trip=_figures(signal), canary_share=0.0)
+                    figures_at_trip=_figures(signal), canary_share=0.0, action=action,
+                    bid_factor=signal.bid_factor if action is GuardAction.BID_CUT else 1.0)
     started = state.first_breach_ts if state.first_breach_ts is not None else now
     return after, [_event(GuardTripped, guard, campaign_id, now, state, after, signal, cause=cause,
                           detection_delay_s=max(0, now - started))]

@@ -255,3 +255,19 @@ def test_forced_modes_are_never_left_automatically(mode, steps):
         bucket += 60 if new_bucket else 0
         state, events = transition(state, obs(roi, bucket=bucket, pred_spend=spend, data_age_s=age), ROI, T0 + t)
         assert state.mode is mode and events == []
+
+
+def test_a_trip_takes_the_action_its_evidence_calls_for_else_the_configured_one():
+    from control.domain import GuardAction
+    from guards.config import MachineConfig
+    from guards.machine import Check, MachineState, Signal, step
+
+    config = MachineConfig(consecutive=1, action="pause")
+    bad = Signal(evaluation_key=60, checks=(Check("r", True, 1),), healthy=False, data_age_s=0)
+    state, _ = step(MachineState(), bad, config, 100, guard="g", campaign_id="c1")
+    assert (state.mode.value, state.action) == ("tripped", GuardAction.PAUSE)
+    cut = Signal(evaluation_key=60, checks=(Check("r", True, 1),), healthy=False, data_age_s=0,
+                 action=GuardAction.BID_CUT, bid_factor=0.7)
+    state, _ = step(MachineState(), cut, config, 100, guard="g", campaign_id="c1")
+    assert (state.action, state.bid_factor) == (GuardAction.BID_CUT, 0.7)
+    assert MachineState.from_json(state.to_json()) == state
