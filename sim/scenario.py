@@ -58,11 +58,13 @@ class BidderParams:
     max_bid: float = 60.0           # yuan per click
 
 
+_SHIFT_KEYS = {"until_minute", "ramp_minutes", "campaigns", "audience_packages", "categories"}
 EVENT_KINDS = {
     # kind: (required keys, optional keys)
-    "cvr_shift": ({"factor"}, {"until_minute", "campaigns", "audience_packages", "categories"}),
-    "ctr_shift": ({"factor"}, {"until_minute", "campaigns", "audience_packages", "categories"}),
-    "competitor_bid_surge": ({"factor"}, {"until_minute", "campaigns", "audience_packages", "categories"}),
+    "cvr_shift": ({"factor"}, _SHIFT_KEYS),
+    "ctr_shift": ({"factor"}, _SHIFT_KEYS),
+    "order_value_shift": ({"factor"}, _SHIFT_KEYS),
+    "competitor_bid_surge": ({"factor"}, _SHIFT_KEYS),
     "competitor_price_drop": ({"drop"}, {"until_minute", "campaigns", "categories"}),
     "stockout": ({"campaigns"}, {"until_minute"}),
     "outcome_outage": (set(), {"until_minute"}),
@@ -81,9 +83,17 @@ class Event:
     factor: float = 1.0
     drop: float = 0.0
     variant: str = ""
+    ramp_minutes: int = 0   # a shift reaches `factor` gradually over this many minutes (0: at once)
 
     def active(self, minute: int) -> bool:
         return self.at_minute <= minute < self.until_minute
+
+    def factor_at(self, minute: int) -> float:
+        """The shift's factor at this minute: moving from 1 to `factor` over the ramp, then held."""
+        if self.ramp_minutes <= 0:
+            return self.factor
+        progress = min(1.0, (minute - self.at_minute + 1) / self.ramp_minutes)
+        return 1.0 + (self.factor - 1.0) * progress
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,9 @@ def _event(src: str, i: int, table: object, world: WorldParams) -> Event:
                                       tuple(c.code for c in CATEGORIES), "category")
     if "factor" in table:
         values["factor"] = float(_number(src, f"{prefix}.factor", table["factor"], strict=True))
+    if "ramp_minutes" in table:
+        values["ramp_minutes"] = int(_number(src, f"{prefix}.ramp_minutes", table["ramp_minutes"], integer=True,
+                                             maximum=until - at))
     if "drop" in table:
         values["drop"] = float(_number(src, f"{prefix}.drop", table["drop"], maximum=0.99))
     if "variant" in table:

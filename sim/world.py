@@ -145,23 +145,26 @@ class World:
         cvr = self.cvr_day * (1 + 1.5 * discount[self.campaign_of]) * (0.92 + 0.16 * c.evening[minute])
         pressure = 1 + self.scenario.world.competitor_pressure * (c.traffic[minute] - 1)
         median = self.base_median * max(pressure, 0.3)
+        order_value = price[self.campaign_of] * self.basket
         for event, slots, camps in self.event_masks:
             if not event.active(minute):
                 continue
+            factor = event.factor_at(minute)
             if event.kind == "cvr_shift":
-                cvr = np.where(slots, cvr * event.factor, cvr)
+                cvr = np.where(slots, cvr * factor, cvr)
             elif event.kind == "ctr_shift":
-                ctr = np.where(slots, ctr * event.factor, ctr)
+                ctr = np.where(slots, ctr * factor, ctr)
+            elif event.kind == "order_value_shift":
+                order_value = np.where(slots, order_value * factor, order_value)
             elif event.kind == "competitor_bid_surge":
-                median = np.where(slots, median * event.factor, median)
+                median = np.where(slots, median * factor, median)
             elif event.kind == "competitor_price_drop":
                 cpi = np.where(camps, cpi * (1 - event.drop), cpi)
         # Cheaper competitors take buyers: conversion falls steeply with their price index.
         cvr = cvr * np.minimum(cpi, 1.2)[self.campaign_of] ** 3
         cvr = np.where(in_stock[self.campaign_of], np.minimum(cvr, 1.0), 0.0)
         opportunities = rng.poisson(self.traffic_base * c.traffic[minute])
-        return Truth(opportunities, np.minimum(ctr, 1.0), cvr, median,
-                     price[self.campaign_of] * self.basket, price, discount, cpi)
+        return Truth(opportunities, np.minimum(ctr, 1.0), cvr, median, order_value, price, discount, cpi)
 
     def stockout_mask(self, minute: int) -> np.ndarray:
         """(C,) campaigns an active stock-out event empties at this minute."""

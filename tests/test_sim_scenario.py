@@ -85,3 +85,23 @@ def test_the_cli_lists_the_shipped_scenarios(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [d["name"] for d in listed] == shipped_scenarios()
     assert all(d["description"] for d in listed)
+
+
+def test_a_shift_can_ramp_in_and_order_values_can_shift():
+    from sim.scenario import parse_scenario
+
+    scenario = parse_scenario("""name = "ramp"
+[[events]]
+kind = "order_value_shift"
+at_minute = 600
+until_minute = 900
+ramp_minutes = 120
+factor = 0.5
+campaigns = ["c01"]
+""")
+    [event] = scenario.events
+    assert event.factor_at(600) == pytest.approx(1 - 0.5 / 120)
+    assert event.factor_at(659) == pytest.approx(0.75) and event.factor_at(719) == event.factor_at(850) == 0.5
+    assert parse_scenario(dump_scenario(scenario)).events == scenario.events
+    with pytest.raises(ScenarioError, match="ramp_minutes"):
+        parse_scenario(dump_scenario(scenario).replace("ramp_minutes = 120", "ramp_minutes = 400"))
