@@ -1,10 +1,19 @@
-"""Common random numbers: keyed uniforms and exact inverse-CDF samplers."""
+"""Common random numbers: keyed uniforms, exact inverse-CDF samplers, exact counterfactuals."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy import stats
+from sim_support import full_kit, kit_for, small_scenario
 
+from control.domain import GuardMode, GuardState
 from sim import crn
+from sim.catalog import DAY_START_TS
+from sim.engine import DECISION_COLUMNS, Simulation
+from sim.scenario import load_scenario
+from sim.stress import run_arm, run_stress
+from sim.world import World
 
 N = 200_000  # draws per distribution check
 
@@ -125,3 +134,102 @@ def test_inversion_couples_monotonically():
     assert (crn.poisson(u, lam * 1.1) >= crn.poisson(u, lam)).all()
     a = rng.integers(1, 40, len(u)) * 4.0
     assert (crn.gamma(u, a + 4) >= crn.gamma(u, a)).all()
+
+
+# --- the simulator's draws -------------------------------------------------------------------
+
+
+def simulation(scenario, seed):
+    kit = kit_for(scenario.world.campaigns)
+    return Simulation(scenario, seed, kit.bidders, kit.history, pool=kit.pool)
+
+
+def test_same_seed_and_policy_play_the_same_day_and_another_seed_does_not():
+    scenario = small_scenario()
+    a, b, c = simulation(scenario, 21), simulation(scenario, 21), simulation(scenario, 22)
+    for name in ("ctr_day", "cvr_day", "cpi_base", "opening_stock"):
+        assert np.array_equal(getattr(a.world, name), getattr(b.world, name)), name
+    assert not np.array_equal(a.world.ctr_day, c.world.ctr_day)
+    assert np.array_equal(World(scenario, 21).cvr_day, a.world.cvr_day)
+    differs = set()
+    for _ in range(40):
+        ra, rb, rc = a.step(), b.step(), c.step()
+        for column in DECISION_COLUMNS:
+            assert np.array_equal(ra.columns[column], rb.columns[column]), column
+        differs |= {col for col in ("auctions", "impressions", "clicks", "orders", "gmv")
+                    if not np.array_equal(ra.columns[col], rc.columns[col])}
+    assert differs == {"auctions", "impressions", "clicks", "orders", "gmv"}
+
+
+class OneMinute:
+    """A guard driver that puts one campaign in `state` for one minute, and nothing else."""
+
+    def __init__(self, state: GuardState, minute: int):
+        self.state, self.minute = state, minute
+
+    def guard_states(self, now_ts, last):
+        return {self.state.campaign_id: self.state} if now_ts == DAY_START_TS + 60 * self.minute else {}
+
+
+def per_minute(scenario, seed, kit, minutes, driver=None):
+    """(campaigns, minutes) spend, clicks, orders and GMV of an arm, and the arm's run."""
+    C = scenario.world.campaigns
+    out = {k: np.zeros((C, minutes)) for k in ("spend", "clicks", "orders", "gmv")}
+
+    def record(r):
+        campaign_of = np.arange(len(r.columns["campaign_id"])) * C // len(r.columns["campaign_id"])  # campaign-major
+        for k in out:
+            out[k][:, r.minute] = np.bincount(campaign_of, weights=r.columns[k], minlength=C)
+
+    run = run_arm(scenario, seed, kit.bidders, kit.history, kit.pool, guard_driver=driver, on_bucket=record,
+                  minutes=minutes)
+    return out, run
+
+
+def assert_only_campaign_differs(scenario, seed, kit, state, minute, minutes):
+    ids = kit.catalog.campaign_ids
+    c = ids.index(state.campaign_id)
+    plain, plain_run = per_minute(scenario, seed, kit, minutes)
+    moved, moved_run = per_minute(scenario, seed, kit, minutes, OneMinute(state, minute))
+    others = np.arange(len(ids)) != c
+    for k in plain:   # every other campaign: bit-identical, minute by minute, all day
+        assert np.array_equal(plain[k][others], moved[k][others]), k
+        assert np.array_equal(plain[k][c, :minute], moved[k][c, :minute]), k   # and the campaign before it
+    assert not np.array_equal(plain["spend"][c, minute], moved["spend"][c, minute])  # the minute did change
+    margin = np.array([x.gross_margin for x in kit.catalog.campaigns])
+    profit = {name: r.gmv.sum(axis=1) * margin - r.spend.sum(axis=1)
+              for name, r in (("plain", plain_run), ("moved", moved_run))}
+    diff = profit["moved"] - profit["plain"]
+    assert (diff[others] == 0.0).all()
+    assert diff.sum() == diff[c]   # guarded - model profit is exactly the campaign's own difference
+    assert diff[c] != 0.0
+    return diff[c]
+
+
+@pytest.mark.parametrize("state", [GuardState("c03", GuardMode.TRIPPED, event_id=1),
+                                   GuardState("c03", GuardMode.PROBATION, canary_share=0.3, event_id=1)],
+                         ids=["tripped", "probation"])
+def test_one_campaign_on_the_pool_for_one_minute_changes_nothing_else(state):
+    scenario = small_scenario()
+    assert_only_campaign_differs(scenario, 9, kit_for(scenario.world.campaigns), state, 60, 150)
+
+
+def test_818_one_campaign_tripped_for_one_minute_loss_avoided_is_its_own_difference():
+    """The issue's check on the full 818 catalog: c05 on the rule pool at minute 90 only."""
+    scenario, kit = load_scenario("818"), full_kit()
+    state = GuardState("c05", GuardMode.TRIPPED, event_id=1)
+    own = assert_only_campaign_differs(scenario, 1, kit, state, 90, 180)
+    report = run_stress(scenario, 1, kit.bidders, kit.history, kit.pool, guard_driver=OneMinute(state, 90),
+                        arms=("model",), minutes=180)
+    model, guarded = (report["arms"][a]["by_campaign"] for a in ("model", "guarded"))
+    assert [row for row in model if row["campaign"] != "c05"] == [row for row in guarded if row["campaign"] != "c05"]
+    assert report["loss_avoided"] == pytest.approx(own, abs=0.011)   # the report rounds each arm to the fen
+
+
+def test_traffic_does_not_depend_on_the_policy():
+    scenario = replace(small_scenario(), name="crn")
+    a, b = simulation(scenario, 3), simulation(scenario, 3)
+    for m in range(12):
+        guards = {"c02": GuardState("c02", GuardMode.TRIPPED)} if m == 5 else {}
+        ra, rb = a.step(), b.step(guards=guards)
+        assert np.array_equal(ra.columns["auctions"], rb.columns["auctions"])   # traffic never moves
