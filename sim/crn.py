@@ -10,10 +10,10 @@ where their policies (or a campaign's own budget and stock) differ, and a counte
 
 Inverse CDFs are exact: the discrete samplers return the smallest k with CDF(k) >= u, found from
 a Cornish-Fisher guess corrected by evaluating the CDF (scipy's incomplete beta and gamma
-functions, relative error ~1e-14); the result differs from the true quantile only when u lies
-within that rounding of a CDF step (probability ~1e-14 per draw, and then by one). Inversion
-gives monotone coupling: from the same uniform a higher probability (or more trials) never gives
-fewer successes.
+functions: absolute error ~1e-14 for the simulator's up to ~10^4 trials); the result differs
+from the true quantile only when u lies within that rounding of a CDF step (probability ~1e-14
+per draw, and then by one). Inversion gives monotone coupling: from the same uniform a higher
+probability (or more trials) never gives fewer successes.
 """
 
 from __future__ import annotations
