@@ -10,6 +10,10 @@ kill switch) are passed to each step, so the fast stress run and the live demo
 
 In guard PROBATION the slot's opportunities are split: `canary_share` of them
 are bid by the model's plan, the rest by the pool's answer.
+
+Every random draw is keyed by (seed, purpose, minute, slot) (sim.crn: common random
+numbers), so two runs of the same seed differ only where their policies differ, and
+through each campaign's own budget and stock.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from control import rows
 from control.domain import DecidedBy, GuardState, Override, RuleAnswer
 from control.policy import KillSwitch, held_campaigns, pool_campaigns, resolve_policy
 from guards.rule_pool import RulePool
+from sim import crn
 from sim.bidder import Plan
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
 from sim.features import FEATURE_NAMES, BidderView, FeatureBuilder, History, Observer
@@ -131,11 +136,10 @@ class Simulation:
     def __init__(self, scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History,
                  pool: RulePool | None = None, reference_bid: np.ndarray | None = None,
                  world: World | None = None):
-        world_rng, traffic_rng, outcome_rng = (np.random.default_rng(s)
-                                               for s in np.random.SeedSequence(seed).spawn(3))
         self.scenario = scenario
         self.seed = seed
-        self.world = world or World(scenario, world_rng)
+        self.draws = crn.KeyedDraws(seed)  # every draw keyed by (seed, purpose, minute, slot)
+        self.world = world or World(scenario, seed)
         self.catalog = self.world.catalog
         self.bidders = bidders
         self.pool = pool
@@ -146,7 +150,6 @@ class Simulation:
         self.observer = Observer(self.S)
         self.reference_bid = (history.value_per_click / REFERENCE_ROI
                               if reference_bid is None else reference_bid)
-        self._traffic_rng, self._outcome_rng = traffic_rng, outcome_rng
         self.stock = w.opening_stock.copy()
         self.spent = np.zeros(self.C)
         self.budget = np.array([c.daily_budget for c in self.catalog.campaigns])
@@ -204,11 +207,13 @@ class Simulation:
         remaining_traffic = max(1 - self._elapsed[minute], 1e-3)
         return np.clip(np.sqrt(left / remaining_traffic), 0.3, 1.0)[self.campaign_of]
 
-    def _auction(self, n: np.ndarray, bid: np.ndarray, truth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _auction(self, n: np.ndarray, bid: np.ndarray, truth, auction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(wins, clicks, price paid per click) of `n` opportunities at `bid`; `auction` names the
+        draws' purposes ("main" or "canary": the canary's auction has its own uniforms)."""
         win, paid = partial_mean(bid, truth.median_bid, self.world.sigma)
-        rng = self._outcome_rng
-        wins = rng.binomial(n, win)
-        clicks = rng.binomial(wins, truth.ctr)
+        m, S = self.minute, self.S
+        wins = crn.binomial(self.draws.uniform(f"{auction}_wins", m, S), n, win)
+        clicks = crn.binomial(self.draws.uniform(f"{auction}_clicks", m, S), wins, truth.ctr)
         return wins, clicks, paid
 
     def step(self, *, overrides: Sequence[Override] = (), guards: Mapping[str, GuardState] | None = None,
@@ -225,7 +230,7 @@ class Simulation:
         bucket_ts = DAY_START_TS + m * BUCKET_SECONDS
         guards = guards or {}
         in_stock = (self.stock > 0) & ~w.stockout_mask(m)
-        truth = w.truth(m, self._traffic_rng, in_stock)
+        truth = w.truth(m, self.draws, in_stock)
         X = self.features.build(self._view(m, truth, in_stock), self.observer)
         variant = self.scenario.variant_at(m)
         bidder = self.bidders[variant]
@@ -274,9 +279,9 @@ class Simulation:
         n = truth.opportunities
         n_canary = np.where(plan.audience_on, np.rint(n * canary), 0).astype(np.int64)
         n_main = np.where(served_on, n - np.rint(n * canary).astype(np.int64), 0)
-        wins, clicks, paid = self._auction(n_main, served_bid, truth)
+        wins, clicks, paid = self._auction(n_main, served_bid, truth, "main")
         if n_canary.any():
-            wins_c, clicks_c, paid_c = self._auction(n_canary, plan.bid, truth)
+            wins_c, clicks_c, paid_c = self._auction(n_canary, plan.bid, truth, "canary")
         else:
             wins_c = clicks_c = np.zeros(self.S, dtype=np.int64)
             paid_c = np.zeros(self.S)
@@ -299,8 +304,7 @@ class Simulation:
 
         impressions = wins + wins_c
         all_clicks = clicks + clicks_c
-        rng = self._outcome_rng
-        orders = rng.binomial(all_clicks, truth.cvr)
+        orders = crn.binomial(self.draws.uniform("orders", m, self.S), all_clicks, truth.cvr)
         campaign_orders = np.bincount(self.campaign_of, weights=orders, minlength=C)
         short = campaign_orders > self.stock
         if short.any():  # sell what is left, no more
@@ -308,7 +312,8 @@ class Simulation:
             orders = np.floor(orders * ratio[self.campaign_of]).astype(np.int64)
             campaign_orders = np.bincount(self.campaign_of, weights=orders, minlength=C)
         self.stock -= campaign_orders.astype(np.int64)
-        gmv = truth.order_value * rng.gamma(orders * _GMV_SHAPE, 1.0 / _GMV_SHAPE)
+        gmv = truth.order_value * crn.gamma(self.draws.uniform("gmv", m, self.S), orders * _GMV_SHAPE,
+                                            1.0 / _GMV_SHAPE)
 
         outcomes = self._queue_and_release(m, impressions, all_clicks, spend, orders, gmv)
         self.observer.observe(n, outcomes.slot, outcomes.impressions, outcomes.clicks, outcomes.spend,
@@ -344,7 +349,8 @@ class Simulation:
 
     def _queue_and_release(self, m: int, impressions, clicks, spend, orders, gmv) -> Increments:
         """Split orders over the conversion lag, hold what an outage covers, release what is due now."""
-        bins = self._outcome_rng.multinomial(orders, self._lag_shares)  # (S, L)
+        u = self.draws.uniform("lag", m, (self.S, len(self._lag_shares)))  # one uniform per slot and lag bin
+        bins = crn.multinomial_split(u, orders, self._lag_shares)  # (S, L)
         share = np.where(orders[:, None] > 0, bins / np.maximum(orders, 1)[:, None], 0.0)
         gmv_bins = gmv[:, None] * share
         for k, lag in enumerate(self._lags):

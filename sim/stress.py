@@ -23,7 +23,8 @@ the trip's minute minus that episode's first minute. A trip near no episode is a
 trip -- also in a campaign that crossed the floor at some other hour of the day. A return
 to TRIPPED from PROBATION is a failed probation, reported apart: the canary must prove
 floor + hysteresis, so failing while the model is just above the floor is the design.
-loss_avoided = guarded profit - model profit, same seed: exact, not estimated.
+loss_avoided = guarded profit - model profit, same seed: exact, not estimated (every draw is
+keyed by seed, purpose, minute and slot, sim.crn: the arms differ only where their policies do).
 """
 
 from __future__ import annotations

@@ -99,12 +99,12 @@ def simulate_history(catalog: Catalog, seed: int = 2026) -> TrainingData:
         scenario = Scenario(f"history-{d}", world=replace(WorldParams(), campaigns=len(catalog.campaigns),
                                                           catalog_seed=catalog.catalog_seed,
                                                           promo_intensity=promo))
-        rng = np.random.default_rng([seed, d])
-        world = World(scenario, rng, catalog)
+        day_seed = seed * 100 + d  # keys the day's world and its draws (sim.crn)
+        world = World(scenario, day_seed, catalog)
         if history is None:
             history = prior_history(world)
-        bidder = BehaviourBidder(world.ref_value, rng)
-        sim = Simulation(scenario, seed * 100 + d, {"roi": bidder}, history, world=world)
+        bidder = BehaviourBidder(world.ref_value, np.random.default_rng([seed, d]))
+        sim = Simulation(scenario, day_seed, {"roi": bidder}, history, world=world)
         S = world.S
         totals = {k: np.zeros(S) for k in ("impressions", "clicks", "orders", "gmv", "spend", "bid_clicks")}
         window_X = None

@@ -11,6 +11,9 @@ lognormal whose median moves with the promotion. We win an opportunity when our
 bid is at least that price and pay that price per click (second price). Won
 opportunities are impressions; clicks and orders follow the true CTR and CVR.
 Orders become known with a conversion lag (`lag_minutes`, `lag_shares`).
+
+Randomness is keyed (sim.crn): the day's deviations by (seed, purpose), the opportunities by
+(seed, "traffic", minute, slot), so one slot's draws never depend on another's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr
 
+from sim import crn
 from sim.catalog import CATEGORIES, MINUTES_PER_DAY, Catalog, build_catalog
 from sim.scenario import Event, Scenario
 
@@ -87,11 +91,19 @@ def _masks(catalog: Catalog, event: Event) -> tuple[np.ndarray, np.ndarray]:
 
 
 class World:
-    """One promotion day's truth for a scenario and a seed; `truth(minute)` draws that minute."""
+    """One promotion day's truth for a scenario and a seed; `truth(minute, draws, in_stock)` draws
+    that minute.
 
-    def __init__(self, scenario: Scenario, rng: np.random.Generator, catalog: Catalog | None = None):
+    `seed` keys the day's deviations from the catalog's rates (purposes "ctr_day", "cvr_day",
+    "cpi_base"); a numpy Generator (as older callers passed) gives a seed drawn from it."""
+
+    def __init__(self, scenario: Scenario, seed: int | np.random.Generator, catalog: Catalog | None = None):
+        if isinstance(seed, np.random.Generator):
+            seed = int(seed.integers(2**63))
+        draws = crn.KeyedDraws(seed)
         w = scenario.world
         self.scenario = scenario
+        self.seed = seed
         self.catalog = catalog or build_catalog(w.campaigns, w.catalog_seed)
         cat = self.catalog
         C, P = len(cat.campaigns), len(cat.packages)
@@ -99,9 +111,10 @@ class World:
         self.curves = day_curves(w.promo_intensity)
         self.sigma = w.competitor_bid_spread
         # The day's deviations from the catalog's long-run rates (what history cannot tell).
-        self.ctr_day = (cat.base_ctr * rng.lognormal(0, w.ctr_noise, (C, P))).ravel()
-        self.cvr_day = (cat.base_cvr * rng.lognormal(0, w.cvr_noise, (C, P))).ravel()
-        self.cpi_base = np.exp(rng.normal(0, 0.01, len(CATEGORIES)))[list(cat.category_of)]
+        self.ctr_day = (cat.base_ctr * np.exp(w.ctr_noise * crn.normal(draws.uniform("ctr_day", 0, (C, P))))).ravel()
+        self.cvr_day = (cat.base_cvr * np.exp(w.cvr_noise * crn.normal(draws.uniform("cvr_day", 0, (C, P))))).ravel()
+        self.cpi_base = np.exp(0.01 * crn.normal(draws.uniform("cpi_base", 0, len(CATEGORIES))))[
+            list(cat.category_of)]
         self.campaign_of = np.repeat(np.arange(C), P)
         self.basket = cat.basket.ravel()
         # Long-run value per click at list price: the scale competitors bid against.
@@ -136,7 +149,8 @@ class World:
         return np.clip(self.catalog.base_discount * w.promo_intensity * (0.7 + 0.6 * self.curves.rush[minute]),
                        0.0, 0.6)
 
-    def truth(self, minute: int, rng: np.random.Generator, in_stock: np.ndarray) -> Truth:
+    def truth(self, minute: int, draws: crn.KeyedDraws, in_stock: np.ndarray) -> Truth:
+        """The minute's truth; its opportunities drawn from `draws` (purpose "traffic")."""
         c = self.curves
         discount = self.discount(minute)
         price = self.catalog.list_price * (1 - discount)
@@ -163,7 +177,7 @@ class World:
         # Cheaper competitors take buyers: conversion falls steeply with their price index.
         cvr = cvr * np.minimum(cpi, 1.2)[self.campaign_of] ** 3
         cvr = np.where(in_stock[self.campaign_of], np.minimum(cvr, 1.0), 0.0)
-        opportunities = rng.poisson(self.traffic_base * c.traffic[minute])
+        opportunities = crn.poisson(draws.uniform("traffic", minute, self.S), self.traffic_base * c.traffic[minute])
         return Truth(opportunities, np.minimum(ctr, 1.0), cvr, median, order_value, price, discount, cpi)
 
     def stockout_mask(self, minute: int) -> np.ndarray:
