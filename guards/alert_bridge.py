@@ -13,6 +13,7 @@ from guards.machine import GuardEvent
 from guards.roi import calibrated_bought_roi
 
 _KINDS = {"tripped": AlertKind.GUARD_TRIPPED, "probation_failed": AlertKind.PROBATION_FAILED,
+          "action_changed": AlertKind.GUARD_TRIPPED,
           "restored": AlertKind.GUARD_RESTORED, "data_stale": AlertKind.DATA_STALE,
           "data_fresh": AlertKind.DATA_FRESH}
 _STALE_KINDS = ("data_stale", "data_fresh")
@@ -20,6 +21,8 @@ _STALE_KINDS = ("data_stale", "data_fresh")
 CAUSES = {
     "pred_roi": {"zh": "模型计划的预测 ROI 连续低于底线", "en": "the model's plan predicts ROI below the floor, evaluation after evaluation"},
     "realised_roi": {"zh": "已成熟数据的实际 ROI 显著低于底线", "en": "realised ROI on mature outcomes is significantly below the floor"},
+    "cusum": {"zh": "陆续到账的实际 GMV 累积成证据：ROI 低于底线",
+              "en": "the realised GMV, counted as it arrived, adds up to evidence that ROI is below the floor"},
     "model_calibration": {"zh": "模型整体高估 ROI：按其全部活动的实际结果校准后，预测 ROI 低于底线",
                           "en": "the model over-promises across its campaigns: its predicted ROI, calibrated on "
                                 "their pooled outcomes, is below the floor"},
@@ -39,6 +42,14 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
         payload["spend_at_risk"] = figures["spend_per_hour"]  # yuan per hour the model is spending
     payload["guard_event_id"] = event_id
     payload["mode"] = event.mode_after.value
+    action = getattr(event, "action", None) or getattr(event, "action_after", None)
+    if action:  # what the guard does now, and what it expected of each alternative
+        payload["action"] = action
+        payload["expected_roi"] = {a: round(figures[f"{a}_expected_roi"], 2) for a in ("model", "pool", "bid_cut")
+                                   if figures.get(f"{a}_expected_roi") == figures.get(f"{a}_expected_roi")
+                                   and f"{a}_expected_roi" in figures}
+        if action == "bid_cut":
+            payload["bid_factor"] = getattr(event, "bid_factor", 1.0)
     cause = getattr(event, "cause", "")
     if cause:
         payload["detail"] = CAUSES.get(cause, {"zh": cause, "en": cause})

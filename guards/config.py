@@ -36,6 +36,7 @@ class MachineConfig:
     stale_after_s: int = 600
     stale_action: str = "hold"
     action: str = "pool"          # what a trip does with the traffic: pool | bid_cut | pause (a signal may choose)
+    max_probation_failures: int = 3  # failed probations in a day after which only a person releases the campaign
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class ObserveConfig:
     lag_minutes: tuple[int, ...] = (0, 5, 15, 30, 60, 120, 240, 480)
     lag_cdf: tuple[float, ...] = (0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0)
     tz_offset_s: int = PROMOTION_TZ_OFFSET_S
+    bucket_s: int = 60            # a decision bucket's length: a bucket's outcomes are known from its end
 
     @property
     def maturity_s(self) -> int:
@@ -71,11 +73,15 @@ class ObserveConfig:
 class RoiConfig:
     floor: float = DEFAULT_ROI_FLOOR
     min_pred_spend: float = 20.0
-    realised_enabled: bool = True
-    realised_consecutive: int = 2
+    pred_enabled: bool = True
+    cusum_enabled: bool = True
+    cusum_above: float = 0.10
+    cusum_below: float = 0.15
+    cusum_threshold: float = 6.0
     realised_min_spend: float = 300.0
-    realised_min_orders: float = 10.0
-    confidence: float = 0.999
+    restore_confidence: float = 0.9
+    action_choice: str = "profit"
+    min_bid_factor: float = 0.2
     hysteresis: float = 0.2
     calibration_enabled: bool = True
     calibration_consecutive: int = 1
@@ -107,18 +113,20 @@ class InventoryConfig:
 # (minimum, maximum) per field; None = unbounded on that side.
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "consecutive": (1, 1000), "cooldown_s": (0, None), "cooldown_backoff": (1.0, 100.0),
-    "max_cooldown_s": (0, None), "canary_share": (0.0, 1.0), "probation_evaluations": (1, 1000),
+    "max_cooldown_s": (0, None), "max_probation_failures": (1, 1000), "canary_share": (0.0, 1.0), "probation_evaluations": (1, 1000),
     "probation_max_s": (1, None), "max_trips_per_hour": (1, 1000), "stale_after_s": (1, None),
     "pred_window_s": (1, None), "spend_window_s": (1, None), "realised_window_s": (1, None),
     "maturity_cdf": (0.01, 1.0), "calibration_maturity_cdf": (0.01, 1.0), "floor": (0.0, 1000.0),
     "min_pred_spend": (0.0, None),
-    "realised_consecutive": (1, 1000), "realised_min_spend": (0.0, None),
-    "realised_min_orders": (0.0, None), "confidence": (0.5, 0.999999), "hysteresis": (0.0, None),
+    "realised_min_spend": (0.0, None), "cusum_above": (0.0, 10.0), "cusum_below": (0.01, 0.99),
+    "cusum_threshold": (0.1, 100.0), "restore_confidence": (0.5, 0.999999), "min_bid_factor": (0.01, 1.0),
+    "hysteresis": (0.0, None),
     "max_ahead": (0.0, None), "min_elapsed_s": (0, None), "min_level": (0.0, 1.0),
-    "tz_offset_s": (-86400, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
+    "tz_offset_s": (-86400, 86400), "bucket_s": (1, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
     "calibration_confidence": (0.5, 0.999999), "order_value_cv": (0.0, 10.0),
 }
-_CHOICES = {"stale_action": ("pool", "hold"), "action": ("pool", "bid_cut", "pause")}
+_CHOICES = {"stale_action": ("pool", "hold"), "action": ("pool", "bid_cut", "pause"),
+            "action_choice": ("profit", "pool", "bid_cut", "pause")}
 
 
 def _typed(key: str, value: object, default: object) -> object:

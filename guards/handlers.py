@@ -5,12 +5,14 @@ a tick is either wholly recorded (state, event, alert) or not at all, and is the
 re-evaluated to the same events.
 
 Loss avoided (ledger, estimate; `bidlens stress` measures it exactly from two arms):
-  profit_pool  = realised pool ROI during the trip x margin x spend - spend
-  profit_model = the model's ROI at the trip x margin x S_model - S_model,
+  profit_served = realised ROI of what the guard served during the trip (the pool, the model at a
+                  cut bid, nothing when paused) x margin x its spend - its spend
+  profit_model  = the model's ROI at the trip x margin x S_model - S_model,
   with S_model = the model's spend per hour just before the trip x the trip's length;
-  loss avoided = profit_pool - profit_model. The model's ROI at the trip is the
-  realised (lag-corrected) ROI when the realised rule tripped, else the predicted
-  ROI; the pool's realised ROI is lag-corrected like the guard's.
+  loss avoided = profit_served - profit_model. The model's ROI at the trip is the
+  realised (lag-corrected) ROI when the realised evidence tripped it, the calibrated
+  predicted ROI of the clicks bought for the pooled calibration rule, else the predicted
+  ROI; the served ROI is lag-corrected like the guard's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy import Connection, insert, select, text, update
 from control.audit import AuditRecord
 from control.domain import GuardMode
 from guards.config import ObserveConfig
-from guards.machine import GuardEvent, GuardTripped, MachineState
+from guards.machine import ActionChanged, GuardEvent, GuardTripped, MachineState, ProbationFailed
 from guards.observe import lag_share
 from guards.roi import calibrated_bought_roi
 from store import repo
@@ -74,13 +76,14 @@ def _insert_event(conn: Connection, event: GuardEvent) -> int:
 
 def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
     figures = dict(event.figures)
-    before = figures.get("realised_roi") if event.cause == "realised_roi" else figures.get("pred_roi")
+    before = figures.get("realised_roi") if event.cause in ("realised_roi", "cusum") else figures.get("pred_roi")
     if event.cause == "model_calibration":
         before = calibrated_bought_roi(figures)
     conn.execute(insert(s.guard_trips).values(
         guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
         roi_before=before, detection_delay_s=event.detection_delay_s,
-        details={"cause": event.cause, "figures_at_trip": figures}))
+        details={"cause": event.cause, "action": event.action, "bid_factor": event.bid_factor,
+                 "figures_at_trip": figures}))
 
 
 def trip_outcome(conn: Connection, campaign_id: str, since_ts: int, until_ts: int,
@@ -105,6 +108,21 @@ def loss_avoided(roi_model: float, model_spend: float, roi_pool: float, pool_spe
     profit_pool = (roi_pool * margin - 1.0) * pool_spend if pool_spend > 0 else 0.0
     profit_model = (roi_model * margin - 1.0) * model_spend
     return profit_pool - profit_model
+
+
+def _note_on_trip(conn: Connection, event: GuardEvent, event_id: int) -> None:
+    """One ledger line on the open trip: an action changed, or a probation failed (with its time)."""
+    t = s.guard_trips
+    open_trip = conn.execute(select(t).where(t.c.guard == event.guard, t.c.campaign_id == event.campaign_id,
+                                             t.c.restored_ts.is_(None))
+                             .order_by(t.c.trip_id.desc()).limit(1)).first()
+    if open_trip is None:
+        return
+    notes = [*open_trip.details.get("notes", []), {"ts": event.ts, "event_id": event_id, **event.payload()}]
+    details = {**open_trip.details, "notes": notes}
+    if isinstance(event, ActionChanged):
+        details.update(action=event.action_after, bid_factor=event.bid_factor)
+    conn.execute(update(t).where(t.c.trip_id == open_trip.trip_id).values(details=details))
 
 
 def _close_trip(conn: Connection, event: GuardEvent, observe: ObserveConfig) -> None:
@@ -139,6 +157,8 @@ def record_events(conn: Connection, events: Sequence[GuardEvent], *, actor: str,
             mode_event_id = event_id
         if isinstance(event, GuardTripped):
             _open_trip(conn, event, event_id)
+        elif isinstance(event, ActionChanged | ProbationFailed):
+            _note_on_trip(conn, event, event_id)
         elif event.mode_after in (GuardMode.MODEL, GuardMode.FORCED_MODEL) and event.mode_before is not event.mode_after:
             _close_trip(conn, event, observe)
         repo.append_audit(conn, AuditRecord(event.ts, actor, f"guard.{event.kind}", "guard",

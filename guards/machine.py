@@ -4,6 +4,7 @@
     TRIPPED --(cooldown over, trip budget left, release approved if required)--> PROBATION
     PROBATION --(M healthy evaluations in a row)--> MODEL
     PROBATION --(a breach, or no pass within probation_max_s)--> TRIPPED, longer cooldown
+    TRIPPED --(the evidence calls for another action)--> TRIPPED with that action (pool, bid cut, pause)
     FORCED_POOL / FORCED_MODEL: set by a manager (`force`), never left by `step`.
 
 A guard (ROI, pacing, inventory, ...) only turns its observation into a `Signal`
@@ -17,6 +18,11 @@ Why these rules:
 - Stale data (no fresh decisions or outcomes for `stale_after_s`) is danger:
   DataStale, then either fail-safe to the pool or hold the current mode; while
   stale, nothing counts towards a trip or a recovery.
+- After `max_probation_failures` failed probations in a promotion day the campaign
+  stays held until a person releases it (`force(..., "auto")`) or the day ends: a
+  model that keeps failing its canary is not given the traffic back again and again.
+- A guard's own running evidence (`Signal.detector`, e.g. a CUSUM) is kept in the
+  state between evaluations and starts afresh at every change of mode or action.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from control.clock import day_start
 from control.domain import GuardAction, GuardMode, InvalidValue
 from guards.config import MachineConfig
 
@@ -55,8 +62,11 @@ class Signal:
     healthy: bool | None            # good enough to count as a probation pass (None: cannot tell)
     data_age_s: int | None          # age of the stalest feed; None: the campaign never had data
     figures: Mapping[str, float] = field(default_factory=dict)
-    action: GuardAction | None = None  # the action this evidence calls for (None: the config's `action`)
+    # The action this evidence calls for: at a trip (None: the config's `action`), or while tripped
+    # (None: keep the current one).
+    action: GuardAction | None = None
     bid_factor: float = 1.0            # with BID_CUT: the factor on the model's bid
+    detector: tuple[tuple[str, float], ...] | None = None  # the guard's running evidence after this look
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,9 @@ class MachineState:
     canary_share: float = 0.0          # read by store.repo.load_guard_states
     action: GuardAction = GuardAction.POOL  # what the guard does with the traffic it holds
     bid_factor: float = 1.0            # BID_CUT: the model's bid x this
+    detector: tuple[tuple[str, float], ...] = ()  # the guard's running evidence (Signal.detector)
+    probation_failures: int = 0        # failed probations on `failures_day`
+    failures_day: int = 0              # the promotion day (its start, epoch s) they were counted on
 
     def to_json(self) -> dict:
         return {"mode": self.mode.value, "since_ts": self.since_ts, "cause": self.cause,
@@ -87,7 +100,9 @@ class MachineState:
                 "trip_ts": list(self.trip_ts), "last_eval_key": self.last_eval_key,
                 "stale": self.stale, "release_approved": self.release_approved,
                 "waiting_note": self.waiting_note, "figures_at_trip": dict(self.figures_at_trip),
-                "canary_share": self.canary_share, "action": self.action.value, "bid_factor": self.bid_factor}
+                "canary_share": self.canary_share, "action": self.action.value, "bid_factor": self.bid_factor,
+                "detector": dict(self.detector), "probation_failures": self.probation_failures,
+                "failures_day": self.failures_day}
 
     @classmethod
     def from_json(cls, doc: Mapping) -> MachineState:
@@ -105,7 +120,10 @@ class MachineState:
                        figures_at_trip=tuple(sorted(doc.get("figures_at_trip", {}).items())),
                        canary_share=float(doc.get("canary_share", 0.0)),
                        action=GuardAction(doc.get("action", GuardAction.POOL.value)),
-                       bid_factor=float(doc.get("bid_factor", 1.0)))
+                       bid_factor=float(doc.get("bid_factor", 1.0)),
+                       detector=tuple(sorted((str(k), float(v)) for k, v in doc.get("detector", {}).items())),
+                       probation_failures=int(doc.get("probation_failures", 0)),
+                       failures_day=int(doc.get("failures_day", 0)))
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidValue("guard_states.state", dict(doc), f"not a guard state: {exc}") from None
 
@@ -140,6 +158,8 @@ class GuardTripped(GuardEvent):
     severity: ClassVar[str] = "critical"
     cause: str
     detection_delay_s: int
+    action: str = GuardAction.POOL.value  # what the guard does with the traffic (pool, bid_cut, pause)
+    bid_factor: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +180,17 @@ class ProbationFailed(GuardEvent):
     severity: ClassVar[str] = "warning"
     reason: str
     cooldown_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionChanged(GuardEvent):
+    """While tripped the evidence called for another action (e.g. the rule pool is no better)."""
+
+    kind: ClassVar[str] = "action_changed"
+    severity: ClassVar[str] = "warning"
+    action_before: str
+    action_after: str
+    bid_factor: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +252,8 @@ def _trip(state: MachineState, signal: Signal, config: MachineConfig, now: int, 
                     bid_factor=signal.bid_factor if action is GuardAction.BID_CUT else 1.0)
     started = state.first_breach_ts if state.first_breach_ts is not None else now
     return after, [_event(GuardTripped, guard, campaign_id, now, state, after, signal, cause=cause,
-                          detection_delay_s=max(0, now - started))]
+                          detection_delay_s=max(0, now - started), action=action.value,
+                          bid_factor=after.bid_factor)]
 
 
 def _count(state: MachineState, signal: Signal, now: int) -> tuple[MachineState, str | None]:
@@ -243,6 +275,19 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
     """One evaluation of one campaign's guard: the new state and what happened."""
     if state.mode in FORCED_MODES:
         return state, []
+    day = day_start(now_ts)
+    if state.probation_failures and state.failures_day != day:  # a new promotion day: a clean slate
+        state = replace(state, probation_failures=0, failures_day=day, waiting_note="")
+    after, events = _step(state, signal, config, now_ts, guard=guard, campaign_id=campaign_id)
+    if signal.detector is None or after.stale:
+        return after, events
+    changed = after.mode is not state.mode or after.action is not state.action
+    detector = () if changed else signal.detector
+    return (after if after.detector == detector else replace(after, detector=detector)), events
+
+
+def _step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int, *,
+          guard: str, campaign_id: str) -> tuple[MachineState, list[GuardEvent]]:
     events: list[GuardEvent] = []
     # No data at all in the lookback says nothing new: keep what we knew.
     stale = state.stale if signal.data_age_s is None else signal.data_age_s > config.stale_after_s
@@ -277,6 +322,12 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
         return after, events + trip_events
 
     if state.mode is GuardMode.TRIPPED:
+        if signal.action is not None and signal.action is not state.action:
+            factor = signal.bid_factor if signal.action is GuardAction.BID_CUT else 1.0
+            after = replace(state, action=signal.action, bid_factor=factor)
+            return after, events + [_event(ActionChanged, guard, campaign_id, now_ts, state, after, signal,
+                                           action_before=state.action.value, action_after=signal.action.value,
+                                           bid_factor=factor)]
         if now_ts - state.since_ts < state.cooldown_s:
             return state, events
         hold = ""
@@ -284,6 +335,8 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
             hold = "trip_limit"
         elif config.require_approval and not state.release_approved:
             hold = "awaiting_approval"
+        elif state.probation_failures >= config.max_probation_failures and not state.release_approved:
+            hold = "probation_limit"
         if hold:
             if state.waiting_note == hold:
                 return state, events
@@ -309,7 +362,8 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
     if not failed and passes >= config.probation_evaluations:
         after = replace(state, mode=GuardMode.MODEL, since_ts=now_ts, cause="", probation_passes=0,
                         cooldown_s=0, canary_share=0.0, last_eval_key=signal.evaluation_key,
-                        figures_at_trip=(), counts=(), first_breach_ts=None)
+                        figures_at_trip=(), counts=(), first_breach_ts=None, probation_failures=0,
+                        action=GuardAction.POOL, bid_factor=1.0)
         tripped_since = max(state.trip_ts) if state.trip_ts else state.since_ts
         return after, events + [_event(GuardRestored, guard, campaign_id, now_ts, state, after, signal,
                                        tripped_for_s=now_ts - tripped_since)]
@@ -320,7 +374,8 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
                        config.max_cooldown_s)
         after = replace(state, mode=GuardMode.TRIPPED, since_ts=now_ts, probation_passes=0,
                         cooldown_s=cooldown, canary_share=0.0, release_approved=False, waiting_note="",
-                        last_eval_key=signal.evaluation_key)
+                        last_eval_key=signal.evaluation_key, probation_failures=state.probation_failures + 1,
+                        failures_day=day_start(now_ts))
         return after, events + [_event(ProbationFailed, guard, campaign_id, now_ts, state, after, signal,
                                        reason=failed, cooldown_s=cooldown)]
     return replace(state, probation_passes=passes,

@@ -1,31 +1,35 @@
-"""The ROI guard: trips a campaign to the manual rule pool when the model's ROI falls below the floor.
+"""The ROI guard: takes a campaign from the model when its ROI falls below the floor, and chooses what
+to do with the traffic instead (docs/GUARDS.md explains the method and its figures).
 
-Three trip rules (docs/GUARDS.md explains the method):
+Trip rules, in MODEL (any fires):
 
-- `pred_roi`: the predicted ROI of the model's current plan is below the floor for
-  `consecutive` new evaluations in a row, each with at least `min_pred_spend` yuan
-  of predicted spend in the window (a campaign spending nothing risks nothing);
-- `realised_roi`: the realised ROI over mature, lag-corrected outcomes is
-  significantly below the floor: the upper end of a one-sided `confidence` bound
-  is below it, for `realised_consecutive` evaluations in a row, once the mature
-  spend is at least `realised_min_spend` and that spend would buy at least
-  `realised_min_orders` orders at the floor (enough power to tell);
-- `model_calibration` (in MODEL only): the model over-promises everywhere. Pooled over
-  every campaign the model serves (guards.observe), k = GMV / the value the model
-  predicted for the clicks; its upper `calibration_confidence` bound k_up (Poisson on
-  the pooled effective orders, at least `calibration_min_orders` of them) scales the
-  predicted ROI of the clicks the campaign bought; below the floor, with
-  `min_pred_spend`, for `calibration_consecutive` evaluations in a row. A campaign's
-  own evidence takes tens of minutes; the pool's, ~40 times larger, a few.
+- `cusum` (sequential evidence, guards.sequential): the realised GMV, counted as it arrives
+  (conversion lag), is weighed against the floor by a CUSUM of the log-likelihood ratio of
+  ROI = floor x (1 - cusum_below) against floor x (1 + cusum_above), compound Poisson; it trips
+  when the evidence reaches `cusum_threshold`. Evidence adds up over minutes instead of a fixed
+  window being re-tested; a healthy stretch brings it back to zero.
+- `model_calibration` (borrowed strength): the model over-promises everywhere. Pooled over every
+  campaign the model serves, k = GMV / the value it predicted for the clicks; the upper end of its
+  `calibration_confidence` bound scales the predicted ROI of the clicks this campaign bought. Small
+  campaigns, whose own evidence takes hours, are caught by the pool's.
+- `pred_roi` (the seed rule, `pred_enabled`): the model's own plan predicts ROI below the floor,
+  `consecutive` evaluations in a row, with spend at risk.
 
-GMV is treated as compound Poisson: a Poisson number of orders whose values spread
-(`order_value_cv`), so n orders weigh as n / (1 + cv^2) Poisson events; the upper
-bound uses the Wilson-Hilferty approximation of the exact chi-square bound. The
-realised rule's `confidence` is 99.9%: it is tested every minute on every campaign.
-Probation passes when the model's predicted ROI -- scaled by how far its value
-predictions for the campaign are off (`calibration`) -- is at least floor +
-hysteresis and the realised rule does not breach; the scaled prediction below the
-floor fails it.
+None of them trips on a point estimate: the CUSUM needs its likelihood ratio, the pooled rule a
+bound, and the plan's own prediction is the model saying so itself.
+
+**What a trip does** (`action_choice`): "profit" picks, by expected profit per hour from the
+evidence (spend rate x (ROI x gross margin - 1)), between the rule pool (its shadow score,
+corrected by how far the model's value predictions are off, or its realised ROI once it has
+served), a bid cut to the level at which the model's corrected prediction meets the floor (降价),
+and a pause; a fixed choice always takes that action. While tripped the CUSUM keeps running on
+what is served: if the action itself is below the floor (the pool is no better), the next best is
+taken.
+
+**Probation** passes when the lower end of a `restore_confidence` bound of the model's calibrated
+ROI (its plan's predicted ROI x the campaign's value calibration over mature outcomes) is at least
+floor + hysteresis, and fails when the upper end of a `calibration_confidence` bound is below the
+floor: a restore needs evidence, and a canary still losing money is sent back at once.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ import math
 from collections.abc import Mapping
 from statistics import NormalDist
 
-from control.domain import GuardMode
+from control.domain import GuardAction, GuardMode
 from guards.config import RoiConfig
 from guards.machine import Check, MachineState, Signal, step
 from guards.observe import Observation
+from guards.sequential import cusum_step
 
 GUARD = "roi"
+_CHOSEN = {"pool": GuardAction.POOL, "bid_cut": GuardAction.BID_CUT, "pause": GuardAction.PAUSE}
 
 
 @functools.lru_cache(maxsize=8)
@@ -49,10 +55,18 @@ def _z(confidence: float) -> float:
 
 
 def poisson_upper(n: float, confidence: float) -> float:
-    """One-sided upper confidence bound of a Poisson mean, having seen n events."""
+    """One-sided upper confidence bound of a Poisson mean, having seen n events (Wilson-Hilferty)."""
     z = _z(confidence)
     k = n + 1.0
     return k * (1.0 - 1.0 / (9.0 * k) + z / (3.0 * math.sqrt(k))) ** 3
+
+
+def poisson_lower(n: float, confidence: float) -> float:
+    """One-sided lower confidence bound of a Poisson mean, having seen n events (0 for none)."""
+    if n <= 0:
+        return 0.0
+    z = _z(confidence)
+    return max(0.0, n * (1.0 - 1.0 / (9.0 * n) - z / (3.0 * math.sqrt(n))) ** 3)
 
 
 def effective_orders(n: float, order_value_cv: float) -> float:
@@ -61,14 +75,22 @@ def effective_orders(n: float, order_value_cv: float) -> float:
     return n / (1.0 + order_value_cv * order_value_cv)
 
 
-def realised_upper(obs: Observation, config: RoiConfig) -> float:
-    """Upper confidence bound of the realised ROI (NaN without mature spend)."""
-    if not obs.realised_spend > 0:
-        return math.nan
+def cusum_rois(config: RoiConfig) -> tuple[float, float]:
+    """(rho0, rho1): the ROI above the floor the CUSUM weighs against the ROI below it."""
+    return config.floor * (1.0 + config.cusum_above), config.floor * (1.0 - config.cusum_below)
+
+
+def campaign_calibration(obs: Observation, config: RoiConfig, confidence: float) -> tuple[float, float, float]:
+    """(k, lower, upper): the campaign's value calibration over mature outcomes (GMV known / the value the
+    model predicted for the clicks, lag-corrected) and its one-sided bounds at `confidence`; NaN without
+    enough mature spend."""
+    k = obs.value_calibration
+    if not (obs.realised_spend >= config.realised_min_spend and k == k):
+        return math.nan, math.nan, math.nan
     n = effective_orders(obs.realised_orders, config.order_value_cv)
-    if n > 0:
-        return obs.realised_roi * poisson_upper(n, config.confidence) / n
-    return poisson_upper(0.0, config.confidence) * obs.avg_order_value / obs.realised_spend
+    if n <= 0:
+        return k, 0.0, poisson_upper(0.0, confidence) * obs.avg_order_value / max(obs.realised_spend, 1e-9)
+    return k, k * poisson_lower(n, confidence) / n, k * poisson_upper(n, confidence) / n
 
 
 def calibration_upper(obs: Observation, config: RoiConfig) -> float:
@@ -80,31 +102,6 @@ def calibration_upper(obs: Observation, config: RoiConfig) -> float:
     return min(1.0, obs.model_calibration * poisson_upper(n, config.calibration_confidence) / n)
 
 
-def calibration(state: MachineState, obs: Observation, config: RoiConfig) -> float:
-    """How far the model's predictions are off (realised / predicted, at most 1), outside MODEL.
-
-    While the pool serves, realised outcomes are mostly the pool's, so the canary is
-    judged on the model's predicted ROI scaled by this factor. It is measured live: the
-    campaign's value calibration (GMV known / the value the model predicted for its
-    clicks, mature buckets), which holds whoever set the bids, so an over-promising model
-    shows even while the pool serves. Without enough mature spend, the factor measured
-    at the trip (realised / predicted ROI, or the pooled k of a model_calibration trip).
-    In MODEL the prediction is taken as it is (1.0).
-    """
-    if state.mode is GuardMode.MODEL:
-        return 1.0
-    if obs.realised_spend >= config.realised_min_spend and obs.value_calibration == obs.value_calibration:
-        return min(1.0, obs.value_calibration)
-    at_trip = dict(state.figures_at_trip)
-    if state.cause == "model_calibration":
-        k = at_trip.get("model_calibration")
-        return min(1.0, k) if k is not None and k == k else 1.0
-    pred, realised = at_trip.get("pred_roi"), at_trip.get("realised_roi")
-    if state.cause != "realised_roi" or not pred or realised is None:
-        return 1.0
-    return min(1.0, realised / pred)
-
-
 def calibrated_bought_roi(figures: Mapping[str, float]) -> float | None:
     """From a signal's figures: the predicted ROI of the clicks bought, calibrated by the pooled k
     (its point estimate) -- what a model_calibration trip says the campaign really makes."""
@@ -114,39 +111,112 @@ def calibrated_bought_roi(figures: Mapping[str, float]) -> float | None:
     return bought * min(1.0, k)
 
 
+def best_calibration(obs: Observation, config: RoiConfig) -> float:
+    """The point estimate of how far the model's value predictions are off for this campaign: its own
+    when it has the evidence, else the pooled one, else none (1)."""
+    k, _, _ = campaign_calibration(obs, config, config.restore_confidence)
+    if k == k:
+        return k
+    pooled = obs.model_calibration
+    return pooled if pooled == pooled and obs.model_calibration_orders >= config.calibration_min_orders else 1.0
+
+
+def action_values(obs: Observation, config: RoiConfig, state: MachineState) -> dict[str, tuple[float, float, float]]:
+    """Per action: (expected ROI, expected spend per hour, expected profit per hour), from the evidence.
+
+    The model's ROI is its predicted ROI of the clicks it bought x the calibration; the pool's is its
+    shadow score x the calibration, or its realised ROI once it has served the campaign; a bid cut by
+    factor f pays f times less per click for the same value (ROI / f: the floor at the cut's own
+    factor) and its spend falls with f^2 (fewer auctions won, each cheaper); a pause earns and spends
+    nothing."""
+    k = best_calibration(obs, config)
+    bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
+    model_roi = k * bought if bought == bought else math.nan
+    spend = obs.spend_per_hour if obs.spend_per_hour == obs.spend_per_hour else 0.0
+    margin = obs.gross_margin if obs.gross_margin == obs.gross_margin else 0.0
+    pool_roi, pool_spend = math.nan, 0.0
+    if obs.pool_pred_roi == obs.pool_pred_roi and obs.pred_roi == obs.pred_roi and obs.pool_pred_roi > 0:
+        pool_roi = k * obs.pool_pred_roi
+        pool_spend = spend * min(4.0, (obs.pred_roi / obs.pool_pred_roi) ** 2)  # bid ratio = pred / pool ROI
+    served_pool = state.mode is GuardMode.TRIPPED and state.action is GuardAction.POOL
+    if served_pool and obs.realised_spend >= config.realised_min_spend and obs.realised_roi == obs.realised_roi:
+        pool_roi, pool_spend = obs.realised_roi, spend  # the pool's own outcomes on this campaign
+    factor = min(1.0, max(config.min_bid_factor, model_roi / config.floor)) if model_roi == model_roi else 1.0
+    cut_roi = model_roi / factor if model_roi == model_roi else math.nan
+    cut_spend = spend * factor * factor
+    values = {"model": (model_roi, spend), "pool": (pool_roi, pool_spend), "bid_cut": (cut_roi, cut_spend),
+              "pause": (0.0, 0.0)}
+    return {a: (roi, s, (s * (roi * margin - 1.0)) if roi == roi else -math.inf) for a, (roi, s) in values.items()}
+
+
+def choose_action(obs: Observation, config: RoiConfig, state: MachineState,
+                  excluded: GuardAction | None = None) -> tuple[GuardAction, float]:
+    """(action, bid factor) a trip should take: the configured one, or the best expected profit among
+    the pool, a bid cut and a pause (not `excluded`: the action found below the floor too)."""
+    fixed = _CHOSEN.get(config.action_choice)
+    values = action_values(obs, config, state)
+    k = best_calibration(obs, config)
+    bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
+    factor = min(1.0, max(config.min_bid_factor, k * bought / config.floor)) if bought == bought else 1.0
+    if fixed is not None and fixed is not excluded:
+        return fixed, factor
+    options = [a for a in (GuardAction.POOL, GuardAction.BID_CUT, GuardAction.PAUSE) if a is not excluded]
+    best = max(options, key=lambda a: values[a.value][2])
+    return best, factor
+
+
 def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Signal:
     floor = config.floor
-    pred_roi = obs.pred_roi * calibration(state, obs, config)
-    pred_breach = None
-    if pred_roi == pred_roi and obs.pred_spend >= config.min_pred_spend:
-        pred_breach = pred_roi < floor
-    checks = [Check("pred_roi", pred_breach, config.machine.consecutive)]
-    upper = realised_upper(obs, config)
-    realised_breach = None
-    if config.realised_enabled:
-        powered = (obs.realised_spend >= config.realised_min_spend and obs.avg_order_value > 0
-                   and floor * obs.realised_spend / obs.avg_order_value >= config.realised_min_orders)
-        if powered and upper == upper:
-            realised_breach = upper < floor
-        checks.append(Check("realised_roi", realised_breach, config.realised_consecutive))
-    k_upper = calibration_upper(obs, config)
-    if config.calibration_enabled:
-        calibrated_breach = None
-        if state.mode is GuardMode.MODEL and k_upper == k_upper and obs.bought_pred_roi == obs.bought_pred_roi \
-                and obs.pred_spend >= config.min_pred_spend:
-            # k_upper = 1: no significant over-promise; the pred_roi rule judges the prediction itself.
-            calibrated_breach = k_upper < 1.0 and obs.bought_pred_roi * k_upper < floor
-        checks.append(Check("model_calibration", calibrated_breach, config.calibration_consecutive))
+    rho0, rho1 = cusum_rois(config)
+    scale = obs.avg_order_value * (1.0 + config.order_value_cv ** 2)
+    held_by_model = state.mode is GuardMode.MODEL
+    # The CUSUM weighs what is served: the model's traffic in MODEL, the guard's action while tripped;
+    # in probation the canary's outcomes mix with the action's, so nothing is counted.
+    cusum = 0.0
+    if config.cusum_enabled and state.mode in (GuardMode.MODEL, GuardMode.TRIPPED):
+        cusum = float(cusum_step(dict(state.detector).get("cusum", 0.0), obs.fresh_gmv, obs.fresh_exposure,
+                                 scale, rho0, rho1))
+    breached_cusum = cusum >= config.cusum_threshold
+    at_risk = obs.pred_spend >= config.min_pred_spend
+    k, k_low, k_up = campaign_calibration(obs, config, config.restore_confidence)
+    _, _, k_up_strict = campaign_calibration(obs, config, config.calibration_confidence)
+    k_pool_up = calibration_upper(obs, config)
+    checks: list[Check] = []
     healthy = None
-    if pred_roi == pred_roi:
-        healthy = pred_roi >= floor + config.hysteresis and not realised_breach
-    figures = {"floor": floor, "pred_roi": obs.pred_roi, "calibrated_pred_roi": pred_roi, "pred_spend": obs.pred_spend,
+    action, factor = None, 1.0
+    if held_by_model:
+        if config.pred_enabled:
+            pred_breach = (obs.pred_roi < floor) if obs.pred_roi == obs.pred_roi and at_risk else None
+            checks.append(Check("pred_roi", pred_breach, config.machine.consecutive))
+        if config.cusum_enabled:
+            checks.append(Check("cusum", breached_cusum, 1))
+        if config.calibration_enabled:
+            calibrated_breach = None
+            if k_pool_up == k_pool_up and obs.bought_pred_roi == obs.bought_pred_roi and at_risk:
+                # k_up = 1: no significant over-promise; the other rules judge the campaign itself.
+                calibrated_breach = k_pool_up < 1.0 and obs.bought_pred_roi * k_pool_up < floor
+            checks.append(Check("model_calibration", calibrated_breach, config.calibration_consecutive))
+        if any(c.breached for c in checks):
+            action, factor = choose_action(obs, config, state)
+    elif state.mode is GuardMode.TRIPPED and breached_cusum and state.action is not GuardAction.PAUSE:
+        action, factor = choose_action(obs, config, state, excluded=state.action)  # what is served is no better
+    elif state.mode is GuardMode.PROBATION and obs.pred_roi == obs.pred_roi and k == k:
+        checks.append(Check("canary", obs.pred_roi * k_up_strict < floor, 1))
+        healthy = obs.pred_roi * k_low >= floor + config.hysteresis
+    values = action_values(obs, config, state)
+    figures = {"floor": floor, "pred_roi": obs.pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
-               "realised_upper": upper, "realised_spend": obs.realised_spend,
-               "pool_pred_roi": obs.pool_pred_roi, "value_calibration": obs.value_calibration,
-               "bought_pred_roi": obs.bought_pred_roi,
-               "model_calibration": obs.model_calibration, "model_calibration_upper": k_upper}
-    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures)
+               "realised_spend": obs.realised_spend, "pool_pred_roi": obs.pool_pred_roi,
+               "value_calibration": obs.value_calibration, "calibration_low": k_low, "calibration_up": k_up,
+               "bought_pred_roi": obs.bought_pred_roi, "model_calibration": obs.model_calibration,
+               "model_calibration_upper": k_pool_up, "cusum": cusum, "cusum_threshold": config.cusum_threshold,
+               "calibrated_pred_roi": obs.pred_roi * k if k == k else math.nan,
+               **{f"{a}_expected_roi": v[0] for a, v in values.items() if a != "pause"},
+               **{f"{a}_expected_profit_per_hour": v[2] for a, v in values.items() if math.isfinite(v[2])}}
+    if action is GuardAction.BID_CUT:
+        figures["bid_factor"] = factor
+    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures, action=action,
+                  bid_factor=factor, detector=(("cusum", round(cusum, 4)),))
 
 
 def transition(state: MachineState, observation: Observation, config: RoiConfig,

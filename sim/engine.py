@@ -34,7 +34,7 @@ from sim.bidder import Plan
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
 from sim.features import FEATURE_NAMES, BidderView, FeatureBuilder, History, Observer
 from sim.scenario import Scenario
-from sim.world import World, partial_mean
+from sim.world import Truth, World, partial_mean
 
 NO_KILL = KillSwitch()
 REFERENCE_ROI = 2.0  # the operators' reference bid buys a click at half its historical value
@@ -112,6 +112,14 @@ class BucketResult:
     campaign_spend: np.ndarray  # (C,) spend this bucket
     campaign_gmv: np.ndarray    # (C,) GMV of this bucket's clicks, however late it becomes known
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    # The world without its dice, for expected values (sim.oracle): the minute's truth, the expected
+    # opportunities per slot and what each campaign could still spend of its day's budget.
+    truth: Truth | None = None
+    expected_opportunities: np.ndarray | None = None  # (S,)
+    plan_on: np.ndarray | None = None                 # (S,) the model's own audience on/off
+    pool_on: np.ndarray | None = None                 # (S,) the rule pool's (its bid is columns["pool_bid"])
+    budget_left: np.ndarray | None = None             # (C,) yuan, before this bucket
+    competitor_bid_spread: float = 0.0
 
     @cached_property
     def outcomes_frame(self) -> pd.DataFrame:
@@ -240,7 +248,7 @@ class Simulation:
             campaign_of=self.campaign_of, recent_ctr=X[:, col("recent_ctr")],
             recent_reach=self.observer.auctions + 1.0, avg_order_value=X[:, col("avg_order_value")])
 
-        pool_bid, _, pool_cap, answers = self._pool_answers(m // 60)
+        pool_bid, pool_on, pool_cap, answers = self._pool_answers(m // 60)
         pool_needed = bool(pool_campaigns(self.catalog.campaign_ids, guards, kill_switch))
         held = pool_needed or bool(held_campaigns(self.catalog.campaign_ids, guards, kill_switch))
         plan_frame = pd.DataFrame({
@@ -334,7 +342,10 @@ class Simulation:
         }
         self.minute += 1
         return BucketResult(m, bucket_ts, bucket_ts + BUCKET_SECONDS, variant, plan.model_version, columns, X,
-                            outcomes, campaign_spend, np.bincount(self.campaign_of, weights=gmv, minlength=C))
+                            outcomes, campaign_spend, np.bincount(self.campaign_of, weights=gmv, minlength=C),
+                            truth=truth, expected_opportunities=w.expected_opportunities(m), plan_on=plan.audience_on,
+                            pool_on=pool_on, budget_left=remaining,
+                            competitor_bid_spread=w.sigma)
 
     def _model_policy(self, plan: Plan) -> dict[str, np.ndarray]:
         """What resolve_policy answers when nothing but the model can decide (no override in the

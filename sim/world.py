@@ -177,8 +177,12 @@ class World:
         # Cheaper competitors take buyers: conversion falls steeply with their price index.
         cvr = cvr * np.minimum(cpi, 1.2)[self.campaign_of] ** 3
         cvr = np.where(in_stock[self.campaign_of], np.minimum(cvr, 1.0), 0.0)
-        opportunities = crn.poisson(draws.uniform("traffic", minute, self.S), self.traffic_base * c.traffic[minute])
+        opportunities = crn.poisson(draws.uniform("traffic", minute, self.S), self.expected_opportunities(minute))
         return Truth(opportunities, np.minimum(ctr, 1.0), cvr, median, order_value, price, discount, cpi)
+
+    def expected_opportunities(self, minute: int) -> np.ndarray:
+        """(S,) the mean of the minute's opportunities per slot (what `truth` draws from)."""
+        return self.traffic_base * self.curves.traffic[minute]
 
     def stockout_mask(self, minute: int) -> np.ndarray:
         """(C,) campaigns an active stock-out event empties at this minute."""

@@ -9,7 +9,7 @@ from cli.main import main
 from control.domain import GuardMode, GuardState
 from sim.report import report_json, write_report
 from sim.scenario import dump_scenario, load_scenario
-from sim.stress import detection_delay, run_stress
+from sim.stress import first_sustained_crossing, judge_trip, run_stress
 
 
 def stress(scenario, seed, minutes=300, **kw):
@@ -69,34 +69,43 @@ def test_a_guard_hook_is_called_every_bucket_and_its_trips_are_reported():
     assert [(t["campaign"], t["at_minute"], t["kind"]) for t in report["trips"]] == [
         ("c01", 100, "trip"), ("c01", 160, "probation_failed"), ("c02", 200, "trip")]
     assert report["probation_failures"] == 1
+    assert report["held_campaign_hours"] == pytest.approx((200 + 100) / 60)
     guarded, model = report["arms"]["guarded"], report["arms"]["model"]
     assert report["loss_avoided"] == pytest.approx(guarded["profit"] - model["profit"], abs=0.01)
     # false trips: trips proper near no below-floor episode (failed probations are counted apart)
-    assert report["false_trips"] == sum(1 for t in report["trips"]
-                                        if t["kind"] == "trip" and t["detection_delay_min"] is None)
+    assert report["false_trips"] == sum(1 for t in report["trips"] if t["kind"] == "trip" and t["false"])
+    assert report["oracle_loss_avoided"] is None  # the oracle plays whole days only
 
 
 EPISODES = np.zeros(200, dtype=bool)
-EPISODES[10:20] = True   # true ROI below the floor in minutes 10-19
-EPISODES[150:155] = True
+EPISODES[10:30] = True   # the model's expected ROI below the floor in minutes 10-29: sustained
+EPISODES[170:175] = True  # a five-minute dip
 
 
-@pytest.mark.parametrize(("minute", "delay"), [
-    (10, 0), (15, 5), (19, 9),       # during the episode: from its first minute
-    (25, 15), (79, 69),              # after it: its detection while it ended at most 60 min before
-    (85, None),                      # too late for the first, too early for the second: a false trip
-    (5, -5), (95, -55),              # before an episode, by at most 60 min: an early trip
-    (154, 4),
+@pytest.mark.parametrize(("minute", "false", "delay"), [
+    (10, False, 0), (15, False, 5), (29, False, 19),  # during the episode: from its first crossing
+    (35, False, 25), (89, False, 79),                 # after it: its detection while it ended at most 60 min before
+    (95, True, None),                                 # too late for the first, too early for the dip: false
+    (5, False, -5),                                   # before the episode, by at most 60 min: an early trip
+    (174, False, None),                               # the dip excuses the trip, but no sustained fall is near
 ])
-def test_a_trip_is_judged_against_the_true_roi_episode_it_detected(minute, delay):
-    assert detection_delay(EPISODES, minute) == delay
+def test_a_trip_is_judged_against_the_expected_roi_episode_it_detected(minute, false, delay):
+    assert judge_trip(EPISODES, minute) == (false, delay)
 
 
 def test_a_trip_far_from_any_episode_is_false_even_where_the_campaign_crossed_at_another_hour():
     below = np.zeros(1440, dtype=bool)
-    below[0:2] = True  # two noisy minutes at midnight
-    assert detection_delay(below, 845) is None
-    assert detection_delay(np.zeros(1440, dtype=bool), 3) is None
+    below[0:2] = True  # two minutes at midnight
+    assert judge_trip(below, 845) == (True, None)
+    assert judge_trip(np.zeros(1440, dtype=bool), 3) == (True, None)
+
+
+def test_the_first_sustained_crossing_skips_short_dips():
+    below = np.zeros(300, dtype=bool)
+    below[5:12] = True
+    below[40:100] = True
+    assert first_sustained_crossing(below) == 40
+    assert first_sustained_crossing(np.zeros(300, dtype=bool)) is None
 
 
 def test_the_cli_runs_a_users_scenario_file_and_prints_json(tmp_path, monkeypatch, capsys):
