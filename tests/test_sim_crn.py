@@ -151,6 +151,9 @@ def test_same_seed_and_policy_play_the_same_day_and_another_seed_does_not():
         assert np.array_equal(getattr(a.world, name), getattr(b.world, name)), name
     assert not np.array_equal(a.world.ctr_day, c.world.ctr_day)
     assert np.array_equal(World(scenario, 21).cvr_day, a.world.cvr_day)
+    # a Generator (as older callers passed) keys the world by a seed drawn from it
+    assert np.array_equal(World(scenario, np.random.default_rng(1)).ctr_day,
+                          World(scenario, np.random.default_rng(1)).ctr_day)
     differs = set()
     for _ in range(40):
         ra, rb, rc = a.step(), b.step(), c.step()
