@@ -76,12 +76,14 @@ class RoiConfig:
     pred_enabled: bool = True
     cusum_enabled: bool = True
     cusum_above: float = 0.10
-    cusum_below: float = 0.15
-    cusum_threshold: float = 6.0
+    cusum_below: tuple[float, ...] = (0.075, 0.2, 0.35, 0.5)
+    cusum_threshold: float = 7.4
+    cusum_window_s: int = 7200
     realised_min_spend: float = 300.0
     restore_confidence: float = 0.9
     action_choice: str = "profit"
     min_bid_factor: float = 0.2
+    action_review_s: int = 2400
     hysteresis: float = 0.2
     calibration_enabled: bool = True
     calibration_consecutive: int = 1
@@ -119,7 +121,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "maturity_cdf": (0.01, 1.0), "calibration_maturity_cdf": (0.01, 1.0), "floor": (0.0, 1000.0),
     "min_pred_spend": (0.0, None),
     "realised_min_spend": (0.0, None), "cusum_above": (0.0, 10.0), "cusum_below": (0.01, 0.99),
-    "cusum_threshold": (0.1, 100.0), "restore_confidence": (0.5, 0.999999), "min_bid_factor": (0.01, 1.0),
+    "cusum_threshold": (0.1, 100.0), "cusum_window_s": (60, 86400), "restore_confidence": (0.5, 0.999999), "min_bid_factor": (0.01, 1.0), "action_review_s": (0, None),
     "hysteresis": (0.0, None),
     "max_ahead": (0.0, None), "min_elapsed_s": (0, None), "min_level": (0.0, 1.0),
     "tz_offset_s": (-86400, 86400), "bucket_s": (1, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),

@@ -25,13 +25,12 @@ from guards.machine import GuardEvent, GuardTripped, MachineState
 from guards.observe import (
     FEATURE_COLUMNS,
     Feeds,
-    FreshFeed,
-    crossing_ranges,
     lookback_s,
     observations_from,
     observe_feeds,
 )
 from guards.registry import GUARDS, enabled, evaluate
+from guards.roi import sequential_for
 
 _DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
 _OUTCOME_SUMS = ("spend", "orders", "gmv", "pred_gmv")
@@ -54,18 +53,13 @@ class GuardEvaluator:
         self.settings = settings
         self.guards = tuple(guards)
         machines = [settings.defaults[g].machine for g in self.guards]
-        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines))
+        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines),
+                                   settings.defaults["roi"].cusum_window_s)
         self.campaign_ids = [c.campaign_id for c in campaigns]
         self._index = pd.Index(self.campaign_ids, dtype=object)
         self._aov = np.array([c.avg_order_value for c in campaigns], dtype=np.float64)
         self._margin = np.array([c.gross_margin for c in campaigns], dtype=np.float64)
-        # The feed since the previous look, as the worker reads it from the store (guards.observe.load_fresh):
-        # outcome increments not yet counted, each bucket's spend and predicted GMV for the lag curve's
-        # horizon, and the feed's watermark at the previous look.
-        self._increments: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        self._exposure: dict[int, np.ndarray] = {}
-        self._known = -1
-        self.watermark: int | None = None
+        self._sequential = sequential_for(settings, self.campaign_ids)
         self.states: dict[tuple[str, str], MachineState] = {}
         self.events: list[GuardEvent] = []
         # bucket_ts -> (campaigns, sums + a presence column): the store's GROUP BY, kept in memory.
@@ -101,12 +95,8 @@ class GuardEvaluator:
         """Outcome increments (conversion lag: each with the time it became known); pred_gmv is their
         clicks x the pred_value of their slot's decision."""
         values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (spend, orders, gmv, pred_gmv)])
-        buckets, known = np.asarray(bucket_ts, dtype=np.int64), np.asarray(known_ts, dtype=np.int64)
-        self._add(self._outcomes, len(self._index), codes, buckets, values, known.astype(np.float64))
-        self._add(self._exposure, len(self._index), codes, buckets, values[:, [0, 3]], np.ones(len(codes)))
-        self._increments.append((codes, known, values[:, 2], values[:, 1]))
-        if len(known):
-            self._known = max(self._known, int(known.max()))
+        self._add(self._outcomes, len(self._index), codes, np.asarray(bucket_ts, dtype=np.int64), values,
+                  np.asarray(known_ts, dtype=np.float64))
 
     def feed_features(self, features: dict[str, np.ndarray]) -> None:
         """Per campaign (driver order) values of FEATURE_COLUMNS, from the newest bucket."""
@@ -160,32 +150,6 @@ class GuardEvaluator:
         codes = np.tile(np.arange(n), len(buckets))[present]
         return codes, np.repeat(np.asarray(buckets, dtype=np.int64), n)[present], stacked[present]
 
-    def _fresh(self, now_ts: int) -> FreshFeed | None:
-        """What the feed brought since the previous look (guards.observe.FreshFeed); moves the watermark on."""
-        if self._known < 0:
-            return None
-        config = self.settings.observe
-        watermark = min(now_ts, self._known)
-        before = watermark if self.watermark is None else self.watermark
-        parts = [tuple(a[(k > before) & (k <= watermark)] for a in (c, k, g, o)) for c, k, g, o in self._increments]
-        self._increments = [tuple(a[k > watermark] for a in (c, k, g, o)) for c, k, g, o in self._increments]
-        self._increments = [p for p in self._increments if len(p[0])]
-        codes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-        gmv = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-        orders = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0)
-        n = len(self._index)
-        crossing = sorted({b for lo, hi in crossing_ranges(config, before, watermark) for b in self._exposure
-                           if lo < b <= hi})
-        stacked = np.concatenate([self._exposure[b] for b in crossing]) if crossing else np.zeros((0, 3))
-        present = stacked[:, -1] > 0
-        horizon = watermark - config.bucket_s - 60 * max(config.lag_minutes)
-        for bucket in [b for b in self._exposure if b < horizon]:
-            del self._exposure[bucket]
-        self.watermark = watermark
-        return FreshFeed(before, watermark, codes, gmv, orders, np.tile(np.arange(n), len(crossing))[present],
-                         np.repeat(np.asarray(crossing, dtype=np.int64), n)[present], stacked[present, 0],
-                         stacked[present, 1])
-
     def tick(self, now_ts: int) -> list[GuardEvent]:
         """Evaluate every guard of every campaign at now_ts; returns (and keeps) the events."""
         for bucket in [b for b in self._values if b < now_ts - self.lookback]:
@@ -195,9 +159,9 @@ class GuardEvaluator:
         d = d if len(d) else np.zeros((0, len(_DECISION_SUMS) + 1))
         o = o if len(o) else np.zeros((0, len(_OUTCOME_SUMS) + 1))
         feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
-                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features,
-                      self._fresh(now_ts))
-        columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback, self._margin)
+                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features)
+        columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback, self._margin,
+                                self._sequential)
         observed = observations_from(self.campaign_ids, columns)
         events: list[GuardEvent] = []
         for guard in self.guards:

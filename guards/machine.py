@@ -21,8 +21,6 @@ Why these rules:
 - After `max_probation_failures` failed probations in a promotion day the campaign
   stays held until a person releases it (`force(..., "auto")`) or the day ends: a
   model that keeps failing its canary is not given the traffic back again and again.
-- A guard's own running evidence (`Signal.detector`, e.g. a CUSUM) is kept in the
-  state between evaluations and starts afresh at every change of mode or action.
 """
 
 from __future__ import annotations
@@ -66,7 +64,6 @@ class Signal:
     # (None: keep the current one).
     action: GuardAction | None = None
     bid_factor: float = 1.0            # with BID_CUT: the factor on the model's bid
-    detector: tuple[tuple[str, float], ...] | None = None  # the guard's running evidence after this look
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +86,6 @@ class MachineState:
     canary_share: float = 0.0          # read by store.repo.load_guard_states
     action: GuardAction = GuardAction.POOL  # what the guard does with the traffic it holds
     bid_factor: float = 1.0            # BID_CUT: the model's bid x this
-    detector: tuple[tuple[str, float], ...] = ()  # the guard's running evidence (Signal.detector)
     probation_failures: int = 0        # failed probations on `failures_day`
     failures_day: int = 0              # the promotion day (its start, epoch s) they were counted on
 
@@ -101,7 +97,7 @@ class MachineState:
                 "stale": self.stale, "release_approved": self.release_approved,
                 "waiting_note": self.waiting_note, "figures_at_trip": dict(self.figures_at_trip),
                 "canary_share": self.canary_share, "action": self.action.value, "bid_factor": self.bid_factor,
-                "detector": dict(self.detector), "probation_failures": self.probation_failures,
+                "probation_failures": self.probation_failures,
                 "failures_day": self.failures_day}
 
     @classmethod
@@ -121,7 +117,6 @@ class MachineState:
                        canary_share=float(doc.get("canary_share", 0.0)),
                        action=GuardAction(doc.get("action", GuardAction.POOL.value)),
                        bid_factor=float(doc.get("bid_factor", 1.0)),
-                       detector=tuple(sorted((str(k), float(v)) for k, v in doc.get("detector", {}).items())),
                        probation_failures=int(doc.get("probation_failures", 0)),
                        failures_day=int(doc.get("failures_day", 0)))
         except (KeyError, ValueError, TypeError) as exc:
@@ -278,16 +273,7 @@ def step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int
     day = day_start(now_ts)
     if state.probation_failures and state.failures_day != day:  # a new promotion day: a clean slate
         state = replace(state, probation_failures=0, failures_day=day, waiting_note="")
-    after, events = _step(state, signal, config, now_ts, guard=guard, campaign_id=campaign_id)
-    if signal.detector is None or after.stale:
-        return after, events
-    changed = after.mode is not state.mode or after.action is not state.action
-    detector = () if changed else signal.detector
-    return (after if after.detector == detector else replace(after, detector=detector)), events
 
-
-def _step(state: MachineState, signal: Signal, config: MachineConfig, now_ts: int, *,
-          guard: str, campaign_id: str) -> tuple[MachineState, list[GuardEvent]]:
     events: list[GuardEvent] = []
     # No data at all in the lookback says nothing new: keep what we knew.
     stale = state.stale if signal.data_age_s is None else signal.data_age_s > config.stale_after_s

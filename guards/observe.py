@@ -57,7 +57,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from guards.config import ObserveConfig
-from guards.sequential import lag_share_gain
+from guards.sequential import cusum_by_campaign, lag_share_at_end
 
 DAY_S = 86400
 
@@ -85,15 +85,10 @@ class Observation:
     # Model-wide, the same for every campaign of the tick (see model_calibration):
     model_calibration: float         # realised / predicted GMV pooled over every campaign served
     model_calibration_orders: float  # effective orders behind it (its evidence)
-    # What became known since the previous look at the feed (its watermark then), for the sequential
-    # evidence (guards.sequential): the GMV and orders that arrived, the spend whose GMV they answer
-    # (each bucket's spend x the share of its GMV the lag curve expects known in between), and the
-    # GMV the model predicted for the same share of its clicks.
-    fresh_gmv: float = 0.0
-    fresh_orders: float = 0.0
-    fresh_exposure: float = 0.0
-    fresh_predicted: float = 0.0
-    gross_margin: float = float("nan")  # share of GMV kept as profit: what an action earns
+    # The sequential evidence that ROI fell below the campaign's floor (guards.sequential: the bucket-time
+    # CUSUM over the last `sequential.window_s`), and the campaign's gross margin (what an action earns).
+    cusum: float = 0.0
+    gross_margin: float = float("nan")
 
 
 OBSERVATION_COLUMNS = tuple(f.name for f in fields(Observation))
@@ -108,9 +103,9 @@ def lag_share(age_s: np.ndarray, config: ObserveConfig) -> np.ndarray:
     return np.where(idx >= 0, cdf[np.clip(idx, 0, None)], 0.0)
 
 
-def lookback_s(config: ObserveConfig, stale_after_s: int) -> int:
+def lookback_s(config: ObserveConfig, stale_after_s: int, sequential_window_s: int = 0) -> int:
     oldest_mature = max(config.maturity_s, config.calibration_maturity_s) + config.realised_window_s
-    return max(oldest_mature, config.spend_window_s, 3 * stale_after_s)
+    return max(oldest_mature, config.spend_window_s, 3 * stale_after_s, sequential_window_s + config.bucket_s)
 
 
 def model_calibration(gmv: np.ndarray, orders: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
@@ -145,42 +140,6 @@ def _max_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class FreshFeed:
-    """What the feed brought between two looks: its watermark then and now (the newest known_ts, never
-    past now), per campaign the GMV and orders that became known in between, and the spend and the
-    model's predicted GMV of every bucket whose expected share of GMV grew in between (campaign codes)."""
-
-    watermark_before: int
-    watermark: int
-    codes: np.ndarray    # (n,) per campaign: GMV and orders known in (watermark_before, watermark]
-    gmv: np.ndarray
-    orders: np.ndarray
-    b_codes: np.ndarray  # per campaign x bucket crossing a step of the lag curve in between
-    b_bucket: np.ndarray
-    b_spend: np.ndarray
-    b_pred_gmv: np.ndarray
-
-
-def crossing_ranges(config: ObserveConfig, watermark_before: int, watermark: int) -> list[tuple[int, int]]:
-    """(low, high] bucket_ts ranges whose buckets cross a step of the lag curve between two watermarks
-    (ages from the bucket's end); a bucket older than the last step gains nothing."""
-    return [(watermark_before - config.bucket_s - m * 60, watermark - config.bucket_s - m * 60)
-            for m in config.lag_minutes]
-
-
-def fresh_columns(fresh: FreshFeed | None, n: int, config: ObserveConfig) -> dict[str, np.ndarray]:
-    """Per campaign: fresh_gmv, fresh_orders, fresh_exposure, fresh_predicted (Observation)."""
-    if fresh is None or fresh.watermark <= fresh.watermark_before:
-        return {c: np.zeros(n) for c in ("fresh_gmv", "fresh_orders", "fresh_exposure", "fresh_predicted")}
-    gain = lag_share_gain(fresh.b_bucket + config.bucket_s, fresh.watermark_before, fresh.watermark,
-                          np.asarray(config.lag_minutes, dtype=np.float64) * 60,
-                          np.asarray(config.lag_cdf, dtype=np.float64))
-    return {"fresh_gmv": _sum_by(fresh.codes, n, fresh.gmv), "fresh_orders": _sum_by(fresh.codes, n, fresh.orders),
-            "fresh_exposure": _sum_by(fresh.b_codes, n, fresh.b_spend * gain),
-            "fresh_predicted": _sum_by(fresh.b_codes, n, fresh.b_pred_gmv * gain)}
-
-
-@dataclass(frozen=True)
 class Feeds:
     """The aggregated inputs with campaigns as integer codes (position in the campaign list).
 
@@ -201,11 +160,38 @@ class Feeds:
     pred_gmv: np.ndarray    # sum over the entry's slots of clicks x the model's pred_value
     last_known: np.ndarray
     features: dict[str, np.ndarray]  # FEATURE_COLUMNS -> (n,)
-    fresh: FreshFeed | None = None   # since the previous look; None: nothing new is counted
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """What the sequential evidence needs per tick: each campaign's ROI floor and the CUSUM's settings
+    (guards.config.RoiConfig: cusum_above, cusum_below, cusum_window_s, order_value_cv)."""
+
+    floor: np.ndarray          # (n,)
+    above: float
+    below: tuple[float, ...]
+    window_s: int
+    order_value_cv: float
+
+
+def sequential_evidence(feeds: Feeds, watermark: int, avg_order_value: np.ndarray, config: ObserveConfig,
+                        params: Sequential) -> np.ndarray:
+    """Per campaign, the bucket-time CUSUM of its realised GMV against its floor (guards.sequential), over
+    the buckets of the last window that have ended by the feed's watermark."""
+    age = watermark - feeds.o_bucket - config.bucket_s
+    rows = (age >= 0) & (age < params.window_s)
+    share = lag_share_at_end(age[rows], np.asarray(config.lag_minutes, dtype=np.float64) * 60,
+                             np.asarray(config.lag_cdf, dtype=np.float64))
+    codes = feeds.o_codes[rows]
+    scale = np.append(avg_order_value * (1.0 + params.order_value_cv ** 2), 1.0)[codes]
+    return cusum_by_campaign(codes, feeds.o_bucket[rows], feeds.gmv[rows] / scale,
+                             feeds.spend[rows] * share / scale, params.floor, params.above, params.below,
+                             len(avg_order_value))
 
 
 def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config: ObserveConfig,
-                  lookback: int, gross_margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  lookback: int, gross_margin: np.ndarray | None = None,
+                  sequential: Sequential | None = None) -> dict[str, np.ndarray]:
     """Every observation column (OBSERVATION_COLUMNS but campaign_id) for n campaigns, vectorised."""
     n = len(avg_order_value)
     d_codes, d_bucket = feeds.d_codes, feeds.d_bucket
@@ -263,14 +249,15 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         **{c: feeds.features.get(c, np.full(n, np.nan)) for c in FEATURE_COLUMNS},
         "model_calibration": np.full(n, k),
         "model_calibration_orders": np.full(n, k_orders),
-        **fresh_columns(feeds.fresh, n, config),
+        "cusum": (np.zeros(n) if sequential is None else
+                  sequential_evidence(feeds, watermark, avg_order_value, config, sequential)),
         "gross_margin": np.full(n, np.nan) if gross_margin is None else np.asarray(gross_margin, dtype=np.float64),
     }
 
 
 def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFrame,
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int,
-            fresh: FreshFeed | None = None) -> pd.DataFrame:
+            sequential: Sequential | None = None) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
 
     decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
@@ -278,7 +265,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
                bucket; pred_gmv = clicks x the slot's decision's pred_value)
     features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
     campaigns: campaign_id, avg_order_value, gross_margin (optional)
-    fresh:     what arrived since the previous look (load_fresh), its codes in `campaigns`' order
+    sequential: the CUSUM's floors (in `campaigns`' order) and settings; None: no sequential evidence
     """
     index = pd.Index(campaigns["campaign_id"].array)
     feat = features.groupby("campaign_id", sort=False)[list(FEATURE_COLUMNS)].max() if len(features) else None
@@ -291,11 +278,10 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
         col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
         _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
         col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "pred_gmv"), col(outcomes, "last_known_ts"),
-        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {},
-        fresh)
+        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
     margin = campaigns["gross_margin"].to_numpy(dtype=np.float64) if "gross_margin" in campaigns else None
     columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
-                            lookback, margin)
+                            lookback, margin, sequential)
     return pd.DataFrame({"campaign_id": index.to_numpy(), **columns}, index=index)
 
 
@@ -373,34 +359,3 @@ def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: 
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return decisions, outcomes, features, campaigns
 
-
-def feed_watermark(conn: Connection, now_ts: int) -> int | None:
-    """The outcome feed's watermark: its newest known_ts, never past now (None: no outcome yet)."""
-    value = conn.execute(text("SELECT MAX(known_ts) FROM outcomes WHERE known_ts <= :now"), {"now": now_ts}).scalar()
-    return None if value is None else int(value)
-
-
-def load_fresh(conn: Connection, campaign_ids: pd.Index, config: ObserveConfig, watermark_before: int,
-               watermark: int) -> FreshFeed:
-    """What the feed brought between two watermarks (FreshFeed), from the store: the increments known in
-    between (ix_outcomes_known) and the buckets crossing a step of the lag curve (a few per campaign)."""
-    fresh = pd.DataFrame(conn.execute(text(
-        "SELECT campaign_id, SUM(gmv), SUM(orders) FROM outcomes WHERE known_ts > :wp AND known_ts <= :w "
-        "GROUP BY campaign_id"), {"wp": watermark_before, "w": watermark}).all(),
-        columns=["campaign_id", "gmv", "orders"])
-    ranges = crossing_ranges(config, watermark_before, watermark)
-    where = " OR ".join(f"(o.bucket_ts > :lo{i} AND o.bucket_ts <= :hi{i})" for i in range(len(ranges)))
-    params = {"w": watermark, **{f"lo{i}": lo for i, (lo, _) in enumerate(ranges)},
-              **{f"hi{i}": hi for i, (_, hi) in enumerate(ranges)}}
-    crossing = pd.DataFrame(conn.execute(text(
-        f"SELECT o.campaign_id, o.bucket_ts, SUM(o.spend), {_PRED_GMV_SQL} FROM outcomes o "
-        f"WHERE ({where}) AND o.known_ts <= :w GROUP BY o.campaign_id, o.bucket_ts"), params).all(),
-        columns=["campaign_id", "bucket_ts", "spend", "pred_gmv"])
-
-    def values(frame: pd.DataFrame, name: str) -> np.ndarray:
-        return pd.to_numeric(frame[name], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)
-
-    return FreshFeed(watermark_before, watermark, _codes(fresh, campaign_ids), values(fresh, "gmv"),
-                     values(fresh, "orders"), _codes(crossing, campaign_ids),
-                     crossing["bucket_ts"].to_numpy(dtype=np.int64), values(crossing, "spend"),
-                     values(crossing, "pred_gmv"))

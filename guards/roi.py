@@ -3,11 +3,12 @@ to do with the traffic instead (docs/GUARDS.md explains the method and its figur
 
 Trip rules, in MODEL (any fires):
 
-- `cusum` (sequential evidence, guards.sequential): the realised GMV, counted as it arrives
-  (conversion lag), is weighed against the floor by a CUSUM of the log-likelihood ratio of
-  ROI = floor x (1 - cusum_below) against floor x (1 + cusum_above), compound Poisson; it trips
-  when the evidence reaches `cusum_threshold`. Evidence adds up over minutes instead of a fixed
-  window being re-tested; a healthy stretch brings it back to zero.
+- `cusum` (sequential evidence, guards.sequential): the realised GMV known of each bucket, as
+  the conversion lag lets it arrive, is weighed against the floor by a CUSUM in bucket time of
+  the log-likelihood ratio of ROI = floor x (1 - b) (a few b: cusum_below) against
+  floor x (1 + cusum_above), compound Poisson; it trips when the evidence reaches
+  `cusum_threshold`. Evidence adds up over the buckets since the fall instead of a fixed
+  window being re-tested every minute.
 - `model_calibration` (borrowed strength): the model over-promises everywhere. Pooled over every
   campaign the model serves, k = GMV / the value it predicted for the clicks; the upper end of its
   `calibration_confidence` bound scales the predicted ROI of the clicks this campaign bought. Small
@@ -22,9 +23,10 @@ bound, and the plan's own prediction is the model saying so itself.
 evidence (spend rate x (ROI x gross margin - 1)), between the rule pool (its shadow score,
 corrected by how far the model's value predictions are off, or its realised ROI once it has
 served), a bid cut to the level at which the model's corrected prediction meets the floor (降价),
-and a pause; a fixed choice always takes that action. While tripped the CUSUM keeps running on
-what is served: if the action itself is below the floor (the pool is no better), the next best is
-taken.
+and a pause; a fixed choice always takes that action. While tripped, once the action has served for
+`action_review_s` (the realised window then holds only its own outcomes), an action whose realised ROI
+is significantly below the floor (the upper end of a `calibration_confidence` bound: the pool is no
+better) gives way to the next best.
 
 **Probation** passes when the lower end of a `restore_confidence` bound of the model's calibrated
 ROI (its plan's predicted ROI x the campaign's value calibration over mature outcomes) is at least
@@ -39,11 +41,12 @@ import math
 from collections.abc import Mapping
 from statistics import NormalDist
 
+import numpy as np
+
 from control.domain import GuardAction, GuardMode
-from guards.config import RoiConfig
+from guards.config import GuardSettings, RoiConfig
 from guards.machine import Check, MachineState, Signal, step
-from guards.observe import Observation
-from guards.sequential import cusum_step
+from guards.observe import Observation, Sequential
 
 GUARD = "roi"
 _CHOSEN = {"pool": GuardAction.POOL, "bid_cut": GuardAction.BID_CUT, "pause": GuardAction.PAUSE}
@@ -75,9 +78,21 @@ def effective_orders(n: float, order_value_cv: float) -> float:
     return n / (1.0 + order_value_cv * order_value_cv)
 
 
-def cusum_rois(config: RoiConfig) -> tuple[float, float]:
-    """(rho0, rho1): the ROI above the floor the CUSUM weighs against the ROI below it."""
-    return config.floor * (1.0 + config.cusum_above), config.floor * (1.0 - config.cusum_below)
+def sequential_for(settings: GuardSettings, campaign_ids: list[str]) -> Sequential:
+    """The sequential evidence's settings for a tick: each campaign's floor, the CUSUM's own (global)."""
+    roi = settings.defaults["roi"]
+    floors = np.array([settings.for_campaign(GUARD, c).floor for c in campaign_ids], dtype=np.float64)
+    return Sequential(floors, roi.cusum_above, roi.cusum_below, roi.cusum_window_s, roi.order_value_cv)
+
+
+def realised_upper(obs: Observation, config: RoiConfig, confidence: float) -> float:
+    """Upper confidence bound of the realised ROI over the mature window (NaN without mature spend)."""
+    if not obs.realised_spend > 0:
+        return math.nan
+    n = effective_orders(obs.realised_orders, config.order_value_cv)
+    if n > 0:
+        return obs.realised_roi * poisson_upper(n, confidence) / n
+    return poisson_upper(0.0, confidence) * obs.avg_order_value / obs.realised_spend
 
 
 def campaign_calibration(obs: Observation, config: RoiConfig, confidence: float) -> tuple[float, float, float]:
@@ -121,7 +136,20 @@ def best_calibration(obs: Observation, config: RoiConfig) -> float:
     return pooled if pooled == pooled and obs.model_calibration_orders >= config.calibration_min_orders else 1.0
 
 
-def action_values(obs: Observation, config: RoiConfig, state: MachineState) -> dict[str, tuple[float, float, float]]:
+def model_roi_estimate(obs: Observation, config: RoiConfig, below_floor: bool) -> float:
+    """The model's ROI as the evidence has it: its predicted ROI of the clicks bought x how far its value
+    predictions are off. When a rule has just shown it below the floor, at most the floor x (1 - the
+    smallest fall the sequential evidence weighs): the estimate may not contradict the evidence."""
+    k = best_calibration(obs, config)
+    bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
+    roi = k * bought if bought == bought else math.nan
+    if below_floor and roi == roi:
+        roi = min(roi, config.floor * (1.0 - min(config.cusum_below)))
+    return roi
+
+
+def action_values(obs: Observation, config: RoiConfig, state: MachineState,
+                  below_floor: bool = False) -> dict[str, tuple[float, float, float]]:
     """Per action: (expected ROI, expected spend per hour, expected profit per hour), from the evidence.
 
     The model's ROI is its predicted ROI of the clicks it bought x the calibration; the pool's is its
@@ -130,8 +158,7 @@ def action_values(obs: Observation, config: RoiConfig, state: MachineState) -> d
     factor) and its spend falls with f^2 (fewer auctions won, each cheaper); a pause earns and spends
     nothing."""
     k = best_calibration(obs, config)
-    bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
-    model_roi = k * bought if bought == bought else math.nan
+    model_roi = model_roi_estimate(obs, config, below_floor)
     spend = obs.spend_per_hour if obs.spend_per_hour == obs.spend_per_hour else 0.0
     margin = obs.gross_margin if obs.gross_margin == obs.gross_margin else 0.0
     pool_roi, pool_spend = math.nan, 0.0
@@ -154,10 +181,9 @@ def choose_action(obs: Observation, config: RoiConfig, state: MachineState,
     """(action, bid factor) a trip should take: the configured one, or the best expected profit among
     the pool, a bid cut and a pause (not `excluded`: the action found below the floor too)."""
     fixed = _CHOSEN.get(config.action_choice)
-    values = action_values(obs, config, state)
-    k = best_calibration(obs, config)
-    bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
-    factor = min(1.0, max(config.min_bid_factor, k * bought / config.floor)) if bought == bought else 1.0
+    values = action_values(obs, config, state, below_floor=True)
+    model_roi = model_roi_estimate(obs, config, below_floor=True)
+    factor = min(1.0, max(config.min_bid_factor, model_roi / config.floor)) if model_roi == model_roi else 1.0
     if fixed is not None and fixed is not excluded:
         return fixed, factor
     options = [a for a in (GuardAction.POOL, GuardAction.BID_CUT, GuardAction.PAUSE) if a is not excluded]
@@ -166,17 +192,10 @@ def choose_action(obs: Observation, config: RoiConfig, state: MachineState,
 
 
 def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Signal:
+    """The ROI guard's evidence for one campaign (module docstring)."""
     floor = config.floor
-    rho0, rho1 = cusum_rois(config)
-    scale = obs.avg_order_value * (1.0 + config.order_value_cv ** 2)
     held_by_model = state.mode is GuardMode.MODEL
-    # The CUSUM weighs what is served: the model's traffic in MODEL, the guard's action while tripped;
-    # in probation the canary's outcomes mix with the action's, so nothing is counted.
-    cusum = 0.0
-    if config.cusum_enabled and state.mode in (GuardMode.MODEL, GuardMode.TRIPPED):
-        cusum = float(cusum_step(dict(state.detector).get("cusum", 0.0), obs.fresh_gmv, obs.fresh_exposure,
-                                 scale, rho0, rho1))
-    breached_cusum = cusum >= config.cusum_threshold
+    breached_cusum = obs.cusum >= config.cusum_threshold
     at_risk = obs.pred_spend >= config.min_pred_spend
     k, k_low, k_up = campaign_calibration(obs, config, config.restore_confidence)
     _, _, k_up_strict = campaign_calibration(obs, config, config.calibration_confidence)
@@ -198,7 +217,9 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
             checks.append(Check("model_calibration", calibrated_breach, config.calibration_consecutive))
         if any(c.breached for c in checks):
             action, factor = choose_action(obs, config, state)
-    elif state.mode is GuardMode.TRIPPED and breached_cusum and state.action is not GuardAction.PAUSE:
+    elif state.mode is GuardMode.TRIPPED and state.action is not GuardAction.PAUSE \
+            and obs.latest_bucket_ts is not None and obs.latest_bucket_ts - state.since_ts >= config.action_review_s \
+            and realised_upper(obs, config, config.calibration_confidence) < floor:
         action, factor = choose_action(obs, config, state, excluded=state.action)  # what is served is no better
     elif state.mode is GuardMode.PROBATION and obs.pred_roi == obs.pred_roi and k == k:
         checks.append(Check("canary", obs.pred_roi * k_up_strict < floor, 1))
@@ -209,14 +230,14 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
                "realised_spend": obs.realised_spend, "pool_pred_roi": obs.pool_pred_roi,
                "value_calibration": obs.value_calibration, "calibration_low": k_low, "calibration_up": k_up,
                "bought_pred_roi": obs.bought_pred_roi, "model_calibration": obs.model_calibration,
-               "model_calibration_upper": k_pool_up, "cusum": cusum, "cusum_threshold": config.cusum_threshold,
+               "model_calibration_upper": k_pool_up, "cusum": obs.cusum, "cusum_threshold": config.cusum_threshold,
                "calibrated_pred_roi": obs.pred_roi * k if k == k else math.nan,
                **{f"{a}_expected_roi": v[0] for a, v in values.items() if a != "pause"},
                **{f"{a}_expected_profit_per_hour": v[2] for a, v in values.items() if math.isfinite(v[2])}}
     if action is GuardAction.BID_CUT:
         figures["bid_factor"] = factor
     return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures, action=action,
-                  bid_factor=factor, detector=(("cusum", round(cusum, 4)),))
+                  bid_factor=factor)
 
 
 def transition(state: MachineState, observation: Observation, config: RoiConfig,

@@ -1,26 +1,30 @@
-"""Sequential evidence for the ROI guard: a CUSUM of realised GMV against the floor.
+"""Sequential evidence for the ROI guard: a CUSUM of realised GMV against the floor, in bucket time.
 
-A campaign's GMV arrives in increments (conversion lag). Between two looks at the
-outcome feed -- its watermark moving from Wp to W -- the GMV that became known is
-compared with what the campaign would have brought by then at ROI rho:
+Each decision bucket b of a campaign has spent spend_b; by the outcome feed's
+watermark W, the lag curve F says a share F(W - end of b) of its GMV should be known.
+At ROI rho the GMV known of b is expected to be rho x spend_b x F. GMV is compound
+Poisson: a Poisson number of orders whose values spread (coefficient of variation cv);
+counted in units of s = aov x (1 + cv^2) it has the variance of a Poisson count, so its
+quasi-likelihood is Poisson's. The log-likelihood ratio of "ROI rho1, below the floor"
+against "ROI rho0, above it" for bucket b, as known now, is
 
-    rho x exposure,   exposure = sum over buckets b of spend_b x (F(W - b) - F(Wp - b))
+    llr_b = (gmv_b / s) ln(rho1 / rho0) - (rho1 - rho0) x spend_b x F / s
 
-F is the lag curve (share of a bucket's GMV known at an age). GMV is compound
-Poisson: a Poisson number of orders whose values spread (coefficient of variation
-cv); counted in units of s = aov x (1 + cv^2) it has the variance of a Poisson count,
-so its quasi-likelihood is Poisson's. The log-likelihood ratio of "ROI rho1, below the
-floor" against "ROI rho0, above it" for one look is
+and the statistic is the CUSUM over buckets: S = max(0, max over j of the sum of llr_b
+for b >= j), the evidence that ROI fell below the floor at some bucket j and stayed
+there. Evidence adds up over time instead of a fixed window being re-tested every
+minute. It is counted in bucket time, not in the time outcomes arrive: the late GMV of
+buckets before a fall is evidence about them, not about now, so it cannot dilute the
+evidence about the buckets after it (counting by arrival time, it did: a fall took
+half again as long to show).
 
-    llr = (gmv / s) ln(rho1 / rho0) - (rho1 - rho0) x exposure / s
-
-and the CUSUM S = max(0, S + llr) accumulates it: evidence adds up over time instead
-of a fixed window being re-tested every minute, and a healthy stretch (llr < 0) brings
-S back to 0, so old evidence does not hide a new fall. Its expected step is zero at
-rho_ref = (rho0 - rho1) / ln(rho0 / rho1), just below the floor for margins around it:
-above rho_ref S drifts down, below it S climbs at a rate set by how far below and by
-how much the campaign spends. The rule breaches at S >= h; h sets the false-alarm
-rate (docs/GUARDS.md: how it was chosen, and what the best possible detector needs).
+rho1 is not known in advance: S is the largest over a few alternatives
+(floor x (1 - b) for each b of `below`), a mixture that is quick on deep falls and
+still sees shallow ones. Its expected step is zero at rho_ref = (rho0 - rho1) /
+ln(rho0 / rho1), just below the floor for rho0 = floor x (1 + above): above it S drifts
+down, below it S climbs at a rate set by how far below and how much the campaign spends.
+The rule breaches at S >= threshold; docs/GUARDS.md says how it was chosen and what the
+best possible detector needs.
 """
 
 from __future__ import annotations
@@ -28,27 +32,33 @@ from __future__ import annotations
 import numpy as np
 
 
-def cusum_step(previous: np.ndarray, gmv: np.ndarray, exposure: np.ndarray, scale: np.ndarray,
-               rho0: np.ndarray, rho1: np.ndarray) -> np.ndarray:
-    """S after one look, per campaign: max(0, S + llr). `scale` is s = aov x (1 + cv^2)."""
-    safe = np.where(scale > 0, scale, 1.0)
-    llr = (gmv / safe) * np.log(rho1 / rho0) - (rho1 - rho0) * exposure / safe
-    llr = np.where(scale > 0, llr, 0.0)
-    return np.maximum(0.0, previous + llr)
+def lag_share_at_end(age_since_end: np.ndarray, lag_seconds: np.ndarray, lag_cdf: np.ndarray) -> np.ndarray:
+    """F: the share of a bucket's GMV the lag curve expects known, at an age counted from the bucket's
+    end (a step function: cdf[k] from lag_seconds[k] on, 0 before the bucket has ended)."""
+    idx = np.searchsorted(lag_seconds, age_since_end, side="right") - 1
+    return np.where(idx >= 0, lag_cdf[np.clip(idx, 0, None)], 0.0)
 
 
-def reference_roi(rho0: float, rho1: float) -> float:
-    """The ROI at which the CUSUM's expected step is zero: it climbs below, falls above."""
-    return (rho0 - rho1) / np.log(rho0 / rho1)
+def cusum_by_campaign(codes: np.ndarray, bucket: np.ndarray, gmv_units: np.ndarray, exposure_units: np.ndarray,
+                      floor: np.ndarray, above: float, below: tuple[float, ...], n: int) -> np.ndarray:
+    """The bucket-time CUSUM per campaign (module docstring).
 
-
-def lag_share_gain(bucket_ts: np.ndarray, watermark_before: int, watermark_now: int,
-                   lag_seconds: np.ndarray, lag_cdf: np.ndarray) -> np.ndarray:
-    """F(W - b) - F(Wp - b) per bucket: the share of each bucket's GMV that became known between the two
-    watermarks (F a step function: cdf[k] from lag_seconds[k] on; 0 before the bucket starts)."""
-    def share(age: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(lag_seconds, age, side="right") - 1
-        return np.where(idx >= 0, lag_cdf[np.clip(idx, 0, None)], 0.0)
-
-    b = np.asarray(bucket_ts, dtype=np.float64)
-    return share(watermark_now - b) - share(watermark_before - b)
+    Per campaign x bucket row: its campaign code, bucket, GMV known / s and spend x F / s; `floor` per
+    campaign. Returns S (n,), 0 for a campaign without rows."""
+    ok = codes >= 0
+    codes, bucket, g, e = codes[ok], bucket[ok], gmv_units[ok], exposure_units[ok]
+    out = np.zeros(n)
+    if not len(codes):
+        return out
+    order = np.lexsort((-bucket, codes))  # each campaign's buckets, newest first
+    codes, g, e = codes[order], g[order], e[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    rho0 = floor[codes] * (1.0 + above)
+    for b in below:
+        rho1 = floor[codes] * (1.0 - b)
+        llr = g * np.log(rho1 / rho0) - (rho1 - rho0) * e
+        total = np.cumsum(llr)
+        before = np.r_[0.0, total][starts]  # the running sum where each campaign starts
+        suffix = total - np.repeat(before, np.diff(np.r_[starts, len(total)]))
+        np.maximum.at(out, codes[starts], np.maximum.reduceat(suffix, starts))
+    return np.maximum(out, 0.0)

@@ -23,21 +23,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from filelock import FileLock, Timeout
 from sqlalchemy import Engine, text
 
 from guards.config import GuardSettings
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
-from guards.observe import feed_watermark, load_fresh, load_inputs, lookback_s, observations, observe
+from guards.observe import load_inputs, lookback_s, observations, observe
 from guards.registry import GUARDS, enabled, evaluate
+from guards.roi import sequential_for
 from guards.threshold_store import ThresholdReader
 from store import repo
 
 Clock = Callable[[], int]
 HEARTBEAT_KEY = "guard_worker"
-WATERMARK_KEY = "guard_feed_watermark"  # the outcome feed's watermark at the last tick (guards.observe.FreshFeed)
 PG_LOCK_KEY = 818_2026  # advisory lock id of "the guard worker"
 
 
@@ -129,7 +128,8 @@ class GuardWorker:
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
         machines = [settings.defaults[g].machine for g in GUARDS]
-        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines))
+        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines),
+                                   settings.defaults["roi"].cusum_window_s)
         self.feature_names = {"spend_pace": settings.defaults["pacing"].feature,
                               "inventory_level": settings.defaults["inventory"].feature}
 
@@ -140,14 +140,8 @@ class GuardWorker:
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)
-            watermark = feed_watermark(conn, now)
-            before, _ = repo.get_flag(conn, WATERMARK_KEY)
-            fresh = None
-            if watermark is not None:
-                before = watermark if before is None else int(before)
-                fresh = load_fresh(conn, pd.Index(frames[3]["campaign_id"].array), self.settings.observe, before,
-                                   watermark)
-        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, fresh))
+        sequential = sequential_for(settings, frames[3]["campaign_id"].tolist())
+        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
                             thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:
@@ -171,8 +165,6 @@ class GuardWorker:
                         report.events.extend(events)
                 repo.set_flag(conn, HEARTBEAT_KEY, {"ts": now, "pid": os.getpid(), "host": socket.gethostname(),
                                                     "interval_s": self.interval_s}, WORKER_ACTOR, now)
-                if watermark is not None:  # with the states it moved: a tick redone counts the same increments
-                    repo.set_flag(conn, WATERMARK_KEY, watermark, WORKER_ACTOR, now)
         except repo.ConflictError:
             # A manager forced a guard while we evaluated: nothing was written; the next tick redoes it.
             report.events, report.conflicts = [], 1

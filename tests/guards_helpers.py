@@ -21,16 +21,18 @@ def obs(pred_roi: float = 2.5, *, bucket: int | None = T0, pred_spend: float = 1
         data_age_s: int | None = 30, campaign_id: str = "c1", spend_pace: float = math.nan,
         inventory_level: float = math.nan, day_elapsed_s: int = 7200,
         value_calibration: float = math.nan, model_calibration: float = math.nan,
-        model_calibration_orders: float = 0.0, bought_pred_roi: float | None = None) -> Observation:
+        model_calibration_orders: float = 0.0, bought_pred_roi: float | None = None, cusum: float = 0.0,
+        pool_pred_roi: float = math.nan, gross_margin: float = 0.5) -> Observation:
     """A campaign observation; the clicks bought are worth the plan's prediction unless told."""
     return Observation(campaign_id=campaign_id, latest_bucket_ts=bucket, pred_roi=pred_roi,
-                       pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=math.nan,
+                       pred_spend=pred_spend, spend_per_hour=pred_spend * 60, pool_pred_roi=pool_pred_roi,
                        value_calibration=value_calibration,
                        bought_pred_roi=pred_roi if bought_pred_roi is None else bought_pred_roi,
                        realised_roi=realised_roi, realised_spend=realised_spend,
                        realised_orders=realised_orders, avg_order_value=100.0, data_age_s=data_age_s,
                        day_elapsed_s=day_elapsed_s, spend_pace=spend_pace, inventory_level=inventory_level,
-                       model_calibration=model_calibration, model_calibration_orders=model_calibration_orders)
+                       model_calibration=model_calibration, model_calibration_orders=model_calibration_orders,
+                       cusum=cusum, gross_margin=gross_margin)
 
 
 def make_store(path_or_url, campaigns=("c1", "c2")):

@@ -19,7 +19,7 @@ from guards.config import parse_guard_settings
 from guards.evaluator import GuardEvaluator
 from guards.machine import MachineState
 from guards.observe import FEATURE_COLUMNS, lag_share, lookback_s, observations, observe
-from guards.roi import calibration_upper, roi_signal, transition
+from guards.roi import calibration_upper, roi_signal, sequential_for, transition
 from guards.worker import GuardWorker
 from store import repo
 from store import schema as s
@@ -51,7 +51,8 @@ def pooled(pred: dict[str, float], realised: dict[str, float], now_minute: int, 
                                               "last_known_ts"]),
               pd.DataFrame(columns=["campaign_id", *FEATURE_COLUMNS]),
               pd.DataFrame({"campaign_id": list(pred), "avg_order_value": [aov[c] for c in pred]}))
-    return now, {o.campaign_id: o for o in observations(observe(*frames, now, OBSERVE, LOOKBACK))}
+    sequential = sequential_for(SETTINGS, list(pred))
+    return now, {o.campaign_id: o for o in observations(observe(*frames, now, OBSERVE, LOOKBACK, sequential))}
 
 
 def run(pred, realised, minutes: int):
@@ -105,7 +106,7 @@ def test_a_well_calibrated_model_with_one_bad_campaign_does_not_trip_the_others(
     realised = {**pred, "c00": 1.0}
     states, causes = run(pred, realised, 25)  # 200 yuan a minute of 100-yuan orders: c00 trips at 21-25
     assert {c for c, s in states.items() if s.mode is GuardMode.TRIPPED} == {"c00"}
-    assert causes == {"c00": "realised_roi"}  # its own evidence, not the model-wide check
+    assert causes == {"c00": "cusum"}  # its own evidence, not the model-wide check
 
 
 def test_too_little_pooled_evidence_is_no_breach():
@@ -124,15 +125,18 @@ def test_too_little_pooled_evidence_is_no_breach():
     (0.5, 400.0, 5.0, GuardMode.MODEL, False),        # 5.0 x k_upper is still above the floor
     (0.95, 10_000.0, 2.02, GuardMode.MODEL, True),    # significant, small over-promise near the floor
     (1.0, 10_000.0, 1.9, GuardMode.MODEL, False),     # no over-promise: the pred_roi rule's business
-    (0.5, 400.0, 2.5, GuardMode.PROBATION, None),     # only while the model serves
+    (0.5, 400.0, 2.5, GuardMode.PROBATION, "absent"),  # only while the model serves
     (0.5, 50.0, 2.5, GuardMode.MODEL, None),          # too little evidence
 ])
 def test_the_check_on_given_figures(k, orders, pred, mode, expected):
     o = obs(pred, model_calibration=k, model_calibration_orders=orders)
     signal = roi_signal(o, ROI, MachineState(mode=mode))
+    assert not signal.figures["model_calibration_upper"] > 1.0  # at most 1 (NaN without evidence)
+    if expected == "absent":
+        assert RULE not in {c.rule for c in signal.checks}
+        return
     check = next(c for c in signal.checks if c.rule == RULE)
     assert check.breached is expected and check.needed == ROI.calibration_consecutive
-    assert not signal.figures["model_calibration_upper"] > 1.0  # at most 1 (NaN without evidence)
     low_spend = roi_signal(replace(o, pred_spend=ROI.min_pred_spend / 2), ROI, MachineState(mode=mode))
     assert next(c for c in low_spend.checks if c.rule == RULE).breached is None
 
@@ -154,10 +158,10 @@ def test_the_check_can_be_switched_off_and_its_keys_are_validated():
 def test_worker_and_stress_evaluator_trip_an_over_promising_model_and_ledger_its_calibrated_roi(store_url):
     """Through the store (the worker's SQL) and in memory (bidlens stress): the same trips, cause
     model_calibration, and the ledger's ROI before is the calibrated prediction."""
-    # Every bucket's GMV known at once (the synthetic feed), and no per-campaign realised rule:
+    # Every bucket's GMV known at once (the synthetic feed), and no per-campaign sequential evidence:
     # only the model-wide check can see that realised ROI is half the prediction.
     settings = parse_guard_settings("[observe]\nlag_minutes = [0]\nlag_cdf = [1.0]\n"
-                                    "[roi]\nrealised_enabled = false\n")
+                                    "[roi]\ncusum_enabled = false\n")
     engine = make_store(store_url, campaigns=("c1", "c2", "c3"))
     clock = ManualClock(T0)
     w = GuardWorker(engine, clock, settings, alert_sink=enqueue_guard_alert)

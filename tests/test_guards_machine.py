@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control.domain import GuardMode, InvalidValue
+from control.domain import GuardAction, GuardMode, InvalidValue
 from guards.config import parse_guard_settings
 from guards.machine import FORCED_MODES, MachineState, force
 from guards.registry import evaluate
@@ -48,12 +48,11 @@ CASES = [
     ("the same bucket seen thrice is one evaluation",
      [(t, obs(1.5, bucket=T0)) for t in (0, 20, 40)], MODEL, []),
     ("no data is not a breach", minutes([math.nan] * 5), MODEL, []),
-    ("realised ROI significantly below the floor trips",
-     minutes([2.5, 2.5], realised_roi=1.0, realised_spend=4000.0, realised_orders=40.0), TRIPPED, ["tripped"]),
-    ("realised ROI low on too little volume does not",
-     minutes([2.5] * 4, realised_roi=1.0, realised_spend=100.0, realised_orders=1.0), MODEL, []),
-    ("realised ROI below but within noise does not",
-     minutes([2.5] * 4, realised_roi=1.8, realised_spend=1000.0, realised_orders=18.0), MODEL, []),
+    ("sequential evidence at its threshold trips at once", minutes([2.5], cusum=ROI.cusum_threshold),
+     TRIPPED, ["tripped"]),
+    ("evidence short of its threshold does not", minutes([2.5] * 4, cusum=ROI.cusum_threshold - 0.1), MODEL, []),
+    ("a realised ROI point estimate below the floor alone does not",
+     minutes([2.5] * 4, realised_roi=1.0, realised_spend=4000.0, realised_orders=40.0), MODEL, []),
     ("stale data holds the mode and alerts once", [(t, obs(1.5, bucket=T0 + t, data_age_s=700 + t))
                                                    for t in (0, 60, 120, 180)], MODEL, ["data_stale"]),
 ]
@@ -74,6 +73,10 @@ def test_transition_table(name, steps, mode, kinds, config):
     assert got == kinds
 
 
+# Mature outcomes showing the model's value predictions sound (its calibration ~1, enough evidence).
+SOUND = dict(value_calibration=1.0, realised_roi=2.6, realised_spend=6000.0, realised_orders=240.0)
+
+
 def tripped_at(t=0, config=ROI):
     state, _, _ = play(minutes([1.5, 1.5, 1.5], start=t // 60), config)
     assert state.mode is TRIPPED
@@ -90,8 +93,11 @@ def test_cooldown_then_probation_then_model():
     t = trip_ts - T0 + M.cooldown_s
     state, _, kinds = play([(t, obs(2.6, bucket=T0 + t))], state=state)
     assert state.mode is PROBATION and kinds == ["probation_started"] and state.canary_share == 0.1
-    # M healthy evaluations (floor + hysteresis or better) restore the model.
-    state, modes, kinds = play(minutes([2.3] * M.probation_evaluations, start=t // 60 + 1), state=state)
+    # Its prediction alone is no evidence: without mature outcomes nothing passes.
+    unproven, modes, kinds = play(minutes([2.6] * M.probation_evaluations, start=t // 60 + 1), state=state)
+    assert set(modes) == {PROBATION} and kinds == []
+    # M evaluations whose calibrated prediction is surely at floor + hysteresis or better restore it.
+    state, modes, kinds = play(minutes([2.6] * M.probation_evaluations, start=t // 60 + 1, **SOUND), state=state)
     assert modes[-2] is PROBATION and state.mode is MODEL and kinds == ["restored"]
 
 
@@ -99,16 +105,18 @@ def test_probation_fails_back_to_tripped_with_a_longer_cooldown():
     state = tripped_at()
     t = M.cooldown_s + 180
     state, _, _ = play([(t, obs(2.6, bucket=T0 + t))], state=state)
-    state, _, kinds = play([(t + 60, obs(1.9, bucket=T0 + t + 60))], state=state)
+    # The clicks bring 60% of the value the model predicted, surely: its canary makes 2.6 x 0.6 < 2.
+    bad = dict(SOUND, value_calibration=0.6)
+    state, _, kinds = play([(t + 60, obs(2.6, bucket=T0 + t + 60, **bad))], state=state)
     assert state.mode is TRIPPED and kinds == ["probation_failed"]
-    assert state.cooldown_s == int(M.cooldown_s * M.cooldown_backoff)
+    assert state.cooldown_s == int(M.cooldown_s * M.cooldown_backoff) and state.probation_failures == 1
 
 
 def test_probation_between_floor_and_hysteresis_times_out():
     state = tripped_at()
     t0 = M.cooldown_s + 180
     state, _, _ = play([(t0, obs(2.6, bucket=T0 + t0))], state=state)
-    state, modes, kinds = play(minutes([2.1] * 31, start=t0 // 60 + 1), state=state)
+    state, modes, kinds = play(minutes([2.1] * 31, start=t0 // 60 + 1, **SOUND), state=state)
     assert kinds == ["probation_failed"] and state.mode is TRIPPED
 
 
@@ -138,35 +146,74 @@ def test_stale_hold_keeps_the_mode_and_counts_nothing_until_fresh():
     assert dict(state.counts) == {"pred_roi": 1}
 
 
-def test_a_model_that_over_promised_is_not_believed_in_probation():
-    """Tripped on realised ROI 1.2 while predicting 2.7: its 2.7 now counts as 1.2, so probation fails."""
-    bad = dict(realised_roi=1.2, realised_spend=6000.0, realised_orders=72.0)
-    state, _, kinds = play(minutes([2.7, 2.7], **bad))
-    assert kinds == ["tripped"] and state.cause == "realised_roi"
+def test_a_model_that_over_promises_is_not_believed_in_probation():
+    """Tripped by its sequential evidence while predicting 2.7: in probation its 2.7 counts only as far as
+    the value of the clicks bears it out, whoever bought them."""
+    state, _, kinds = play(minutes([2.7], cusum=ROI.cusum_threshold + 1))
+    assert kinds == ["tripped"] and state.cause == "cusum"
     t = M.cooldown_s + 120
-    # While the pool serves, realised outcomes look fine (they are the pool's).
-    state, _, kinds = play([(t, obs(2.7, bucket=T0 + t)), (t + 60, obs(2.7, bucket=T0 + t + 60))], state=state)
+    # The clicks bring 45% of the value the model predicted: 2.7 x 0.45 is surely below the floor.
+    over = dict(SOUND, value_calibration=0.45)
+    state, _, kinds = play([(t, obs(2.7, bucket=T0 + t, **over)), (t + 60, obs(2.7, bucket=T0 + t + 60, **over))],
+                           state=state)
     assert kinds == ["probation_started", "probation_failed"] and state.mode is TRIPPED
-    # Measured live: once the pool's realised ROI matches what the model's values predicted for it
-    # (the model's predictions are sound again), the model's 2.7 is believed.
-    sound = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, value_calibration=2.6 / 2.7)
+    # Measured live, its value predictions are sound again: the model's 2.7 is believed.
     t2 = t + int(state.cooldown_s) + 60
-    state, _, kinds = play(minutes([2.7] * 6, start=t2 // 60, **sound), state=state)
+    state, _, kinds = play(minutes([2.7] * 6, start=t2 // 60, **SOUND), state=state)
     assert kinds == ["probation_started", "restored"]
-    # One tripped on its own prediction is judged on its prediction.
-    state = tripped_at()
-    state, _, kinds = play(minutes([2.7] * 6, start=t // 60), state=state)
-    assert kinds == ["probation_started", "restored"]
-    # Tripped by the model-wide check (k = 0.5 at the trip) and no mature spend since: 2.7 counts as 1.35.
-    state = replace(tripped_at(), cause="model_calibration", figures_at_trip=(("model_calibration", 0.5),))
-    state, _, kinds = play(minutes([2.7] * 2, start=t // 60), state=state)
-    assert kinds == ["probation_started", "probation_failed"]
-    # One tripped on its own prediction whose clicks, measured live, bring half the value it predicted:
-    # the pool's good ROI does not vouch for the model.
-    state = tripped_at()
-    pool_good_model_bad = dict(realised_roi=2.6, realised_spend=3000.0, realised_orders=78.0, value_calibration=0.5)
-    state, _, kinds = play(minutes([2.7] * 2, start=t // 60, **pool_good_model_bad), state=state)
-    assert kinds == ["probation_started", "probation_failed"]
+
+
+def test_three_failed_probations_keep_the_campaign_held_until_a_person_or_the_next_day():
+    config = replace(ROI, machine=replace(M, cooldown_s=600, max_cooldown_s=600, max_trips_per_hour=99))
+    state = tripped_at(config=config)
+    over = dict(SOUND, value_calibration=0.45)
+    t = state.since_ts - T0 + 600
+    for failure in range(1, config.machine.max_probation_failures + 1):
+        state, _, kinds = play([(t, obs(2.7, bucket=T0 + t, **over)), (t + 60, obs(2.7, bucket=T0 + t + 60, **over))],
+                               config, state)
+        assert kinds == ["probation_started", "probation_failed"] and state.probation_failures == failure
+        t += 60 + 600
+    state, modes, kinds = play(minutes([2.7] * 30, start=t // 60, **SOUND), config, state)
+    assert set(modes) == {TRIPPED} and kinds == ["release_held"] and state.waiting_note == "probation_limit"
+    released, _ = force(state, "auto", "mia", "checked the model", T0 + t + 1800, guard="roi", campaign_id="c1")
+    released, _, kinds = play(minutes([2.7], start=t // 60 + 31, **SOUND), config, released)
+    assert released.mode is PROBATION
+    # The next promotion day starts with a clean slate.
+    tomorrow = 24 * 3600
+    state, _, kinds = play([(tomorrow, obs(2.7, bucket=T0 + tomorrow, **SOUND))], config, state)
+    assert state.mode is PROBATION and state.probation_failures == 0
+
+
+@pytest.mark.parametrize(("margin", "pool_pred_roi", "action"), [
+    (0.65, 4.0, GuardAction.POOL),     # a high margin and a pool worth 4.0 x 0.6 = 2.4: the pool earns most
+    (0.28, 4.0, GuardAction.PAUSE),    # at a margin of 0.28 nothing below ROI 3.6 earns: pause
+    (0.65, 2.6, GuardAction.BID_CUT),  # the pool's bids bring 2.6 x 0.6 < 2: cut the model's bid to the floor
+])
+def test_a_trip_takes_the_action_with_the_best_expected_profit(margin, pool_pred_roi, action):
+    state, _, kinds = play(minutes([2.7], cusum=ROI.cusum_threshold, gross_margin=margin, value_calibration=0.6,
+                                   realised_spend=6000.0, realised_orders=240.0, pool_pred_roi=pool_pred_roi))
+    assert kinds == ["tripped"] and state.action is action
+    if action is GuardAction.BID_CUT:  # to the bid at which the calibrated prediction meets the floor
+        assert state.bid_factor == pytest.approx(2.7 * 0.6 / ROI.floor)
+    fixed = replace(ROI, action_choice="pool")  # the seed rule: always the pool
+    state, _, _ = play(minutes([2.7], cusum=ROI.cusum_threshold, gross_margin=margin), fixed)
+    assert state.action is GuardAction.POOL
+
+
+def test_when_the_pool_is_no_better_the_guard_takes_the_next_best_action():
+    config = replace(ROI, machine=replace(M, cooldown_s=2 * ROI.action_review_s))  # no probation meanwhile
+    evidence = dict(gross_margin=0.65, pool_pred_roi=4.0, value_calibration=0.6, realised_spend=6000.0,
+                    realised_orders=240.0)
+    state, _, _ = play(minutes([2.7], cusum=ROI.cusum_threshold, **evidence), config)
+    assert state.action is GuardAction.POOL
+    pool_bad = dict(evidence, realised_roi=1.4, realised_orders=120.0)
+    early = ROI.action_review_s - 60  # before the pool's own outcomes fill the window, nothing changes
+    state, _, kinds = play([(early, obs(2.7, bucket=T0 + early, **pool_bad))], config, state)
+    assert kinds == [] and state.action is GuardAction.POOL
+    t = ROI.action_review_s
+    state, _, kinds = play([(t, obs(2.7, bucket=T0 + t, **pool_bad))], config, state)
+    assert kinds == ["action_changed"] and state.action in (GuardAction.BID_CUT, GuardAction.PAUSE)
+    assert state.mode is TRIPPED
 
 
 def test_forced_modes_and_bad_commands():
