@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from app.service import Control
 from app.wiring import file_guard_settings, guard_service, open_control
 from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
+from control.config import load_settings
 from control.domain import InvalidValue
 from control.permissions import PermissionDenied
 from guards.alert_bridge import enqueue_guard_alert
@@ -249,6 +251,32 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _bench_text(result: dict) -> str:
+    d = result["detection_delay_min"]
+    lines = [f"{result['days']} days (seed {result['seed']}): {result['families']}",
+             f"degraded campaign-days {result['degraded_campaign_days']}, healthy {result['healthy_campaign_days']}",
+             f"oracle capture {result['oracle_capture']} over {result['material_days']} days with a material loss; "
+             f"by family {result['oracle_capture_by_family']}",
+             f"detection delay from the first sustained crossing, falls >= 30%: median {d['median']} min, "
+             f"p90 {d['p90']} (n {d['n']}); ideal detector median {d['ideal']['median']}, p90 {d['ideal']['p90']}",
+             f"missed crossings {result['missed_crossings']}",
+             f"false trips per 100 healthy campaign-days {result['false_trips_per_100_healthy_campaign_days']} "
+             f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']})",
+             f"restores {result['restores']}, below floor + hysteresis {result['restores_below_floor_plus_hysteresis']}; "
+             f"failed probations per held campaign-hour {result['failed_probations_per_held_campaign_hour']}"]
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    from app.guard_bench import run_bench
+
+    result = run_bench(args.days, args.seed, args.data_dir or load_settings().data_dir, workers=args.workers)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    emit(args, result, _bench_text(result))
+    return 0
+
+
 def register(subparsers) -> None:
     guard = subparsers.add_parser("guard", help="ROI guard and manual rule pool")
     sub = guard.add_subparsers(dest="guard_command", required=True, metavar="SUBCOMMAND")
@@ -304,3 +332,13 @@ def register(subparsers) -> None:
     compare.add_argument("--until-ts", type=int, default=None)
     add_json_flag(compare)
     compare.set_defaults(func=cmd_compare)
+
+    bench = sub.add_parser("bench", help="the guard on days drawn from documented families: oracle capture, "
+                                         "detection delay beside the ideal detector, false trips, restores")
+    bench.add_argument("--days", type=int, default=60, help="days to draw (default 60)")
+    bench.add_argument("--seed", type=int, default=1, help="the seed the days are drawn from (default 1)")
+    bench.add_argument("--workers", type=int, default=2, help="processes playing days at once")
+    bench.add_argument("--data-dir", help="where the bundled models live (default BIDLENS_DATA_DIR)")
+    bench.add_argument("--out", help="also write the JSON result to this file")
+    add_json_flag(bench)
+    bench.set_defaults(func=cmd_bench)

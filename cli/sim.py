@@ -17,7 +17,11 @@ def _stress_text(report: dict, paths: dict) -> str:
     if "guarded" in report["arms"]:
         lines.append(f"  trips {sum(t['kind'] == 'trip' for t in report['trips'])}, "
                      f"false trips {report['false_trips']}, failed probations {report['probation_failures']}, "
-                     f"loss avoided {report['loss_avoided']:,.0f} yuan")
+                     f"restores {len(report['restores'])}, loss avoided {report['loss_avoided']:,.0f} yuan")
+        if report["oracle_loss_avoided"] is not None:
+            capture = report["oracle_capture"]
+            lines.append(f"  oracle (a perfect guard) avoids {report['oracle_loss_avoided']:,.0f} yuan: capture "
+                         + (f"{capture:.1%}" if capture is not None else "not material (under 1% of the day's spend)"))
     else:
         lines.append("  guarded arm: not run (--guard off)")
     lines += [f"  wrote {p}" for p in paths.values()]

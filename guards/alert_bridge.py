@@ -57,6 +57,8 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
         calibrated = calibrated_bought_roi(figures)
         if calibrated is not None:
             payload["calibrated_roi"] = calibrated
+        if figures.get("calibration_prior_share", 0.0) > 0:  # the trip leaned on the launch gate's calibration
+            payload["prior_share"] = round(figures["calibration_prior_share"], 3)
     if drivers:
         payload["drivers"] = drivers
     # A stale feed is its own condition: fresh data must not resolve a trip, nor a restore the staleness.

@@ -24,6 +24,7 @@ from guards.config import GuardSettings
 from guards.machine import GuardEvent, GuardTripped, MachineState
 from guards.observe import (
     FEATURE_COLUMNS,
+    CalibrationPrior,
     Feeds,
     lookback_s,
     observations_from,
@@ -49,7 +50,7 @@ def decision_sums(decisions) -> dict[str, np.ndarray]:
 
 class GuardEvaluator:
     def __init__(self, campaigns: Sequence[Campaign], settings: GuardSettings,
-                 guards: Iterable[str] = tuple(GUARDS)):
+                 guards: Iterable[str] = tuple(GUARDS), prior: CalibrationPrior | None = None):
         self.settings = settings
         self.guards = tuple(guards)
         machines = [settings.defaults[g].machine for g in self.guards]
@@ -60,6 +61,7 @@ class GuardEvaluator:
         self._aov = np.array([c.avg_order_value for c in campaigns], dtype=np.float64)
         self._margin = np.array([c.gross_margin for c in campaigns], dtype=np.float64)
         self._sequential = sequential_for(settings, self.campaign_ids)
+        self.prior = prior  # the serving version's calibration from its launch gate (guards.observe)
         self.states: dict[tuple[str, str], MachineState] = {}
         self.events: list[GuardEvent] = []
         # bucket_ts -> (campaigns, sums + a presence column): the store's GROUP BY, kept in memory.
@@ -161,7 +163,7 @@ class GuardEvaluator:
         feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
                       o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features)
         columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback, self._margin,
-                                self._sequential)
+                                self._sequential, self.prior)
         observed = observations_from(self.campaign_ids, columns)
         events: list[GuardEvent] = []
         for guard in self.guards:

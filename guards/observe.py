@@ -50,6 +50,7 @@ Definitions (docs/GUARDS.md has the reasoning):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,6 +90,7 @@ class Observation:
     # CUSUM over the last `sequential.window_s`), and the campaign's gross margin (what an action earns).
     cusum: float = 0.0
     gross_margin: float = float("nan")
+    model_calibration_prior_share: float = 0.0  # the launch gate's prior's share of the pooled evidence
 
 
 OBSERVATION_COLUMNS = tuple(f.name for f in fields(Observation))
@@ -108,18 +110,36 @@ def lookback_s(config: ObserveConfig, stale_after_s: int, sequential_window_s: i
     return max(oldest_mature, config.spend_window_s, 3 * stale_after_s, sequential_window_s + config.bucket_s)
 
 
-def model_calibration(gmv: np.ndarray, orders: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
-    """(k, effective orders) pooled over campaigns: k = sum(gmv) / sum(predicted).
+@dataclass(frozen=True)
+class CalibrationPrior:
+    """What the serving model version's launch gate measured of its calibration (GMV / the value it
+    predicted, on held-out history), and the weight it is given: this many effective orders, at most."""
+
+    k: float
+    orders: float
+
+
+def model_calibration(gmv: np.ndarray, orders: np.ndarray, predicted: np.ndarray,
+                      prior: CalibrationPrior | None = None) -> tuple[float, float, float]:
+    """(k, effective orders, the prior's share of them) pooled over campaigns: k = sum(gmv) / sum(predicted).
 
     Per campaign: GMV known, orders known and the lag-corrected GMV the model predicted,
     over the same buckets. Effective orders = G^2 / sum(gmv_c^2 / orders_c), the Poisson
     count that would give the pooled GMV its variance when baskets differ by campaign.
+    A prior counts as `prior.orders` effective orders at ratio `prior.k` (a gamma prior on k,
+    conjugate to the Poisson): live evidence outweighs it once it holds more orders than that.
     """
     total, expected = float(gmv.sum()), float(predicted.sum())
     sold = orders > 0
     spread = float((gmv[sold] ** 2 / orders[sold]).sum())
-    k = total / expected if expected > 0 else np.nan
-    return k, (total * total / spread if spread > 0 else 0.0)
+    live = total * total / spread if spread > 0 else 0.0
+    if prior is None or not prior.orders > 0:
+        return (total / expected if expected > 0 else np.nan), live, 0.0
+    # The prior's orders as pseudo-GMV at the live GMV per effective order (any scale when there is none yet).
+    per_order = total / live if live > 0 else 1.0
+    prior_gmv = prior.orders * per_order
+    k = (total + prior_gmv) / (expected + prior_gmv / prior.k)
+    return k, live + prior.orders, prior.orders / (live + prior.orders)
 
 
 def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
@@ -191,7 +211,7 @@ def sequential_evidence(feeds: Feeds, watermark: int, avg_order_value: np.ndarra
 
 def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config: ObserveConfig,
                   lookback: int, gross_margin: np.ndarray | None = None,
-                  sequential: Sequential | None = None) -> dict[str, np.ndarray]:
+                  sequential: Sequential | None = None, prior: CalibrationPrior | None = None) -> dict[str, np.ndarray]:
     """Every observation column (OBSERVATION_COLUMNS but campaign_id) for n campaigns, vectorised."""
     n = len(avg_order_value)
     d_codes, d_bucket = feeds.d_codes, feeds.d_bucket
@@ -225,8 +245,9 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         value_calibration = np.where(realised_pred_gmv > 0, realised_gmv / realised_pred_gmv, np.nan)
         bought_pred_roi = np.where(recent_spend > 0, _sum_by(o_codes, n, feeds.pred_gmv * recent) / recent_spend,
                                    np.nan)
-    k, k_orders = model_calibration(_sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
-                                    _sum_by(o_codes, n, feeds.pred_gmv * share * cal))
+    k, k_orders, prior_share = model_calibration(
+        _sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
+        _sum_by(o_codes, n, feeds.pred_gmv * share * cal), prior)
 
     # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
@@ -252,12 +273,13 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         "cusum": (np.zeros(n) if sequential is None else
                   sequential_evidence(feeds, watermark, avg_order_value, config, sequential)),
         "gross_margin": np.full(n, np.nan) if gross_margin is None else np.asarray(gross_margin, dtype=np.float64),
+        "model_calibration_prior_share": np.full(n, prior_share),
     }
 
 
 def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFrame,
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int,
-            sequential: Sequential | None = None) -> pd.DataFrame:
+            sequential: Sequential | None = None, prior: CalibrationPrior | None = None) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
 
     decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
@@ -266,6 +288,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
     features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
     campaigns: campaign_id, avg_order_value, gross_margin (optional)
     sequential: the CUSUM's floors (in `campaigns`' order) and settings; None: no sequential evidence
+    prior:     the serving model version's calibration from its launch gate (load_calibration_prior)
     """
     index = pd.Index(campaigns["campaign_id"].array)
     feat = features.groupby("campaign_id", sort=False)[list(FEATURE_COLUMNS)].max() if len(features) else None
@@ -281,7 +304,7 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
         {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
     margin = campaigns["gross_margin"].to_numpy(dtype=np.float64) if "gross_margin" in campaigns else None
     columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
-                            lookback, margin, sequential)
+                            lookback, margin, sequential, prior)
     return pd.DataFrame({"campaign_id": index.to_numpy(), **columns}, index=index)
 
 
@@ -359,3 +382,16 @@ def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: 
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     return decisions, outcomes, features, campaigns
 
+
+def load_calibration_prior(conn: Connection) -> CalibrationPrior | None:
+    """The calibration prior of the model version behind the newest decisions: what its launch gate
+    measured (models.meta["calibration_prior"]: k and orders), None without one."""
+    meta = conn.execute(text(
+        "SELECT m.meta FROM models m WHERE m.model_version = (SELECT d.model_version FROM decisions d "
+        "ORDER BY d.bucket_ts DESC, d.decision_id DESC LIMIT 1)")).scalar()
+    if isinstance(meta, str):  # a JSON column read through text() on SQLite
+        meta = json.loads(meta)
+    prior = (meta or {}).get("calibration_prior")
+    if not prior:
+        return None
+    return CalibrationPrior(float(prior["k"]), float(prior["orders"]))

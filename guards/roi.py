@@ -230,7 +230,8 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
                "realised_spend": obs.realised_spend, "pool_pred_roi": obs.pool_pred_roi,
                "value_calibration": obs.value_calibration, "calibration_low": k_low, "calibration_up": k_up,
                "bought_pred_roi": obs.bought_pred_roi, "model_calibration": obs.model_calibration,
-               "model_calibration_upper": k_pool_up, "cusum": obs.cusum, "cusum_threshold": config.cusum_threshold,
+               "model_calibration_upper": k_pool_up, "calibration_prior_share": obs.model_calibration_prior_share,
+               "cusum": obs.cusum, "cusum_threshold": config.cusum_threshold,
                "calibrated_pred_roi": obs.pred_roi * k if k == k else math.nan,
                **{f"{a}_expected_roi": v[0] for a, v in values.items() if a != "pause"},
                **{f"{a}_expected_profit_per_hour": v[2] for a, v in values.items() if math.isfinite(v[2])}}

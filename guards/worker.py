@@ -29,7 +29,7 @@ from sqlalchemy import Engine, text
 from guards.config import GuardSettings
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
-from guards.observe import load_inputs, lookback_s, observations, observe
+from guards.observe import load_calibration_prior, load_inputs, lookback_s, observations, observe
 from guards.registry import GUARDS, enabled, evaluate
 from guards.roi import sequential_for
 from guards.threshold_store import ThresholdReader
@@ -140,8 +140,9 @@ class GuardWorker:
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)
+            prior = load_calibration_prior(conn)
         sequential = sequential_for(settings, frames[3]["campaign_id"].tolist())
-        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential))
+        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential, prior))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
                             thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:

@@ -13,8 +13,8 @@ does the same things, knowing the world but not the dice:
   is capped by what the campaign has left of its budget. No draw is involved, so no
   yardstick can harvest luck a guard cannot.
 - **The perfect guard's rule.** Per campaign-hour: where the model's expected ROI
-  is below the floor, the action with the best expected profit (GMV x gross margin
-  - spend); elsewhere the model. It acts where a guard's mandate is (ROI below the
+  is below the floor, the one of a guard's actions (pool, bid cut, pause) with the
+  best expected profit (GMV x gross margin - spend); elsewhere the model. It acts where a guard's mandate is (ROI below the
   floor) and chooses as a guard should (by expected profit): on a healthy campaign
   that loses money at ROI 2.9 it does nothing, as the guard must not.
 - **Played, and improved where budgets interact.** The schedule is played through
@@ -126,7 +126,8 @@ def decide(spend: np.ndarray, gmv: np.ndarray, factor: np.ndarray, margin: np.nd
     hourly_gmv = gmv[:A].reshape(A, C, 24, 60).sum(axis=3)
     profit = hourly_gmv * margin[None, :, None] - hourly_spend
     below = hourly_gmv[MODEL] < floor * hourly_spend[MODEL]
-    action = np.where(below, profit.argmax(axis=0), MODEL)
+    # Below the floor a guard must act: the best of the pool, a bid cut and a pause.
+    action = np.where(below, 1 + profit[1:].argmax(axis=0), MODEL)
     return Schedule(action, factor.reshape(C, 24, 60).mean(axis=2))
 
 
@@ -169,6 +170,8 @@ def play_oracle(play: Callable[[ScheduleHook], object], model_run, campaign_ids:
 
     `play(hook)` plays the day with that guard hook and returns an ArmRun with its expected values."""
     schedule = decide(model_run.values_spend, model_run.values_gmv, model_run.cut_factor, margin, floor)
+    if not (schedule.action != MODEL).any():  # the model never falls below the floor: nothing to do
+        return OracleRun(model_run, schedule, 0, expected_profit(model_run.values_spend, model_run.values_gmv, margin))
     best: OracleRun | None = None
     for passes in range(1, MAX_PASSES + 1):
         run = play(ScheduleHook(schedule, campaign_ids))

@@ -224,13 +224,26 @@ def first_sustained_crossing(below: np.ndarray) -> int | None:
     return next((s for s, e in episodes(below) if e - s + 1 >= SUSTAINED), None)
 
 
-def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
-               *, guard_hook: GuardHook | None = None, arms: Sequence[str] = ("model", "rule_pool"),
-               minutes: int = MINUTES_PER_DAY, oracle: bool = True, restore_margin: float = 0.2) -> dict:
-    """The stress report (the JSON contract in docs/SIMULATOR.md) for the baseline `arms` asked
-    for, plus the guarded arm (and the oracle, unless `oracle` is False) when a guard hook is given.
-    `minutes` < 1440 plays only the start of the day (quick checks; the oracle needs the whole day).
-    `restore_margin`: a restore is judged against floor + this (the guard's hysteresis)."""
+@dataclass(frozen=True)
+class StressRuns:
+    """The arms of one stress run, played, and what judging them needs."""
+
+    scenario: Scenario
+    seed: int
+    minutes: int
+    runs: dict[str, ArmRun]
+    reference: ArmRun | None    # the model alone (also when its arm was not asked for), with a guard
+    campaign_ids: tuple[str, ...]
+    margin: np.ndarray
+    floor: float
+    oracle_passes: int = 0
+
+
+def play_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
+                *, guard_hook: GuardHook | None = None, arms: Sequence[str] = ("model", "rule_pool"),
+                minutes: int = MINUTES_PER_DAY, oracle: bool = True) -> StressRuns:
+    """Play the baseline `arms` asked for, plus the guarded arm (and the oracle, unless `oracle` is False)
+    when a guard hook is given. `minutes` < 1440 plays only the start of the day (the oracle needs it all)."""
     unknown = set(arms) - {"model", "rule_pool"}
     if unknown:
         raise ValueError(f"unknown arm(s) {sorted(unknown)}: the baselines are model and rule_pool")
@@ -244,30 +257,46 @@ def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], his
     ids = tuple(c.campaign_id for c in campaigns)
     margin = np.array([c.gross_margin for c in campaigns])
     floor = scenario.bidder.floor_roi
-    report = {
-        "scenario": scenario.name, "seed": seed, "floor_roi": floor, "minutes": minutes,
-        "trips": [], "restores": [], "false_trips": 0, "probation_failures": 0, "held_campaign_hours": 0.0,
-        "loss_avoided": None, "oracle_loss_avoided": None, "oracle_capture": None,
-    }
+    reference, passes = None, 0
     if guard_hook is not None:
         reference = runs.get("model") or play()
-        runs["guarded"] = guarded = play(guard_hook=guard_hook)
+        runs["guarded"] = play(guard_hook=guard_hook)
         if oracle and minutes == MINUTES_PER_DAY:
             best = play_oracle(lambda hook: play(guard_hook=hook), reference, ids, margin, floor)
-            runs["oracle"] = best.run
-            report["oracle_passes"] = best.passes
-        report.update(judge_guard(reference, guarded, ids, floor, restore_margin))
-        model_profit = arm_summary(reference, margin, ids, floor)["profit"]
-    report["arms"] = {name: arm_summary(run, margin, ids, floor) for name, run in runs.items()}
-    if guard_hook is not None:
-        report["loss_avoided"] = _money(report["arms"]["guarded"]["profit"] - model_profit)
-        if "oracle" in runs:
-            oracle_avoided = report["arms"]["oracle"]["profit"] - model_profit
-            report["oracle_loss_avoided"] = _money(oracle_avoided)
-            material = MATERIAL_SHARE * report["arms"].get("model", arm_summary(reference, margin, ids, floor))["spend"]
-            report["oracle_capture"] = (round(report["loss_avoided"] / oracle_avoided, 4)
-                                        if oracle_avoided > material else None)
+            runs["oracle"], passes = best.run, best.passes
+    return StressRuns(scenario, seed, minutes, runs, reference, ids, margin, floor, passes)
+
+
+def stress_report(played: StressRuns, restore_margin: float = 0.2) -> dict:
+    """The stress report (the JSON contract in docs/SIMULATOR.md). `restore_margin`: a restore is judged
+    against floor + this (the guard's hysteresis)."""
+    ids, margin, floor = played.campaign_ids, played.margin, played.floor
+    report = {
+        "scenario": played.scenario.name, "seed": played.seed, "floor_roi": floor, "minutes": played.minutes,
+        "trips": [], "restores": [], "false_trips": 0, "probation_failures": 0, "held_campaign_hours": 0.0,
+        "loss_avoided": None, "oracle_loss_avoided": None, "oracle_capture": None,
+        "arms": {name: arm_summary(run, margin, ids, floor) for name, run in played.runs.items()},
+    }
+    if played.reference is None:
+        return report
+    report.update(judge_guard(played.reference, played.runs["guarded"], ids, floor, restore_margin))
+    model = arm_summary(played.reference, margin, ids, floor)
+    report["loss_avoided"] = _money(report["arms"]["guarded"]["profit"] - model["profit"])
+    if "oracle" in played.runs:
+        oracle_avoided = report["arms"]["oracle"]["profit"] - model["profit"]
+        report["oracle_passes"] = played.oracle_passes
+        report["oracle_loss_avoided"] = _money(oracle_avoided)
+        report["oracle_capture"] = (round(report["loss_avoided"] / oracle_avoided, 4)
+                                    if oracle_avoided > MATERIAL_SHARE * model["spend"] else None)
     return report
+
+
+def run_stress(scenario: Scenario, seed: int, bidders: Mapping[str, object], history: History, pool: RulePool,
+               *, guard_hook: GuardHook | None = None, arms: Sequence[str] = ("model", "rule_pool"),
+               minutes: int = MINUTES_PER_DAY, oracle: bool = True, restore_margin: float = 0.2) -> dict:
+    """play_stress, then stress_report."""
+    return stress_report(play_stress(scenario, seed, bidders, history, pool, guard_hook=guard_hook, arms=arms,
+                                     minutes=minutes, oracle=oracle), restore_margin)
 
 
 MATERIAL_SHARE = 0.01  # capture is reported where the oracle avoids more than this share of the day's spend

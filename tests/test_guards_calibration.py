@@ -190,3 +190,22 @@ def test_worker_and_stress_evaluator_trip_an_over_promising_model_and_ledger_its
     assert alerts[0].payload["calibrated_roi"] == pytest.approx(1.25, rel=0.02)
     message = render([alerts[0]], "m1", Style("both"))
     assert "校准后 ROI 1.2" in message and "Calibrated ROI 1.2" in message
+
+
+def test_a_launch_gates_calibration_is_a_prior_that_live_evidence_outweighs():
+    from guards.observe import CalibrationPrior, model_calibration
+
+    prior = CalibrationPrior(k=0.6, orders=150.0)
+    # No live outcome yet: the prior alone, with its bounded weight.
+    k, n, share = model_calibration(np.zeros(3), np.zeros(3), np.zeros(3), prior)
+    assert (k, n, share) == (pytest.approx(0.6), 150.0, 1.0)
+    # 1,350 live orders at k = 1 (same baskets): the prior is a tenth of the evidence.
+    gmv, orders, predicted = np.full(3, 45_000.0), np.full(3, 450.0), np.full(3, 45_000.0)
+    k, n, share = model_calibration(gmv, orders, predicted, prior)
+    assert n == pytest.approx(1500.0) and share == pytest.approx(0.1)
+    assert k == pytest.approx(150_000 / (135_000 + 15_000 / 0.6))  # 1,500 orders of GMV over their value
+    # The pooled rule reads it from the first minute: a model whose gate says it over-promises by 40% is
+    # caught before any outcome is mature.
+    o = obs(2.5, model_calibration=0.6, model_calibration_orders=150.0)
+    check = next(c for c in roi_signal(o, ROI, MachineState()).checks if c.rule == RULE)
+    assert check.breached is True

@@ -1,0 +1,232 @@
+"""`bidlens guard bench`: the ROI guard judged on days drawn from documented families (sim.families).
+
+Each day is played as `bidlens stress` plays it (common random numbers): the model
+alone, the model under the guard, and the oracle (sim.oracle). Over all days:
+
+- **oracle capture**: the guard's loss avoided / the oracle's, summed over the days
+  where the oracle avoids a material loss (more than 1% of the day's spend), overall
+  and per family;
+- **detection delay** of each degraded campaign whose true (expected) trailing-hour ROI
+  stays below the floor for at least 15 minutes: from that crossing to the guard's
+  trip (median, p90), for falls of 30% or more and for all; beside it the **ideal
+  detector**, told the true size and time of the change: from the change on, it weighs
+  the true path of the campaign's ROI against "no change" (its ROI over the hour
+  before) on the same evidence (the GMV known of each bucket, bucket time), and trips
+  at the first minute the likelihood ratio reaches ln(1/alpha) while the true ROI is
+  below the floor. alpha is the guard's own false-trip rate per healthy campaign-day
+  (at least one in the number measured): under no change the ratio reaches ln(1/alpha)
+  with probability at most alpha, so it raises no more false alarms than the guard;
+- **false trips** per 100 healthy campaign-days (campaigns whose true ROI never goes
+  below the floor), on the healthy families and on the untouched campaigns of the
+  other days;
+- **restores** with the model's true ROI below floor + hysteresis, and **failed
+  probations** per campaign-hour the guard held.
+
+Days are drawn from `seed` (default 1). The guard's settings were chosen on days drawn
+with seeds 9000-9015 (docs/GUARDS.md, "Benchmark"); a report quotes other seeds.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.stress_guard import make_guard_hook
+from guards.config import load_guard_settings
+from guards.sequential import lag_share_at_end
+from sim.catalog import MINUTES_PER_DAY
+from sim.families import HEALTHY_FAMILIES, Day, draw_days
+from sim.kit import prepare
+from sim.oracle import MODEL
+from sim.stress import ArmRun, first_sustained_crossing, play_stress, stress_report, true_roi
+
+LARGE_FALL = 0.3  # the issue's figures are for degradations of 30% or more
+
+
+@dataclass(frozen=True)
+class CampaignDay:
+    """One campaign on one benchmark day, judged."""
+
+    family: str
+    day_seed: int
+    campaign_id: str
+    kind: str                  # the degradation (sim.families.Degradation.kind), "" when untouched
+    size: float
+    crossing: int | None       # first minute of its first sustained below-floor episode (true ROI)
+    trip: int | None           # the guard's first trip at or after crossing - 60 (or any, untouched)
+    false_trips: int
+    ideal_trip: int | None     # the ideal detector's trip (degraded campaigns only)
+    change_at: int | None
+
+
+@dataclass(frozen=True)
+class DayResult:
+    family: str
+    day_seed: int
+    report: dict               # the stress report without the per-hour and per-campaign tables
+    campaigns: list[CampaignDay]
+    # degraded campaign -> (the ideal detector's log-likelihood ratio per minute from its change, whether its
+    # true expected ROI that minute is below the floor)
+    ideal: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _lag(settings) -> tuple[np.ndarray, np.ndarray]:
+    o = settings.observe
+    return np.asarray(o.lag_minutes, dtype=np.float64), np.asarray(o.lag_cdf, dtype=np.float64)
+
+
+def ideal_lr_path(model: ArmRun, c: int, change_at: int, aov: float, cv: float, lag: tuple[np.ndarray, np.ndarray]
+                  ) -> np.ndarray:
+    """The ideal detector's log-likelihood ratio per minute from `change_at`: the campaign's true expected ROI
+    path against its ROI over the hour before the change, on the GMV known of each bucket since the change."""
+    scale = aov * (1.0 + cv * cv)
+    spend, gmv_exp = model.values_spend[MODEL, c], model.values_gmv[MODEL, c]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(spend > 0, gmv_exp / spend, np.nan)
+    before = slice(max(0, change_at - 60), max(change_at, 1))
+    rho0 = gmv_exp[before].sum() / max(spend[before].sum(), 1e-9)
+    inc = model.increments
+    mine = (inc["campaign"] == c) & (inc["bucket"] >= change_at)
+    buckets, known, gmv = inc["bucket"][mine].astype(int), inc["known"][mine].astype(int), inc["gmv"][mine]
+    lag_minutes, lag_cdf = lag
+    out = np.full(MINUTES_PER_DAY, np.nan)
+    for m in range(change_at, MINUTES_PER_DAY):
+        w = int(model.watermark[m])
+        b = np.arange(change_at, min(w, MINUTES_PER_DAY))
+        if not len(b):
+            continue
+        share = lag_share_at_end((w - b - 1) * 60.0, lag_minutes * 60, lag_cdf)
+        known_gmv = np.bincount(buckets[known <= w] - change_at, weights=gmv[known <= w], minlength=len(b))[:len(b)]
+        alt = np.nan_to_num(rho[b], nan=rho0) * model.spend[c, b] * share / scale
+        null = rho0 * model.spend[c, b] * share / scale
+        ok = (alt > 0) & (null > 0)
+        out[m] = float((known_gmv[ok] / scale * np.log(alt[ok] / null[ok]) - (alt[ok] - null[ok])).sum())
+    return out
+
+
+def play_day(day: Day, data_dir: str) -> DayResult:
+    """Play one benchmark day and judge every campaign of it."""
+    kit = prepare(day.scenario, data_dir)
+    settings = load_guard_settings(os.environ.get("BIDLENS_GUARD_CONFIG", ""))
+    roi = settings.defaults["roi"]
+    played = play_stress(day.scenario, day.seed, kit.bidders, kit.history, kit.pool,
+                         guard_hook=make_guard_hook(day.scenario, kit.catalog), arms=("model",))
+    report = stress_report(played, roi.hysteresis)
+    model = played.reference
+    below = true_roi(model) < played.floor
+    affected = {d.campaign_id: d for d in day.affected}
+    lag = _lag(settings)
+    campaigns, paths = [], {}
+    aov = {c.campaign_id: c.avg_order_value for c in kit.catalog.campaigns}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        instant_below = model.values_gmv[MODEL] < played.floor * model.values_spend[MODEL]
+    for i, cid in enumerate(played.campaign_ids):
+        crossing = first_sustained_crossing(below[i])
+        trips = [t for t in report["trips"] if t["campaign"] == cid and t["kind"] == "trip"]
+        after = [t["at_minute"] for t in trips if crossing is None or t["at_minute"] >= crossing - 60]
+        degradation = affected.get(cid)
+        if degradation is not None and crossing is not None and degradation.kind != "model":
+            paths[cid] = (ideal_lr_path(model, i, degradation.at_minute, aov[cid], roi.order_value_cv, lag),
+                          instant_below[i])
+        campaigns.append(CampaignDay(day.family, day.seed, cid, degradation.kind if degradation else "",
+                                     degradation.size if degradation else 0.0, crossing,
+                                     min(after) if after else None, sum(t["false"] for t in trips),
+                                     degradation.at_minute if degradation else None))
+    slim = {k: v for k, v in report.items() if k not in ("arms",)}
+    slim["arms"] = {a: {k: v for k, v in d.items() if k not in ("by_hour", "by_campaign")}
+                    for a, d in report["arms"].items()}
+    return DayResult(day.family, day.seed, slim, campaigns, paths)
+
+
+def _ideal_trip(path: np.ndarray, true_below: np.ndarray, threshold: float) -> int | None:
+    hits = np.flatnonzero((np.nan_to_num(path, nan=-np.inf) >= threshold) & true_below)
+    return int(hits[0]) if len(hits) else None
+
+
+def _quantiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0, "median": None, "p90": None}
+    return {"n": len(values), "median": round(float(np.median(values)), 1),
+            "p90": round(float(np.percentile(values, 90)), 1)}
+
+
+def summarise(days: list[DayResult]) -> dict:
+    """The benchmark's figures over all days (module docstring)."""
+    healthy = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == ""]
+    healthy_family = [c for c in healthy if c.family in HEALTHY_FAMILIES]
+    false_rate = sum(c.false_trips > 0 for c in healthy) / max(len(healthy), 1)
+    alpha = max(false_rate, 1.0 / max(len(healthy), 1))
+    threshold = float(np.log(1.0 / alpha))
+    delays, ideal, delays_all, ideal_all, misses = [], [], [], [], 0
+    for d in days:
+        for c in d.campaigns:
+            if c.crossing is None or c.kind == "" or c.kind == "model":
+                continue
+            ideal_path = d.ideal.get(c.campaign_id)
+            ideal_trip = None if ideal_path is None else _ideal_trip(*ideal_path, threshold)
+            ours = None if c.trip is None else c.trip - c.crossing
+            best = None if ideal_trip is None else ideal_trip - c.crossing
+            if ours is None:
+                misses += 1
+            if ours is not None and best is not None:
+                delays_all.append(ours)
+                ideal_all.append(best)
+                if c.size >= LARGE_FALL:
+                    delays.append(ours)
+                    ideal.append(best)
+    material = [d for d in days if d.report["oracle_capture"] is not None]
+
+    def capture(subset: list[DayResult]) -> float | None:
+        avoided = sum(d.report["loss_avoided"] for d in subset)
+        oracle = sum(d.report["oracle_loss_avoided"] for d in subset)
+        return round(avoided / oracle, 4) if oracle > 0 else None
+
+    families = sorted({d.family for d in days})
+    restores = [r for d in days for r in d.report["restores"]]
+    held = sum(d.report["held_campaign_hours"] for d in days)
+    return {
+        "days": len(days), "families": {f: sum(d.family == f for d in days) for f in families},
+        "degraded_campaign_days": sum(c.kind != "" for d in days for c in d.campaigns),
+        "healthy_campaign_days": len(healthy),
+        "oracle_capture": capture(material),
+        "oracle_capture_by_family": {f: capture([d for d in material if d.family == f]) for f in families},
+        "material_days": len(material),
+        "detection_delay_min": {**_quantiles(delays), "ideal": _quantiles(ideal),
+                                "ratio_median": _ratio(delays, ideal, 50), "ratio_p90": _ratio(delays, ideal, 90)},
+        "detection_delay_min_all": {**_quantiles(delays_all), "ideal": _quantiles(ideal_all)},
+        "missed_crossings": misses,
+        "false_trips_per_100_healthy_campaign_days": round(100 * false_rate, 3),
+        "false_trips_per_100_healthy_family_campaign_days": round(
+            100 * sum(c.false_trips > 0 for c in healthy_family) / max(len(healthy_family), 1), 3),
+        "ideal_alpha": round(alpha, 5),
+        "restores": len(restores),
+        "restores_below_floor_plus_hysteresis": sum(r["below_floor_plus_hysteresis"] for r in restores),
+        "failed_probations_per_held_campaign_hour": round(
+            sum(d.report["probation_failures"] for d in days) / held, 4) if held else 0.0,
+        "per_day": [{"family": d.family, "seed": d.day_seed, "loss_avoided": d.report["loss_avoided"],
+                     "oracle_loss_avoided": d.report["oracle_loss_avoided"], "oracle_capture": d.report["oracle_capture"],
+                     "false_trips": d.report["false_trips"], "trips": sum(t["kind"] == "trip" for t in d.report["trips"])}
+                    for d in days],
+    }
+
+
+def _ratio(ours: list[float], ideal: list[float], q: int) -> float | None:
+    if not ours:
+        return None
+    a, b = float(np.percentile(ours, q)), float(np.percentile(ideal, q))
+    return round(a / b, 2) if b > 0 else None
+
+
+def run_bench(n_days: int, seed: int, data_dir: str, workers: int = 2) -> dict:
+    """Draw `n_days` days from `seed`, play them (in `workers` processes), and summarise."""
+    days = draw_days(seed, n_days)
+    prepare(days[0].scenario, data_dir)  # train the bundled models once, before the workers need them
+    if workers <= 1:
+        played = [play_day(day, data_dir) for day in days]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            played = list(pool.map(play_day, days, [data_dir] * len(days)))
+    return {"seed": seed, **summarise(played)}
