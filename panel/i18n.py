@@ -305,6 +305,10 @@ ZH: dict[str, str] = {
     "st.below_floor": "低于底线的计划数",
     "st.false_trips": "误熔断",
     "st.probation_failures": "观察期失败",
+    "st.oracle_loss_avoided": "理想守护可避免损失（元）",
+    "st.oracle_capture": "守护捕获率",
+    "st.not_material": "无实质损失",
+    "st.oracle_help": "理想守护：知道真实转化率与竞价，在模型 ROI 低于底线的每个活动小时里选出期望利润最高的动作（人工规则池、降价或暂停），并在同一模拟中重放。捕获率 = 守护避免的损失 ÷ 理想守护可避免的损失，仅在理想守护避免的损失超过当天花费 1% 时计算。",
 }
 
 EN: dict[str, str] = {
@@ -610,6 +614,10 @@ EN: dict[str, str] = {
     "st.below_floor": "Campaigns below the floor",
     "st.false_trips": "False trips",
     "st.probation_failures": "Failed probations",
+    "st.oracle_loss_avoided": "Loss a perfect guard avoids (yuan)",
+    "st.oracle_capture": "Oracle capture",
+    "st.not_material": "no material loss",
+    "st.oracle_help": "A perfect guard knows the true conversion rates and competitors' bids: in every campaign-hour where the model's ROI is below the floor it takes the action with the best expected profit (rule pool, bid cut or pause), played through the same simulation. Capture = the guard's loss avoided / the perfect guard's, shown when the latter is over 1% of the day's spend.",
 }
 
 CATALOGUE = {"zh": ZH, "en": EN}

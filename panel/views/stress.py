@@ -75,6 +75,12 @@ def _report(ctx: Ctx, report: dict) -> None:
     c3.metric(ctx.t("st.probation_failures"), report["probation_failures"])
     loss = report["loss_avoided"]
     c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
+    if report.get("oracle_loss_avoided") is not None:
+        capture = report["oracle_capture"]
+        o1, o2 = st.columns(2)
+        o1.metric(ctx.t("st.oracle_loss_avoided"), fmt_num(report["oracle_loss_avoided"], 0))
+        o2.metric(ctx.t("st.oracle_capture"), ctx.t("st.not_material") if capture is None else f"{capture:.1%}")
+        st.caption(ctx.t("st.oracle_help"))
     if report["trips"]:
         st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
     st.altair_chart(report_charts(report))
