@@ -263,16 +263,19 @@ def _bench_text(result: dict) -> str:
              f"false trips per 100 healthy campaign-days {result['false_trips_per_100_healthy_campaign_days']} "
              f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']})",
              f"restores {result['restores']}, below floor + hysteresis {result['restores_below_floor_plus_hysteresis']}; "
-             f"failed probations per held campaign-hour {result['failed_probations_per_held_campaign_hour']}"]
+             f"failed probations per campaign-day {result['failed_probations_per_campaign_day']}, "
+             f"per held campaign-hour {result['failed_probations_per_held_campaign_hour']}"]
     return "\n".join(lines)
 
 
 def cmd_bench(args) -> int:
     from app.guard_bench import run_bench
 
-    result = run_bench(args.days, args.seed, args.data_dir or load_settings().data_dir, workers=args.workers)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    data_dir = args.data_dir or load_settings().data_dir
+    result = run_bench(args.days, args.seed, data_dir, workers=args.workers)
+    out = Path(args.out or Path(data_dir) / "reports" / f"guard-bench-{args.seed}-{args.days}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     emit(args, result, _bench_text(result))
     return 0
 
@@ -339,6 +342,6 @@ def register(subparsers) -> None:
     bench.add_argument("--seed", type=int, default=1, help="the seed the days are drawn from (default 1)")
     bench.add_argument("--workers", type=int, default=2, help="processes playing days at once")
     bench.add_argument("--data-dir", help="where the bundled models live (default BIDLENS_DATA_DIR)")
-    bench.add_argument("--out", help="also write the JSON result to this file")
+    bench.add_argument("--out", help="the JSON result (default DATA_DIR/reports/guard-bench-SEED-DAYS.json)")
     add_json_flag(bench)
     bench.set_defaults(func=cmd_bench)
