@@ -80,29 +80,36 @@ def _lag(settings) -> tuple[np.ndarray, np.ndarray]:
 def ideal_lr_path(model: ArmRun, c: int, change_at: int, aov: float, cv: float, lag: tuple[np.ndarray, np.ndarray]
                   ) -> np.ndarray:
     """The ideal detector's log-likelihood ratio per minute from `change_at`: the campaign's true expected ROI
-    path against its ROI over the hour before the change, on the GMV known of each bucket since the change."""
+    path against its ROI over the hour before the change, on the GMV known of each bucket since the change.
+
+    At watermark w it is the sum over buckets b in [change_at, w) of (gmv known of b / s) ln(rho_b / rho0)
+    - (rho_b - rho0) spend_b F(w - end of b) / s (guards.sequential's step with the true rho_b): the first
+    part a running sum over increments in the order they become known, the second a convolution with F."""
     scale = aov * (1.0 + cv * cv)
-    spend, gmv_exp = model.values_spend[MODEL, c], model.values_gmv[MODEL, c]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(spend > 0, gmv_exp / spend, np.nan)
+    spend_exp, gmv_exp = model.values_spend[MODEL, c], model.values_gmv[MODEL, c]
     before = slice(max(0, change_at - 60), max(change_at, 1))
-    rho0 = gmv_exp[before].sum() / max(spend[before].sum(), 1e-9)
+    rho0 = gmv_exp[before].sum() / max(spend_exp[before].sum(), 1e-9)
+    spend = model.spend[c, change_at:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = gmv_exp[change_at:] / spend_exp[change_at:]
+    ok = (rho > 0) & (spend > 0) & (rho0 > 0)
+    log_ratio = np.where(ok, np.log(np.where(ok, rho, 1.0) / rho0), 0.0)
+    drift = np.where(ok, (rho - rho0) * spend / scale, 0.0)
+    lag_minutes, lag_cdf = lag
+    n = MINUTES_PER_DAY - change_at
+    share = lag_share_at_end(np.arange(n) * 60.0, lag_minutes * 60, lag_cdf)  # F at age a minutes after the end
+    expected = np.convolve(drift, share)[:n]        # [k]: sum over b <= k of drift_b F(k - b)
     inc = model.increments
     mine = (inc["campaign"] == c) & (inc["bucket"] >= change_at)
-    buckets, known, gmv = inc["bucket"][mine].astype(int), inc["known"][mine].astype(int), inc["gmv"][mine]
-    lag_minutes, lag_cdf = lag
+    known = inc["known"][mine]
+    order = np.argsort(known, kind="stable")
+    weight = (inc["gmv"][mine] / scale * log_ratio[inc["bucket"][mine].astype(int) - change_at])[order]
+    seen = np.r_[0.0, np.cumsum(weight)]
+    w = np.minimum(model.watermark[change_at:].astype(int), MINUTES_PER_DAY)
     out = np.full(MINUTES_PER_DAY, np.nan)
-    for m in range(change_at, MINUTES_PER_DAY):
-        w = int(model.watermark[m])
-        b = np.arange(change_at, min(w, MINUTES_PER_DAY))
-        if not len(b):
-            continue
-        share = lag_share_at_end((w - b - 1) * 60.0, lag_minutes * 60, lag_cdf)
-        known_gmv = np.bincount(buckets[known <= w] - change_at, weights=gmv[known <= w], minlength=len(b))[:len(b)]
-        alt = np.nan_to_num(rho[b], nan=rho0) * model.spend[c, b] * share / scale
-        null = rho0 * model.spend[c, b] * share / scale
-        ok = (alt > 0) & (null > 0)
-        out[m] = float((known_gmv[ok] / scale * np.log(alt[ok] / null[ok]) - (alt[ok] - null[ok])).sum())
+    has = w > change_at                               # some bucket since the change has ended
+    out[change_at:][has] = (seen[np.searchsorted(known[order], w[has], side="right")]
+                            - expected[w[has] - 1 - change_at])
     return out
 
 

@@ -1,0 +1,108 @@
+"""`bidlens guard bench`: the ideal detector it measures the guard against, and the figures it reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.guard_bench import CampaignDay, DayResult, ideal_lr_path, summarise
+from sim.catalog import MINUTES_PER_DAY
+from sim.oracle import ACTIONS, MODEL
+from sim.stress import ArmRun
+
+LAG_MINUTES = np.array([0, 5, 15, 30, 60, 120, 240, 480], dtype=np.float64)
+LAG_CDF = np.array([0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0])
+AOV, CV = 200.0, 0.5   # yuan per order, order values' spread
+
+
+def one_campaign_day(rng: np.random.Generator, roi: np.ndarray, spend_per_minute: float = 60.0) -> ArmRun:
+    """One campaign spending `spend_per_minute` at true ROI `roi[m]`, its GMV compound Poisson (gamma order
+    values) and known with the lag curve, as the simulator's arm records it."""
+    spend = np.full((1, MINUTES_PER_DAY), spend_per_minute)
+    orders = rng.poisson(roi * spend_per_minute / AOV)
+    shape = 1.0 / CV ** 2
+    values = np.zeros((len(ACTIONS) + 1, 1, MINUTES_PER_DAY))
+    values_gmv = values.copy()
+    values[MODEL, 0], values_gmv[MODEL, 0] = spend_per_minute, roi * spend_per_minute
+    bucket = np.repeat(np.arange(MINUTES_PER_DAY), orders)  # one entry per order
+    lag = LAG_MINUTES[np.minimum(np.searchsorted(LAG_CDF, rng.random(len(bucket)), side="right"), 7)]
+    pairs, n = np.unique(np.c_[bucket, bucket + 1 + lag.astype(int)], axis=0, return_counts=True)
+    rows = {"campaign": np.zeros(len(n)), "bucket": pairs[:, 0], "known": pairs[:, 1],
+            "gmv": rng.gamma(shape * n, AOV / shape), "orders": n}
+    increments = {k: v.astype(np.float64) for k, v in rows.items()}
+    watermark = np.arange(MINUTES_PER_DAY)  # the feed is on time: minute m knows what became known by m
+    return ArmRun(spend=spend, gmv=np.zeros((1, MINUTES_PER_DAY)), clicks=np.zeros(1), orders=np.zeros(1),
+                  transitions=[], held=np.zeros((1, MINUTES_PER_DAY), dtype=bool), values_spend=values,
+                  values_gmv=values_gmv, cut_factor=np.ones((1, MINUTES_PER_DAY)), increments=increments,
+                  watermark=watermark)
+
+
+@pytest.mark.parametrize("spend_per_minute", [60.0, 300.0])
+def test_the_ideal_detector_needs_the_evidence_a_fall_brings(spend_per_minute):
+    # ROI halves at minute 600. In units of effective orders (AOV x (1 + cv^2)) the evidence grows by
+    # lam1 ln(lam1 / lam0) - (lam1 - lam0) per minute of fully known outcomes, lam = ROI x spend / unit: the
+    # ideal needs ln(1000) of it, plus the conversion lag. At 60 yuan a minute that is over an hour.
+    roi = np.where(np.arange(MINUTES_PER_DAY) < 600, 2.6, 1.3)
+    day = one_campaign_day(np.random.default_rng(5), roi, spend_per_minute)
+    path = ideal_lr_path(day, 0, 600, AOV, CV, (LAG_MINUTES, LAG_CDF))
+    first = int(np.flatnonzero(np.nan_to_num(path, nan=-np.inf) >= np.log(1000))[0])
+    unit = AOV * (1 + CV ** 2)
+    lam0, lam1 = 2.6 * spend_per_minute / unit, 1.3 * spend_per_minute / unit
+    expected = np.log(1000) / (lam1 * np.log(lam1 / lam0) - (lam1 - lam0))
+    assert 0.5 * expected <= first - 600 <= 2 * expected + 30
+
+
+@pytest.mark.parametrize("alpha", [0.1])
+def test_without_a_change_the_ideal_detector_alarms_at_most_alpha_of_the_days(alpha):
+    # Ville's inequality: a likelihood ratio martingale reaches 1/alpha with probability at most alpha, which is
+    # what lets the benchmark compare the guard with it at the guard's own false-alarm rate.
+    rng = np.random.default_rng(11)
+    roi = np.full(MINUTES_PER_DAY, 2.4)
+    roi[700:] = 1.6  # the alternative it is told; the data below never follow it
+    alarms = 0
+    for _ in range(40):
+        day = one_campaign_day(rng, np.full(MINUTES_PER_DAY, 2.4))
+        day.values_gmv[MODEL, 0] = roi * 60.0  # told the fall, which does not happen
+        path = ideal_lr_path(day, 0, 700, AOV, CV, (LAG_MINUTES, LAG_CDF))
+        alarms += bool(np.nanmax(path) >= np.log(1 / alpha))
+    assert alarms <= 40 * alpha * 2  # at most alpha in expectation; twice that allows for 40 days' sampling
+
+
+def _campaign(family="degraded", kind="cvr_shift", size=0.4, crossing=None, trip=None, false_trips=0, cid="c01"):
+    return CampaignDay(family, 7, cid, kind, size, crossing, trip, false_trips)
+
+
+def _report(loss, oracle, spend_share_material=True, failures=0, held=0.0, restores=()):
+    return {"loss_avoided": loss, "oracle_loss_avoided": oracle,
+            "oracle_capture": round(loss / oracle, 4) if spend_share_material else None,
+            "false_trips": 0, "trips": [], "restores": list(restores), "probation_failures": failures,
+            "held_campaign_hours": held}
+
+
+def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_and_false_trips_per_healthy_day():
+    path = np.full(MINUTES_PER_DAY, np.nan)
+    path[400:] = np.linspace(0, 20, MINUTES_PER_DAY - 400)
+    below = np.zeros(MINUTES_PER_DAY, dtype=bool)
+    below[410:] = True
+    degraded = DayResult("degraded", 1, _report(800.0, 1000.0, failures=2, held=4.0,
+                                                restores=[{"below_floor_plus_hysteresis": False}]),
+                         [_campaign(crossing=420, trip=450, cid="c01"), _campaign(cid="c02")] +
+                         [_campaign(kind="", size=0.0, cid=f"h{i}") for i in range(8)],
+                         {"c01": (path, below)})
+    healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
+                        [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", false_trips=int(i == 0))
+                         for i in range(10)], {})
+    result = summarise([degraded, healthy])
+    assert result["oracle_capture"] == 0.8 and result["material_days"] == 1
+    assert result["oracle_capture_by_family"] == {"degraded": 0.8, "healthy": None}
+    assert result["healthy_campaign_days"] == 18
+    assert result["false_trips_per_100_healthy_campaign_days"] == round(100 / 18, 3)
+    assert result["false_trips_per_100_healthy_family_campaign_days"] == 10.0
+    # alpha = 1/18: the ideal trips where its ratio reaches ln 18 and the truth is below the floor
+    ideal_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(18)) & below)[0])
+    assert result["detection_delay_min"]["median"] == 30.0
+    assert result["detection_delay_min"]["ideal"]["median"] == float(ideal_minute - 420)
+    assert result["missed_crossings"] == 0
+    assert result["restores"] == 1 and result["restores_below_floor_plus_hysteresis"] == 0
+    assert result["failed_probations_per_campaign_day"] == round(2 / 20, 4)
+    assert result["failed_probations_per_held_campaign_hour"] == 0.5
