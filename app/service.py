@@ -30,16 +30,39 @@ from control.domain import (
 )
 from control.permissions import Action, require
 from control.policy import KillSwitch, resolve_policy
-from control.users import LoginState, attempt_login, hash_password, verify_password
+from control.users import (
+    LoginState,
+    check_username,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    refund_source_try,
+    reserve_source_try,
+    reserve_try,
+    verify_password,
+)
 from store import repo
 from store import schema as s
 
 
 class LoginFailed(PermissionError):
-    pass
+    """A refused login. `reason` is REFUSED for an unknown user, a wrong password and a locked or
+    inactive account alike (one answer: nobody learns which names exist), THROTTLED when the source
+    made too many failed logins."""
+
+    REFUSED = "refused"
+    THROTTLED = "throttled"
+    MESSAGES = {REFUSED: "wrong username or password, or the account is locked for a while after too many "
+                         "failed logins",
+                THROTTLED: "too many failed logins from here; wait 15 minutes"}
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(self.MESSAGES[reason])
 
 
 SYSTEM_ACTOR = "system"
+UNKNOWN_USER = "?"  # the audit's name for a login attempt with a name no user has
 
 
 class Control:
@@ -56,32 +79,67 @@ class Control:
         """Create a user. `actor` None means the machine's own CLI (bootstrap)."""
         if actor is not None:
             require(actor, Action.MANAGE_USERS)
-        user = User(username, display_name, role)
+        user = User(check_username(username), display_name, role)
+        password_hash = hash_password(password)
         now = self.clock()
         with self.engine.begin() as conn:
-            if repo.get_user_record(conn, username) is not None:
-                raise InvalidValue("username", username, "already exists")
-            repo.insert_user(conn, user, hash_password(password), now)
+            existing = repo.find_user(conn, username)
+            if existing is not None:
+                raise InvalidValue("username", username,
+                                   f"already exists as {existing.user.username!r} (case does not tell names apart)")
+            repo.insert_user(conn, user, password_hash, now)
             self._audit(conn, actor, "user.add", "user", username, None,
                         {"username": username, "display_name": display_name, "role": role.value})
         return user
 
-    def login(self, username: str, password: str) -> User:
-        """The user, or LoginFailed with a message that does not say which part was wrong."""
+    def login(self, username: str, password: str, source: str = "local") -> User:
+        """The user, or LoginFailed with one answer whatever was wrong, after the same work.
+
+        `source` names where the attempt comes from (a browser's address, "cli:HOST"), for the
+        per-source throttle and the audit trail."""
         now = self.clock()
+        name = username if isinstance(username, str) else ""
+        source = str(source)[:200]
         with self.engine.begin() as conn:
-            record = repo.get_user_record(conn, username)
-            if record is None or not record.user.active:
-                raise LoginFailed("wrong username or password")
-            ok = verify_password(password, record.password_hash)
-            result = attempt_login(LoginState(record.failed_logins, record.locked_until_ts), ok, now)
-            repo.set_login_state(conn, username, result.state.failed_logins, result.state.locked_until_ts)
-            if result.state.locked_until_ts > now and record.locked_until_ts <= now:
-                self._audit(conn, None, "user.locked", "user", username, None,
-                            {"locked_until_ts": result.state.locked_until_ts})
-        if not result.ok:
-            raise LoginFailed(result.message)
+            allowed, source_state = reserve_source_try(repo.lock_login_source(conn, source, now), now,
+                                                       self.settings.login_max_failures_per_source)
+            repo.set_login_source(conn, source, source_state)
+            if not allowed:
+                self._audit_login(conn, None, "user.login_throttled", source)
+        if not allowed:
+            raise LoginFailed(LoginFailed.THROTTLED)
+        with self.engine.begin() as conn:
+            record = repo.lock_user_for_login(conn, name)
+            may_check, state = reserve_try(record.login_state, now) if record else (False, LoginState())
+            if record is not None and may_check:
+                repo.set_login_state(conn, record.user.username, state)
+        # The slow check, outside any transaction: always one hash verified, so every refusal takes as long.
+        password_ok = verify_password(password, record.password_hash if record else dummy_hash())
+        ok = password_ok and may_check and record.user.active
+        with self.engine.begin() as conn:
+            if ok:
+                user = record.user
+                repo.set_login_state(conn, user.username, LoginState())
+                repo.set_login_source(conn, source, refund_source_try(repo.lock_login_source(conn, source, now)))
+                if needs_rehash(record.password_hash):  # an older scheme: upgrade while we know the password
+                    repo.set_password_hash(conn, user.username, hash_password(password))
+                self._audit_login(conn, user, "user.login", source)
+            else:
+                self._audit_login(conn, record.user if record else None, "user.login_failed", source)
+                if may_check and state.locked_until_ts > now:  # this try used the last one
+                    self._audit_login(conn, record.user, "user.locked", source,
+                                      {"locked_until_ts": state.locked_until_ts})
+        if not ok:
+            raise LoginFailed(LoginFailed.REFUSED)
         return record.user
+
+    def _audit_login(self, conn: Connection, user: User | None, action: str, source: str,
+                     extra: dict | None = None) -> None:
+        """A login attempt in the audit trail: the actor is the user only once they proved who they are."""
+        who = user.username if user is not None else UNKNOWN_USER
+        actor = who if action == "user.login" else SYSTEM_ACTOR
+        repo.append_audit(conn, AuditRecord(self.clock(), actor, action, "user", who, None,
+                                            {"source": source, **(extra or {})}))
 
     def user(self, username: str) -> User:
         """The active user of that name, as the store has it now; InvalidValue if there is none."""

@@ -38,6 +38,10 @@ class Settings:
                                  "empty: a random one each, printed once.", secret=True)
     session_timeout_min: int = setting(60, "BIDLENS_SESSION_TIMEOUT_MIN",
                                        "Panel sessions end after this many idle minutes.")
+    login_max_failures_per_source: int = setting(
+        30, "BIDLENS_LOGIN_MAX_FAILURES_PER_SOURCE",
+        "Failed logins one source (a browser's address, a CLI host) may make in 15 minutes, whatever the "
+        "usernames; then it waits.")
     max_bid_multiple: float = setting(3.0, "BIDLENS_MAX_BID_MULTIPLE",
                                       "An override bid may be at most this many times the model's bid.")
     max_bid: float = setting(50.0, "BIDLENS_MAX_BID",

@@ -74,9 +74,10 @@ def _login(control: Control, session_clock: Callable[[], float]) -> None:
         submitted = st.form_submit_button(translate(lang, "login.submit"), type="primary")
     if submitted:
         try:
-            user = control.login(username.strip(), password)
+            user = control.login(username.strip(), password, source=f"panel:{st.context.ip_address or '-'}")
         except LoginFailed as exc:
-            st.session_state["login_error"] = translate(lang, "login.failed", detail=str(exc))
+            st.session_state["login_error"] = translate(
+                lang, "login.throttled" if exc.reason == LoginFailed.THROTTLED else "login.refused")
         else:
             st.session_state["user"] = user
             st.session_state["last_seen"] = session_clock()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from control import rows
 from control.audit import GENESIS_HASH, AuditRecord, chain
@@ -35,6 +37,7 @@ from control.domain import (
     most_restrictive,
 )
 from control.policy import KillSwitch, PolicyInputs
+from control.users import LoginState, SourceState, username_key
 from control.validation import Refusal
 from store import schema as s
 
@@ -289,19 +292,42 @@ class UserRecord:
     failed_logins: int
     locked_until_ts: int
 
+    @property
+    def login_state(self) -> LoginState:
+        return LoginState(self.failed_logins, self.locked_until_ts)
+
 
 def insert_user(conn: Connection, user: User, password_hash: str, now_ts: int) -> None:
-    conn.execute(insert(s.users).values(username=user.username, display_name=user.display_name,
-                                        role=user.role.value, password_hash=password_hash,
-                                        active=user.active, created_ts=now_ts))
+    conn.execute(insert(s.users).values(username=user.username, username_key=username_key(user.username),
+                                        display_name=user.display_name, role=user.role.value,
+                                        password_hash=password_hash, active=user.active, created_ts=now_ts))
+
+
+def _user_record(r) -> UserRecord:
+    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
+                      r.password_hash, r.failed_logins, r.locked_until_ts)
 
 
 def get_user_record(conn: Connection, username: str) -> UserRecord | None:
+    """The user of exactly this name (as stored), or None."""
     r = conn.execute(select(s.users).where(s.users.c.username == username)).first()
-    if r is None:
-        return None
-    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
-                      r.password_hash, r.failed_logins, r.locked_until_ts)
+    return None if r is None else _user_record(r)
+
+
+def find_user(conn: Connection, name: str) -> UserRecord | None:
+    """The user this name means, whatever its case ("Mia" finds "mia"), or None."""
+    r = conn.execute(select(s.users).where(s.users.c.username_key == username_key(name))).first()
+    return None if r is None else _user_record(r)
+
+
+def lock_user_for_login(conn: Connection, name: str) -> UserRecord | None:
+    """find_user, with the row locked to the end of the caller's transaction (a write that changes
+    nothing takes the row lock on PostgreSQL and the write lock on SQLite), so that parallel logins
+    count their tries one after another."""
+    s_users = s.users
+    conn.execute(update(s_users).where(s_users.c.username_key == username_key(name))
+                 .values(failed_logins=s_users.c.failed_logins))
+    return find_user(conn, name)
 
 
 def list_users(conn: Connection) -> list[User]:
@@ -309,9 +335,9 @@ def list_users(conn: Connection) -> list[User]:
             for r in conn.execute(select(s.users).order_by(s.users.c.username))]
 
 
-def set_login_state(conn: Connection, username: str, failed_logins: int, locked_until_ts: int) -> None:
+def set_login_state(conn: Connection, username: str, state: LoginState) -> None:
     conn.execute(update(s.users).where(s.users.c.username == username)
-                 .values(failed_logins=failed_logins, locked_until_ts=locked_until_ts))
+                 .values(failed_logins=state.failed_logins, locked_until_ts=state.locked_until_ts))
 
 
 def set_password_hash(conn: Connection, username: str, password_hash: str) -> None:
@@ -319,13 +345,34 @@ def set_password_hash(conn: Connection, username: str, password_hash: str) -> No
                  .values(password_hash=password_hash, failed_logins=0, locked_until_ts=0))
 
 
+def lock_login_source(conn: Connection, source: str, now_ts: int) -> SourceState:
+    """The source's failed logins in its window, its row locked to the end of the caller's transaction."""
+    ls = s.login_sources
+    if conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures)).rowcount == 0:
+        # First try from this source; a parallel first try may insert it too, so insert or nothing.
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(dialect_insert(ls).values(source=source, window_start_ts=now_ts, failures=0)
+                     .on_conflict_do_nothing())
+        conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures))
+    r = conn.execute(select(ls).where(ls.c.source == source)).one()
+    return SourceState(r.window_start_ts, r.failures)
+
+
+def set_login_source(conn: Connection, source: str, state: SourceState) -> None:
+    conn.execute(update(s.login_sources).where(s.login_sources.c.source == source)
+                 .values(window_start_ts=state.window_start_ts, failures=state.failures))
+
+
 # --- audit -----------------------------------------------------------------------------------
 
 def append_audit(conn: Connection, record: AuditRecord) -> AuditEntry:
     """Chain and append one entry in the caller's transaction."""
+    # One chain: writers queue here instead of forking it.
     if conn.dialect.name == "postgresql":
-        # One chain: writers queue here instead of forking it.
         conn.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+    else:  # SQLite starts a transaction at the first write, not at a read: write (nothing) first
+        a = s.audit_log
+        conn.execute(update(a).where(a.c.entry_id == -1).values(entry_id=a.c.entry_id))
     last = conn.execute(select(s.audit_log.c.entry_id, s.audit_log.c.hash)
                         .order_by(s.audit_log.c.entry_id.desc()).limit(1)).first()
     prev_hash, entry_id = (last.hash, last.entry_id + 1) if last else (GENESIS_HASH, 1)

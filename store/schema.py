@@ -130,6 +130,8 @@ models = Table(
 users = Table(
     "users", metadata,
     Column("username", String(64), primary_key=True),
+    # 0005_hardening: the name as compared (control.users.username_key): "Mia" and "mia" are one user.
+    Column("username_key", String(64), nullable=False, unique=True),
     Column("display_name", String(200), nullable=False),
     Column("role", String(16), nullable=False),
     Column("password_hash", String(300), nullable=False),
@@ -137,6 +139,14 @@ users = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until_ts", BigInteger, nullable=False, server_default="0"),
     Column("created_ts", BigInteger, nullable=False),
+)
+
+# 0005_hardening: failed logins per source (a browser's address, a CLI host), per window.
+login_sources = Table(
+    "login_sources", metadata,
+    Column("source", String(200), primary_key=True),
+    Column("window_start_ts", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False),
 )
 
 overrides = Table(

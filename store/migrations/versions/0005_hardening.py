@@ -1,0 +1,47 @@
+"""hardening (issue 16): usernames unique whatever their case; failed logins per source
+
+Revision ID: 0005_hardening
+Revises: 0003_decision_slot_index
+"""
+import unicodedata
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0005_hardening'
+down_revision = '0003_decision_slot_index'
+branch_labels = None
+depends_on = None
+
+
+def _username_key(username: str) -> str:
+    # control.users.username_key, as it is when this migration was written
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def upgrade() -> None:
+    conn = op.get_bind()
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('username_key', sa.String(length=64), nullable=True))
+    users = sa.table('users', sa.column('username', sa.String), sa.column('username_key', sa.String))
+    for (username,) in conn.execute(sa.select(users.c.username)).all():
+        conn.execute(users.update().where(users.c.username == username)
+                     .values(username_key=_username_key(username)))
+    # Two names that differ only in case stop the migration here: rename one first.
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.alter_column('username_key', existing_type=sa.String(length=64), nullable=False)
+        batch_op.create_unique_constraint(batch_op.f('uq_users_username_key'), ['username_key'])
+
+    op.create_table('login_sources',
+    sa.Column('source', sa.String(length=200), nullable=False),
+    sa.Column('window_start_ts', sa.BigInteger(), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('source', name=op.f('pk_login_sources'))
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('login_sources')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_users_username_key'), type_='unique')
+        batch_op.drop_column('username_key')
