@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
@@ -28,10 +29,11 @@ from control.domain import (
     RuleAnswer,
     User,
 )
-from control.permissions import Action, require
+from control.permissions import Action, ActorRefused, require
 from control.policy import KillSwitch, resolve_policy
 from control.users import (
     LoginState,
+    check_admins_left,
     check_username,
     dummy_hash,
     hash_password,
@@ -43,6 +45,9 @@ from control.users import (
 )
 from store import repo
 from store import schema as s
+
+if TYPE_CHECKING:
+    from explain.artifacts import ModelArtifact
 
 
 class LoginFailed(PermissionError):
@@ -65,6 +70,20 @@ SYSTEM_ACTOR = "system"
 UNKNOWN_USER = "?"  # the audit's name for a login attempt with a name no user has
 
 
+def acting_admin(conn: Connection, actor: User | None, action: Action, *, machine: bool = False) -> User | None:
+    """The verified person allowed `action` (an admin's: users, tokens), or None for the machine itself,
+    which may only while the store has no active admin (bootstrap) or when `machine` says it acts for its
+    own processes (the demo's simulator token)."""
+    if actor is None:
+        if not machine and repo.count_active_admins(conn):
+            raise ActorRefused(SYSTEM_ACTOR, f"may {action.value} only until the store has an admin; "
+                                             "an admin logs in to do it")
+        return None
+    actor = repo.verified_actor(conn, actor)
+    require(actor, action)
+    return actor
+
+
 class Control:
     def __init__(self, engine: Engine, clock: Clock, settings: Settings):
         self.engine = engine
@@ -76,13 +95,13 @@ class Control:
 
     def add_user(self, actor: User | None, username: str, display_name: str, role: Role,
                  password: str) -> User:
-        """Create a user. `actor` None means the machine's own CLI (bootstrap)."""
-        if actor is not None:
-            require(actor, Action.MANAGE_USERS)
+        """Create a user. `actor` None is the machine itself, which may only while the store has no
+        active admin (bootstrap: the first admin, the demo's users); afterwards an admin does it."""
         user = User(check_username(username), display_name, role)
         password_hash = hash_password(password)
         now = self.clock()
         with self.engine.begin() as conn:
+            acting_admin(conn, actor, Action.MANAGE_USERS)
             existing = repo.find_user(conn, username)
             if existing is not None:
                 raise InvalidValue("username", username,
@@ -141,13 +160,34 @@ class Control:
         repo.append_audit(conn, AuditRecord(self.clock(), actor, action, "user", who, None,
                                             {"source": source, **(extra or {})}))
 
-    def user(self, username: str) -> User:
-        """The active user of that name, as the store has it now; InvalidValue if there is none."""
-        with self.engine.connect() as conn:
+    def set_user_active(self, actor: User, username: str, active: bool) -> User:
+        """Deactivate a user (their sessions and commands stop at their next action) or activate them again."""
+        return self._change_user(actor, username, "user.activate" if active else "user.deactivate",
+                                 lambda user: dataclasses.replace(user, active=active))
+
+    def set_user_role(self, actor: User, username: str, role: Role) -> User:
+        return self._change_user(actor, username, "user.role", lambda user: dataclasses.replace(user, role=Role(role)))
+
+    def reset_password(self, actor: User, username: str, password: str) -> User:
+        """A new password (the user's lockout cleared); the old one stops working at once."""
+        password_hash = hash_password(password)
+        return self._change_user(actor, username, "user.reset_password", lambda user: user, password_hash)
+
+    def _change_user(self, actor: User, username: str, action: str, change: Callable[[User], User],
+                     password_hash: str | None = None) -> User:
+        with self.engine.begin() as conn:
+            actor = acting_admin(conn, actor, Action.MANAGE_USERS)
             record = repo.get_user_record(conn, username)
-        if record is None or not record.user.active:
-            raise InvalidValue("user", username, "no such active user")
-        return record.user
+            if record is None:
+                raise InvalidValue("username", username, "no such user")
+            after = change(record.user)
+            check_admins_left(record.user, after, repo.count_active_admins(conn))
+            repo.update_user(conn, after)
+            if password_hash is not None:
+                repo.set_password_hash(conn, username, password_hash)
+            self._audit(conn, actor, action, "user", username, _user_document(record.user),
+                        {**_user_document(after), **({"password": "reset"} if password_hash else {})})
+        return after
 
     def users(self) -> list[User]:
         with self.engine.connect() as conn:
@@ -176,6 +216,7 @@ class Control:
         now = self.clock()
         scope = OverrideScope(campaign_id, audience_package)
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             campaign = self._campaign(conn, campaign_id)
             proposal = ov.propose(actor, override_id=repo.next_override_id(conn), scope=scope,
                                   field=field, value=value, reason=reason, expires_ts=expires_ts,
@@ -190,6 +231,7 @@ class Control:
                       reason: str, expires_ts: int) -> Override:
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             current = repo.get_override(conn, override_id)
             edited = ov.edit(current, actor, value=value, reason=reason, expires_ts=expires_ts,
                              now_ts=now, campaign=self._campaign(conn, current.scope.campaign_id),
@@ -199,28 +241,29 @@ class Control:
     def approve_override(self, actor: User, override_id: int, expected_version: int,
                          comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.approve(o, actor, now, comment), "override.approve")
+                            lambda o, who, now: ov.approve(o, who, now, comment), "override.approve")
 
     def reject_override(self, actor: User, override_id: int, expected_version: int,
                         comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.reject(o, actor, now, comment), "override.reject")
+                            lambda o, who, now: ov.reject(o, who, now, comment), "override.reject")
 
     def revoke_override(self, actor: User, override_id: int, expected_version: int,
                         comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.revoke(o, actor, now, comment), "override.revoke")
+                            lambda o, who, now: ov.revoke(o, who, now, comment), "override.revoke")
 
     def _review(self, actor: User, override_id: int, expected_version: int,
-                step: Callable[[Override, int], Override], action: str) -> Override:
+                step: Callable[[Override, User, int], Override], action: str) -> Override:
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             current = repo.get_override(conn, override_id)
             if current.version != expected_version:
                 raise repo.ConflictError(
                     f"override {override_id} was changed by someone else (now version {current.version}, "
                     f"status {current.status.value}); reload and try again")
-            return self._store_override(conn, actor, action, current, step(current, now), expected_version)
+            return self._store_override(conn, actor, action, current, step(current, actor, now), expected_version)
 
     def _store_override(self, conn: Connection, actor: User | None, action: str, before: Override,
                         after: Override, expected_version: int) -> Override:
@@ -253,11 +296,12 @@ class Control:
             return repo.load_kill_switch(conn)
 
     def set_kill_switch(self, actor: User, on: bool, reason: str, campaign_id: str | None = None) -> KillSwitch:
-        require(actor, Action.KILL_SWITCH)
         if not reason.strip():
             raise InvalidValue("reason", reason, "a kill switch change needs a reason")
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.KILL_SWITCH)
             before = repo.load_kill_switch(conn)
             campaigns = set(before.campaigns)
             global_on = before.global_on
@@ -281,6 +325,7 @@ class Control:
         """Clear the previous day's traffic, end its live overrides and kill switches; audited."""
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = None if actor is None else repo.verified_actor(conn, actor)
             for live in repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED]):
                 ended = dataclasses.replace(live, status=OverrideStatus.EXPIRED)
                 self._store_override(conn, actor, "override.expire", live, ended, live.version)
@@ -294,6 +339,20 @@ class Control:
                                                                   "campaigns": sorted(kill.campaigns)}},
                         {"reason": reason})
         return cleared
+
+    # --- models ---------------------------------------------------------------------------
+
+    def register_model(self, actor: User, artifact: ModelArtifact, path: str, *, active: bool) -> None:
+        """Record a bidder's model version so its decisions are explained at ingest; audited."""
+        from explain.store import register_model  # LightGBM and friends: only for this command
+
+        with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.REGISTER_MODEL)
+            register_model(conn, artifact, path, self.clock(), active=active)
+            self._audit(conn, actor, "model.register", "model", artifact.version, None,
+                        {"kind": artifact.kind, "path": path, "features": artifact.feature_names,
+                         "active": active})
 
     # --- effective policy -----------------------------------------------------------------
 
@@ -316,3 +375,9 @@ class Control:
         with self.engine.connect() as conn:
             return verify_chain(repo.load_audit(conn))
 
+
+
+def _user_document(user: User) -> dict:
+    """A user as the audit trail records them (never their password or its hash)."""
+    return {"username": user.username, "display_name": user.display_name, "role": user.role.value,
+            "active": user.active}

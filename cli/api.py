@@ -7,10 +7,10 @@ import sys
 
 from app.ingest import Kind, ingest_file
 from app.tokens import TokenRole, Tokens
-from app.wiring import open_engine, store_clock
+from app.wiring import open_control, open_engine, store_clock
+from cli.auth import REFUSALS, add_login, login_or_machine
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
-from control.domain import InvalidValue
 
 
 def _engine():
@@ -31,11 +31,15 @@ def cmd_api(args) -> int:
     return 0
 
 
+def _tokens(control) -> Tokens:
+    return Tokens(control.engine, store_clock(control.engine))
+
+
 def cmd_token_create(args) -> int:
+    control = open_control()
     try:
-        engine = _engine()
-        token, secret = Tokens(engine, store_clock(engine)).create(None, args.role, args.name or "")
-    except InvalidValue as exc:
+        token, secret = _tokens(control).create(login_or_machine(control, args.user), args.role, args.name or "")
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {**token.as_json(), "token": secret},
          f"token {token.token_id} ({token.role.value}, {token.name}) created. It is shown only now:\n{secret}")
@@ -43,10 +47,10 @@ def cmd_token_create(args) -> int:
 
 
 def cmd_token_revoke(args) -> int:
+    control = open_control()
     try:
-        engine = _engine()
-        token = Tokens(engine, store_clock(engine)).revoke(None, args.token_id)
-    except InvalidValue as exc:
+        token = _tokens(control).revoke(login_or_machine(control, args.user), args.token_id)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, token.as_json(), f"token {token.token_id} ({token.name}) revoked")
     return 0
@@ -112,10 +116,12 @@ def register(sub) -> None:
     p = token.add_parser("create", help="create a token (printed once; only its hash is stored)")
     p.add_argument("--role", required=True, choices=[r.value for r in TokenRole])
     p.add_argument("--name", help="a name saying who uses it")
+    add_login(p, required=False)
     add_json_flag(p)
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("revoke", help="revoke a token (it stops working at once)")
     p.add_argument("token_id", type=int)
+    add_login(p, required=False)
     add_json_flag(p)
     p.set_defaults(func=cmd_token_revoke)
     p = token.add_parser("list", help="list tokens (never their secrets)")

@@ -11,10 +11,10 @@ import numpy as np
 
 from app.service import Control
 from app.wiring import file_guard_settings, guard_service, open_control
+from cli.auth import REFUSALS, add_login, login
 from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
 from control.domain import InvalidValue
-from control.permissions import PermissionDenied
 from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
@@ -23,7 +23,6 @@ from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.trip_drivers import trip_drivers
 from guards.worker import GuardWorker, LockBusy, worker_lock
-from store import repo
 
 
 def _open():
@@ -126,8 +125,8 @@ def cmd_status(args) -> int:
 def cmd_force(args) -> int:
     control, service, _ = _open()
     try:
-        changed = service.force(control.user(args.user), args.campaign, args.mode, args.reason)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        changed = service.force(login(control, args.user), args.campaign, args.mode, args.reason)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
          "\n".join(f"{c['guard']}: {c['mode_before']} -> {c['mode_after']}" for c in changed))
@@ -137,8 +136,8 @@ def cmd_force(args) -> int:
 def cmd_kill(args) -> int:
     control, _, _ = _open()
     try:
-        after = control.set_kill_switch(control.user(args.user), args.state == "on", args.reason, args.campaign)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        after = control.set_kill_switch(login(control, args.user), args.state == "on", args.reason, args.campaign)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"global": after.global_on, "campaigns": sorted(after.campaigns)},
          f"kill switch: global {'ON' if after.global_on else 'off'}; campaigns {sorted(after.campaigns) or '-'}")
@@ -172,10 +171,10 @@ def cmd_thresholds_set(args) -> int:
     control, service, _ = _open()
     values = {name: getattr(args, name) for name in THRESHOLD_FIELDS if getattr(args, name) is not None}
     try:
-        view = service.set_thresholds(control.user(args.user),
+        view = service.set_thresholds(login(control, args.user),
                                       ThresholdEdit(args.guard, args.campaign, values, args.reason),
                                       args.expected_version)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, view, _thresholds_text(view))
     return 0
@@ -184,9 +183,9 @@ def cmd_thresholds_set(args) -> int:
 def cmd_thresholds_reset(args) -> int:
     control, service, _ = _open()
     try:
-        view = service.reset_thresholds(control.user(args.user), args.campaign, args.reason, args.guard,
+        view = service.reset_thresholds(login(control, args.user), args.campaign, args.reason, args.guard,
                                         args.expected_version)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, view, _thresholds_text(view))
     return 0
@@ -210,7 +209,7 @@ def _register_thresholds(sub) -> None:
     reset.add_argument("--guard", default=None, choices=list(EDITABLE), help="omitted: every guard")
     for parser, func in ((edit, cmd_thresholds_set), (reset, cmd_thresholds_reset)):
         parser.add_argument("--reason", required=True)
-        parser.add_argument("--user", required=True)
+        add_login(parser)
         parser.add_argument("--expected-version", type=int, default=None,
                             help="refuse if the thresholds moved past this version (from `show`)")
         add_json_flag(parser)
@@ -220,8 +219,8 @@ def _register_thresholds(sub) -> None:
 def cmd_pool_submit(args) -> int:
     control, service, _ = _open()
     try:
-        version = service.submit_rule_pool(control.user(args.user), Path(args.file).read_text(encoding="utf-8"))
-    except (InvalidValue, PermissionDenied, OSError) as exc:
+        version = service.submit_rule_pool(login(control, args.user), Path(args.file).read_text(encoding="utf-8"))
+    except (*REFUSALS, OSError) as exc:
         return fail(str(exc))
     emit(args, {"version": version.version, "status": version.status, "error": version.error},
          f"rule pool version {version.version}: {version.status}" + (f"\n{version.error}" if version.error else ""))
@@ -274,7 +273,7 @@ def register(subparsers) -> None:
     forced.add_argument("--campaign", required=True)
     forced.add_argument("--mode", required=True, choices=["pool", "model", "auto"])
     forced.add_argument("--reason", required=True)
-    forced.add_argument("--user", required=True)
+    add_login(forced)
     add_json_flag(forced)
     forced.set_defaults(func=cmd_force)
 
@@ -282,7 +281,7 @@ def register(subparsers) -> None:
     kill.add_argument("state", choices=["on", "off"])
     kill.add_argument("--campaign", default=None)
     kill.add_argument("--reason", required=True)
-    kill.add_argument("--user", required=True)
+    add_login(kill)
     add_json_flag(kill)
     kill.set_defaults(func=cmd_kill)
 
@@ -292,7 +291,7 @@ def register(subparsers) -> None:
     pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="SUBCOMMAND")
     submit = pool_sub.add_parser("submit", help="validate a rule pool TOML file and make it live")
     submit.add_argument("file")
-    submit.add_argument("--user", required=True)
+    add_login(submit)
     add_json_flag(submit)
     submit.set_defaults(func=cmd_pool_submit)
     listing = pool_sub.add_parser("list", help="every version: active, superseded, refused (with why)")

@@ -191,6 +191,7 @@ class Override:
     reviewed_ts: int | None = None
     review_comment: str = ""
     version: int = 1
+    authors: tuple[str, ...] = ()  # everyone who proposed or edited any version: none of them may review it
 
     def __post_init__(self):
         require_finite("value", self.value)

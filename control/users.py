@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from control.domain import InvalidValue
+from control.domain import InvalidValue, Role, User
 
 # OWASP Password Storage Cheat Sheet, argon2id: m = 19 MiB, t = 2, p = 1 (about 20 ms here).
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -96,6 +96,13 @@ def check_username(username: object) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in username):
         raise InvalidValue("username", username, "must not contain control or invisible characters")
     return username
+
+
+def check_admins_left(before: User, after: User, active_admins: int) -> None:
+    """Refuse a change that would leave the store without an active admin: nobody could manage users."""
+    was_admin = before.active and before.role is Role.ADMIN
+    if was_admin and not (after.active and after.role is Role.ADMIN) and active_admins <= 1:
+        raise InvalidValue("username", before.username, "is the last active admin; make another admin first")
 
 
 def username_key(username: str) -> str:

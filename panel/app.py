@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # `streamlit run panel/app.py` puts panel/ on the
 from app.room import ControlRoom  # noqa: E402
 from app.service import Control, LoginFailed  # noqa: E402
 from app.wiring import control_room, open_control  # noqa: E402
-from control.permissions import Action  # noqa: E402
+from control.permissions import Action, ActorRefused  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
-from panel.ui import Ctx, fmt_ts, show_flash  # noqa: E402
+from panel.ui import Ctx, end_session, fmt_ts, show_flash  # noqa: E402
 from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
@@ -93,14 +93,6 @@ def _session_expired(control: Control, session_clock: Callable[[], float]) -> bo
     return False
 
 
-def _logout(message_key: str | None = None) -> None:
-    for key in ("user", "last_seen", "goto"):
-        st.session_state.pop(key, None)
-    if message_key:
-        st.session_state["login_error"] = translate(_lang(), message_key)
-    st.rerun()
-
-
 def _sidebar(ctx: Ctx) -> None:
     sb = st.sidebar
     sb.markdown(f"**{ctx.user.display_name}** · `{ctx.user.username}`")
@@ -115,7 +107,7 @@ def _sidebar(ctx: Ctx) -> None:
     if kill.campaigns:
         sb.warning(ctx.t("app.kill_campaigns", campaigns=", ".join(sorted(kill.campaigns))))
     if sb.button(ctx.t("app.logout"), key="logout"):
-        _logout()
+        end_session()
 
 
 def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = time.time) -> None:
@@ -138,7 +130,11 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
                       position="hidden").run()
         return
     if _session_expired(control, session_clock):
-        _logout("login.timeout")
+        end_session("login.timeout")
+    try:
+        user = room.session_user(user)
+    except ActorRefused:
+        end_session("login.changed")
     ctx = Ctx(room, user, _lang())
     _sidebar(ctx)
     pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],

@@ -14,11 +14,13 @@ from app.service import Control
 from control.clock import PROMOTION_TZ
 from control.domain import ConflictError, InvalidValue, NotFound, User
 from control.overrides import FourEyesViolation, OverrideStateError
-from control.permissions import Action, PermissionDenied, allowed
+from control.permissions import Action, ActorRefused, PermissionDenied, allowed
 from panel.i18n import translate
 
 # What the core refuses with; the page shows why instead of failing.
-CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound)
+CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound,
+                 ActorRefused)
+SESSION_KEYS = ("user", "last_seen", "goto")
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,25 @@ def refusal_text(ctx: Ctx, exc: Exception) -> str:
     return ctx.t("err.refused", detail=str(exc))
 
 
+def end_session(message_key: str | None = None) -> None:
+    """Log the session out and show the login page (with why, in the session's language)."""
+    for key in SESSION_KEYS:
+        st.session_state.pop(key, None)
+    if message_key:
+        st.session_state["login_error"] = translate(st.session_state.get("lang", "zh"), message_key)
+    st.rerun(scope="app")
+
+
 def attempt(ctx: Ctx, action: Callable[[], object], success: str, forget: tuple[str, ...] = ()) -> None:
     """Run a core operation; remember its outcome for the next run and rerun so the page is current.
 
-    `forget`: session keys that described the state before a successful action.
+    `forget`: session keys that described the state before a successful action. A person the core
+    no longer knows as they logged in (deactivated, another role) is logged out.
     """
     try:
         action()
+    except ActorRefused:
+        end_session("login.changed")
     except CORE_REFUSALS as exc:
         st.session_state["flash"] = ("error", refusal_text(ctx, exc))
         st.rerun()

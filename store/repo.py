@@ -36,6 +36,7 @@ from control.domain import (
     User,
     most_restrictive,
 )
+from control.permissions import verified
 from control.policy import KillSwitch, PolicyInputs
 from control.users import LoginState, SourceState, username_key
 from control.validation import Refusal
@@ -227,7 +228,7 @@ def _override_from_row(r) -> Override:
         field=OverrideField(r.field), value=r.value, reason=r.reason,
         proposed_by=r.proposed_by, proposed_ts=r.proposed_ts, expires_ts=r.expires_ts,
         status=OverrideStatus(r.status), reviewed_by=r.reviewed_by, reviewed_ts=r.reviewed_ts,
-        review_comment=r.review_comment, version=r.version)
+        review_comment=r.review_comment, version=r.version, authors=tuple(r.authors or ()))
 
 
 def _override_values(o: Override) -> dict:
@@ -235,7 +236,7 @@ def _override_values(o: Override) -> dict:
             "field": o.field.value, "value": o.value, "reason": o.reason, "status": o.status.value,
             "proposed_by": o.proposed_by, "proposed_ts": o.proposed_ts, "expires_ts": o.expires_ts,
             "reviewed_by": o.reviewed_by, "reviewed_ts": o.reviewed_ts,
-            "review_comment": o.review_comment}
+            "review_comment": o.review_comment, "authors": list(o.authors)}
 
 
 def override_document(o: Override) -> dict:
@@ -330,9 +331,31 @@ def lock_user_for_login(conn: Connection, name: str) -> UserRecord | None:
     return find_user(conn, name)
 
 
+def verified_actor(conn: Connection, actor: User) -> User:
+    """The actor reloaded in the caller's transaction, their row locked to its end (a deactivation or a
+    role change waits for the action, or the action sees it); ActorRefused if they are unknown,
+    deactivated or no longer in the role they claim (control.permissions.verified)."""
+    u = s.users
+    conn.execute(update(u).where(u.c.username == actor.username).values(active=u.c.active))
+    record = get_user_record(conn, actor.username)
+    return verified(actor, record.user if record else None)
+
+
 def list_users(conn: Connection) -> list[User]:
     return [User(r.username, r.display_name, Role(r.role), bool(r.active))
             for r in conn.execute(select(s.users).order_by(s.users.c.username))]
+
+
+def count_active_admins(conn: Connection) -> int:
+    u = s.users
+    return conn.execute(select(func.count()).select_from(u)
+                        .where(u.c.role == Role.ADMIN.value, u.c.active.is_(True))).scalar()
+
+
+def update_user(conn: Connection, user: User) -> None:
+    """Write a user's display name, role and active flag."""
+    conn.execute(update(s.users).where(s.users.c.username == user.username)
+                 .values(display_name=user.display_name, role=user.role.value, active=user.active))
 
 
 def set_login_state(conn: Connection, username: str, state: LoginState) -> None:

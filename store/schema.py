@@ -165,6 +165,8 @@ overrides = Table(
     Column("reviewed_ts", BigInteger),
     Column("review_comment", Text, nullable=False, server_default=""),
     Column("version", Integer, nullable=False),  # optimistic concurrency
+    # 0005_hardening: everyone who proposed or edited any version (none of them may review it)
+    Column("authors", JSON, nullable=False, server_default="[]"),
     Index("ix_overrides_status", "status"),
 )
 

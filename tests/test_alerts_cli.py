@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from app.service import Control
 from cli.main import main
+from control.audit import verify_chain
 from control.config import Settings
 from control.domain import Role
-from control.audit import verify_chain
 from guards.alerts import enqueue_alert, load_config
 from guards.alerts.local_server import LocalRobotServer
 from store import schema as s
@@ -52,6 +52,7 @@ channels = ["ops", "file"]
         control = Control(engine, lambda: START, Settings(data_dir=str(tmp_path)))
         for username in ("han.meimei", "someone.else"):  # who may acknowledge: people BidLens knows
             control.add_user(None, username, username, Role.OPERATOR, "a long password")
+        monkeypatch.setenv("BIDLENS_PASSWORD", "a long password")  # how they log in from a script
         yield srv, engine, tmp_path
 
 

@@ -13,7 +13,7 @@ from control.validation import validate_decisions, validate_outcomes
 from store import repo
 from store import schema as s
 from store.migrate import pending
-from tests.helpers import PROMOTION_START, decision_frame, seed_campaigns
+from tests.helpers import PROMOTION_START, add_users, decision_frame, seed_campaigns
 
 MANAGER = User("mia", "Mia", Role.MANAGER)
 
@@ -76,6 +76,7 @@ def test_outcome_validation_names_the_field():
 
 def test_tampering_with_the_audit_trail_is_found(control, engine):
     seed_campaigns(engine)
+    add_users(engine, MANAGER)
     for reason in ("storm", "calm", "storm again"):
         control.set_kill_switch(MANAGER, reason != "calm", reason)
     assert control.verify_audit().ok and control.verify_audit().entries == 3
@@ -87,6 +88,7 @@ def test_tampering_with_the_audit_trail_is_found(control, engine):
 
 def test_deleting_an_audit_entry_is_found(control, engine):
     seed_campaigns(engine)
+    add_users(engine, MANAGER)
     for reason in ("a", "b", "c"):
         control.set_kill_switch(MANAGER, True, reason)
     with engine.begin() as conn:
@@ -96,10 +98,12 @@ def test_deleting_an_audit_entry_is_found(control, engine):
 
 def test_kill_switch_needs_a_manager_and_a_reason(control, engine):
     seed_campaigns(engine)
+    operator = User("o", "O", Role.OPERATOR)
+    add_users(engine, MANAGER, operator)
     from control.domain import InvalidValue
     from control.permissions import PermissionDenied
     with pytest.raises(PermissionDenied):
-        control.set_kill_switch(User("o", "O", Role.OPERATOR), True, "panic")
+        control.set_kill_switch(operator, True, "panic")
     with pytest.raises(InvalidValue):
         control.set_kill_switch(MANAGER, True, "  ")
     control.set_kill_switch(MANAGER, True, "c2 burns money", campaign_id="c2")

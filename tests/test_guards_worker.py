@@ -26,6 +26,7 @@ from store import repo
 from store import schema as s
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, make_store, minute_frames
+from tests.helpers import add_users
 
 # The synthetic feed makes every bucket's GMV known at once: a lag curve that says so.
 SETTINGS = parse_guard_settings("[machine]\ncooldown_s = 600\nprobation_evaluations = 3\n"
@@ -126,6 +127,7 @@ def test_an_outcome_outage_is_stale_data_not_a_trip(tmp_path):
 
 def test_force_and_kill_switch_are_manager_only_and_audited(tmp_path):
     engine = make_store(tmp_path / "b.db")
+    add_users(engine, MANAGER, OPERATOR)
     clock = ManualClock(T0)
     service = GuardService(engine, clock, SETTINGS, PoolBounds(), alert_sink=enqueue_guard_alert)
     with pytest.raises(PermissionDenied):

@@ -1,4 +1,5 @@
-"""hardening (issue 16): usernames unique whatever their case; failed logins per source
+"""hardening (issue 16): usernames unique whatever their case; failed logins per source; the authors
+of every override version
 
 Revision ID: 0005_hardening
 Revises: 0003_decision_slot_index
@@ -39,8 +40,27 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('source', name=op.f('pk_login_sources'))
     )
 
+    with op.batch_alter_table('overrides', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('authors', sa.JSON(), server_default='[]', nullable=False))
+    # Authors so far: the proposer of each version, from the audit trail, and the current proposer.
+    overrides = sa.table('overrides', sa.column('override_id', sa.BigInteger), sa.column('proposed_by', sa.String),
+                         sa.column('authors', sa.JSON))
+    audit = sa.table('audit_log', sa.column('entry_id', sa.BigInteger), sa.column('actor', sa.String),
+                     sa.column('action', sa.String), sa.column('entity', sa.String),
+                     sa.column('entity_id', sa.String))
+    written = {}
+    for entity_id, actor in conn.execute(sa.select(audit.c.entity_id, audit.c.actor).where(
+            audit.c.entity == 'override', audit.c.action.in_(['override.propose', 'override.edit']))
+            .order_by(audit.c.entry_id)):
+        written.setdefault(entity_id, []).append(actor)
+    for override_id, proposed_by in conn.execute(sa.select(overrides.c.override_id, overrides.c.proposed_by)).all():
+        authors = list(dict.fromkeys(written.get(str(override_id), []) + [proposed_by]))
+        conn.execute(overrides.update().where(overrides.c.override_id == override_id).values(authors=authors))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('overrides', schema=None) as batch_op:
+        batch_op.drop_column('authors')
     op.drop_table('login_sources')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('uq_users_username_key'), type_='unique')
