@@ -24,8 +24,13 @@ DEMO_USERS = (
 
 
 def ensure_demo_users(control: Control, password: str = "") -> list[dict]:
-    """Create the demo users that do not exist yet; returns the ones created, with passwords."""
-    existing = {u.username for u in control.users()}
+    """Create the demo users that do not exist yet; returns the ones created, with passwords.
+
+    Only while the store has no active admin (the machine may not make users after that: an admin does)."""
+    users = control.users()
+    if any(u.role is Role.ADMIN and u.active for u in users):
+        return []
+    existing = {u.username for u in users}
     created = []
     for username, display, role in DEMO_USERS:
         if username in existing:
