@@ -36,8 +36,9 @@ class Settings:
     demo_password: str = setting("", "BIDLENS_DEMO_PASSWORD",
                                  "Password for the demo users made by `bidlens init --demo-users`; "
                                  "empty: a random one each, printed once.", secret=True)
-    session_timeout_min: int = setting(60, "BIDLENS_SESSION_TIMEOUT_MIN",
-                                       "Panel sessions end after this many idle minutes.")
+    session_timeout_min: float = setting(60.0, "BIDLENS_SESSION_TIMEOUT_MIN",
+                                         "Panel sessions end after this many idle minutes (a page opened, an "
+                                         "action; a board refreshing by itself is idle).")
     login_max_failures_per_source: int = setting(
         30, "BIDLENS_LOGIN_MAX_FAILURES_PER_SOURCE",
         "Failed logins one source (a browser's address, a CLI host) may make in 15 minutes, whatever the "

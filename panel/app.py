@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # `streamlit run panel/app.py` puts panel/ on the
 from app.room import ControlRoom  # noqa: E402
 from app.service import Control, LoginFailed  # noqa: E402
 from app.wiring import control_room, open_control  # noqa: E402
-from control.permissions import Action, ActorRefused  # noqa: E402
+from control.permissions import Action  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
-from panel.ui import Ctx, end_session, fmt_ts, show_flash  # noqa: E402
+from panel.ui import Ctx, Session, check_session, end_session, fmt_ts, show_flash  # noqa: E402
 from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
@@ -84,15 +84,6 @@ def _login(control: Control, session_clock: Callable[[], float]) -> None:
         st.rerun()
 
 
-def _session_expired(control: Control, session_clock: Callable[[], float]) -> bool:
-    now = session_clock()
-    idle = now - st.session_state.get("last_seen", now)
-    if idle > control.settings.session_timeout_min * 60:
-        return True
-    st.session_state["last_seen"] = now
-    return False
-
-
 def _sidebar(ctx: Ctx) -> None:
     sb = st.sidebar
     sb.markdown(f"**{ctx.user.display_name}** · `{ctx.user.username}`")
@@ -129,13 +120,9 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
                                default=(path == "login")) for path in ("login", *PAGES)],
                       position="hidden").run()
         return
-    if _session_expired(control, session_clock):
-        end_session("login.timeout")
-    try:
-        user = room.session_user(user)
-    except ActorRefused:
-        end_session("login.changed")
-    ctx = Ctx(room, user, _lang())
+    session = Session(session_clock, control.settings.session_timeout_min * 60)
+    user = check_session(room, user, session, touch=True)
+    ctx = Ctx(room, user, _lang(), session)
     _sidebar(ctx)
     pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],
                           url_path=key, default=(key == "board"))
