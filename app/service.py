@@ -45,6 +45,7 @@ from control.users import (
 )
 from store import repo
 from store import schema as s
+from store.audit_files import anchor, audit_files, read_anchors, read_key
 
 if TYPE_CHECKING:
     from explain.artifacts import ModelArtifact
@@ -372,8 +373,15 @@ class Control:
                                             action, entity, entity_id, before, after))
 
     def verify_audit(self) -> ChainReport:
+        """The chain checked against its key and the anchors outside the store; an intact chain's end is
+        anchored too, so a later cut or rewrite of what was checked here is found."""
+        files = audit_files(self.engine)
         with self.engine.connect() as conn:
-            return verify_chain(repo.load_audit(conn))
+            entries = repo.load_audit(conn)
+        report = verify_chain(entries, read_key(files.key), read_anchors(files.anchors))
+        if report.ok and entries:
+            anchor(self.engine, self.clock(), (entries[-1].entry_id, entries[-1].hash))
+        return report
 
 
 

@@ -96,9 +96,11 @@ def cmd_user_change(args) -> int:
 
 def cmd_audit_verify(args) -> int:
     report = open_control().verify_audit()
+    anchored = (f", anchored outside the store through entry {report.anchored_id}" if report.anchored_id
+                else ", not anchored before (anchored now)")
     emit(args, {"ok": report.ok, "entries": report.entries, "first_broken_id": report.first_broken_id,
-                "problem": report.problem},
-         f"audit chain intact: {report.entries} entries" if report.ok else
+                "problem": report.problem, "code": report.code, "anchored_id": report.anchored_id},
+         f"audit chain intact: {report.entries} entries, signed{anchored}" if report.ok else
          f"audit chain BROKEN at entry {report.first_broken_id}: {report.problem}")
     return 0 if report.ok else 1
 
@@ -142,7 +144,8 @@ def register(sub) -> None:
         p.set_defaults(func=cmd_user_change)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
-    p = audit.add_parser("verify", help="verify the hash chain; names the first broken entry")
+    p = audit.add_parser("verify", help="verify the signed chain against its anchors outside the store; "
+                                        "names the first broken entry")
     add_json_flag(p)
     p.set_defaults(func=cmd_audit_verify)
 

@@ -43,6 +43,15 @@ class Settings:
         30, "BIDLENS_LOGIN_MAX_FAILURES_PER_SOURCE",
         "Failed logins one source (a browser's address, a CLI host) may make in 15 minutes, whatever the "
         "usernames; then it waits.")
+    audit_key_file: str = setting(
+        "", "BIDLENS_AUDIT_KEY_FILE",
+        "File of the key that signs the audit trail (made on first use, mode 0600, never printed); every "
+        "process of a store needs the same one. Empty: next to a SQLite store, or DATA_DIR/audit.key. Keep it "
+        "where the database's writers cannot read it (docs/ARCHITECTURE.md, threat model).")
+    audit_anchor_file: str = setting(
+        "", "BIDLENS_AUDIT_ANCHOR_FILE",
+        "Append-only log of the audit trail's end, written outside the store by the guard worker each tick "
+        "and by `bidlens audit verify`, which compares it. Empty: next to a SQLite store, or in DATA_DIR.")
     max_bid_multiple: float = setting(3.0, "BIDLENS_MAX_BID_MULTIPLE",
                                       "An override bid may be at most this many times the model's bid.")
     max_bid: float = setting(50.0, "BIDLENS_MAX_BID",

@@ -279,6 +279,7 @@ class AuditEntry:
     after: dict | None
     prev_hash: str
     hash: str
+    key_id: str | None = None  # the key that signed it (control.audit.key_id); None: from before signing
 
 
 class RuleAction(StrEnum):

@@ -4,7 +4,8 @@ Each tick: expire overrides (Control.expire_overrides), read the effective
 thresholds (the config file with the store's edits on top, guards.thresholds: one
 flag read, so an edit takes effect on the next tick), observe every campaign
 (guards.observe), run every registered guard's pure transition, and record the
-events (guards.handlers) in ONE transaction with the new states. A restart reads
+events (guards.handlers) in ONE transaction with the new states; then anchor the audit trail's end
+outside the store (store.audit_files). A restart reads
 the states back from guard_states: a trip is not forgotten, and an event (with
 its alert) is written once, in the tick that made it.
 
@@ -33,6 +34,7 @@ from guards.observe import load_inputs, lookback_s, observations, observe
 from guards.registry import GUARDS, enabled, evaluate
 from guards.threshold_store import ThresholdReader
 from store import repo
+from store.audit_files import anchor as anchor_audit
 
 Clock = Callable[[], int]
 HEARTBEAT_KEY = "guard_worker"
@@ -165,6 +167,7 @@ class GuardWorker:
         except repo.ConflictError:
             # A manager forced a guard while we evaluated: nothing was written; the next tick redoes it.
             report.events, report.conflicts = [], 1
+        anchor_audit(self.engine, now)  # the audit trail's end, outside the store: a later cut shows
         report.seconds = time.perf_counter() - started
         return report
 

@@ -41,6 +41,7 @@ from control.policy import KillSwitch, PolicyInputs
 from control.users import LoginState, SourceState, username_key
 from control.validation import Refusal
 from store import schema as s
+from store.audit_files import signing_key
 
 # --- campaigns and audience packages ---------------------------------------------------------
 
@@ -389,7 +390,7 @@ def set_login_source(conn: Connection, source: str, state: SourceState) -> None:
 # --- audit -----------------------------------------------------------------------------------
 
 def append_audit(conn: Connection, record: AuditRecord) -> AuditEntry:
-    """Chain and append one entry in the caller's transaction."""
+    """Chain, sign (store.audit_files.signing_key) and append one entry in the caller's transaction."""
     # One chain: writers queue here instead of forking it.
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(424242)"))
@@ -399,11 +400,11 @@ def append_audit(conn: Connection, record: AuditRecord) -> AuditEntry:
     last = conn.execute(select(s.audit_log.c.entry_id, s.audit_log.c.hash)
                         .order_by(s.audit_log.c.entry_id.desc()).limit(1)).first()
     prev_hash, entry_id = (last.hash, last.entry_id + 1) if last else (GENESIS_HASH, 1)
-    entry = chain(prev_hash, record, entry_id)
+    entry = chain(prev_hash, record, entry_id, signing_key(conn))
     conn.execute(insert(s.audit_log).values(
         entry_id=entry.entry_id, ts=entry.ts, actor=entry.actor, action=entry.action,
         entity=entry.entity, entity_id=entry.entity_id, before=entry.before, after=entry.after,
-        prev_hash=entry.prev_hash, hash=entry.hash))
+        prev_hash=entry.prev_hash, hash=entry.hash, key_id=entry.key_id))
     return entry
 
 

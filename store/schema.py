@@ -182,6 +182,7 @@ audit_log = Table(
     Column("after", JSON),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("key_id", String(16)),  # 0005_hardening: the key whose HMAC `hash` is; NULL: plain SHA-256, before it
 )
 
 # Small named switches and documents (kill switch, guard defaults), versioned.

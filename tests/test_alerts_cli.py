@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from app.service import Control
 from cli.main import main
-from control.audit import verify_chain
 from control.config import Settings
 from control.domain import Role
 from guards.alerts import enqueue_alert, load_config
@@ -85,7 +84,7 @@ def test_send_list_ack_and_stats(env, capsys):
     assert both == ["han.meimei", "han.meimei"]  # the event is acknowledged on every channel
     acks = [a for a in audit if a.entity == "alert"]
     assert [a.action for a in acks] == ["alert.ack"] and acks[0].actor == "han.meimei"
-    assert verify_chain(audit).ok
+    assert Control(engine, lambda: START, Settings(data_dir=str(tmp_path))).verify_audit().ok
 
     assert run(["alerts", "stats", "--json"]) == 0
     [day] = json.loads(capsys.readouterr().out)

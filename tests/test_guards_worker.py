@@ -24,6 +24,7 @@ from guards.trip_drivers import trip_drivers
 from guards.worker import GuardWorker, LockBusy, worker_lock
 from store import repo
 from store import schema as s
+from store.audit_files import audit_files, read_anchors
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, make_store, minute_frames
 from tests.helpers import add_users
@@ -75,6 +76,11 @@ def test_a_trip_is_stored_ledgered_audited_and_alerted_together(store_url):
     assert [a.kind for a in alerts] == ["guard_tripped"]
     assert alerts[0].payload["pred_roi"] == pytest.approx(1.5) and alerts[0].payload["floor"] == 2.0
     assert [a.action for a in audit] == ["guard.tripped"]
+    # The worker anchored the audit trail's end outside the store: cutting the trip's entry shows.
+    assert [(a.entry_id, a.hash) for a in read_anchors(audit_files(engine).anchors)] == [(1, audit[0].hash)]
+    with engine.begin() as conn:
+        conn.execute(s.audit_log.delete())
+    assert Control(engine, clock, Settings()).verify_audit().code == "truncated"
 
 
 def test_restart_in_the_middle_of_a_trip_neither_forgets_nor_repeats(tmp_path):

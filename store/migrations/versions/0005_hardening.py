@@ -1,5 +1,5 @@
 """hardening (issue 16): usernames unique whatever their case; failed logins per source; the authors
-of every override version
+of every override version; the key that signed each audit entry
 
 Revision ID: 0005_hardening
 Revises: 0003_decision_slot_index
@@ -57,8 +57,13 @@ def upgrade() -> None:
         authors = list(dict.fromkeys(written.get(str(override_id), []) + [proposed_by]))
         conn.execute(overrides.update().where(overrides.c.override_id == override_id).values(authors=authors))
 
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('key_id', sa.String(length=16), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.drop_column('key_id')
     with op.batch_alter_table('overrides', schema=None) as batch_op:
         batch_op.drop_column('authors')
     op.drop_table('login_sources')
