@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from guards.pool_store import list_versions
 from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.trip_drivers import trip_drivers
-from guards.worker import GuardWorker, LockBusy, worker_lock
+from guards.worker import GuardWorker, LeaseLost, LockBusy, worker_lock
 
 
 def _open():
@@ -76,9 +77,10 @@ def cmd_run(args) -> int:
                   flush=True)
 
     try:
-        with worker_lock(control.engine, control.settings.data_dir, timeout_s=args.lock_timeout,
-                         on_wait=lambda: print("another guard worker is active; waiting for its lock",
-                                               file=sys.stderr, flush=True)):
+        with worker_lock(control.engine, timeout_s=args.lock_timeout, lease_s=control.settings.guard_lease_s,
+                         on_wait=lambda: print("another guard worker holds the store's lease; waiting for it",
+                                               file=sys.stderr, flush=True)) as lease:
+            worker.lease = lease
             if args.once:
                 report = worker.tick()
                 emit(args, {"now_ts": report.now_ts, "campaigns": report.campaigns,
@@ -88,11 +90,16 @@ def cmd_run(args) -> int:
                      f"{report.campaigns} campaigns evaluated in {report.seconds:.3f}s, "
                      f"{len(report.events)} events")
                 return 0
-            print(f"guard worker running: every {worker.interval_s}s of its clock", flush=True)
+            # Stop cleanly on Ctrl-C or SIGTERM (the demo's), also as a background job: the lease is released
+            # on the way out, so the next worker need not wait for it to expire.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            print(f"guard worker running: every {worker.interval_s}s of its clock (lease generation "
+                  f"{lease.generation})", flush=True)
             if not args.no_deliver:
                 start_alert_sender(control, clock)
             worker.run(on_tick=on_tick)
-    except LockBusy as exc:
+    except (LockBusy, LeaseLost) as exc:
         return fail(str(exc), 3)
     except KeyboardInterrupt:
         return 0
@@ -261,7 +268,8 @@ def register(subparsers) -> None:
     run.add_argument("--once", action="store_true", help="one evaluation, then exit")
     run.add_argument("--no-deliver", action="store_true",
                      help="do not send the alert outbox from this process (another runs `bidlens alerts send`)")
-    run.add_argument("--lock-timeout", type=float, default=None, help="give up waiting for the lock after S s")
+    run.add_argument("--lock-timeout", type=float, default=None,
+                     help="give up waiting for the store's worker lease after S s")
     add_json_flag(run)
     run.set_defaults(func=cmd_run)
 

@@ -67,6 +67,9 @@ class Settings:
                                 "empty: the defaults.")
     guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
                                     "The guard worker evaluates every this many seconds of its clock.")
+    guard_lease_s: int = setting(30, "BIDLENS_GUARD_LEASE_S",
+                                 "Real seconds a guard worker's lease lasts past its last renewal (renewed every "
+                                 "third of it): a second worker takes over this long after the first stops.")
     api_max_batch_rows: int = setting(10_000, "BIDLENS_API_MAX_BATCH_ROWS",
                                       "Most rows in one POST to the bidder API (413 beyond).")
     api_max_body_mb: int = setting(16, "BIDLENS_API_MAX_BODY_MB",

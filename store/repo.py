@@ -373,13 +373,16 @@ def lock_login_source(conn: Connection, source: str, now_ts: int) -> SourceState
     """The source's failed logins in its window, its row locked to the end of the caller's transaction."""
     ls = s.login_sources
     if conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures)).rowcount == 0:
-        # First try from this source; a parallel first try may insert it too, so insert or nothing.
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(dialect_insert(ls).values(source=source, window_start_ts=now_ts, failures=0)
-                     .on_conflict_do_nothing())
+        insert_or_nothing(conn, ls, source=source, window_start_ts=now_ts, failures=0)  # its first try
         conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures))
     r = conn.execute(select(ls).where(ls.c.source == source)).one()
     return SourceState(r.window_start_ts, r.failures)
+
+
+def insert_or_nothing(conn: Connection, table, **values) -> None:
+    """Insert the row unless its key exists (also when a parallel transaction inserts it first)."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
 
 
 def set_login_source(conn: Connection, source: str, state: SourceState) -> None:

@@ -195,6 +195,17 @@ control_flags = Table(
     Column("updated_by", String(64), nullable=False),
 )
 
+# 0005_hardening: who may act as the store's guard worker: the generation is the fencing token every
+# tick proves it still holds (guards.worker.Lease); expires_ts is real time.
+worker_leases = Table(
+    "worker_leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+)
+
 # Current state of each guard for each campaign (guards/ owns the state document).
 guard_states = Table(
     "guard_states", metadata,

@@ -1,5 +1,5 @@
 """hardening (issue 16): usernames unique whatever their case; failed logins per source; the authors
-of every override version; the key that signed each audit entry
+of every override version; the key that signed each audit entry; the guard worker's lease
 
 Revision ID: 0005_hardening
 Revises: 0003_decision_slot_index
@@ -60,8 +60,18 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.add_column(sa.Column('key_id', sa.String(length=16), nullable=True))
 
+    op.create_table('worker_leases',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('generation', sa.BigInteger(), nullable=False),
+    sa.Column('holder', sa.String(length=200), nullable=False),
+    sa.Column('acquired_ts', sa.BigInteger(), nullable=False),
+    sa.Column('expires_ts', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_worker_leases'))
+    )
+
 
 def downgrade() -> None:
+    op.drop_table('worker_leases')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_column('key_id')
     with op.batch_alter_table('overrides', schema=None) as batch_op:
