@@ -76,7 +76,10 @@ class Settings:
                                    "Largest request body the bidder API reads, MiB (413 beyond).")
     policy_window_s: int = setting(3600, "BIDLENS_POLICY_WINDOW_S",
                                    "The policy lists slots with a model decision this recent (seconds "
-                                   "before the newest decision's bucket).")
+                                   "before the server's clock).")
+    max_future_s: int = setting(300, "BIDLENS_MAX_FUTURE_S",
+                                "A decision's or an outcome's time (bucket_ts, known_ts) may be at most this many "
+                                "seconds ahead of the server's clock; later ones are refused.")
     ingest_memory_mb: int = setting(256, "BIDLENS_INGEST_MEMORY_MB",
                                     "Memory budget of file ingestion, MiB: sets the chunk size.")
 

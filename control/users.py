@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from control.domain import InvalidValue, Role, User
+from control.domain import InvalidValue, Role, User, require_name
 
 # OWASP Password Storage Cheat Sheet, argon2id: m = 19 MiB, t = 2, p = 1 (about 20 ms here).
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -86,15 +86,10 @@ def generate_password() -> str:
 # --- usernames -----------------------------------------------------------------------------------
 
 def check_username(username: object) -> str:
-    """A name people can tell apart: no surrounding spaces, no control or invisible characters."""
-    if not isinstance(username, str) or not username.strip():
-        raise InvalidValue("username", username, "must be a non-empty string")
-    if username != username.strip():
-        raise InvalidValue("username", username, "must not start or end with a space")
+    """A name people can tell apart (control.domain.require_name), of at most MAX_USERNAME characters."""
+    require_name("username", username)
     if len(username) > MAX_USERNAME:
         raise InvalidValue("username", username, f"must have at most {MAX_USERNAME} characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in username):
-        raise InvalidValue("username", username, "must not contain control or invisible characters")
     return username
 
 

@@ -8,7 +8,9 @@ control.domain types.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,17 +136,21 @@ def _bulk_insert(raw, dialect: str, table: str, columns: Sequence[str], rows: It
                 copy.write_row(row)
 
 
-def _begin_write(raw, dialect: str) -> None:
-    # SQLite: take the write lock up front, so reserving ids and inserting cannot interleave.
-    raw.cursor().execute("BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN")
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for batch writes (decisions, explanations, outcomes, quarantine and whatever
+    completes them), committed together or not at all. SQLite takes its write lock at once, so ids
+    reserved from MAX() cannot interleave with another writer's."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
-def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
-                    explanation: ExplanationBatch | None = None) -> np.ndarray:
-    """Insert validated decision rows (and their explanations) in one transaction; returns their ids.
-
-    The fast path: DBAPI executemany on SQLite, COPY on PostgreSQL.
-    """
+def insert_decisions(conn: Connection, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
+                     explanation: ExplanationBatch | None = None) -> np.ndarray:
+    """Insert validated decision rows (and their explanations) in the caller's write transaction
+    (write_transaction); returns their ids. The fast path: DBAPI executemany on SQLite, COPY on PostgreSQL."""
     n = len(frame)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -152,28 +158,23 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
         if field.default_from and field.name not in frame:
             frame = frame.assign(**{field.name: frame[field.default_from]})
     columns = _column_lists(frame, DECISION_WRITE_COLUMNS, _decision_defaults(received_ts, source))
-    dialect = engine.dialect.name
-    raw = engine.raw_connection()
-    try:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = None  # we issue BEGIN ourselves
-        _begin_write(raw, dialect)
-        ids = _reserve_ids(raw, dialect, "decisions", "decision_id", n)
-        audience_on = [bool(v) for v in columns[DECISION_WRITE_COLUMNS.index("audience_on")]]
-        columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
-        _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS,
-                     zip(ids.tolist(), *columns))
-        if explanation is not None:
-            _insert_explanations(raw, dialect, ids, explanation)
-        raw.cursor().execute("COMMIT")
-    except BaseException:
-        raw.cursor().execute("ROLLBACK")
-        raise
-    finally:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = ""
-        raw.close()
+    raw, dialect = conn.connection.dbapi_connection, conn.dialect.name
+    ids = _reserve_ids(raw, dialect, "decisions", "decision_id", n)
+    audience_on = [bool(v) for v in columns[DECISION_WRITE_COLUMNS.index("audience_on")]]
+    columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
+    _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS, zip(ids.tolist(), *columns))
+    if explanation is not None:
+        _insert_explanations(raw, dialect, ids, explanation)
     return ids
+
+
+def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
+                    explanation: ExplanationBatch | None = None) -> np.ndarray:
+    """insert_decisions in a transaction of its own; returns the ids."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=np.int64)
+    with write_transaction(engine) as conn:
+        return insert_decisions(conn, frame, received_ts=received_ts, source=source, explanation=explanation)
 
 
 def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationBatch) -> None:
@@ -186,26 +187,50 @@ def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationB
                  ("decision_id", "model_version", "base_value", "contributions", "feature_values"), rows)
 
 
-def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") -> int:
+def insert_outcomes(conn: Connection, frame: pd.DataFrame, *, source: str = "sim") -> int:
+    """Insert validated outcome rows in the caller's write transaction."""
     if len(frame) == 0:
         return 0
     columns = _column_lists(frame, OUTCOME_WRITE_COLUMNS, {"source": source})
-    dialect = engine.dialect.name
-    raw = engine.raw_connection()
-    try:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = None
-        _begin_write(raw, dialect)
-        _bulk_insert(raw, dialect, "outcomes", OUTCOME_WRITE_COLUMNS, zip(*columns))
-        raw.cursor().execute("COMMIT")
-    except BaseException:
-        raw.cursor().execute("ROLLBACK")
-        raise
-    finally:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = ""
-        raw.close()
+    _bulk_insert(conn.connection.dbapi_connection, conn.dialect.name, "outcomes", OUTCOME_WRITE_COLUMNS,
+                 zip(*columns))
     return len(frame)
+
+
+def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") -> int:
+    """insert_outcomes in a transaction of its own."""
+    if len(frame) == 0:
+        return 0
+    with write_transaction(engine) as conn:
+        return insert_outcomes(conn, frame, source=source)
+
+
+def json_document(value: object) -> object:
+    """`value` as every store's JSON column takes it: numbers that are not finite (PostgreSQL's JSON has
+    none, at any depth) and text that is not valid UTF-8 or holds NUL become readable text."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else str(float(value))
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return None if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        if "\x00" not in value and _utf8(value):
+            return value
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {str(json_document(k)): json_document(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_document(v) for v in value]
+    return str(value)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequence[Refusal],
@@ -214,10 +239,38 @@ def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequenc
         return 0
     conn.execute(insert(s.quarantine), [
         {"kind": kind, "source": source, "received_ts": received_ts, "row_index": r.row_index,
-         "field": r.field, "value": None if r.value is None else str(r.value), "reason": r.reason,
-         "row": json.loads(json.dumps(r.row, default=str))}
+         "field": r.field, "value": None if r.value is None else str(json_document(r.value)), "reason": r.reason,
+         "row": json_document(r.row)}
         for r in refusals])
     return len(refusals)
+
+
+# --- files: how far each one got --------------------------------------------------------------
+
+def start_file(conn: Connection, fingerprint: str, kind: str, source: str, now_ts: int) -> tuple[int, bool]:
+    """(rows an earlier run of this file already handled, whether it finished); a first run starts at 0."""
+    f = s.ingest_files
+    insert_or_nothing(conn, f, fingerprint=fingerprint, kind=kind, source=source, rows_done=0,
+                      started_ts=now_ts, updated_ts=now_ts)
+    r = conn.execute(select(f.c.rows_done, f.c.finished_ts).where(f.c.fingerprint == fingerprint,
+                                                                  f.c.kind == kind)).one()
+    return int(r.rows_done), r.finished_ts is not None
+
+
+def advance_file(conn: Connection, fingerprint: str, kind: str, start: int, end: int, now_ts: int) -> None:
+    """In a chunk's transaction: the file is done through row `end`, if it was through `start`; else
+    ConflictError (another run of the same file is at work) and the chunk rolls back."""
+    f = s.ingest_files
+    if conn.execute(update(f).where(f.c.fingerprint == fingerprint, f.c.kind == kind, f.c.rows_done == start)
+                    .values(rows_done=end, updated_ts=now_ts)).rowcount != 1:
+        raise ConflictError(f"another run is ingesting the same file ({fingerprint[:12]}...); nothing stored "
+                            "from this chunk")
+
+
+def finish_file(conn: Connection, fingerprint: str, kind: str, rows_done: int, now_ts: int) -> None:
+    f = s.ingest_files
+    conn.execute(update(f).where(f.c.fingerprint == fingerprint, f.c.kind == kind, f.c.rows_done == rows_done)
+                 .values(finished_ts=now_ts, updated_ts=now_ts))
 
 
 # --- overrides -------------------------------------------------------------------------------
@@ -488,7 +541,8 @@ def store_clock(conn: Connection) -> Clock:
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
 PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
-                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys)
+                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys,
+                        s.ingest_files)
 
 
 def clear_promotion_day(conn: Connection) -> int:

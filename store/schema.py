@@ -333,6 +333,19 @@ api_tokens = Table(
     Column("revoked_ts", BigInteger),
 )
 
+# 0005_hardening: how far each file got (by its SHA-256), advanced in each chunk's own transaction, so
+# that a second run of the same file stores nothing twice and an interrupted one resumes.
+ingest_files = Table(
+    "ingest_files", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # decision | outcome
+    Column("source", String(200), nullable=False),
+    Column("rows_done", BigInteger, nullable=False),  # data rows stored or quarantined, in file order
+    Column("started_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("finished_ts", BigInteger),
+)
+
 idempotency_keys = Table(
     "idempotency_keys", metadata,
     Column("key", String(200), primary_key=True),

@@ -1,5 +1,5 @@
 """hardening (issue 16): usernames unique whatever their case; failed logins per source; the authors
-of every override version; the key that signed each audit entry; the guard worker's lease
+of every override version; the key that signed each audit entry; the guard worker's lease; how far each ingested file got
 
 Revision ID: 0005_hardening
 Revises: 0003_decision_slot_index
@@ -69,8 +69,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('name', name=op.f('pk_worker_leases'))
     )
 
+    op.create_table('ingest_files',
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.String(length=200), nullable=False),
+    sa.Column('rows_done', sa.BigInteger(), nullable=False),
+    sa.Column('started_ts', sa.BigInteger(), nullable=False),
+    sa.Column('updated_ts', sa.BigInteger(), nullable=False),
+    sa.Column('finished_ts', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('fingerprint', 'kind', name=op.f('pk_ingest_files'))
+    )
+
 
 def downgrade() -> None:
+    op.drop_table('ingest_files')
     op.drop_table('worker_leases')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_column('key_id')
