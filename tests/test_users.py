@@ -204,3 +204,10 @@ def test_usernames_are_one_name_whatever_their_case(control):
 def test_short_passwords_are_refused(control):
     with pytest.raises(ValueError, match="at least 8"):
         control.add_user(None, "x", "X", Role.OPERATOR, "short")
+
+
+def test_the_login_benchmark_reports_a_login_beside_the_hash_it_replaced(tmp_path):
+    from bench.registry import BenchContext, run
+
+    [result] = run(["auth.login"], BenchContext(str(tmp_path), quick=True))
+    assert result.name == "auth.login.p50" and result.unit == "ms" and result.value > 0 and result.baseline_value > 0
