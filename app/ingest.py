@@ -1,13 +1,16 @@
 """Ingesting decision and outcome rows from outside (HTTP batches, files).
 
 One path for every source: keep the known columns, refuse values of the wrong
-type, validate (control.validation), store the good rows, quarantine the bad
-ones with the reason. Nothing is dropped: every input row is either stored or
-in the quarantine table, and the counts say so.
+type, validate (control.validation, against the catalogue), then store the good
+rows and quarantine the bad ones with the reason in ONE transaction. Nothing is
+dropped and nothing half-stored: every input row is either stored or in the
+quarantine table, and the counts say so.
 
 Files stream in chunks sized from a memory budget, so a file larger than
-memory works: CSV through pyarrow's streaming reader (malformed lines are
-quarantined, not fatal), JSON Lines line by line, Parquet by record batches.
+memory works: CSV and JSON Lines read line by line in binary (a line that is not
+UTF-8, too long or malformed is quarantined, never fatal; CSV cells parsed by
+pyarrow), Parquet by record batches. Each chunk stores the file's progress with its
+rows, so the same file again stores nothing twice and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ DEFAULT_LIMITS = Limits()
 def limits_for(settings: Settings) -> Limits:
     """The validation limits a deployment's settings set (BIDLENS_MAX_FUTURE_S)."""
     return Limits(max_future_s=settings.max_future_s)
+
 
 Enrich = Callable[[pd.DataFrame], pd.DataFrame]
 ExplainRows = Callable[[pd.DataFrame], "repo.ExplanationBatch | None"]  # rows of one model version

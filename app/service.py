@@ -102,7 +102,7 @@ class Control:
         password_hash = hash_password(password)
         now = self.clock()
         with self.engine.begin() as conn:
-            acting_admin(conn, actor, Action.MANAGE_USERS)
+            actor = acting_admin(conn, actor, Action.MANAGE_USERS)
             existing = repo.find_user(conn, username)
             if existing is not None:
                 raise InvalidValue("username", username,
@@ -136,13 +136,15 @@ class Control:
         # The slow check, outside any transaction: always one hash verified, so every refusal takes as long.
         password_ok = verify_password(password, record.password_hash if record else dummy_hash())
         ok = password_ok and may_check and record.user.active
+        # An older scheme is upgraded while the password is known (hashed here, not inside the transaction).
+        new_hash = hash_password(password) if ok and needs_rehash(record.password_hash) else None
         with self.engine.begin() as conn:
             if ok:
                 user = record.user
                 repo.set_login_state(conn, user.username, LoginState())
                 repo.set_login_source(conn, source, refund_source_try(repo.lock_login_source(conn, source, now)))
-                if needs_rehash(record.password_hash):  # an older scheme: upgrade while we know the password
-                    repo.set_password_hash(conn, user.username, hash_password(password))
+                if new_hash is not None:
+                    repo.set_password_hash(conn, user.username, new_hash)
                 self._audit_login(conn, user, "user.login", source)
             else:
                 self._audit_login(conn, record.user if record else None, "user.login_failed", source)

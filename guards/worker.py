@@ -4,10 +4,10 @@ Each tick: expire overrides (Control.expire_overrides), read the effective
 thresholds (the config file with the store's edits on top, guards.thresholds: one
 flag read, so an edit takes effect on the next tick), observe every campaign
 (guards.observe), run every registered guard's pure transition, and record the
-events (guards.handlers) in ONE transaction with the new states; then anchor the audit trail's end
-outside the store (store.audit_files). A restart reads
-the states back from guard_states: a trip is not forgotten, and an event (with
-its alert) is written once, in the tick that made it.
+events (guards.handlers) in ONE transaction with the new states; then anchor the
+audit trail's end outside the store (store.audit_files). A restart reads the
+states back from guard_states: a trip is not forgotten, and an event (with its
+alert) is written once, in the tick that made it.
 
 Exactly one acting worker per store, on SQLite and PostgreSQL alike: a lease row in the store
 (`worker_leases`) with an expiry and a generation number. A worker takes the lease when it is free or
