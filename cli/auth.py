@@ -9,11 +9,11 @@ reloads the person in the transaction of what they do, as it does for the panel.
 from __future__ import annotations
 
 import getpass
-import os
 import socket
 import sys
 
 from app.service import Control, LoginFailed
+from control.config import load_settings
 from control.domain import ConflictError, InvalidValue, User
 from control.permissions import ActorRefused, PermissionDenied
 
@@ -28,7 +28,7 @@ def add_login(parser, *, flag: str = "--user", required: bool = True, default: s
 
 
 def password_for(username: str) -> str:
-    password = os.environ.get(PASSWORD_ENV, "")
+    password = load_settings().password
     if password:
         return password
     if not sys.stdin.isatty():

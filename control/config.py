@@ -39,6 +39,9 @@ class Settings:
     session_timeout_min: float = setting(60.0, "BIDLENS_SESSION_TIMEOUT_MIN",
                                          "Panel sessions end after this many idle minutes (a page opened, an "
                                          "action; a board refreshing by itself is idle).")
+    password: str = setting("", "BIDLENS_PASSWORD",
+                            "The password of the person a command acts as (`--user`, `--by`), for scripts; "
+                            "empty: the command asks at a terminal.", secret=True)
     login_max_failures_per_source: int = setting(
         30, "BIDLENS_LOGIN_MAX_FAILURES_PER_SOURCE",
         "Failed logins one source (a browser's address, a CLI host) may make in 15 minutes, whatever the "

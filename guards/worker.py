@@ -11,8 +11,9 @@ alert) is written once, in the tick that made it.
 
 Exactly one acting worker per store, on SQLite and PostgreSQL alike: a lease row in the store
 (`worker_leases`) with an expiry and a generation number. A worker takes the lease when it is free or
-has expired (generation + 1) and renews it every third of its length; every tick's transaction first
-proves it still holds that generation (`Lease.fence`, a write that also locks the row), so a worker
+has expired (generation + 1) and renews it every third of its length; every tick's transaction proves,
+before it commits, that it still holds that generation (`Lease.fence`, a write that also locks the
+row until the commit), so a worker
 that lost the lease (paused past its expiry, its connections cut, and another took over) writes nothing
 and stops at once. A second worker waits for the lease (or gives up after `timeout_s`).
 """
@@ -163,8 +164,6 @@ class GuardWorker:
         """One evaluation; LeaseLost (nothing written) when another worker holds the store's lease now."""
         started = time.perf_counter()
         now = int(self.clock())
-        if self.lease is not None:
-            self.lease.renew()
         expired = self.expire_overrides() if self.expire_overrides is not None else []
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
@@ -174,8 +173,6 @@ class GuardWorker:
                             thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:
             with self.engine.begin() as conn:
-                if self.lease is not None:
-                    self.lease.fence(conn)  # first: a stale worker's states and events never commit
                 stored = load_states(conn)
                 for guard in GUARDS:
                     for obs in obs_list:
@@ -197,6 +194,8 @@ class GuardWorker:
                                                     "interval_s": self.interval_s,
                                                     "generation": self.lease.generation if self.lease else None},
                               WORKER_ACTOR, now)
+                if self.lease is not None:  # last, just before the commit: a stale worker's writes roll back,
+                    self.lease.fence(conn)  # and the lease row's lock is held no longer than the commit
         except repo.ConflictError:
             # A manager forced a guard while we evaluated: nothing was written; the next tick redoes it.
             report.events, report.conflicts = [], 1
