@@ -32,12 +32,14 @@ from app.ingest import (
     Enrich,
     ExplainRows,
     Kind,
-    known_campaign_ids,
+    catalogue,
+    check_frame,
+    limits_for,
     records_frame,
     refusal_json,
     safe_value,
+    store_checked,
 )
-from app.ingest import ingest_frame as core_ingest_frame
 from app.tokens import Grant, ServiceToken, Tokens
 from app.wiring import store_rule_pool
 from control.config import Settings
@@ -74,7 +76,7 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 def _errors(*statuses: int) -> dict:
     text_for = {400: "Malformed JSON", 401: "No token, a wrong one or a revoked one",
-                403: "The token's role may not do this", 409: "A request with this Idempotency-Key is running",
+                403: "The token's role may not do this",
                 413: "Body or batch over the limit", 415: "Not application/json",
                 422: "Request does not have the documented shape", 503: "Not ready"}
     return {s: {"model": m.ErrorResponse, "description": text_for[s]} for s in statuses}
@@ -185,7 +187,11 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
                            f"{len(document['rows'])} rows; send at most {config.max_batch_rows} per batch")
         return document["rows"]
 
-    def ingest_rows(kind: Kind, rows: list, token: ServiceToken) -> tuple[int, dict]:
+    def ingest_rows(kind: Kind, rows: list, token: ServiceToken,
+                    key: tuple[str, str] | None = None) -> tuple[int, dict]:
+        """Check the rows, then store them, their refusals and (`key`: (scoped key, request hash)) the
+        idempotency key with this response, in one transaction; AlreadyDone if the key was completed
+        meanwhile by another request (nothing of this one stored)."""
         now = clock()
         objects = [(i, r) for i, r in enumerate(rows) if isinstance(r, dict)]
         not_objects = [Refusal(i, "_row", r, "each row must be a JSON object", {"_row": r})
@@ -194,18 +200,30 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         ignored = sorted({safe_value(k) for _, r in objects for k in r if k not in known})
         quarantine_source = f"api:token:{token.token_id}:{token.name}"[:200]
         frame = records_frame([r for _, r in objects], kind)
-        accepted, refusals = core_ingest_frame(
-            engine, kind, frame, now_ts=now, source="api", quarantine_source=quarantine_source,
-            known_campaigns=known_campaign_ids(engine), limits=config.limits,
-            positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich,
-            explain=explain)
-        refusals = sorted(refusals, key=lambda r: r.row_index)
-        body = {"accepted": accepted, "refused": len(refusals),
+        known_here = catalogue(engine)
+        batch = check_frame(kind, frame, now_ts=now, known_campaigns=known_here.campaigns,
+                            known_packages=known_here.packages, limits=config.limits,
+                            positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich,
+                            explain=explain)
+        refusals = sorted(batch.refusals, key=lambda r: r.row_index)
+        body = {"accepted": batch.accepted, "refused": len(refusals),
                 "refusals": [refusal_json(r) for r in refusals],
                 "quarantine": {"table": "quarantine", "kind": kind.value, "source": quarantine_source,
                                "received_ts": now},
                 "ignored_fields": ignored[:50], "received_ts": now}
-        return (207 if refusals else 200), body
+        status = 207 if refusals else 200
+
+        def complete(conn: Connection) -> None:
+            api_repo.complete_idempotency_key(conn, key[0], key[1], status, body, now)
+
+        store_checked(engine, batch, now_ts=now, source="api", quarantine_source=quarantine_source,
+                      then=None if key is None else complete)
+        return status, body
+
+    def replay(stored: dict, request_hash: str) -> Response:
+        if stored.get("request_hash") != request_hash:
+            raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another batch")
+        return JSONResponse(stored["body"], status_code=stored["status"], headers={"Idempotent-Replayed": "true"})
 
     async def ingest(request: Request, kind: Kind, token: ServiceToken, key: str | None) -> Response:
         body = await read_body(request)
@@ -215,20 +233,13 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
             return JSONResponse(doc, status_code=status)
         scoped = f"{token.token_id}:{kind.value}:{key}"
         request_hash = hashlib.sha256(body).hexdigest()
-        stored = await run_in_threadpool(api_repo.claim_idempotency_key, engine, scoped, request_hash, clock())
-        if stored is not None:
-            if stored.get("request_hash") != request_hash:
-                raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another batch")
-            if stored.get("state") != "done":
-                raise ApiError(409, "in_progress", "a request with this Idempotency-Key is still running")
-            return JSONResponse(stored["body"], status_code=stored["status"],
-                                headers={"Idempotent-Replayed": "true"})
-        try:
-            status, doc = await run_in_threadpool(ingest_rows, kind, rows, token)
-        except BaseException:
-            await run_in_threadpool(api_repo.release_idempotency_key, engine, scoped)
-            raise
-        await run_in_threadpool(api_repo.complete_idempotency_key, engine, scoped, request_hash, status, doc)
+        stored = await run_in_threadpool(api_repo.idempotency_document, engine, scoped)
+        if stored is not None and stored.get("state") == api_repo.DONE:
+            return replay(stored, request_hash)
+        try:  # a "pending" key here was left by a request that died before it completed: taken over
+            status, doc = await run_in_threadpool(ingest_rows, kind, rows, token, (scoped, request_hash))
+        except api_repo.AlreadyDone as done:  # a parallel request with this key won: its answer, not ours
+            return replay(done.document, request_hash)
         return JSONResponse(doc, status_code=status)
 
     KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$",
@@ -236,7 +247,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
     batch_responses = {200: {"model": m.IngestResult, "description": "Every row stored"},
                        207: {"model": m.IngestResult, "description": "Some rows refused and quarantined; "
                                                                       "the others stored"},
-                       **_errors(400, 401, 403, 409, 413, 415, 422)}
+                       **_errors(400, 401, 403, 413, 415, 422)}
 
     def batch_body(model: type) -> dict:
         return {"requestBody": {"required": True, "content": {"application/json": {
@@ -267,7 +278,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         now = clock()
         where = PolicyFilter(campaign_id, audience_package)
         with engine.connect() as conn:
-            version = policy_version(conn, now)
+            version = policy_version(conn, now, config.policy_window_s)
             etag = f'"{version}"'
             headers = {"ETag": etag, "Cache-Control": "no-cache"}
             if _etag_matches(etag_sent, etag):
@@ -338,7 +349,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
 
 def api_config(settings: Settings) -> ApiConfig:
     return ApiConfig(max_batch_rows=settings.api_max_batch_rows, max_body_bytes=settings.api_max_body_mb << 20,
-                     policy_window_s=settings.policy_window_s)
+                     policy_window_s=settings.policy_window_s, limits=limits_for(settings))
 
 
 def store_app(engine: Engine, clock: Callable[[], int], settings: Settings) -> FastAPI:

@@ -1,9 +1,12 @@
 """The effective policy in force now, built from the store.
 
 The plan is the model's latest decision per slot (campaign x audience package):
-among the decisions whose bucket is within `window_s` of the newest bucket in
-the store, the newest bucket of each slot, last received first. Slots the model
-has not decided for within the window are not in the policy (no live traffic).
+among the decisions whose bucket is within `window_s` before the server's clock,
+the newest bucket of each slot, last received first. Slots the model has not
+decided for within the window are not in the policy (no live traffic). The window
+counts back from the clock, not from the newest row stored: one row dated in the
+future must not push every other slot out of the policy (and with it out of
+overrides, trips and the kill switch).
 
 The rule pool answers only for the slots whose campaign it serves (guard on the
 pool or kill switch on), so asking it costs nothing while every guard is on the model.
@@ -55,13 +58,11 @@ ORDER BY campaign_id, audience_package
 """
 
 
-def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
+def load_plan(conn: Connection, now_ts: int, *, window_s: int = DEFAULT_WINDOW_S,
               where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
-    """The model's latest decision per slot (columns PLAN_COLUMNS; `bid` is the model's bid)."""
-    newest = conn.execute(select(func.max(s.decisions.c.bucket_ts))).scalar()
-    if newest is None:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in PLAN_COLUMNS})
-    extra, params = "", {"since": int(newest) - window_s}
+    """The model's latest decision per slot in the window before `now_ts` (columns PLAN_COLUMNS; `bid` is
+    the model's bid)."""
+    extra, params = "", {"since": int(now_ts) - window_s}
     if where.campaign_id is not None:
         extra += " AND campaign_id = :campaign_id"
         params["campaign_id"] = where.campaign_id
@@ -75,7 +76,7 @@ def load_plan(conn: Connection, *, window_s: int = DEFAULT_WINDOW_S,
                          "bid": "float64", "audience_on": bool, "budget_share": "float64"})
 
 
-def policy_version(conn: Connection, now_ts: int) -> str:
+def policy_version(conn: Connection, now_ts: int, window_s: int = DEFAULT_WINDOW_S) -> str:
     """A short name for the policy's inputs now: equal names, equal policies. One round trip."""
     d, o, g, f = s.decisions.c, s.overrides.c, s.guard_states.c, s.control_flags.c
     pool = s.rule_pool_versions.c
@@ -86,6 +87,8 @@ def policy_version(conn: Connection, now_ts: int) -> str:
 
     parts = conn.execute(select(
         one(func.max(d.decision_id)), one(func.max(d.bucket_ts)),
+        # The window moves with the clock: its oldest bucket changes when a bucket leaves it.
+        one(func.min(d.bucket_ts), where=d.bucket_ts >= int(now_ts) - window_s),
         # Any override change bumps its version; an approved one also stops being in force at
         # expires_ts without any write, which the count of those still in force catches.
         one(func.count(o.override_id)),
@@ -115,7 +118,7 @@ def _pool_for(plan: pd.DataFrame, answers: PoolAnswers, served: set[str]) -> dic
 def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
                    window_s: int = DEFAULT_WINDOW_S, where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
     """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS)."""
-    plan = load_plan(conn, window_s=window_s, where=where)
+    plan = load_plan(conn, now_ts, window_s=window_s, where=where)
     inputs = repo.load_policy_inputs(conn)
     served = pool_campaigns(plan["campaign_id"].unique(), inputs.guards, inputs.kill_switch)
     pool = _pool_for(plan, pool_answers, served) if served else {}

@@ -1,17 +1,21 @@
 """Ingesting decision and outcome rows from outside (HTTP batches, files).
 
 One path for every source: keep the known columns, refuse values of the wrong
-type, validate (control.validation), store the good rows, quarantine the bad
-ones with the reason. Nothing is dropped: every input row is either stored or
-in the quarantine table, and the counts say so.
+type, validate (control.validation, against the catalogue), then store the good
+rows and quarantine the bad ones with the reason in ONE transaction. Nothing is
+dropped and nothing half-stored: every input row is either stored or in the
+quarantine table, and the counts say so.
 
 Files stream in chunks sized from a memory budget, so a file larger than
-memory works: CSV through pyarrow's streaming reader (malformed lines are
-quarantined, not fatal), JSON Lines line by line, Parquet by record batches.
+memory works: CSV and JSON Lines read line by line in binary (a line that is not
+UTF-8, too long or malformed is quarantined, never fatal; CSV cells parsed by
+pyarrow), Parquet by record batches. Each chunk stores the file's progress with its
+rows, so the same file again stores nothing twice and an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -22,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from control import rows
+from control.config import Settings
+from control.domain import INVISIBLE, InvalidValue
 from control.validation import (
     Limits,
     Refusal,
@@ -36,6 +42,12 @@ from store import schema as s
 
 MAX_MAGNITUDE = 1e15  # beyond exact integers in a float; only a broken sender sends it
 DEFAULT_LIMITS = Limits()
+
+
+def limits_for(settings: Settings) -> Limits:
+    """The validation limits a deployment's settings set (BIDLENS_MAX_FUTURE_S)."""
+    return Limits(max_future_s=settings.max_future_s)
+
 
 Enrich = Callable[[pd.DataFrame], pd.DataFrame]
 ExplainRows = Callable[[pd.DataFrame], "repo.ExplanationBatch | None"]  # rows of one model version
@@ -83,6 +95,7 @@ class IngestReport:
     chunks: int = 0
     refusals_by_reason: Counter = field(default_factory=Counter)
     first_refusals: list[Refusal] = field(default_factory=list)
+    skipped: int = 0  # rows an earlier run of the same file stored (or quarantined) already
 
     def add(self, accepted: int, refusals: Sequence[Refusal], keep: int = 20) -> None:
         self.rows += accepted + len(refusals)
@@ -94,7 +107,7 @@ class IngestReport:
 
     def as_json(self) -> dict:
         return {"kind": self.kind, "rows": self.rows, "accepted": self.accepted, "refused": self.refused,
-                "chunks": self.chunks,
+                "chunks": self.chunks, "skipped": self.skipped,
                 "quarantine": {"table": "quarantine", "kind": self.kind, "source": self.source,
                                "received_ts": self.received_ts},
                 "refusals_by_reason": dict(self.refusals_by_reason.most_common()),
@@ -147,20 +160,14 @@ def _features_cell(v):
 
 
 def _clean_text(v) -> bool:
-    """Text a store can keep: a string of valid UTF-8 (no lone surrogates) without NUL."""
-    if not isinstance(v, str) or "\x00" in v:
-        return False
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    """Text a store keeps: a string of valid UTF-8 (no lone surrogates) without control or invisible
+    characters (NUL, bidi overrides, zero-width: control.validation.INVISIBLE)."""
+    return isinstance(v, str) and repo.json_document(v) is v and not INVISIBLE.search(v)
 
 
 def safe_value(v):
     """A refused value as the quarantine can store it (broken text kept, escaped)."""
-    return v.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00") \
-        if isinstance(v, str) else v
+    return repo.json_document(v) if isinstance(v, str) else v
 
 
 def _features_ok(v) -> bool:
@@ -179,9 +186,9 @@ def _typed_column(col: pd.Series, kind: str, field: rows.Field, from_text: bool)
     name = field.name
     if kind == "text":
         limit = field.max_length
-        reason = f"must be a string of at most {limit} characters (UTF-8, no NUL)"
+        reason = f"must be a string of at most {limit} characters (UTF-8, no control or invisible characters)"
         if from_text:  # every cell is decoded text or empty
-            bad = (col.str.len() > limit) | col.str.contains("\x00", regex=False)
+            bad = (col.str.len() > limit) | col.str.contains(INVISIBLE, regex=True)
             return col, bad.fillna(False).to_numpy(dtype=bool), reason
         values = col.tolist()
         if set(map(type, values)) <= {str, type(None)}:
@@ -284,30 +291,39 @@ def _normalise(frame: pd.DataFrame, kind: Kind) -> pd.DataFrame:
     return frame.astype(types)
 
 
-# --- one batch ---------------------------------------------------------------------------------
+# --- one batch: checked outside any transaction, stored in one ------------------------------------
 
-def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int, source: str,
-                 quarantine_source: str, known_campaigns: Collection[str] | None,
-                 limits: Limits = DEFAULT_LIMITS, from_text: bool = False,
-                 positions: np.ndarray | None = None,
-                 extra_refusals: Sequence[Refusal] = (),
-                 enrich: Enrich | None = None,
-                 explain: ExplainRows | None = None) -> tuple[int, list[Refusal]]:
-    """Store the valid rows of `frame`, quarantine the rest; returns (accepted, refusals).
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A batch after the checks: what to store and what to quarantine, nothing written yet."""
 
-    Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can
-    name a row of a whole file; `extra_refusals` (already positioned, e.g. malformed
-    lines) are quarantined with them. `enrich` completes accepted decision rows before
-    they are stored (the rule pool's shadow score); `explain` gives the SHAP values of
-    accepted decision rows of one model version, stored with them
-    (explain.store.explain_registered).
+    kind: Kind
+    parts: list[tuple[pd.DataFrame, repo.ExplanationBatch | None]]  # accepted rows in the store's types
+    refusals: list[Refusal]  # positioned, sorted, their values storable
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(rows) for rows, _ in self.parts)
+
+
+def check_frame(kind: Kind, frame: pd.DataFrame, *, now_ts: int, known_campaigns: Collection[str] | None,
+                known_packages: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
+                from_text: bool = False, positions: np.ndarray | None = None,
+                extra_refusals: Sequence[Refusal] = (), enrich: Enrich | None = None,
+                explain: ExplainRows | None = None) -> CheckedBatch:
+    """Type, validate, complete and explain a batch; nothing is stored.
+
+    Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can name a row of a
+    whole file; `extra_refusals` (already positioned, e.g. malformed lines) join them. `enrich`
+    completes accepted decision rows (the rule pool's shadow score); `explain` gives the SHAP values of
+    accepted decision rows of one model version (explain.store.explain_registered).
     """
     kind = Kind(kind)
     spec = SPECS[kind]
     typed, type_refusals = prepare(frame, kind, from_text=from_text)
     kept_index = typed.index.to_numpy()
     result = spec.validate(typed.reset_index(drop=True), now_ts, known_campaigns=known_campaigns,
-                           limits=limits)
+                           known_packages=known_packages, limits=limits)
     where = np.arange(len(frame)) if positions is None else np.asarray(positions)
     refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
     refusals += [Refusal(int(where[kept_index[r.row_index]]), r.field, r.value, r.reason, r.row)
@@ -315,25 +331,60 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
     refusals = [Refusal(r.row_index, r.field, safe_value(r.value), r.reason, r.row)
                 for r in sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)]
     accepted = _normalise(result.accepted, kind)
-    if kind is Kind.DECISION:
-        accepted = enrich(accepted) if enrich is not None else accepted
-        if explain is None or accepted.empty:
-            repo.write_decisions(engine, accepted, received_ts=now_ts, source=source)
-        else:  # an explanation batch belongs to one model version
-            for _, rows in accepted.groupby("model_version", sort=False):
-                rows = rows.reset_index(drop=True)
-                repo.write_decisions(engine, rows, received_ts=now_ts, source=source, explanation=explain(rows))
-    else:
-        repo.write_outcomes(engine, accepted, source=source)
-    if refusals:
-        with engine.begin() as conn:
-            repo.write_quarantine(conn, kind.value, quarantine_source, refusals, now_ts)
-    return len(accepted), refusals
+    if kind is Kind.OUTCOME:
+        return CheckedBatch(kind, [(accepted, None)], refusals)
+    accepted = enrich(accepted) if enrich is not None else accepted
+    if explain is None or accepted.empty:
+        return CheckedBatch(kind, [(accepted, None)], refusals)
+    parts = []  # an explanation batch belongs to one model version
+    for _, part in accepted.groupby("model_version", sort=False):
+        part = part.reset_index(drop=True)
+        parts.append((part, explain(part)))
+    return CheckedBatch(kind, parts, refusals)
 
 
-def known_campaign_ids(engine: Engine) -> set[str]:
+def store_checked(engine: Engine, batch: CheckedBatch, *, now_ts: int, source: str, quarantine_source: str,
+                  then: Callable[[Connection], None] | None = None) -> None:
+    """Store the accepted rows and quarantine the refused ones in ONE transaction, with `then` (what
+    completes the batch: an idempotency key, a file's progress) in it too: all of it, or nothing."""
+    with repo.write_transaction(engine) as conn:
+        for rows_, explanation in batch.parts:
+            if batch.kind is Kind.DECISION:
+                repo.insert_decisions(conn, rows_, received_ts=now_ts, source=source, explanation=explanation)
+            else:
+                repo.insert_outcomes(conn, rows_, source=source)
+        repo.write_quarantine(conn, batch.kind.value, quarantine_source, batch.refusals, now_ts)
+        if then is not None:
+            then(conn)
+
+
+def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int, source: str,
+                 quarantine_source: str, known_campaigns: Collection[str] | None,
+                 known_packages: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
+                 from_text: bool = False, positions: np.ndarray | None = None,
+                 extra_refusals: Sequence[Refusal] = (), enrich: Enrich | None = None,
+                 explain: ExplainRows | None = None,
+                 then: Callable[[Connection], None] | None = None) -> tuple[int, list[Refusal]]:
+    """check_frame, then store_checked: returns (accepted, refusals)."""
+    batch = check_frame(kind, frame, now_ts=now_ts, known_campaigns=known_campaigns, known_packages=known_packages,
+                        limits=limits, from_text=from_text, positions=positions, extra_refusals=extra_refusals,
+                        enrich=enrich, explain=explain)
+    store_checked(engine, batch, now_ts=now_ts, source=source, quarantine_source=quarantine_source, then=then)
+    return batch.accepted, batch.refusals
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The campaigns and audience packages rows may name."""
+
+    campaigns: frozenset[str]
+    packages: frozenset[str]
+
+
+def catalogue(engine: Engine) -> Catalogue:
     with engine.connect() as conn:
-        return set(conn.execute(select(s.campaigns.c.campaign_id)).scalars())
+        return Catalogue(frozenset(conn.execute(select(s.campaigns.c.campaign_id)).scalars()),
+                         frozenset(conn.execute(select(s.audience_packages.c.code)).scalars()))
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -347,72 +398,133 @@ TEXT_SHARE = 1 / 12
 @dataclass(frozen=True)
 class Chunk:
     frame: pd.DataFrame
-    positions: np.ndarray          # each row's position in the file, counting from 0
-    malformed: list[Refusal]       # lines that could not be parsed, positioned
+    positions: np.ndarray          # each row's position in the file, counting data rows from 0
+    malformed: list[Refusal]       # lines that could not be read or parsed, positioned
+    end: int                       # the file's rows read through this chunk (the next row's position)
 
 
 def _malformed(position: int, text: str, reason: str) -> Refusal:
     return Refusal(position, "_line", text[:1000], reason, {"_line": text[:10_000]})
 
 
-def _csv_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
+def _chunk_bytes(budget_bytes: int) -> int:
+    return max(64 << 10, int(budget_bytes * TEXT_SHARE))
+
+
+def _lines(f, max_line: int) -> Iterator[tuple[str, str]]:
+    """Each non-blank line of a binary file: (its text, "") or, for a line that is not valid UTF-8 or is
+    longer than `max_line` bytes (read past, never held whole), (its start, escaped; why it is refused)."""
+    while line := f.readline(max_line + 1):
+        if len(line) > max_line and not line.endswith(b"\n"):
+            while (rest := f.readline(max_line + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield (line[:1000].decode("utf-8", "backslashreplace"),
+                   f"line longer than {max_line} bytes (the memory budget's share for one chunk)")
+            continue
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        try:
+            yield line.decode("utf-8"), ""
+        except UnicodeDecodeError as exc:
+            yield line[:10_000].decode("utf-8", "backslashreplace"), f"not valid UTF-8 (byte {exc.start} of the line)"
+
+
+Parse = Callable[[list[str], np.ndarray], tuple[pd.DataFrame, np.ndarray, list[Refusal]]]
+
+
+def _line_chunks(f, budget_bytes: int, parse: Parse) -> Iterator[Chunk]:
+    """Chunks of about the budget's share of text: good lines parsed by `parse` (texts, positions) ->
+    (frame, positions of its rows, malformed), unreadable lines quarantined, one line never stopping the file."""
+    limit = _chunk_bytes(budget_bytes)
+    texts, positions, malformed, size, position = [], [], [], 0, 0
+
+    def flush() -> Chunk:
+        frame, kept, bad = parse(texts, np.asarray(positions, dtype=np.int64))
+        return Chunk(frame, kept, malformed + bad, position)
+
+    for text, problem in _lines(f, limit):
+        if problem:
+            malformed.append(_malformed(position, text, problem))
+        else:
+            texts.append(text)
+            positions.append(position)
+            size += len(text)
+        position += 1
+        if size >= limit:
+            yield flush()
+            texts, positions, malformed, size = [], [], [], 0
+    if texts or malformed:
+        yield flush()
+
+
+def _csv_header(f, path: Path) -> list[str]:
     import csv as std_csv
+
+    first = f.readline(_chunk_bytes(0) * 16)
+    try:
+        header = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise InvalidValue("header", first[:200].decode("utf-8", "backslashreplace"),
+                           f"{path.name}: the header line is not valid UTF-8") from None
+    columns = next(std_csv.reader([header]), [])
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise InvalidValue("header", ", ".join(twice), f"{path.name}: a column appears twice in the header; "
+                           "which one holds the value cannot be told")
+    return columns
+
+
+def _csv_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
+    import io
 
     import pyarrow as pa
     from pyarrow import csv
 
-    bad: list[tuple[int | None, str]] = []
+    with open(path, "rb") as f:
+        columns = _csv_header(f, path)
 
-    def on_invalid(row) -> str:
-        bad.append((row.number, row.text))
-        return "skip"
+        def parse(texts: list[str], positions: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[Refusal]]:
+            bad: list[int] = []
 
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        columns = next(std_csv.reader(f), [])
-    reader = csv.open_csv(
-        path,
-        read_options=csv.ReadOptions(block_size=max(64 << 10, int(budget_bytes * TEXT_SHARE)),
-                                      use_threads=False),  # single-threaded: malformed rows keep line numbers
-        parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                           strings_can_be_null=True))
-    start = 0
-    for batch in reader:
-        # Line numbers count the header as line 1: data position = line - 2.
-        bad_positions = sorted(int(n) - 2 for n, _ in bad if n is not None)
-        total = batch.num_rows + len(bad)
-        good = np.setdiff1d(np.arange(start, start + total), bad_positions)[: batch.num_rows]
-        malformed = [_malformed(-1 if n is None else int(n) - 2, text,
-                                "malformed CSV line (wrong number of fields)") for n, text in bad]
-        bad.clear()
-        yield Chunk(batch.to_pandas(types_mapper=None).astype(object).where(lambda f: f.notna(), None),
-                    good, malformed)
-        start += total
+            def on_invalid(row) -> str:
+                bad.append(int(row.number) - 1)  # its line among `texts`
+                return "skip"
+
+            if not texts:
+                return pd.DataFrame({c: pd.Series(dtype=object) for c in columns}), positions, []
+            data = ("\n".join(texts) + "\n").encode("utf-8")
+            table = csv.read_csv(
+                io.BytesIO(data),
+                read_options=csv.ReadOptions(column_names=columns, use_threads=False, block_size=len(data) + 1),
+                parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
+                convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                   strings_can_be_null=True))
+            frame = table.to_pandas(types_mapper=None).astype(object).where(lambda f: f.notna(), None)
+            kept = np.delete(positions, bad)
+            return frame, kept, [_malformed(int(positions[i]), texts[i], "malformed CSV line (wrong number of "
+                                            "fields)") for i in bad]
+
+        yield from _line_chunks(f, budget_bytes, parse)
 
 
 def _jsonl_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
-    limit = max(64 << 10, int(budget_bytes * TEXT_SHARE))
-    records, positions, malformed, size, position = [], [], [], 0, 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
+    def parse(texts: list[str], positions: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[Refusal]]:
+        records, kept, bad = [], [], []
+        for text, position in zip(texts, positions.tolist(), strict=True):
             try:
-                record = json.loads(line)
+                record = json.loads(text)
             except ValueError:
                 record = None
             if isinstance(record, dict):
                 records.append(record)
-                positions.append(position)
+                kept.append(position)
             else:
-                malformed.append(_malformed(position, line.rstrip("\n"), "malformed JSON line (not an object)"))
-            position += 1
-            size += len(line)
-            if size >= limit:
-                yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
-                records, positions, malformed, size = [], [], [], 0
-    if records or malformed:
-        yield Chunk(records_frame(records, kind), np.asarray(positions, dtype=np.int64), malformed)
+                bad.append(_malformed(position, text, "malformed JSON line (not an object)"))
+        return records_frame(records, kind), np.asarray(kept, dtype=np.int64), bad
+
+    with open(path, "rb") as f:
+        yield from _line_chunks(f, budget_bytes, parse)
 
 
 def _parquet_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk]:
@@ -426,7 +538,7 @@ def _parquet_chunks(path: Path, budget_bytes: int, kind: Kind) -> Iterator[Chunk
     start = 0
     for batch in parquet.iter_batches(batch_size=batch_rows):
         frame = batch.to_pandas()
-        yield Chunk(frame, np.arange(start, start + len(frame)), [])
+        yield Chunk(frame, np.arange(start, start + len(frame)), [], start + len(frame))
         start += len(frame)
 
 
@@ -434,25 +546,63 @@ READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".ndjson": _jsonl_chunk
            ".parquet": _parquet_chunks, ".pq": _parquet_chunks}
 
 
+def fingerprint(path: Path) -> str:
+    """The file's SHA-256: the same bytes are the same file, whatever its name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _after(chunk: Chunk, done: int) -> Chunk:
+    """The chunk without the rows an earlier run of the file already stored or quarantined."""
+    keep = chunk.positions >= done
+    frame = chunk.frame if keep.all() else chunk.frame[keep].reset_index(drop=True)
+    return Chunk(frame, chunk.positions[keep], [r for r in chunk.malformed if r.row_index >= done], chunk.end)
+
+
 def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
                 known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                 progress: Callable[[IngestReport], None] | None = None,
                 enrich: Enrich | None = None, explain: ExplainRows | None = None) -> IngestReport:
-    """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk."""
+    """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk, each chunk all or nothing.
+
+    The file's progress is stored with each chunk (by its SHA-256), so a second run of the same file
+    stores nothing twice: it resumes after the last chunk an interrupted run stored, and does nothing
+    for a file stored whole. Unreadable lines (bad UTF-8, too long, malformed) are quarantined with the
+    rest of their chunk's refusals; a header naming a column twice refuses the file, nothing stored.
+    """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise ValueError(f"file {path.name}: unknown format {path.suffix!r}; use one of {sorted(READERS)}")
     kind = Kind(kind)
-    known = known_campaign_ids(engine) if known_campaigns is None else known_campaigns
+    known = catalogue(engine)
     report = IngestReport(kind.value, f"file:{path.resolve()}"[:200], now_ts)
+    print_ = fingerprint(path)
+    with engine.begin() as conn:
+        done, finished = repo.start_file(conn, print_, kind.value, report.source, now_ts)
+    report.skipped = done
+    if finished:
+        return report
     for chunk in reader(path, budget_bytes, kind):
+        if chunk.end <= done:
+            continue
+        chunk = _after(chunk, done)
+
+        def then(conn: Connection, start: int = done, end: int = chunk.end) -> None:
+            repo.advance_file(conn, print_, kind.value, start, end, now_ts)
+
         accepted, refusals = ingest_frame(
-            engine, kind, chunk.frame, now_ts=now_ts, source="file",
-            quarantine_source=report.source, known_campaigns=known, limits=limits,
-            from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed,
-            enrich=enrich, explain=explain)
+            engine, kind, chunk.frame, now_ts=now_ts, source="file", quarantine_source=report.source,
+            known_campaigns=known.campaigns if known_campaigns is None else known_campaigns,
+            known_packages=known.packages, limits=limits, from_text=reader is _csv_chunks,
+            positions=chunk.positions, extra_refusals=chunk.malformed, enrich=enrich, explain=explain, then=then)
+        done = chunk.end
         report.add(accepted, refusals)
         if progress is not None:
             progress(report)
+    with engine.begin() as conn:
+        repo.finish_file(conn, print_, kind.value, done, now_ts)
     return report

@@ -36,7 +36,7 @@ from control.domain import (
     User,
 )
 from control.overrides import value_range
-from control.permissions import Action, require
+from control.permissions import Action, require, verified
 from control.policy import KillSwitch
 from explain.store import DecisionBreakdown, WindowExplanations, decision_breakdown, load_window
 from guards.alerts import metrics, outbox, templates
@@ -86,6 +86,13 @@ class ControlRoom:
     @property
     def settings(self):
         return self.control.settings
+
+    def session_user(self, user: User) -> User:
+        """A session's user as the store has them now: ActorRefused once they were deactivated, given
+        another role or removed (the session must end; the core refuses their actions anyway)."""
+        with self.control.engine.connect() as conn:
+            record = repo.get_user_record(conn, user.username)
+        return verified(user, record.user if record else None)
 
     def _read(self, actor: User, action: Action = Action.VIEW):
         require(actor, action)

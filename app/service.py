@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
@@ -28,18 +29,60 @@ from control.domain import (
     RuleAnswer,
     User,
 )
-from control.permissions import Action, require
+from control.permissions import Action, ActorRefused, require
 from control.policy import KillSwitch, resolve_policy
-from control.users import LoginState, attempt_login, hash_password, verify_password
+from control.users import (
+    LoginState,
+    check_admins_left,
+    check_username,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    refund_source_try,
+    reserve_source_try,
+    reserve_try,
+    verify_password,
+)
 from store import repo
 from store import schema as s
+from store.audit_files import anchor, audit_files, read_anchors, read_key
+
+if TYPE_CHECKING:
+    from explain.artifacts import ModelArtifact
 
 
 class LoginFailed(PermissionError):
-    pass
+    """A refused login. `reason` is REFUSED for an unknown user, a wrong password and a locked or
+    inactive account alike (one answer: nobody learns which names exist), THROTTLED when the source
+    made too many failed logins."""
+
+    REFUSED = "refused"
+    THROTTLED = "throttled"
+    MESSAGES = {REFUSED: "wrong username or password, or the account is locked for a while after too many "
+                         "failed logins",
+                THROTTLED: "too many failed logins from here; wait 15 minutes"}
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(self.MESSAGES[reason])
 
 
 SYSTEM_ACTOR = "system"
+UNKNOWN_USER = "?"  # the audit's name for a login attempt with a name no user has
+
+
+def acting_admin(conn: Connection, actor: User | None, action: Action, *, machine: bool = False) -> User | None:
+    """The verified person allowed `action` (an admin's: users, tokens), or None for the machine itself,
+    which may only while the store has no active admin (bootstrap) or when `machine` says it acts for its
+    own processes (the demo's simulator token)."""
+    if actor is None:
+        if not machine and repo.count_active_admins(conn):
+            raise ActorRefused(SYSTEM_ACTOR, f"may {action.value} only until the store has an admin; "
+                                             "an admin logs in to do it")
+        return None
+    actor = repo.verified_actor(conn, actor)
+    require(actor, action)
+    return actor
 
 
 class Control:
@@ -53,43 +96,101 @@ class Control:
 
     def add_user(self, actor: User | None, username: str, display_name: str, role: Role,
                  password: str) -> User:
-        """Create a user. `actor` None means the machine's own CLI (bootstrap)."""
-        if actor is not None:
-            require(actor, Action.MANAGE_USERS)
-        user = User(username, display_name, role)
+        """Create a user. `actor` None is the machine itself, which may only while the store has no
+        active admin (bootstrap: the first admin, the demo's users); afterwards an admin does it."""
+        user = User(check_username(username), display_name, role)
+        password_hash = hash_password(password)
         now = self.clock()
         with self.engine.begin() as conn:
-            if repo.get_user_record(conn, username) is not None:
-                raise InvalidValue("username", username, "already exists")
-            repo.insert_user(conn, user, hash_password(password), now)
+            actor = acting_admin(conn, actor, Action.MANAGE_USERS)
+            existing = repo.find_user(conn, username)
+            if existing is not None:
+                raise InvalidValue("username", username,
+                                   f"already exists as {existing.user.username!r} (case does not tell names apart)")
+            repo.insert_user(conn, user, password_hash, now)
             self._audit(conn, actor, "user.add", "user", username, None,
                         {"username": username, "display_name": display_name, "role": role.value})
         return user
 
-    def login(self, username: str, password: str) -> User:
-        """The user, or LoginFailed with a message that does not say which part was wrong."""
+    def login(self, username: str, password: str, source: str = "local") -> User:
+        """The user, or LoginFailed with one answer whatever was wrong, after the same work.
+
+        `source` names where the attempt comes from (a browser's address, "cli:HOST"), for the
+        per-source throttle and the audit trail."""
         now = self.clock()
+        name = username if isinstance(username, str) else ""
+        source = str(source)[:200]
         with self.engine.begin() as conn:
-            record = repo.get_user_record(conn, username)
-            if record is None or not record.user.active:
-                raise LoginFailed("wrong username or password")
-            ok = verify_password(password, record.password_hash)
-            result = attempt_login(LoginState(record.failed_logins, record.locked_until_ts), ok, now)
-            repo.set_login_state(conn, username, result.state.failed_logins, result.state.locked_until_ts)
-            if result.state.locked_until_ts > now and record.locked_until_ts <= now:
-                self._audit(conn, None, "user.locked", "user", username, None,
-                            {"locked_until_ts": result.state.locked_until_ts})
-        if not result.ok:
-            raise LoginFailed(result.message)
+            allowed, source_state = reserve_source_try(repo.lock_login_source(conn, source, now), now,
+                                                       self.settings.login_max_failures_per_source)
+            repo.set_login_source(conn, source, source_state)
+            if not allowed:
+                self._audit_login(conn, None, "user.login_throttled", source)
+        if not allowed:
+            raise LoginFailed(LoginFailed.THROTTLED)
+        with self.engine.begin() as conn:
+            record = repo.lock_user_for_login(conn, name)
+            may_check, state = reserve_try(record.login_state, now) if record else (False, LoginState())
+            if record is not None and may_check:
+                repo.set_login_state(conn, record.user.username, state)
+        # The slow check, outside any transaction: always one hash verified, so every refusal takes as long.
+        password_ok = verify_password(password, record.password_hash if record else dummy_hash())
+        ok = password_ok and may_check and record.user.active
+        # An older scheme is upgraded while the password is known (hashed here, not inside the transaction).
+        new_hash = hash_password(password) if ok and needs_rehash(record.password_hash) else None
+        with self.engine.begin() as conn:
+            if ok:
+                user = record.user
+                repo.set_login_state(conn, user.username, LoginState())
+                repo.set_login_source(conn, source, refund_source_try(repo.lock_login_source(conn, source, now)))
+                if new_hash is not None:
+                    repo.set_password_hash(conn, user.username, new_hash)
+                self._audit_login(conn, user, "user.login", source)
+            else:
+                self._audit_login(conn, record.user if record else None, "user.login_failed", source)
+                if may_check and state.locked_until_ts > now:  # this try used the last one
+                    self._audit_login(conn, record.user, "user.locked", source,
+                                      {"locked_until_ts": state.locked_until_ts})
+        if not ok:
+            raise LoginFailed(LoginFailed.REFUSED)
         return record.user
 
-    def user(self, username: str) -> User:
-        """The active user of that name, as the store has it now; InvalidValue if there is none."""
-        with self.engine.connect() as conn:
+    def _audit_login(self, conn: Connection, user: User | None, action: str, source: str,
+                     extra: dict | None = None) -> None:
+        """A login attempt in the audit trail: the actor is the user only once they proved who they are."""
+        who = user.username if user is not None else UNKNOWN_USER
+        actor = who if action == "user.login" else SYSTEM_ACTOR
+        repo.append_audit(conn, AuditRecord(self.clock(), actor, action, "user", who, None,
+                                            {"source": source, **(extra or {})}))
+
+    def set_user_active(self, actor: User, username: str, active: bool) -> User:
+        """Deactivate a user (their sessions and commands stop at their next action) or activate them again."""
+        return self._change_user(actor, username, "user.activate" if active else "user.deactivate",
+                                 lambda user: dataclasses.replace(user, active=active))
+
+    def set_user_role(self, actor: User, username: str, role: Role) -> User:
+        return self._change_user(actor, username, "user.role", lambda user: dataclasses.replace(user, role=Role(role)))
+
+    def reset_password(self, actor: User, username: str, password: str) -> User:
+        """A new password (the user's lockout cleared); the old one stops working at once."""
+        password_hash = hash_password(password)
+        return self._change_user(actor, username, "user.reset_password", lambda user: user, password_hash)
+
+    def _change_user(self, actor: User, username: str, action: str, change: Callable[[User], User],
+                     password_hash: str | None = None) -> User:
+        with self.engine.begin() as conn:
+            actor = acting_admin(conn, actor, Action.MANAGE_USERS)
             record = repo.get_user_record(conn, username)
-        if record is None or not record.user.active:
-            raise InvalidValue("user", username, "no such active user")
-        return record.user
+            if record is None:
+                raise InvalidValue("username", username, "no such user")
+            after = change(record.user)
+            check_admins_left(record.user, after, repo.count_active_admins(conn))
+            repo.update_user(conn, after)
+            if password_hash is not None:
+                repo.set_password_hash(conn, username, password_hash)
+            self._audit(conn, actor, action, "user", username, _user_document(record.user),
+                        {**_user_document(after), **({"password": "reset"} if password_hash else {})})
+        return after
 
     def users(self) -> list[User]:
         with self.engine.connect() as conn:
@@ -118,6 +219,7 @@ class Control:
         now = self.clock()
         scope = OverrideScope(campaign_id, audience_package)
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             campaign = self._campaign(conn, campaign_id)
             proposal = ov.propose(actor, override_id=repo.next_override_id(conn), scope=scope,
                                   field=field, value=value, reason=reason, expires_ts=expires_ts,
@@ -132,6 +234,7 @@ class Control:
                       reason: str, expires_ts: int) -> Override:
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             current = repo.get_override(conn, override_id)
             edited = ov.edit(current, actor, value=value, reason=reason, expires_ts=expires_ts,
                              now_ts=now, campaign=self._campaign(conn, current.scope.campaign_id),
@@ -141,28 +244,29 @@ class Control:
     def approve_override(self, actor: User, override_id: int, expected_version: int,
                          comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.approve(o, actor, now, comment), "override.approve")
+                            lambda o, who, now: ov.approve(o, who, now, comment), "override.approve")
 
     def reject_override(self, actor: User, override_id: int, expected_version: int,
                         comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.reject(o, actor, now, comment), "override.reject")
+                            lambda o, who, now: ov.reject(o, who, now, comment), "override.reject")
 
     def revoke_override(self, actor: User, override_id: int, expected_version: int,
                         comment: str = "") -> Override:
         return self._review(actor, override_id, expected_version,
-                            lambda o, now: ov.revoke(o, actor, now, comment), "override.revoke")
+                            lambda o, who, now: ov.revoke(o, who, now, comment), "override.revoke")
 
     def _review(self, actor: User, override_id: int, expected_version: int,
-                step: Callable[[Override, int], Override], action: str) -> Override:
+                step: Callable[[Override, User, int], Override], action: str) -> Override:
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
             current = repo.get_override(conn, override_id)
             if current.version != expected_version:
                 raise repo.ConflictError(
                     f"override {override_id} was changed by someone else (now version {current.version}, "
                     f"status {current.status.value}); reload and try again")
-            return self._store_override(conn, actor, action, current, step(current, now), expected_version)
+            return self._store_override(conn, actor, action, current, step(current, actor, now), expected_version)
 
     def _store_override(self, conn: Connection, actor: User | None, action: str, before: Override,
                         after: Override, expected_version: int) -> Override:
@@ -195,11 +299,12 @@ class Control:
             return repo.load_kill_switch(conn)
 
     def set_kill_switch(self, actor: User, on: bool, reason: str, campaign_id: str | None = None) -> KillSwitch:
-        require(actor, Action.KILL_SWITCH)
         if not reason.strip():
             raise InvalidValue("reason", reason, "a kill switch change needs a reason")
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.KILL_SWITCH)
             before = repo.load_kill_switch(conn)
             campaigns = set(before.campaigns)
             global_on = before.global_on
@@ -223,6 +328,7 @@ class Control:
         """Clear the previous day's traffic, end its live overrides and kill switches; audited."""
         now = self.clock()
         with self.engine.begin() as conn:
+            actor = None if actor is None else repo.verified_actor(conn, actor)
             for live in repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED]):
                 ended = dataclasses.replace(live, status=OverrideStatus.EXPIRED)
                 self._store_override(conn, actor, "override.expire", live, ended, live.version)
@@ -236,6 +342,20 @@ class Control:
                                                                   "campaigns": sorted(kill.campaigns)}},
                         {"reason": reason})
         return cleared
+
+    # --- models ---------------------------------------------------------------------------
+
+    def register_model(self, actor: User, artifact: ModelArtifact, path: str, *, active: bool) -> None:
+        """Record a bidder's model version so its decisions are explained at ingest; audited."""
+        from explain.store import register_model  # LightGBM and friends: only for this command
+
+        with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.REGISTER_MODEL)
+            register_model(conn, artifact, path, self.clock(), active=active)
+            self._audit(conn, actor, "model.register", "model", artifact.version, None,
+                        {"kind": artifact.kind, "path": path, "features": artifact.feature_names,
+                         "active": active})
 
     # --- effective policy -----------------------------------------------------------------
 
@@ -255,6 +375,19 @@ class Control:
                                             action, entity, entity_id, before, after))
 
     def verify_audit(self) -> ChainReport:
+        """The chain checked against its key and the anchors outside the store; an intact chain's end is
+        anchored too, so a later cut or rewrite of what was checked here is found."""
+        files = audit_files(self.engine)
         with self.engine.connect() as conn:
-            return verify_chain(repo.load_audit(conn))
+            entries = repo.load_audit(conn)
+        report = verify_chain(entries, read_key(files.key), read_anchors(files.anchors))
+        if report.ok and entries:
+            anchor(self.engine, self.clock(), (entries[-1].entry_id, entries[-1].hash))
+        return report
 
+
+
+def _user_document(user: User) -> dict:
+    """A user as the audit trail records them (never their password or its hash)."""
+    return {"username": user.username, "display_name": user.display_name, "role": user.role.value,
+            "active": user.active}

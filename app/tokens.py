@@ -2,7 +2,8 @@
 
 A token is shown once when created; the store keeps only its SHA-256 hash.
 Managing tokens is an admin's job (Action.MANAGE_TOKENS), checked here in the
-core and audited; `actor` None is the machine's own CLI, recorded as "system".
+core and audited; `actor` None is the machine itself, recorded as "system": allowed only while the
+store has no active admin, or for a token of the machine's own processes (`create_for_machine`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from enum import StrEnum
 
 from sqlalchemy import Engine
 
+from app.service import SYSTEM_ACTOR, acting_admin
 from control.audit import AuditRecord
 from control.domain import InvalidValue, User, require_text
 from control.permissions import Action, require
 from store import api_repo, repo
 
-SYSTEM_ACTOR = "system"
 TOKEN_PREFIX = "blt_"
 
 
@@ -82,9 +83,17 @@ class Tokens:
                                             action, "api_token", str(token_id), before, after))
 
     def create(self, actor: User | None, role: TokenRole | str, name: str = "") -> tuple[ServiceToken, str]:
-        """A new token and its secret (shown once, never stored)."""
-        if actor is not None:
-            require(actor, Action.MANAGE_TOKENS)
+        """A new token and its secret (shown once, never stored). `actor` None is the machine itself,
+        which may only while the store has no active admin."""
+        return self._create(actor, role, name, machine=False)
+
+    def create_for_machine(self, role: TokenRole | str, name: str) -> tuple[ServiceToken, str]:
+        """A token for one of the machine's own processes (the demo's simulator playing a bidder), made
+        in process whoever administers the store; audited as "system"."""
+        return self._create(None, role, name, machine=True)
+
+    def _create(self, actor: User | None, role: TokenRole | str, name: str,
+                machine: bool) -> tuple[ServiceToken, str]:
         try:
             role = TokenRole(role)
         except ValueError:
@@ -95,6 +104,7 @@ class Tokens:
             raise InvalidValue("name", name, "must be at most 100 characters")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
+            actor = acting_admin(conn, actor, Action.MANAGE_TOKENS, machine=machine)
             token = _from_record(api_repo.insert_token(
                 conn, name, role.value, hash_token(secret),
                 actor.username if actor else SYSTEM_ACTOR, self.clock()))
@@ -102,9 +112,8 @@ class Tokens:
         return token, secret
 
     def revoke(self, actor: User | None, token_id: int) -> ServiceToken:
-        if actor is not None:
-            require(actor, Action.MANAGE_TOKENS)
         with self.engine.begin() as conn:
+            actor = acting_admin(conn, actor, Action.MANAGE_TOKENS)
             record = api_repo.get_token(conn, token_id)
             if record is None:
                 raise InvalidValue("token_id", token_id, "no such token")

@@ -18,7 +18,7 @@ from app.tokens import Tokens
 from bench.foundation import PACKAGES, synthetic_decisions
 from bench.registry import BenchContext, BenchResult, benchmark
 from control.clock import ManualClock
-from control.domain import Campaign
+from control.domain import AudiencePackage, Campaign
 from store import repo
 from store.engine import open_store
 
@@ -31,11 +31,14 @@ def _store(path: Path, campaigns: int = 1000):
     with engine.begin() as conn:
         repo.upsert_campaigns(conn, [Campaign(f"c{i:05d}", f"c{i}", "toys", 1000.0, 3000.0, 120.0, 0.3)
                                      for i in range(campaigns)])
+        repo.upsert_audience_packages(conn, [AudiencePackage(p, p, p) for p in PACKAGES])
     return engine
 
 
 def _rows(n: int):
-    frame = synthetic_decisions(n, np.random.default_rng(11))
+    """n decisions for n different slots (a batch refuses a slot twice)."""
+    frame = synthetic_decisions(n + n // 50, np.random.default_rng(11))
+    frame = frame.drop_duplicates(["campaign_id", "audience_package", "bucket_ts"]).head(n).reset_index(drop=True)
     return frame, frame.to_dict("records")
 
 
@@ -94,7 +97,7 @@ def bench_policy(ctx: BenchContext) -> list[BenchResult]:
     plan = synthetic_decisions(len(grid), np.random.default_rng(5), campaigns)
     plan["campaign_id"] = [f"c{c:05d}" for c in grid[:, 0]]
     plan["audience_package"] = [PACKAGES[p] for p in grid[:, 1]]
-    plan["bucket_ts"] = START + 3600
+    plan["bucket_ts"] = CLOCK() - 60  # the last minute: in the policy's window, which ends at the clock
     repo.write_decisions(engine, plan, received_ts=START, source="bench")
     _, secret = Tokens(engine, CLOCK).create(None, "reader", "bench")
     session = requests.Session()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 BENCH_MODULES = ["bench.foundation", "bench.alerts", "bench.panel", "bench.guards", "bench.api", "bench.explain",
-                 "bench.sim"]
+                 "bench.sim", "bench.auth"]
 
 
 @dataclass(frozen=True)

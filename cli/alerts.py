@@ -10,10 +10,10 @@ import numpy as np
 
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
 from app.wiring import open_control
+from cli.auth import REFUSALS, add_login, login
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue
-from control.permissions import PermissionDenied
 from guards.alerts import (
     current_config,
     deliver_due,
@@ -80,7 +80,7 @@ def cmd_list(args) -> int:
 def cmd_ack(args) -> int:
     control = open_control()  # the store's clock: the demo's promotion time, else real time
     try:
-        acknowledge_alert(control, control.user(args.by or os.environ.get("USER", "")), args.id, source="cli")
+        acknowledge_alert(control, login(control, args.user), args.id, source="cli")
         already = False
     except ConflictError:  # acknowledged before: say by whom, as the panel does
         already = True
@@ -96,7 +96,7 @@ def cmd_retry(args) -> int:
     control = open_control()
     with control.engine.connect() as conn:
         ids = args.ids or [a.alert_id for a in list_alerts(conn, status="dead", limit=None)]
-    requeued = resend_dead_alerts(control, control.user(args.by or os.environ.get("USER", "")), ids)
+    requeued = resend_dead_alerts(control, login(control, args.user), ids)
     emit(args, {"requeued": requeued}, f"requeued {len(requeued)} dead alerts" + (
         f": {', '.join(map(str, requeued))}" if requeued else ""))
     return 0
@@ -164,7 +164,7 @@ def _guarded(fn):
     def run(args) -> int:
         try:
             return fn(args)
-        except (InvalidValue, PermissionDenied) as exc:
+        except REFUSALS as exc:
             return fail(redact(str(exc)))
     return run
 
@@ -183,12 +183,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=_guarded(cmd_list))
     p = sub.add_parser("ack", help="acknowledge an alert (audited)")
     p.add_argument("id", type=int)
-    p.add_argument("--by", help="who acknowledges (default: $USER)")
+    add_login(p, flag="--by", required=False, default=os.environ.get("USER"))
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_ack))
     p = sub.add_parser("retry", help="send dead alerts again (after fixing the key or receiver); audited")
     p.add_argument("ids", nargs="*", type=int, help="alert ids (default: every dead alert)")
-    p.add_argument("--by", help="who requeues (default: $USER)")
+    add_login(p, flag="--by", required=False, default=os.environ.get("USER"))
     add_json_flag(p)
     p.set_defaults(func=_guarded(cmd_retry))
     p = sub.add_parser("send", help="one delivery pass over the outbox")

@@ -1,16 +1,17 @@
 """Bidder integration commands: `api` (serve), `token create|revoke|list`, `campaigns import`,
-`ingest decisions|outcomes`."""
+`packages import`, `ingest decisions|outcomes`."""
 
 from __future__ import annotations
 
 import sys
 
-from app.ingest import Kind, ingest_file
+from app.ingest import Kind, ingest_file, limits_for
 from app.tokens import TokenRole, Tokens
-from app.wiring import open_engine, store_clock
+from app.wiring import open_control, open_engine, store_clock
+from cli.auth import REFUSALS, add_login, login_or_machine
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
-from control.domain import InvalidValue
+from control.domain import ConflictError
 
 
 def _engine():
@@ -31,11 +32,15 @@ def cmd_api(args) -> int:
     return 0
 
 
+def _tokens(control) -> Tokens:
+    return Tokens(control.engine, store_clock(control.engine))
+
+
 def cmd_token_create(args) -> int:
+    control = open_control()
     try:
-        engine = _engine()
-        token, secret = Tokens(engine, store_clock(engine)).create(None, args.role, args.name or "")
-    except InvalidValue as exc:
+        token, secret = _tokens(control).create(login_or_machine(control, args.user), args.role, args.name or "")
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {**token.as_json(), "token": secret},
          f"token {token.token_id} ({token.role.value}, {token.name}) created. It is shown only now:\n{secret}")
@@ -43,10 +48,10 @@ def cmd_token_create(args) -> int:
 
 
 def cmd_token_revoke(args) -> int:
+    control = open_control()
     try:
-        engine = _engine()
-        token = Tokens(engine, store_clock(engine)).revoke(None, args.token_id)
-    except InvalidValue as exc:
+        token = _tokens(control).revoke(login_or_machine(control, args.user), args.token_id)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, token.as_json(), f"token {token.token_id} ({token.name}) revoked")
     return 0
@@ -70,13 +75,14 @@ def cmd_ingest(args) -> int:
     engine = _engine()
     try:
         report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
-                             budget_bytes=budget, enrich=shadow_filler(engine),
+                             budget_bytes=budget, limits=limits_for(settings), enrich=shadow_filler(engine),
                              explain=explain_registered(engine))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ConflictError) as exc:
         return fail(str(exc))
     data = report.as_json()
     lines = [f"{args.file}: {report.rows} rows, {report.accepted} stored, {report.refused} refused "
-             f"({report.chunks} chunks)"]
+             f"({report.chunks} chunks)" + (f"; {report.skipped} rows stored by an earlier run of this file, "
+                                            "not again" if report.skipped else "")]
     if report.refused:
         lines.append(f"refused rows are in table quarantine (kind={report.kind}, source={report.source}, "
                      f"received_ts={report.received_ts}):")
@@ -85,15 +91,17 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-def cmd_campaigns_import(args) -> int:
-    from app.campaigns_import import import_campaigns, read_table
+def cmd_catalogue_import(args) -> int:
+    """`campaigns import` and `packages import`: the catalogue the bidder's rows must name."""
+    from app.campaigns_import import import_campaigns, import_packages, read_table
 
+    load = import_campaigns if args.catalogue == "campaigns" else import_packages
     engine = _engine()
     try:
-        loaded, refusals = import_campaigns(engine, read_table(args.file), store_clock(engine))
+        loaded, refusals = load(engine, read_table(args.file), store_clock(engine))
     except (OSError, ValueError) as exc:
         return fail(str(exc))
-    lines = [f"{args.file}: {loaded} campaigns loaded, {len(refusals)} refused"]
+    lines = [f"{args.file}: {loaded} {args.catalogue} loaded, {len(refusals)} refused"]
     lines += [f"  row {r.index}: {r.field}={r.value!r}: {r.reason}" for r in refusals]
     emit(args, {"loaded": loaded, "refused": len(refusals),
                 "refusals": [{"index": r.index, "field": r.field, "value": r.value, "reason": r.reason}
@@ -112,22 +120,28 @@ def register(sub) -> None:
     p = token.add_parser("create", help="create a token (printed once; only its hash is stored)")
     p.add_argument("--role", required=True, choices=[r.value for r in TokenRole])
     p.add_argument("--name", help="a name saying who uses it")
+    add_login(p, required=False)
     add_json_flag(p)
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("revoke", help="revoke a token (it stops working at once)")
     p.add_argument("token_id", type=int)
+    add_login(p, required=False)
     add_json_flag(p)
     p.set_defaults(func=cmd_token_revoke)
     p = token.add_parser("list", help="list tokens (never their secrets)")
     add_json_flag(p)
     p.set_defaults(func=cmd_token_list)
 
-    campaigns = sub.add_parser("campaigns", help="the campaign catalogue bidder rows refer to").add_subparsers(
-        dest="campaigns_command", required=True)
-    p = campaigns.add_parser("import", help="insert or update campaigns from a CSV, JSON Lines or Parquet file")
-    p.add_argument("file")
-    add_json_flag(p)
-    p.set_defaults(func=cmd_campaigns_import)
+    for name, columns in (("campaigns", "campaign_id, name, category, daily_budget, budget_cap, avg_order_value, "
+                                        "gross_margin[, target_roi]"),
+                          ("packages", "code, name_zh, name_en[, kind: life_scene|value_tier]")):
+        catalogue = sub.add_parser(name, help=f"the {name} bidder rows must name").add_subparsers(
+            dest=f"{name}_command", required=True)
+        p = catalogue.add_parser("import", help=f"insert or update {name} from a CSV, JSON Lines or Parquet file "
+                                                f"({columns})")
+        p.add_argument("file")
+        add_json_flag(p)
+        p.set_defaults(func=cmd_catalogue_import, catalogue=name)
 
     p = sub.add_parser("ingest", help="load decisions or outcomes from a CSV, JSON Lines or Parquet file")
     p.add_argument("kind", choices=["decisions", "outcomes"])

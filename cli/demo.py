@@ -84,7 +84,7 @@ def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Po
 
 def api_bidder_for(control: Control, port: int, api: subprocess.Popen, stop: threading.Event) -> ApiBidder:
     """The simulator as an external bidder of the demo's API, with a bidder token of its own."""
-    _, secret = Tokens(control.engine, control.clock).create(None, TokenRole.BIDDER, "bidlens demo simulator")
+    _, secret = Tokens(control.engine, control.clock).create_for_machine(TokenRole.BIDDER, "bidlens demo simulator")
     client = BidLensClient(f"http://127.0.0.1:{port}", secret)
     while not client.ready():
         if api.poll() is not None or stop.wait(0.5):

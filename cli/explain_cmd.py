@@ -3,8 +3,11 @@ registering a bidder's own model so its decisions are explained at ingest."""
 
 from __future__ import annotations
 
+from app.wiring import open_control
+from cli.auth import REFUSALS, add_login, login
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
+from control.permissions import Action, require
 from store.engine import open_store
 
 
@@ -63,7 +66,6 @@ def cmd_drift(args) -> int:
 
 
 def cmd_model_register(args) -> int:
-    import time
     from pathlib import Path
 
     from explain.artifacts import (
@@ -73,17 +75,22 @@ def cmd_model_register(args) -> int:
         load_user_model,
         save_artifact,
     )
-    from explain.store import register_model
-
-    settings = load_settings()
+    control = open_control()
+    try:
+        actor = login(control, args.user)
+        require(actor, Action.REGISTER_MODEL)  # asked before the model is copied; the core checks it again
+    except REFUSALS as exc:
+        return fail(str(exc))
     try:
         features = feature_dictionary_from_json(args.features)
         artifact = load_user_model(args.model_file, features, args.version, variant=args.variant)
     except (OSError, ValueError, KeyError, ModelMismatch, UnsupportedModelFile) as exc:
         return fail(f"{args.model_file}: {exc}")
-    folder = save_artifact(artifact, Path(settings.data_dir) / "models")
-    with open_store(settings.database_url).begin() as conn:
-        register_model(conn, artifact, str(folder.resolve()), int(time.time()), active=args.activate)
+    folder = save_artifact(artifact, Path(control.settings.data_dir) / "models")
+    try:
+        control.register_model(actor, artifact, str(folder.resolve()), active=args.activate)
+    except REFUSALS as exc:
+        return fail(str(exc))
     emit(args, {"model_version": artifact.version, "kind": artifact.kind, "path": str(folder),
                 "features": artifact.feature_names, "active": args.activate},
          f"model {artifact.version} ({artifact.kind}, {len(features)} features) registered at {folder}; "
@@ -131,6 +138,7 @@ def register(sub) -> None:
     reg.add_argument("--version", required=True, help="the model_version the bidder sends with its decisions")
     reg.add_argument("--variant", default="roi", help="roi (the default) or gmv")
     reg.add_argument("--activate", action="store_true", help="mark it the active model")
+    add_login(reg)
     add_json_flag(reg)
     reg.set_defaults(func=cmd_model_register)
     listing = models.add_parser("list", help="registered model versions")

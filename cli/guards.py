@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -12,11 +13,11 @@ import numpy as np
 
 from app.service import Control
 from app.wiring import file_guard_settings, guard_service, open_control
+from cli.auth import REFUSALS, add_login, login
 from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
 from control.config import load_settings
 from control.domain import InvalidValue
-from control.permissions import PermissionDenied
 from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
@@ -24,8 +25,7 @@ from guards.pool_store import list_versions
 from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.trip_drivers import trip_drivers
-from guards.worker import GuardWorker, LockBusy, worker_lock
-from store import repo
+from guards.worker import GuardWorker, LeaseLost, LockBusy, worker_lock
 
 
 def _open():
@@ -79,9 +79,10 @@ def cmd_run(args) -> int:
                   flush=True)
 
     try:
-        with worker_lock(control.engine, control.settings.data_dir, timeout_s=args.lock_timeout,
-                         on_wait=lambda: print("another guard worker is active; waiting for its lock",
-                                               file=sys.stderr, flush=True)):
+        with worker_lock(control.engine, timeout_s=args.lock_timeout, lease_s=control.settings.guard_lease_s,
+                         on_wait=lambda: print("another guard worker holds the store's lease; waiting for it",
+                                               file=sys.stderr, flush=True)) as lease:
+            worker.lease = lease
             if args.once:
                 report = worker.tick()
                 emit(args, {"now_ts": report.now_ts, "campaigns": report.campaigns,
@@ -91,11 +92,16 @@ def cmd_run(args) -> int:
                      f"{report.campaigns} campaigns evaluated in {report.seconds:.3f}s, "
                      f"{len(report.events)} events")
                 return 0
-            print(f"guard worker running: every {worker.interval_s}s of its clock", flush=True)
+            # Stop cleanly on Ctrl-C or SIGTERM (the demo's), also as a background job: the lease is released
+            # on the way out, so the next worker need not wait for it to expire.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            print(f"guard worker running: every {worker.interval_s}s of its clock (lease generation "
+                  f"{lease.generation})", flush=True)
             if not args.no_deliver:
                 start_alert_sender(control, clock)
             worker.run(on_tick=on_tick)
-    except LockBusy as exc:
+    except (LockBusy, LeaseLost) as exc:
         return fail(str(exc), 3)
     except KeyboardInterrupt:
         return 0
@@ -128,8 +134,8 @@ def cmd_status(args) -> int:
 def cmd_force(args) -> int:
     control, service, _ = _open()
     try:
-        changed = service.force(control.user(args.user), args.campaign, args.mode, args.reason)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        changed = service.force(login(control, args.user), args.campaign, args.mode, args.reason)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
          "\n".join(f"{c['guard']}: {c['mode_before']} -> {c['mode_after']}" for c in changed))
@@ -139,8 +145,8 @@ def cmd_force(args) -> int:
 def cmd_kill(args) -> int:
     control, _, _ = _open()
     try:
-        after = control.set_kill_switch(control.user(args.user), args.state == "on", args.reason, args.campaign)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+        after = control.set_kill_switch(login(control, args.user), args.state == "on", args.reason, args.campaign)
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"global": after.global_on, "campaigns": sorted(after.campaigns)},
          f"kill switch: global {'ON' if after.global_on else 'off'}; campaigns {sorted(after.campaigns) or '-'}")
@@ -174,10 +180,10 @@ def cmd_thresholds_set(args) -> int:
     control, service, _ = _open()
     values = {name: getattr(args, name) for name in THRESHOLD_FIELDS if getattr(args, name) is not None}
     try:
-        view = service.set_thresholds(control.user(args.user),
+        view = service.set_thresholds(login(control, args.user),
                                       ThresholdEdit(args.guard, args.campaign, values, args.reason),
                                       args.expected_version)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, view, _thresholds_text(view))
     return 0
@@ -186,9 +192,9 @@ def cmd_thresholds_set(args) -> int:
 def cmd_thresholds_reset(args) -> int:
     control, service, _ = _open()
     try:
-        view = service.reset_thresholds(control.user(args.user), args.campaign, args.reason, args.guard,
+        view = service.reset_thresholds(login(control, args.user), args.campaign, args.reason, args.guard,
                                         args.expected_version)
-    except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
+    except REFUSALS as exc:
         return fail(str(exc))
     emit(args, view, _thresholds_text(view))
     return 0
@@ -212,7 +218,7 @@ def _register_thresholds(sub) -> None:
     reset.add_argument("--guard", default=None, choices=list(EDITABLE), help="omitted: every guard")
     for parser, func in ((edit, cmd_thresholds_set), (reset, cmd_thresholds_reset)):
         parser.add_argument("--reason", required=True)
-        parser.add_argument("--user", required=True)
+        add_login(parser)
         parser.add_argument("--expected-version", type=int, default=None,
                             help="refuse if the thresholds moved past this version (from `show`)")
         add_json_flag(parser)
@@ -222,8 +228,8 @@ def _register_thresholds(sub) -> None:
 def cmd_pool_submit(args) -> int:
     control, service, _ = _open()
     try:
-        version = service.submit_rule_pool(control.user(args.user), Path(args.file).read_text(encoding="utf-8"))
-    except (InvalidValue, PermissionDenied, OSError) as exc:
+        version = service.submit_rule_pool(login(control, args.user), Path(args.file).read_text(encoding="utf-8"))
+    except (*REFUSALS, OSError) as exc:
         return fail(str(exc))
     emit(args, {"version": version.version, "status": version.status, "error": version.error},
          f"rule pool version {version.version}: {version.status}" + (f"\n{version.error}" if version.error else ""))
@@ -293,7 +299,8 @@ def register(subparsers) -> None:
     run.add_argument("--once", action="store_true", help="one evaluation, then exit")
     run.add_argument("--no-deliver", action="store_true",
                      help="do not send the alert outbox from this process (another runs `bidlens alerts send`)")
-    run.add_argument("--lock-timeout", type=float, default=None, help="give up waiting for the lock after S s")
+    run.add_argument("--lock-timeout", type=float, default=None,
+                     help="give up waiting for the store's worker lease after S s")
     add_json_flag(run)
     run.set_defaults(func=cmd_run)
 
@@ -305,7 +312,7 @@ def register(subparsers) -> None:
     forced.add_argument("--campaign", required=True)
     forced.add_argument("--mode", required=True, choices=["pool", "model", "auto"])
     forced.add_argument("--reason", required=True)
-    forced.add_argument("--user", required=True)
+    add_login(forced)
     add_json_flag(forced)
     forced.set_defaults(func=cmd_force)
 
@@ -313,7 +320,7 @@ def register(subparsers) -> None:
     kill.add_argument("state", choices=["on", "off"])
     kill.add_argument("--campaign", default=None)
     kill.add_argument("--reason", required=True)
-    kill.add_argument("--user", required=True)
+    add_login(kill)
     add_json_flag(kill)
     kill.set_defaults(func=cmd_kill)
 
@@ -323,7 +330,7 @@ def register(subparsers) -> None:
     pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="SUBCOMMAND")
     submit = pool_sub.add_parser("submit", help="validate a rule pool TOML file and make it live")
     submit.add_argument("file")
-    submit.add_argument("--user", required=True)
+    add_login(submit)
     add_json_flag(submit)
     submit.set_defaults(func=cmd_pool_submit)
     listing = pool_sub.add_parser("list", help="every version: active, superseded, refused (with why)")

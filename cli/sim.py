@@ -31,7 +31,7 @@ def _stress_text(report: dict, paths: dict) -> str:
 def cmd_stress(args) -> int:
     from app.stress_guard import make_guard_hook
     from sim.kit import prepare
-    from sim.report import write_report
+    from sim.report import report_dir, write_report
     from sim.scenario import load_scenario, load_scenario_file
     from sim.stress import run_stress
 
@@ -45,7 +45,7 @@ def cmd_stress(args) -> int:
     arms = () if args.guard == "on" else ("model", "rule_pool")
     report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook, arms=arms,
                         minutes=args.minutes)
-    out = Path(args.out or Path(settings.data_dir) / "reports" / f"stress-{scenario.name}-{args.seed}")
+    out = Path(args.out) if args.out else report_dir(settings.data_dir, scenario.name, args.seed)
     paths = write_report(report, out)
     emit(args, report, _stress_text(report, paths))
     return 0

@@ -36,8 +36,25 @@ class Settings:
     demo_password: str = setting("", "BIDLENS_DEMO_PASSWORD",
                                  "Password for the demo users made by `bidlens init --demo-users`; "
                                  "empty: a random one each, printed once.", secret=True)
-    session_timeout_min: int = setting(60, "BIDLENS_SESSION_TIMEOUT_MIN",
-                                       "Panel sessions end after this many idle minutes.")
+    session_timeout_min: float = setting(60.0, "BIDLENS_SESSION_TIMEOUT_MIN",
+                                         "Panel sessions end after this many idle minutes (a page opened, an "
+                                         "action; a board refreshing by itself is idle).")
+    password: str = setting("", "BIDLENS_PASSWORD",
+                            "The password of the person a command acts as (`--user`, `--by`), for scripts; "
+                            "empty: the command asks at a terminal.", secret=True)
+    login_max_failures_per_source: int = setting(
+        30, "BIDLENS_LOGIN_MAX_FAILURES_PER_SOURCE",
+        "Failed logins one source (a browser's address, a CLI host) may make in 15 minutes, whatever the "
+        "usernames; then it waits.")
+    audit_key_file: str = setting(
+        "", "BIDLENS_AUDIT_KEY_FILE",
+        "File of the key that signs the audit trail (made on first use, mode 0600, never printed); every "
+        "process of a store needs the same one. Empty: next to a SQLite store, or DATA_DIR/audit.key. Keep it "
+        "where the database's writers cannot read it (docs/ARCHITECTURE.md, threat model).")
+    audit_anchor_file: str = setting(
+        "", "BIDLENS_AUDIT_ANCHOR_FILE",
+        "Append-only log of the audit trail's end, written outside the store by the guard worker each tick "
+        "and by `bidlens audit verify`, which compares it. Empty: next to a SQLite store, or in DATA_DIR.")
     max_bid_multiple: float = setting(3.0, "BIDLENS_MAX_BID_MULTIPLE",
                                       "An override bid may be at most this many times the model's bid.")
     max_bid: float = setting(50.0, "BIDLENS_MAX_BID",
@@ -53,13 +70,19 @@ class Settings:
                                 "empty: the defaults.")
     guard_interval_s: int = setting(60, "BIDLENS_GUARD_INTERVAL_S",
                                     "The guard worker evaluates every this many seconds of its clock.")
+    guard_lease_s: int = setting(30, "BIDLENS_GUARD_LEASE_S",
+                                 "Real seconds a guard worker's lease lasts past its last renewal (renewed every "
+                                 "third of it): a second worker takes over this long after the first stops.")
     api_max_batch_rows: int = setting(10_000, "BIDLENS_API_MAX_BATCH_ROWS",
                                       "Most rows in one POST to the bidder API (413 beyond).")
     api_max_body_mb: int = setting(16, "BIDLENS_API_MAX_BODY_MB",
                                    "Largest request body the bidder API reads, MiB (413 beyond).")
     policy_window_s: int = setting(3600, "BIDLENS_POLICY_WINDOW_S",
                                    "The policy lists slots with a model decision this recent (seconds "
-                                   "before the newest decision's bucket).")
+                                   "before the server's clock).")
+    max_future_s: int = setting(300, "BIDLENS_MAX_FUTURE_S",
+                                "A decision's or an outcome's time (bucket_ts, known_ts) may be at most this many "
+                                "seconds ahead of the server's clock; later ones are refused.")
     ingest_memory_mb: int = setting(256, "BIDLENS_INGEST_MEMORY_MB",
                                     "Memory budget of file ingestion, MiB: sets the chunk size.")
 

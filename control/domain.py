@@ -11,6 +11,7 @@ named by the epoch second it starts at (`bucket_ts`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,26 @@ def require_finite(field_name: str, value: float, *, minimum: float | None = 0.0
 def require_text(field_name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue(field_name, value, "must be a non-empty string")
+    return value
+
+
+# Control, format and separator characters (Unicode Cc, Cf, Zl, Zp; Python's Unicode 14): bidi overrides,
+# zero-width characters and the like make two different names look the same. No text field keeps them.
+INVISIBLE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in (
+    (0x0, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x600, 0x605), (0x61C, 0x61C), (0x6DD, 0x6DD), (0x70F, 0x70F),
+    (0x890, 0x891), (0x8E2, 0x8E2), (0x180E, 0x180E), (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x2064),
+    (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F))) + "]")
+
+
+def require_name(field_name: str, value: object) -> str:
+    """An identifier people and bidders type and compare: text without surrounding spaces or
+    control or invisible characters (two names that look alike are one name)."""
+    require_text(field_name, value)
+    if value != value.strip():
+        raise InvalidValue(field_name, value, "must not start or end with a space")
+    if INVISIBLE.search(value):
+        raise InvalidValue(field_name, value, "must not contain control or invisible characters")
     return value
 
 
@@ -125,7 +146,7 @@ class AudiencePackage:
     kind: str = "life_scene"  # life_scene | value_tier
 
     def __post_init__(self):
-        require_text("code", self.code)
+        require_name("code", self.code)
         require_text("name_zh", self.name_zh)
         require_text("name_en", self.name_en)
         if self.kind not in ("life_scene", "value_tier"):
@@ -144,7 +165,7 @@ class Campaign:
     target_roi: float = 2.0  # the bid formula divides predicted value per click by this
 
     def __post_init__(self):
-        require_text("campaign_id", self.campaign_id)
+        require_name("campaign_id", self.campaign_id)
         require_text("name", self.name)
         require_text("category", self.category)
         require_finite("daily_budget", self.daily_budget)
@@ -201,6 +222,7 @@ class Override:
     reviewed_ts: int | None = None
     review_comment: str = ""
     version: int = 1
+    authors: tuple[str, ...] = ()  # everyone who proposed or edited any version: none of them may review it
 
     def __post_init__(self):
         require_finite("value", self.value)
@@ -313,6 +335,7 @@ class AuditEntry:
     after: dict | None
     prev_hash: str
     hash: str
+    key_id: str | None = None  # the key that signed it (control.audit.key_id); None: from before signing
 
 
 class RuleAction(StrEnum):

@@ -3,7 +3,7 @@
 propose → (edit →)* approve | reject; approved → revoke | expire.
 
 - Only operators, managers and admins propose; only managers approve or reject.
-- Nobody approves their own proposal (four eyes), whatever their role.
+- Nobody approves a proposal they proposed or edited, in any version (four eyes), whatever their role.
 - Bounds refuse absurd values before a proposal exists.
 - Editing a proposal resets it to `proposed` (an approval never covers a value the
   approver did not see); an approved override cannot be edited, only revoked.
@@ -105,7 +105,7 @@ def propose(actor: User, *, override_id: int, scope: OverrideScope, field: Overr
     check_bounds(field, value, model_bid=model_bid, campaign=campaign, bounds=bounds)
     return Override(override_id=override_id, scope=scope, field=field, value=float(value),
                     reason=reason, proposed_by=actor.username, proposed_ts=now_ts,
-                    expires_ts=expires_ts)
+                    expires_ts=expires_ts, authors=(actor.username,))
 
 
 def edit(override: Override, actor: User, *, value: float, reason: str, expires_ts: int,
@@ -122,7 +122,8 @@ def edit(override: Override, actor: User, *, value: float, reason: str, expires_
     return dataclasses.replace(
         override, value=float(value), reason=reason, expires_ts=expires_ts,
         proposed_by=actor.username, proposed_ts=now_ts, status=OverrideStatus.PROPOSED,
-        reviewed_by=None, reviewed_ts=None, review_comment="")
+        reviewed_by=None, reviewed_ts=None, review_comment="",
+        authors=override.authors + ((actor.username,) if actor.username not in override.authors else ()))
 
 
 def _review(override: Override, actor: User, status: OverrideStatus, comment: str,
@@ -131,8 +132,8 @@ def _review(override: Override, actor: User, status: OverrideStatus, comment: st
     if override.status is not OverrideStatus.PROPOSED:
         raise OverrideStateError(f"override {override.override_id} is {override.status.value}, "
                                  "not proposed")
-    if actor.username == override.proposed_by:
-        raise FourEyesViolation(f"{actor.username} proposed override {override.override_id} "
+    if actor.username == override.proposed_by or actor.username in override.authors:
+        raise FourEyesViolation(f"{actor.username} proposed or edited override {override.override_id} "
                                 "and cannot review it (four-eyes rule)")
     return dataclasses.replace(override, status=status, reviewed_by=actor.username,
                                reviewed_ts=now_ts, review_comment=comment)

@@ -25,20 +25,43 @@ class Action(StrEnum):
     MANAGE_USERS = "manage_users"
     MANAGE_TOKENS = "manage_tokens"
     VIEW_AUDIT = "view_audit"               # read the audit trail
+    REGISTER_MODEL = "register_model"       # register a bidder's model, so its decisions are explained
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT}),
     Role.ENGINEER: frozenset({Action.VIEW, Action.ACK_ALERT, Action.RUN_STRESS_TEST,
-                              Action.EDIT_RULE_POOL}),
+                              Action.EDIT_RULE_POOL, Action.REGISTER_MODEL}),
     Role.MANAGER: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.APPROVE_OVERRIDE,
                              Action.REVOKE_OVERRIDE, Action.KILL_SWITCH, Action.FORCE_GUARD,
                              Action.EDIT_GUARD_CONFIG, Action.EDIT_RULE_POOL, Action.ACK_ALERT,
-                             Action.RUN_STRESS_TEST, Action.VIEW_AUDIT}),
+                             Action.RUN_STRESS_TEST, Action.VIEW_AUDIT, Action.REGISTER_MODEL}),
     Role.ADMIN: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT,
                            Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS,
                            Action.VIEW_AUDIT}),
 }
+
+
+class ActorRefused(PermissionError):
+    """The person acting is not (or no longer) who the store says: unknown, deactivated, or their role
+    changed since they logged in. They must log in again."""
+
+    def __init__(self, username: str, why: str):
+        self.username = username
+        self.why = why
+        super().__init__(f"user {username!r} {why}; log in again")
+
+
+def verified(claimed: User, stored: User | None) -> User:
+    """The actor as the store has them now (`stored`, read in the acting transaction), if that is still
+    the person the caller claims (`claimed`: a session's or a command's user); else ActorRefused."""
+    if stored is None or stored.username != claimed.username:
+        raise ActorRefused(claimed.username, "is not a user of this store")
+    if not stored.active:
+        raise ActorRefused(claimed.username, "was deactivated")
+    if stored.role is not claimed.role:
+        raise ActorRefused(claimed.username, f"is now {stored.role.value}, not {claimed.role.value}")
+    return stored
 
 
 class PermissionDenied(PermissionError):

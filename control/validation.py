@@ -8,7 +8,7 @@ The same rules as the domain types (control.domain), applied to whole columns.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,9 @@ DECISION_COLUMNS = rows.required_kinds(rows.DECISION_FIELDS)
 DECISION_OPTIONAL = rows.optional_kinds(rows.DECISION_FIELDS)
 OUTCOME_COLUMNS = rows.required_kinds(rows.OUTCOME_FIELDS)
 
-MAX_FUTURE_S = 24 * 3600  # a timestamp more than a day ahead of the receiving clock is refused
+MAX_FUTURE_S = 300  # a timestamp more than five minutes ahead of the server's clock is refused (configurable)
+
+SLOT = ("campaign_id", "audience_package", "bucket_ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,14 @@ def _failures(col: pd.Series, kind: str, limits: Limits, now_ts: int) -> tuple[n
     return bad, "must be a finite number >= 0"
 
 
+def _refused_value(frame: pd.DataFrame, i: int, field: str) -> object:
+    if field == "_slot":  # the slot a double decides: its three fields (the bucket as whole seconds)
+        values = [frame.at[i, c] for c in SLOT]
+        values[2] = int(values[2])
+        return ", ".join(f"{c}={v}" for c, v in zip(SLOT, values, strict=True))
+    return frame.at[i, field]
+
+
 def _validate(frame: pd.DataFrame, columns: dict[str, str], optional: dict[str, str],
               now_ts: int, limits: Limits, extra_checks) -> ValidationResult:
     missing = [c for c in columns if c not in frame.columns]
@@ -92,12 +102,12 @@ def _validate(frame: pd.DataFrame, columns: dict[str, str], optional: dict[str, 
         if name in optional:
             mask &= frame[name].notna().to_numpy(dtype=bool)
         mark(mask, name, reason)
-    for field, mask, reason in extra_checks(frame):
+    for field, mask, reason in extra_checks(frame, lambda: first_field == None):  # noqa: E711
         mark(np.asarray(mask, dtype=bool), field, reason)
 
     refused_rows = np.flatnonzero(first_field != None)  # noqa: E711
     refusals = [
-        Refusal(int(i), first_field[i], frame.at[i, first_field[i]], reasons[i],
+        Refusal(int(i), first_field[i], _refused_value(frame, i, first_field[i]), reasons[i],
                 {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                  for k, v in frame.iloc[i].to_dict().items()})
         for i in refused_rows
@@ -106,30 +116,43 @@ def _validate(frame: pd.DataFrame, columns: dict[str, str], optional: dict[str, 
     return ValidationResult(accepted, refusals)
 
 
+def _catalogue_checks(f: pd.DataFrame, known_campaigns: Collection[str] | None,
+                      known_packages: Collection[str] | None):
+    """A row's campaign and audience package must be in the catalogue (when the caller gives it)."""
+    if known_campaigns is not None:
+        yield "campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(), "unknown campaign"
+    if known_packages is not None:
+        yield ("audience_package", ~f["audience_package"].isin(list(known_packages)).to_numpy(),
+               "unknown audience package")
+
+
 def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                       known_packages: Collection[str] | None = None,
                        limits: Limits = Limits()) -> ValidationResult:
-    def checks(f: pd.DataFrame):
+    def checks(f: pd.DataFrame, still_ok: Callable[[], np.ndarray]):
         bids = pd.to_numeric(f["bid"], errors="coerce").to_numpy(dtype=np.float64)
         yield "bid", bids > limits.max_bid, f"bid above {limits.max_bid} yuan per click"
-        if known_campaigns is not None:
-            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
-                   "unknown campaign")
+        yield from _catalogue_checks(f, known_campaigns, known_packages)
         for field in rows.DECISION_FIELDS:
             if field.choices and field.name in f:
                 col = f[field.name]
                 yield (field.name, col.notna().to_numpy() & ~col.isin(list(field.choices)).to_numpy(),
                        f"must be {', '.join(field.choices[:-1])} or {field.choices[-1]}")
+        # One decision per slot in a batch: the first good one stands, a later one is a double.
+        ok = still_ok()
+        again = np.zeros(len(f), dtype=bool)
+        again[ok] = f.loc[ok, list(SLOT)].duplicated(keep="first").to_numpy()
+        yield "_slot", again, "the same slot (campaign, audience package, bucket) is decided earlier in the batch"
     return _validate(frame, DECISION_COLUMNS, DECISION_OPTIONAL, now_ts, limits, checks)
 
 
 def validate_outcomes(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                      known_packages: Collection[str] | None = None,
                       limits: Limits = Limits()) -> ValidationResult:
-    def checks(f: pd.DataFrame):
+    def checks(f: pd.DataFrame, _still_ok: Callable[[], np.ndarray]):
         num = {c: pd.to_numeric(f[c], errors="coerce").to_numpy(dtype=np.float64)
                for c in ("bucket_ts", "known_ts", "impressions", "clicks", "orders")}
         yield "known_ts", num["known_ts"] < num["bucket_ts"], "is before the slot's bucket"
         yield "clicks", num["clicks"] > num["impressions"], "more clicks than impressions"
-        if known_campaigns is not None:
-            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
-                   "unknown campaign")
+        yield from _catalogue_checks(f, known_campaigns, known_packages)
     return _validate(frame, OUTCOME_COLUMNS, {}, now_ts, limits, checks)

@@ -52,10 +52,11 @@ class GuardService:
 
         'auto' on a tripped guard is the manager's release (config require_approval).
         """
-        require(actor, Action.FORCE_GUARD)
         now = int(self.clock())
         changed = []
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.FORCE_GUARD)
             self._known_campaign(conn, campaign_id)
             stored = load_states(conn)
             for guard in GUARDS:
@@ -75,8 +76,9 @@ class GuardService:
         return changed
 
     def submit_rule_pool(self, actor: User, text: str) -> PoolVersion:
-        require(actor, Action.EDIT_RULE_POOL)
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.EDIT_RULE_POOL)
             return submit_pool(conn, text, actor.username, int(self.clock()), self.bounds)
 
     # --- thresholds: the config file with the store's edits on top (guards.thresholds) ---------
@@ -95,14 +97,12 @@ class GuardService:
 
         expected_version: the version the editor was shown; someone else's change since is a ConflictError.
         """
-        require(actor, Action.EDIT_GUARD_CONFIG)
         return self._change_thresholds(actor, "guard.thresholds_set", edit.guard, edit.campaign_id, edit.reason,
                                        expected_version, lambda edits: apply_edit(self.settings, edits, edit))
 
     def reset_thresholds(self, actor: User, campaign_id: str | None, reason: str, guard: str | None = None,
                          expected_version: int | None = None) -> dict:
         """Drop a campaign's own edits (campaign_id None: the edits for all campaigns), of one guard or all."""
-        require(actor, Action.EDIT_GUARD_CONFIG)
         check_reason(reason)
         return self._change_thresholds(actor, "guard.thresholds_reset", guard, campaign_id, reason,
                                        expected_version, lambda edits: reset(edits, campaign_id, guard))
@@ -111,6 +111,8 @@ class GuardService:
                            expected_version: int | None, change) -> dict:
         now = int(self.clock())
         with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.EDIT_GUARD_CONFIG)
             if campaign_id is not None:
                 self._known_campaign(conn, campaign_id)
             edits, version = load_edits(conn)

@@ -4,27 +4,31 @@ Each tick: expire overrides (Control.expire_overrides), read the effective
 thresholds (the config file with the store's edits on top, guards.thresholds: one
 flag read, so an edit takes effect on the next tick), observe every campaign
 (guards.observe), run every registered guard's pure transition, and record the
-events (guards.handlers) in ONE transaction with the new states. A restart reads
-the states back from guard_states: a trip is not forgotten, and an event (with
-its alert) is written once, in the tick that made it.
+events (guards.handlers) in ONE transaction with the new states; then anchor the
+audit trail's end outside the store (store.audit_files). A restart reads the
+states back from guard_states: a trip is not forgotten, and an event (with its
+alert) is written once, in the tick that made it.
 
-Exactly one active worker per store: a file lock next to a SQLite store, a
-PostgreSQL advisory lock (held by a dedicated session) for a shared store. A
-second worker waits for the lock (or gives up after `timeout_s`).
+Exactly one acting worker per store, on SQLite and PostgreSQL alike: a lease row in the store
+(`worker_leases`) with an expiry and a generation number. A worker takes the lease when it is free or
+has expired (generation + 1) and renews it every third of its length; every tick's transaction proves,
+before it commits, that it still holds that generation (`Lease.fence`, a write that also locks the
+row until the commit), so a worker
+that lost the lease (paused past its expiry, its connections cut, and another took over) writes nothing
+and stops at once. A second worker waits for the lease (or gives up after `timeout_s`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from filelock import FileLock, Timeout
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, update
 
 from guards.config import GuardSettings
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
@@ -34,68 +38,92 @@ from guards.registry import GUARDS, enabled, evaluate
 from guards.roi import sequential_for
 from guards.threshold_store import ThresholdReader
 from store import repo
+from store import schema as s
+from store.audit_files import anchor as anchor_audit
+from store.repo import insert_or_nothing
 
 Clock = Callable[[], int]
 HEARTBEAT_KEY = "guard_worker"
-PG_LOCK_KEY = 818_2026  # advisory lock id of "the guard worker"
 
 
 class LockBusy(RuntimeError):
-    """Another guard worker holds this store's lock."""
+    """Another guard worker holds this store's lease."""
 
 
-def lock_path(engine: Engine, data_dir: str | Path) -> Path:
-    """The SQLite store's worker lock: next to the database file (else in the data folder)."""
-    database = engine.url.database
-    if database and database != ":memory:":
-        return Path(database).resolve().with_suffix(".guard-worker.lock")
-    return Path(data_dir).resolve() / "guard-worker.lock"
+class LeaseLost(RuntimeError):
+    """Another worker took this store's lease over: this one must not act again."""
+
+
+WORKER_LEASE = "guard_worker"
+
+
+@dataclass
+class Lease:
+    """A worker's hold on the store: `generation` is its fencing token."""
+
+    engine: Engine
+    name: str
+    holder: str
+    generation: int
+    duration_s: int
+    wall: Callable[[], float]  # real time: how long a silent holder keeps the lease, whatever its clock
+
+    def fence(self, conn) -> None:
+        """In the caller's transaction: prove the lease is still this generation's and extend it, the row
+        locked to the end of the transaction (a takeover waits for it); else LeaseLost, and the caller's
+        writes roll back."""
+        w = s.worker_leases
+        if conn.execute(update(w).where(w.c.name == self.name, w.c.generation == self.generation)
+                        .values(expires_ts=int(self.wall()) + self.duration_s)).rowcount != 1:
+            raise LeaseLost(f"the guard worker lease of this store moved past generation {self.generation} "
+                            "to another worker; this one stops")
+
+    def renew(self) -> None:
+        with self.engine.begin() as conn:
+            self.fence(conn)
+
+    def release(self) -> None:
+        """Let the next worker take over at once (nothing, if the lease already moved on)."""
+        w = s.worker_leases
+        with self.engine.begin() as conn:
+            conn.execute(update(w).where(w.c.name == self.name, w.c.generation == self.generation)
+                         .values(expires_ts=0))
+
+
+def take_lease(engine: Engine, name: str, holder: str, duration_s: int,
+               wall: Callable[[], float]) -> Lease | None:
+    """The lease, a new generation of it, if nobody holds it (free, or expired by `wall`'s time); else None."""
+    w = s.worker_leases
+    now = int(wall())
+    with engine.begin() as conn:
+        insert_or_nothing(conn, w, name=name, generation=0, holder="", acquired_ts=0, expires_ts=0)
+        conn.execute(update(w).where(w.c.name == name).values(generation=w.c.generation))  # lock the row
+        row = conn.execute(select(w).where(w.c.name == name)).one()
+        if row.expires_ts > now:
+            return None
+        conn.execute(update(w).where(w.c.name == name).values(
+            generation=row.generation + 1, holder=holder, acquired_ts=now, expires_ts=now + duration_s))
+    return Lease(engine, name, holder, row.generation + 1, duration_s, wall)
 
 
 @contextmanager
-def worker_lock(engine: Engine, data_dir: str | Path, *, timeout_s: float | None = None,
-                poll_s: float = 1.0, on_wait: Callable[[], None] | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
-    """Hold the store's single-worker lock; wait for it (up to timeout_s, None = forever)."""
-    if engine.dialect.name == "postgresql":
-        conn = engine.connect()
-        try:
-            waited = 0.0
-            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar():
-                conn.rollback()
-                if timeout_s is not None and waited >= timeout_s:
-                    raise LockBusy("another guard worker holds this store's advisory lock")
-                if on_wait is not None and waited == 0:
-                    on_wait()
-                sleep(poll_s)
-                waited += poll_s
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
-                conn.commit()
-        finally:
-            conn.close()
-        return
-    path = lock_path(engine, data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if timeout_s == 0:
-            raise LockBusy(f"another guard worker holds {path}") from None
-        if on_wait is not None:
+def worker_lock(engine: Engine, *, timeout_s: float | None = None, lease_s: int = 30, poll_s: float = 1.0,
+                on_wait: Callable[[], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                wall: Callable[[], float] = time.time) -> Iterator[Lease]:
+    """Hold the store's guard worker lease; wait for it (up to timeout_s, None = forever). Released on exit."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    waited = 0.0
+    while (lease := take_lease(engine, WORKER_LEASE, holder, lease_s, wall)) is None:
+        if timeout_s is not None and waited >= timeout_s:
+            raise LockBusy("another guard worker holds this store's lease")
+        if on_wait is not None and waited == 0:
             on_wait()
-        try:
-            lock.acquire(timeout=-1 if timeout_s is None else timeout_s, poll_interval=poll_s)
-        except Timeout:
-            raise LockBusy(f"another guard worker holds {path}") from None
+        sleep(poll_s)
+        waited += poll_s
     try:
-        yield
+        yield lease
     finally:
-        lock.release()
+        lease.release()
 
 
 @dataclass
@@ -118,8 +146,9 @@ class GuardWorker:
 
     def __init__(self, engine: Engine, clock: Clock, settings: GuardSettings, *, interval_s: int = 60,
                  expire_overrides: Callable[[], list] | None = None, alert_sink: AlertSink | None = None,
-                 drivers_fn: DriversFn | None = None):
+                 drivers_fn: DriversFn | None = None, lease: Lease | None = None):
         self.engine = engine
+        self.lease = lease  # the store's worker lease (worker_lock); None: tests and in-memory runs
         self.clock = clock
         self.settings = settings  # the config file's; each tick evaluates with self.thresholds'
         self.thresholds = ThresholdReader(settings)
@@ -134,6 +163,7 @@ class GuardWorker:
                               "inventory_level": settings.defaults["inventory"].feature}
 
     def tick(self) -> TickReport:
+        """One evaluation; LeaseLost (nothing written) when another worker holds the store's lease now."""
         started = time.perf_counter()
         now = int(self.clock())
         expired = self.expire_overrides() if self.expire_overrides is not None else []
@@ -165,17 +195,24 @@ class GuardWorker:
                                    event_id if event_id is not None else (row.event_id if row else None), now)
                         report.events.extend(events)
                 repo.set_flag(conn, HEARTBEAT_KEY, {"ts": now, "pid": os.getpid(), "host": socket.gethostname(),
-                                                    "interval_s": self.interval_s}, WORKER_ACTOR, now)
+                                                    "interval_s": self.interval_s,
+                                                    "generation": self.lease.generation if self.lease else None},
+                              WORKER_ACTOR, now)
+                if self.lease is not None:  # last, just before the commit: a stale worker's writes roll back,
+                    self.lease.fence(conn)  # and the lease row's lock is held no longer than the commit
         except repo.ConflictError:
             # A manager forced a guard while we evaluated: nothing was written; the next tick redoes it.
             report.events, report.conflicts = [], 1
+        anchor_audit(self.engine, now)  # the audit trail's end, outside the store: a later cut shows
         report.seconds = time.perf_counter() - started
         return report
 
     def run(self, *, stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep,
             poll_s: float = 0.2, on_tick: Callable[[TickReport], None] | None = None) -> None:
-        """Tick every interval_s of the worker's clock until `stop()`; `sleep` waits real seconds."""
+        """Tick every interval_s of the worker's clock until `stop()`, renewing the lease every third of its
+        length of real time in between; `sleep` waits real seconds. LeaseLost ends the run."""
         due = int(self.clock())
+        renewed = self.lease.wall() if self.lease is not None else 0.0
         while not stop():
             now = int(self.clock())
             if now >= due:
@@ -183,6 +220,10 @@ class GuardWorker:
                 if on_tick is not None:
                     on_tick(report)
                 due = now + self.interval_s
+                renewed = self.lease.wall() if self.lease is not None else 0.0
+            elif self.lease is not None and self.lease.wall() - renewed >= self.lease.duration_s / 3:
+                self.lease.renew()
+                renewed = self.lease.wall()
             else:
                 sleep(poll_s)
 

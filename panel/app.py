@@ -25,7 +25,7 @@ from app.service import Control, LoginFailed  # noqa: E402
 from app.wiring import control_room, open_control  # noqa: E402
 from control.permissions import Action  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
-from panel.ui import Ctx, fmt_ts, show_flash  # noqa: E402
+from panel.ui import Ctx, Session, check_session, end_session, fmt_ts, show_flash  # noqa: E402
 from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
@@ -74,30 +74,14 @@ def _login(control: Control, session_clock: Callable[[], float]) -> None:
         submitted = st.form_submit_button(translate(lang, "login.submit"), type="primary")
     if submitted:
         try:
-            user = control.login(username.strip(), password)
+            user = control.login(username.strip(), password, source=f"panel:{st.context.ip_address or '-'}")
         except LoginFailed as exc:
-            st.session_state["login_error"] = translate(lang, "login.failed", detail=str(exc))
+            st.session_state["login_error"] = translate(
+                lang, "login.throttled" if exc.reason == LoginFailed.THROTTLED else "login.refused")
         else:
             st.session_state["user"] = user
             st.session_state["last_seen"] = session_clock()
         st.rerun()
-
-
-def _session_expired(control: Control, session_clock: Callable[[], float]) -> bool:
-    now = session_clock()
-    idle = now - st.session_state.get("last_seen", now)
-    if idle > control.settings.session_timeout_min * 60:
-        return True
-    st.session_state["last_seen"] = now
-    return False
-
-
-def _logout(message_key: str | None = None) -> None:
-    for key in ("user", "last_seen", "goto"):
-        st.session_state.pop(key, None)
-    if message_key:
-        st.session_state["login_error"] = translate(_lang(), message_key)
-    st.rerun()
 
 
 def _sidebar(ctx: Ctx) -> None:
@@ -114,7 +98,7 @@ def _sidebar(ctx: Ctx) -> None:
     if kill.campaigns:
         sb.warning(ctx.t("app.kill_campaigns", campaigns=", ".join(sorted(kill.campaigns))))
     if sb.button(ctx.t("app.logout"), key="logout"):
-        _logout()
+        end_session()
 
 
 def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = time.time) -> None:
@@ -136,9 +120,9 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
                                default=(path == "login")) for path in ("login", *PAGES)],
                       position="hidden").run()
         return
-    if _session_expired(control, session_clock):
-        _logout("login.timeout")
-    ctx = Ctx(room, user, _lang())
+    session = Session(session_clock, control.settings.session_timeout_min * 60)
+    user = check_session(room, user, session, touch=True)
+    ctx = Ctx(room, user, _lang(), session)
     _sidebar(ctx)
     pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],
                           url_path=key, default=(key == "board"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,21 @@ from app.service import Control
 from control.clock import PROMOTION_TZ
 from control.domain import ConflictError, InvalidValue, NotFound, User
 from control.overrides import FourEyesViolation, OverrideStateError
-from control.permissions import Action, PermissionDenied, allowed
+from control.permissions import Action, ActorRefused, PermissionDenied, allowed
 from panel.i18n import translate
 
 # What the core refuses with; the page shows why instead of failing.
-CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound)
+CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound,
+                 ActorRefused)
+SESSION_KEYS = ("user", "last_seen", "goto")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A browser session's idle clock: `clock` gives seconds, the session ends after `timeout_s` idle."""
+
+    clock: Callable[[], float]
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class Ctx:
     room: ControlRoom
     user: User
     lang: str
+    session: Session
 
     @property
     def control(self) -> Control:
@@ -52,13 +64,58 @@ def refusal_text(ctx: Ctx, exc: Exception) -> str:
     return ctx.t("err.refused", detail=str(exc))
 
 
+def end_session(message_key: str | None = None) -> None:
+    """Log the session out and show the login page (with why, in the session's language)."""
+    for key in SESSION_KEYS:
+        st.session_state.pop(key, None)
+    if message_key:
+        st.session_state["login_error"] = translate(st.session_state.get("lang", "zh"), message_key)
+    st.rerun(scope="app")
+
+
+def check_session(room: ControlRoom, user: User, session: Session, *, touch: bool) -> User:
+    """The session's user as the store has them now, or the login page (this call does not return): idle
+    longer than the timeout, or the user deactivated or given another role since the login.
+
+    `touch`: this run is the person's doing (a page run, an action), so the idle clock starts again;
+    a fragment refreshing by itself is not, so a live board left open still times out."""
+    now = session.clock()
+    if "user" not in st.session_state or now - st.session_state.get("last_seen", now) > session.timeout_s:
+        end_session("login.timeout")
+    try:
+        user = room.session_user(user)
+    except ActorRefused:
+        end_session("login.changed")
+    if touch:
+        st.session_state["last_seen"] = now
+    return user
+
+
+def fragment(ctx: Ctx, run_every: float | None = None):
+    """`st.fragment` whose every run checks the session first: a fragment's rerun skips the router's
+    check, so without this a timed-out live board kept refreshing and acting."""
+    def wrap(body: Callable[[], None]) -> Callable[[], None]:
+        @st.fragment(run_every=run_every)
+        @functools.wraps(body)
+        def run() -> None:
+            check_session(ctx.room, ctx.user, ctx.session, touch=False)
+            body()
+        return run
+    return wrap
+
+
 def attempt(ctx: Ctx, action: Callable[[], object], success: str, forget: tuple[str, ...] = ()) -> None:
     """Run a core operation; remember its outcome for the next run and rerun so the page is current.
 
-    `forget`: session keys that described the state before a successful action.
+    `forget`: session keys that described the state before a successful action. The session is
+    checked first (an action in a fragment does not pass the router); a person the core no longer
+    knows as they logged in (deactivated, another role) is logged out.
     """
+    check_session(ctx.room, ctx.user, ctx.session, touch=True)
     try:
         action()
+    except ActorRefused:
+        end_session("login.changed")
     except CORE_REFUSALS as exc:
         st.session_state["flash"] = ("error", refusal_text(ctx, exc))
         st.rerun()

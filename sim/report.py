@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import altair as alt
@@ -61,6 +62,13 @@ def _headline(report: dict) -> str:
             f"false trips 误熔断: {report['false_trips']}, "
             f"failed probations 观察期失败: {report['probation_failures']}, "
             f"loss avoided 避免损失: {'-' if loss is None else f'{loss:,.0f} 元'}</p>")
+
+
+def report_dir(data_dir: str | Path, scenario_name: str, seed: int) -> Path:
+    """DATA_DIR/reports/stress-<name>-<seed>, the scenario's name made a slug (letters, digits, _ and -): a
+    name such as "../../etc" from a scenario file stays a folder name inside the data folder."""
+    slug = re.sub(r"[^\w-]+", "-", scenario_name).strip("-")[:64] or "scenario"
+    return Path(data_dir).resolve() / "reports" / f"stress-{slug}-{int(seed)}"
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from store import schema as s
+from store.repo import insert_or_nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,34 +50,37 @@ def set_token_revoked(conn: Connection, token_id: int, now_ts: int) -> None:
     conn.execute(update(s.api_tokens).where(s.api_tokens.c.token_id == token_id).values(revoked_ts=now_ts))
 
 
-# --- idempotency keys: claimed before the write, completed with the response after it ---------
+# --- idempotency keys: completed in the transaction that stores the request's rows -----------------
 
-PENDING = "pending"
-
-
-def claim_idempotency_key(engine: Engine, key: str, request_hash: str, now_ts: int) -> dict | None:
-    """Claim `key` for a new request: None if claimed now, else the stored document.
-
-    The document is {"state": "pending"|"done", "request_hash": ..., "status": ..., "body": ...}.
-    """
-    try:
-        with engine.begin() as conn:
-            conn.execute(insert(s.idempotency_keys).values(
-                key=key, created_ts=now_ts, response={"state": PENDING, "request_hash": request_hash}))
-        return None
-    except IntegrityError:
-        with engine.connect() as conn:
-            return conn.execute(select(s.idempotency_keys.c.response)
-                                .where(s.idempotency_keys.c.key == key)).scalar_one()
+PENDING, DONE = "pending", "done"
 
 
-def complete_idempotency_key(engine: Engine, key: str, request_hash: str, status: int, body: dict) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(s.idempotency_keys).where(s.idempotency_keys.c.key == key).values(
-            response={"state": "done", "request_hash": request_hash, "status": status, "body": body}))
+class AlreadyDone(Exception):
+    """Another request with this key completed first: its stored response is `document`."""
+
+    def __init__(self, document: dict):
+        super().__init__("this Idempotency-Key was completed by another request")
+        self.document = document
 
 
-def release_idempotency_key(engine: Engine, key: str) -> None:
-    """Forget a claim whose request failed before anything was stored, so a retry can run."""
-    with engine.begin() as conn:
-        conn.execute(delete(s.idempotency_keys).where(s.idempotency_keys.c.key == key))
+def idempotency_document(engine: Engine, key: str) -> dict | None:
+    """{"state", "request_hash", "status", "body"} stored for `key`, or None."""
+    with engine.connect() as conn:
+        return conn.execute(select(s.idempotency_keys.c.response).where(s.idempotency_keys.c.key == key)).scalar()
+
+
+def complete_idempotency_key(conn: Connection, key: str, request_hash: str, status: int, body: dict,
+                             now_ts: int) -> None:
+    """In the transaction that stores the request's rows: record `key` with its response; AlreadyDone when
+    another request with the key completed first (the caller's rows then roll back).
+
+    A key and its rows commit together, so a request that dies leaves neither. A "pending" claim can only
+    be one a request left before that was so (the claim was committed ahead of the rows): taken over."""
+    k = s.idempotency_keys
+    insert_or_nothing(conn, k, key=key, created_ts=now_ts, response={"state": PENDING, "request_hash": request_hash})
+    conn.execute(update(k).where(k.c.key == key).values(created_ts=k.c.created_ts))  # lock it to the commit
+    stored = conn.execute(select(k.c.response).where(k.c.key == key)).scalar_one()
+    if stored.get("state") == DONE:
+        raise AlreadyDone(stored)
+    conn.execute(update(k).where(k.c.key == key).values(
+        response={"state": DONE, "request_hash": request_hash, "status": status, "body": body}))

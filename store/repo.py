@@ -8,12 +8,16 @@ control.domain types.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from control import rows
 from control.audit import GENESIS_HASH, AuditRecord, chain
@@ -35,9 +39,12 @@ from control.domain import (
     User,
     most_restrictive,
 )
+from control.permissions import verified
 from control.policy import KillSwitch, PolicyInputs
+from control.users import LoginState, SourceState, username_key
 from control.validation import Refusal
 from store import schema as s
+from store.audit_files import signing_key
 
 # --- campaigns and audience packages ---------------------------------------------------------
 
@@ -130,17 +137,21 @@ def _bulk_insert(raw, dialect: str, table: str, columns: Sequence[str], rows: It
                 copy.write_row(row)
 
 
-def _begin_write(raw, dialect: str) -> None:
-    # SQLite: take the write lock up front, so reserving ids and inserting cannot interleave.
-    raw.cursor().execute("BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN")
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for batch writes (decisions, explanations, outcomes, quarantine and whatever
+    completes them), committed together or not at all. SQLite takes its write lock at once, so ids
+    reserved from MAX() cannot interleave with another writer's."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
 
 
-def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
-                    explanation: ExplanationBatch | None = None) -> np.ndarray:
-    """Insert validated decision rows (and their explanations) in one transaction; returns their ids.
-
-    The fast path: DBAPI executemany on SQLite, COPY on PostgreSQL.
-    """
+def insert_decisions(conn: Connection, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
+                     explanation: ExplanationBatch | None = None) -> np.ndarray:
+    """Insert validated decision rows (and their explanations) in the caller's write transaction
+    (write_transaction); returns their ids. The fast path: DBAPI executemany on SQLite, COPY on PostgreSQL."""
     n = len(frame)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -148,28 +159,23 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
         if field.default_from and field.name not in frame:
             frame = frame.assign(**{field.name: frame[field.default_from]})
     columns = _column_lists(frame, DECISION_WRITE_COLUMNS, _decision_defaults(received_ts, source))
-    dialect = engine.dialect.name
-    raw = engine.raw_connection()
-    try:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = None  # we issue BEGIN ourselves
-        _begin_write(raw, dialect)
-        ids = _reserve_ids(raw, dialect, "decisions", "decision_id", n)
-        audience_on = [bool(v) for v in columns[DECISION_WRITE_COLUMNS.index("audience_on")]]
-        columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
-        _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS,
-                     zip(ids.tolist(), *columns))
-        if explanation is not None:
-            _insert_explanations(raw, dialect, ids, explanation)
-        raw.cursor().execute("COMMIT")
-    except BaseException:
-        raw.cursor().execute("ROLLBACK")
-        raise
-    finally:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = ""
-        raw.close()
+    raw, dialect = conn.connection.dbapi_connection, conn.dialect.name
+    ids = _reserve_ids(raw, dialect, "decisions", "decision_id", n)
+    audience_on = [bool(v) for v in columns[DECISION_WRITE_COLUMNS.index("audience_on")]]
+    columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
+    _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS, zip(ids.tolist(), *columns))
+    if explanation is not None:
+        _insert_explanations(raw, dialect, ids, explanation)
     return ids
+
+
+def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
+                    explanation: ExplanationBatch | None = None) -> np.ndarray:
+    """insert_decisions in a transaction of its own; returns the ids."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=np.int64)
+    with write_transaction(engine) as conn:
+        return insert_decisions(conn, frame, received_ts=received_ts, source=source, explanation=explanation)
 
 
 def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationBatch) -> None:
@@ -182,26 +188,50 @@ def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationB
                  ("decision_id", "model_version", "base_value", "contributions", "feature_values"), rows)
 
 
-def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") -> int:
+def insert_outcomes(conn: Connection, frame: pd.DataFrame, *, source: str = "sim") -> int:
+    """Insert validated outcome rows in the caller's write transaction."""
     if len(frame) == 0:
         return 0
     columns = _column_lists(frame, OUTCOME_WRITE_COLUMNS, {"source": source})
-    dialect = engine.dialect.name
-    raw = engine.raw_connection()
-    try:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = None
-        _begin_write(raw, dialect)
-        _bulk_insert(raw, dialect, "outcomes", OUTCOME_WRITE_COLUMNS, zip(*columns))
-        raw.cursor().execute("COMMIT")
-    except BaseException:
-        raw.cursor().execute("ROLLBACK")
-        raise
-    finally:
-        if dialect == "sqlite":
-            raw.driver_connection.isolation_level = ""
-        raw.close()
+    _bulk_insert(conn.connection.dbapi_connection, conn.dialect.name, "outcomes", OUTCOME_WRITE_COLUMNS,
+                 zip(*columns))
     return len(frame)
+
+
+def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") -> int:
+    """insert_outcomes in a transaction of its own."""
+    if len(frame) == 0:
+        return 0
+    with write_transaction(engine) as conn:
+        return insert_outcomes(conn, frame, source=source)
+
+
+def json_document(value: object) -> object:
+    """`value` as every store's JSON column takes it: numbers that are not finite (PostgreSQL's JSON has
+    none, at any depth) and text that is not valid UTF-8 or holds NUL become readable text."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else str(float(value))
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return None if value is None else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        if "\x00" not in value and _utf8(value):
+            return value
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {str(json_document(k)): json_document(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_document(v) for v in value]
+    return str(value)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequence[Refusal],
@@ -210,10 +240,38 @@ def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequenc
         return 0
     conn.execute(insert(s.quarantine), [
         {"kind": kind, "source": source, "received_ts": received_ts, "row_index": r.row_index,
-         "field": r.field, "value": None if r.value is None else str(r.value), "reason": r.reason,
-         "row": json.loads(json.dumps(r.row, default=str))}
+         "field": r.field, "value": None if r.value is None else str(json_document(r.value)), "reason": r.reason,
+         "row": json_document(r.row)}
         for r in refusals])
     return len(refusals)
+
+
+# --- files: how far each one got --------------------------------------------------------------
+
+def start_file(conn: Connection, fingerprint: str, kind: str, source: str, now_ts: int) -> tuple[int, bool]:
+    """(rows an earlier run of this file already handled, whether it finished); a first run starts at 0."""
+    f = s.ingest_files
+    insert_or_nothing(conn, f, fingerprint=fingerprint, kind=kind, source=source, rows_done=0,
+                      started_ts=now_ts, updated_ts=now_ts)
+    r = conn.execute(select(f.c.rows_done, f.c.finished_ts).where(f.c.fingerprint == fingerprint,
+                                                                  f.c.kind == kind)).one()
+    return int(r.rows_done), r.finished_ts is not None
+
+
+def advance_file(conn: Connection, fingerprint: str, kind: str, start: int, end: int, now_ts: int) -> None:
+    """In a chunk's transaction: the file is done through row `end`, if it was through `start`; else
+    ConflictError (another run of the same file is at work) and the chunk rolls back."""
+    f = s.ingest_files
+    if conn.execute(update(f).where(f.c.fingerprint == fingerprint, f.c.kind == kind, f.c.rows_done == start)
+                    .values(rows_done=end, updated_ts=now_ts)).rowcount != 1:
+        raise ConflictError(f"another run is ingesting the same file ({fingerprint[:12]}...); nothing stored "
+                            "from this chunk")
+
+
+def finish_file(conn: Connection, fingerprint: str, kind: str, rows_done: int, now_ts: int) -> None:
+    f = s.ingest_files
+    conn.execute(update(f).where(f.c.fingerprint == fingerprint, f.c.kind == kind, f.c.rows_done == rows_done)
+                 .values(finished_ts=now_ts, updated_ts=now_ts))
 
 
 # --- overrides -------------------------------------------------------------------------------
@@ -225,7 +283,7 @@ def _override_from_row(r) -> Override:
         field=OverrideField(r.field), value=r.value, reason=r.reason,
         proposed_by=r.proposed_by, proposed_ts=r.proposed_ts, expires_ts=r.expires_ts,
         status=OverrideStatus(r.status), reviewed_by=r.reviewed_by, reviewed_ts=r.reviewed_ts,
-        review_comment=r.review_comment, version=r.version)
+        review_comment=r.review_comment, version=r.version, authors=tuple(r.authors or ()))
 
 
 def _override_values(o: Override) -> dict:
@@ -233,7 +291,7 @@ def _override_values(o: Override) -> dict:
             "field": o.field.value, "value": o.value, "reason": o.reason, "status": o.status.value,
             "proposed_by": o.proposed_by, "proposed_ts": o.proposed_ts, "expires_ts": o.expires_ts,
             "reviewed_by": o.reviewed_by, "reviewed_ts": o.reviewed_ts,
-            "review_comment": o.review_comment}
+            "review_comment": o.review_comment, "authors": list(o.authors)}
 
 
 def override_document(o: Override) -> dict:
@@ -290,19 +348,52 @@ class UserRecord:
     failed_logins: int
     locked_until_ts: int
 
+    @property
+    def login_state(self) -> LoginState:
+        return LoginState(self.failed_logins, self.locked_until_ts)
+
 
 def insert_user(conn: Connection, user: User, password_hash: str, now_ts: int) -> None:
-    conn.execute(insert(s.users).values(username=user.username, display_name=user.display_name,
-                                        role=user.role.value, password_hash=password_hash,
-                                        active=user.active, created_ts=now_ts))
+    conn.execute(insert(s.users).values(username=user.username, username_key=username_key(user.username),
+                                        display_name=user.display_name, role=user.role.value,
+                                        password_hash=password_hash, active=user.active, created_ts=now_ts))
+
+
+def _user_record(r) -> UserRecord:
+    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
+                      r.password_hash, r.failed_logins, r.locked_until_ts)
 
 
 def get_user_record(conn: Connection, username: str) -> UserRecord | None:
+    """The user of exactly this name (as stored), or None."""
     r = conn.execute(select(s.users).where(s.users.c.username == username)).first()
-    if r is None:
-        return None
-    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
-                      r.password_hash, r.failed_logins, r.locked_until_ts)
+    return None if r is None else _user_record(r)
+
+
+def find_user(conn: Connection, name: str) -> UserRecord | None:
+    """The user this name means, whatever its case ("Mia" finds "mia"), or None."""
+    r = conn.execute(select(s.users).where(s.users.c.username_key == username_key(name))).first()
+    return None if r is None else _user_record(r)
+
+
+def lock_user_for_login(conn: Connection, name: str) -> UserRecord | None:
+    """find_user, with the row locked to the end of the caller's transaction (a write that changes
+    nothing takes the row lock on PostgreSQL and the write lock on SQLite), so that parallel logins
+    count their tries one after another."""
+    s_users = s.users
+    conn.execute(update(s_users).where(s_users.c.username_key == username_key(name))
+                 .values(failed_logins=s_users.c.failed_logins))
+    return find_user(conn, name)
+
+
+def verified_actor(conn: Connection, actor: User) -> User:
+    """The actor reloaded in the caller's transaction, their row locked to its end (a deactivation or a
+    role change waits for the action, or the action sees it); ActorRefused if they are unknown,
+    deactivated or no longer in the role they claim (control.permissions.verified)."""
+    u = s.users
+    conn.execute(update(u).where(u.c.username == actor.username).values(active=u.c.active))
+    record = get_user_record(conn, actor.username)
+    return verified(actor, record.user if record else None)
 
 
 def list_users(conn: Connection) -> list[User]:
@@ -310,9 +401,21 @@ def list_users(conn: Connection) -> list[User]:
             for r in conn.execute(select(s.users).order_by(s.users.c.username))]
 
 
-def set_login_state(conn: Connection, username: str, failed_logins: int, locked_until_ts: int) -> None:
+def count_active_admins(conn: Connection) -> int:
+    u = s.users
+    return conn.execute(select(func.count()).select_from(u)
+                        .where(u.c.role == Role.ADMIN.value, u.c.active.is_(True))).scalar()
+
+
+def update_user(conn: Connection, user: User) -> None:
+    """Write a user's display name, role and active flag."""
+    conn.execute(update(s.users).where(s.users.c.username == user.username)
+                 .values(display_name=user.display_name, role=user.role.value, active=user.active))
+
+
+def set_login_state(conn: Connection, username: str, state: LoginState) -> None:
     conn.execute(update(s.users).where(s.users.c.username == username)
-                 .values(failed_logins=failed_logins, locked_until_ts=locked_until_ts))
+                 .values(failed_logins=state.failed_logins, locked_until_ts=state.locked_until_ts))
 
 
 def set_password_hash(conn: Connection, username: str, password_hash: str) -> None:
@@ -320,21 +423,45 @@ def set_password_hash(conn: Connection, username: str, password_hash: str) -> No
                  .values(password_hash=password_hash, failed_logins=0, locked_until_ts=0))
 
 
+def lock_login_source(conn: Connection, source: str, now_ts: int) -> SourceState:
+    """The source's failed logins in its window, its row locked to the end of the caller's transaction."""
+    ls = s.login_sources
+    if conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures)).rowcount == 0:
+        insert_or_nothing(conn, ls, source=source, window_start_ts=now_ts, failures=0)  # its first try
+        conn.execute(update(ls).where(ls.c.source == source).values(failures=ls.c.failures))
+    r = conn.execute(select(ls).where(ls.c.source == source)).one()
+    return SourceState(r.window_start_ts, r.failures)
+
+
+def insert_or_nothing(conn: Connection, table, **values) -> None:
+    """Insert the row unless its key exists (also when a parallel transaction inserts it first)."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+
+
+def set_login_source(conn: Connection, source: str, state: SourceState) -> None:
+    conn.execute(update(s.login_sources).where(s.login_sources.c.source == source)
+                 .values(window_start_ts=state.window_start_ts, failures=state.failures))
+
+
 # --- audit -----------------------------------------------------------------------------------
 
 def append_audit(conn: Connection, record: AuditRecord) -> AuditEntry:
-    """Chain and append one entry in the caller's transaction."""
+    """Chain, sign (store.audit_files.signing_key) and append one entry in the caller's transaction."""
+    # One chain: writers queue here instead of forking it.
     if conn.dialect.name == "postgresql":
-        # One chain: writers queue here instead of forking it.
         conn.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+    else:  # SQLite starts a transaction at the first write, not at a read: write (nothing) first
+        a = s.audit_log
+        conn.execute(update(a).where(a.c.entry_id == -1).values(entry_id=a.c.entry_id))
     last = conn.execute(select(s.audit_log.c.entry_id, s.audit_log.c.hash)
                         .order_by(s.audit_log.c.entry_id.desc()).limit(1)).first()
     prev_hash, entry_id = (last.hash, last.entry_id + 1) if last else (GENESIS_HASH, 1)
-    entry = chain(prev_hash, record, entry_id)
+    entry = chain(prev_hash, record, entry_id, signing_key(conn))
     conn.execute(insert(s.audit_log).values(
         entry_id=entry.entry_id, ts=entry.ts, actor=entry.actor, action=entry.action,
         entity=entry.entity, entity_id=entry.entity_id, before=entry.before, after=entry.after,
-        prev_hash=entry.prev_hash, hash=entry.hash))
+        prev_hash=entry.prev_hash, hash=entry.hash, key_id=entry.key_id))
     return entry
 
 
@@ -418,7 +545,8 @@ def store_clock(conn: Connection) -> Clock:
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
 PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
-                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys)
+                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys,
+                        s.ingest_files)
 
 
 def clear_promotion_day(conn: Connection) -> int:

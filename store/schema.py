@@ -130,6 +130,8 @@ models = Table(
 users = Table(
     "users", metadata,
     Column("username", String(64), primary_key=True),
+    # 0005_hardening: the name as compared (control.users.username_key): "Mia" and "mia" are one user.
+    Column("username_key", String(64), nullable=False, unique=True),
     Column("display_name", String(200), nullable=False),
     Column("role", String(16), nullable=False),
     Column("password_hash", String(300), nullable=False),
@@ -137,6 +139,14 @@ users = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until_ts", BigInteger, nullable=False, server_default="0"),
     Column("created_ts", BigInteger, nullable=False),
+)
+
+# 0005_hardening: failed logins per source (a browser's address, a CLI host), per window.
+login_sources = Table(
+    "login_sources", metadata,
+    Column("source", String(200), primary_key=True),
+    Column("window_start_ts", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False),
 )
 
 overrides = Table(
@@ -155,6 +165,8 @@ overrides = Table(
     Column("reviewed_ts", BigInteger),
     Column("review_comment", Text, nullable=False, server_default=""),
     Column("version", Integer, nullable=False),  # optimistic concurrency
+    # 0005_hardening: everyone who proposed or edited any version (none of them may review it)
+    Column("authors", JSON, nullable=False, server_default="[]"),
     Index("ix_overrides_status", "status"),
 )
 
@@ -170,6 +182,7 @@ audit_log = Table(
     Column("after", JSON),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("key_id", String(16)),  # 0005_hardening: the key whose HMAC `hash` is; NULL: plain SHA-256, before it
 )
 
 # Small named switches and documents (kill switch, guard defaults), versioned.
@@ -180,6 +193,17 @@ control_flags = Table(
     Column("version", Integer, nullable=False),
     Column("updated_ts", BigInteger, nullable=False),
     Column("updated_by", String(64), nullable=False),
+)
+
+# 0005_hardening: who may act as the store's guard worker: the generation is the fencing token every
+# tick proves it still holds (guards.worker.Lease); expires_ts is real time.
+worker_leases = Table(
+    "worker_leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
 )
 
 # Current state of each guard for each campaign (guards/ owns the state document).
@@ -315,6 +339,19 @@ api_tokens = Table(
     Column("created_ts", BigInteger, nullable=False),
     Column("created_by", String(64), nullable=False),
     Column("revoked_ts", BigInteger),
+)
+
+# 0005_hardening: how far each file got (by its SHA-256), advanced in each chunk's own transaction, so
+# that a second run of the same file stores nothing twice and an interrupted one resumes.
+ingest_files = Table(
+    "ingest_files", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # decision | outcome
+    Column("source", String(200), nullable=False),
+    Column("rows_done", BigInteger, nullable=False),  # data rows stored or quarantined, in file order
+    Column("started_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("finished_ts", BigInteger),
 )
 
 idempotency_keys = Table(

@@ -31,13 +31,15 @@ def seeded_store(url: str, campaigns=CAMPAIGNS):
 
 
 def decision_rows(n: int, *, bucket_ts: int = NOW - 600, seed: int = 1, campaigns=CAMPAIGNS) -> list[dict]:
+    """n decisions, one per slot: every campaign x package at `bucket_ts`, then the minute before, ..."""
     rng = np.random.default_rng(seed)
     rows = []
+    per_bucket = len(campaigns) * len(PACKAGES)
     for i in range(n):
         bid = round(float(rng.uniform(0.2, 3.0)), 4)
         rows.append({
             "campaign_id": campaigns[i % len(campaigns)], "audience_package": PACKAGES[(i // len(campaigns)) % 3],
-            "bucket_ts": bucket_ts, "model_version": "m1", "bid": bid, "budget_share": 0.01,
+            "bucket_ts": bucket_ts - 60 * (i // per_bucket), "model_version": "m1", "bid": bid, "budget_share": 0.01,
             "audience_on": True, "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": bid * 2.2,
             "pred_roi": 2.2, "pacing": 1.0, "features": {"hour": 20.0, "price": 99.0},
         })

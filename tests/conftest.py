@@ -48,8 +48,10 @@ _db_numbers = itertools.count(1)
 
 
 @pytest.fixture
-def postgres_url(postgres_server):
-    """A fresh, empty database on the test server."""
+def postgres_url(postgres_server, tmp_path, monkeypatch):
+    """A fresh, empty database on the test server, its audit key and anchors in the test's folder."""
+    monkeypatch.setenv("BIDLENS_AUDIT_KEY_FILE", str(tmp_path / "pg-audit.key"))
+    monkeypatch.setenv("BIDLENS_AUDIT_ANCHOR_FILE", str(tmp_path / "pg-audit-anchors.jsonl"))
     name = f"bidlens_t{os.getpid()}_{next(_db_numbers)}"
     admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -77,7 +77,8 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 def init_cli_store(tmp_path, monkeypatch):
     """`bidlens init` in a temporary data folder with campaign c1, package pets, a manager (mia) and an
-    operator (olivia), every setting from the defaults; returns the store's engine."""
+    operator (olivia), both with the password in BIDLENS_PASSWORD, every setting from the defaults;
+    returns the store's engine."""
     from cli.main import main
 
     monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
@@ -90,4 +91,5 @@ def init_cli_store(tmp_path, monkeypatch):
         repo.upsert_audience_packages(conn, [AudiencePackage("pets", "宠物", "Pets")])
     for user, role in (("mia", "manager"), ("olivia", "operator")):
         assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
+    monkeypatch.setenv("BIDLENS_PASSWORD", "correct horse battery")  # how they log in from a script
     return engine

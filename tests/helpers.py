@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
 from control.domain import AudiencePackage, Campaign
+from control.users import hash_password
 from store import repo
 
 PROMOTION_START = 1_786_982_400
@@ -38,3 +41,18 @@ def decision_frame(n: int, bucket_ts: int = PROMOTION_START, seed: int = 1,
         "pred_value": bid * 2.1,
         "pred_roi": 2.1,
     })
+
+
+PASSWORD = "correct horse battery"
+
+
+@functools.cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+def add_users(engine, *users) -> None:
+    """Make hand-written users real users of the store (the core acts only for those), password PASSWORD."""
+    with engine.begin() as conn:
+        for user in users:
+            repo.insert_user(conn, user, _password_hash(), PROMOTION_START)

@@ -287,8 +287,9 @@ def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
     from app.service import Control
     from control.config import Settings
     from control.domain import Role, User
-    from control.permissions import PermissionDenied
+    from control.permissions import ActorRefused
     from store.engine import open_store
+    from tests.helpers import add_users
 
     engine = open_store(store_url)
     at = {"ts": int(clock())}
@@ -300,10 +301,12 @@ def test_outbox_and_ack_on_sqlite_and_postgres(store_url, tmp_path, clock):
         report = deliver_due(engine, channels_for(config), clock, np.random.default_rng(1))
         assert report.alerts_delivered == 1 and len(srv.state.received) == 1
     viewer = User("wang.wu", "Wang Wu", Role.ENGINEER, active=False)
-    with pytest.raises(PermissionDenied):
+    operator = User("li.lei", "Li Lei", Role.OPERATOR)
+    add_users(engine, viewer, operator)
+    with pytest.raises(ActorRefused, match="deactivated"):
         acknowledge_alert(control, viewer, first.alert_ids[0])
     at["ts"] += 90
-    acked_ts = acknowledge_alert(control, User("li.lei", "Li Lei", Role.OPERATOR), first.alert_ids[0])
+    acked_ts = acknowledge_alert(control, operator, first.alert_ids[0])
     with engine.connect() as conn:
         alert = get_alert(conn, first.alert_ids[0])
     assert alert.acked_by == "li.lei" and acked_ts - alert.occurred_ts == 90

@@ -38,7 +38,7 @@ def test_the_plan_is_the_newest_model_decision_of_each_slot(tmp_path):
         row["model_bid"], row["bid"] = row["bid"], 9.0  # served differently: the plan is the model's bid
     engine = _store(tmp_path, old, new)
     with engine.connect() as conn:
-        plan = load_plan(conn)
+        plan = load_plan(conn, NOW)
     assert len(plan) == 9
     fresh = plan[plan["audience_package"] == "parenting"]
     assert set(fresh["bucket_ts"]) == {NOW - 60}
@@ -49,10 +49,10 @@ def test_the_plan_is_the_newest_model_decision_of_each_slot(tmp_path):
 def test_slots_older_than_the_window_are_not_live(tmp_path):
     engine = _store(tmp_path, decision_rows(9, bucket_ts=NOW - 7200), decision_rows(3, bucket_ts=NOW))
     with engine.connect() as conn:
-        assert len(load_plan(conn, window_s=3600)) == 3
-        assert len(load_plan(conn, window_s=7200)) == 9
-        assert len(load_plan(conn, where=PolicyFilter("c2"), window_s=7200)) == 3
-        assert len(load_plan(conn, where=PolicyFilter("c2", "moving"), window_s=7200)) == 1
+        assert len(load_plan(conn, NOW, window_s=3600)) == 3
+        assert len(load_plan(conn, NOW, window_s=7200)) == 9
+        assert len(load_plan(conn, NOW, where=PolicyFilter("c2"), window_s=7200)) == 3
+        assert len(load_plan(conn, NOW, where=PolicyFilter("c2", "moving"), window_s=7200)) == 1
 
 
 def test_an_empty_store_has_an_empty_policy(tmp_path):

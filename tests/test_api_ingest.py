@@ -94,7 +94,7 @@ def _big_csv(path, n: int) -> None:
     bids[::1000] = -1.0  # one bad row per thousand
     frame = pd.DataFrame({
         "campaign_id": np.asarray(CAMPAIGNS, dtype=object)[np.arange(n) % 3], "audience_package": "parenting",
-        "bucket_ts": NOW - 60 * (np.arange(n) % 50), "model_version": "m1", "bid": bids, "budget_share": 0.01,
+        "bucket_ts": NOW - 60 * (np.arange(n) // 3), "model_version": "m1", "bid": bids, "budget_share": 0.01,
         "audience_on": True, "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": 2.0, "pred_roi": 2.2,
         "decided_reason": "model decided this slot because the value per click was high enough",
     })

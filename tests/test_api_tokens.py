@@ -6,14 +6,16 @@ import json
 
 import pytest
 
+from app.service import Control
 from app.tokens import Grant, Tokens, hash_token
 from cli.main import main
-from control.audit import verify_chain
 from control.clock import ManualClock
+from control.config import Settings
 from control.domain import InvalidValue, Role, User
-from control.permissions import PermissionDenied
+from control.permissions import ActorRefused, PermissionDenied
 from store import repo
 from tests.api_support import NOW, make_store
+from tests.helpers import add_users
 
 
 @pytest.fixture()
@@ -43,6 +45,7 @@ def test_a_reader_only_reads_and_a_revoked_token_does_nothing(tokens):
 def test_only_admins_manage_tokens_and_every_change_is_audited(tokens):
     admin = User("ada", "Ada", Role.ADMIN)
     manager = User("mia", "Mia", Role.MANAGER)
+    add_users(tokens.engine, admin, manager)
     with pytest.raises(PermissionDenied):
         tokens.create(manager, "bidder")
     token, _ = tokens.create(admin, "bidder", "prod-bidder")
@@ -58,9 +61,12 @@ def test_only_admins_manage_tokens_and_every_change_is_audited(tokens):
         tokens.create(admin, "superuser")
     with tokens.engine.connect() as conn:
         audit = repo.load_audit(conn, entity="api_token")
-        assert verify_chain(repo.load_audit(conn)).ok
+    assert Control(tokens.engine, tokens.clock, Settings()).verify_audit().ok
     assert [(e.actor, e.action) for e in audit] == [("ada", "api_token.create"), ("ada", "api_token.revoke")]
     assert all("token" not in json.dumps(e.after).replace("token_id", "") for e in audit)
+    with pytest.raises(ActorRefused, match="until the store has an admin"):  # the machine, once an admin exists
+        tokens.create(None, "bidder")
+    assert tokens.create_for_machine("bidder", "the demo's simulator")[0].created_by == "system"
 
 
 def test_the_cli_creates_lists_and_revokes(tmp_path, monkeypatch, capsys):

@@ -13,7 +13,7 @@ from control.validation import validate_decisions, validate_outcomes
 from store import repo
 from store import schema as s
 from store.migrate import pending
-from tests.helpers import PROMOTION_START, decision_frame, seed_campaigns
+from tests.helpers import PROMOTION_START, add_users, decision_frame, seed_campaigns
 
 MANAGER = User("mia", "Mia", Role.MANAGER)
 
@@ -76,6 +76,7 @@ def test_outcome_validation_names_the_field():
 
 def test_tampering_with_the_audit_trail_is_found(control, engine):
     seed_campaigns(engine)
+    add_users(engine, MANAGER)
     for reason in ("storm", "calm", "storm again"):
         control.set_kill_switch(MANAGER, reason != "calm", reason)
     assert control.verify_audit().ok and control.verify_audit().entries == 3
@@ -87,19 +88,91 @@ def test_tampering_with_the_audit_trail_is_found(control, engine):
 
 def test_deleting_an_audit_entry_is_found(control, engine):
     seed_campaigns(engine)
+    add_users(engine, MANAGER)
     for reason in ("a", "b", "c"):
         control.set_kill_switch(MANAGER, True, reason)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE entry_id = 2"))
-    assert control.verify_audit().first_broken_id == 3
+    report = control.verify_audit()
+    assert (report.first_broken_id, report.code) == (2, "missing")
+
+
+def _three_changes(control, engine) -> None:
+    seed_campaigns(engine)
+    add_users(engine, MANAGER)
+    for reason in ("a", "b", "c"):
+        control.set_kill_switch(MANAGER, True, reason)
+
+
+@pytest.mark.parametrize("cut", ["DELETE FROM audit_log WHERE entry_id >= 3", "DELETE FROM audit_log"])
+def test_cutting_the_newest_entries_or_all_of_them_is_found(control, engine, cut):
+    """Issue 16: `audit verify` said "intact" after the last rows (or all rows) were deleted."""
+    _three_changes(control, engine)
+    assert control.verify_audit().ok  # ... and anchored entry 3 outside the store
+    with engine.begin() as conn:
+        conn.execute(text(cut))
+    report = control.verify_audit()
+    assert (report.ok, report.code) == (False, "truncated") and "entry 3" in report.problem
+    assert report.first_broken_id == report.entries + 1
+
+
+def test_an_edited_entry_with_the_chain_recomputed_is_found(control, engine):
+    """Issue 16: `audit verify` said "intact" after a row was edited and the chain recomputed. Without the
+    key outside the database, the recomputed hashes can only be plain ones (or the old key's)."""
+    from control.audit import GENESIS_HASH, AuditRecord, entry_hash
+
+    _three_changes(control, engine)
+    assert control.verify_audit().ok
+    with engine.begin() as conn:
+        entries = repo.load_audit(conn)
+        prev = GENESIS_HASH
+        for e in entries:  # the attacker rewrites entry 2 and re-chains everything after it
+            after = {**e.after, "reason": "nothing to see"} if e.entry_id == 2 else e.after
+            record = AuditRecord(e.ts, e.actor, e.action, e.entity, e.entity_id, e.before, after)
+            for key, key_id in ((None, None), (b"a guessed key", e.key_id)):
+                new = entry_hash(prev, record, key)
+                conn.execute(update(s.audit_log).where(s.audit_log.c.entry_id == e.entry_id)
+                             .values(after=after, prev_hash=prev, hash=new, key_id=key_id))
+            prev = new
+    report = control.verify_audit()
+    assert (report.ok, report.first_broken_id, report.code) == (False, 1, "contents")
+    with engine.begin() as conn:  # unsigned, as if written before signing: the anchor still knows entry 3
+        conn.execute(update(s.audit_log).values(key_id=None))
+        prev = GENESIS_HASH
+        for e in repo.load_audit(conn):
+            new = entry_hash(prev, AuditRecord(e.ts, e.actor, e.action, e.entity, e.entity_id, e.before, e.after),
+                             None)
+            conn.execute(update(s.audit_log).where(s.audit_log.c.entry_id == e.entry_id)
+                         .values(prev_hash=prev, hash=new))
+            prev = new
+    report = control.verify_audit()
+    assert (report.ok, report.first_broken_id, report.code) == (False, 3, "anchor")
+
+
+def test_the_key_and_anchors_stay_outside_the_store_and_the_key_is_never_printed(control, engine, tmp_path):
+    from store.audit_files import audit_files, read_anchors
+
+    _three_changes(control, engine)
+    report = control.verify_audit()
+    files = audit_files(engine)
+    key = files.key.read_text().strip()
+    assert report.ok and len(key) == 64 and oct(files.key.stat().st_mode & 0o777) == "0o600"
+    assert [a.entry_id for a in read_anchors(files.anchors)] == [3]
+    with engine.connect() as conn:
+        stored = " ".join(str(tuple(r)) for r in conn.execute(text("SELECT * FROM audit_log")))
+    assert key not in stored and key not in str(control.settings.public_items())
+    files.key.rename(files.key.with_suffix(".gone"))  # verification reads the key; it never makes one
+    assert control.verify_audit().code == "no_key"
 
 
 def test_kill_switch_needs_a_manager_and_a_reason(control, engine):
     seed_campaigns(engine)
+    operator = User("o", "O", Role.OPERATOR)
+    add_users(engine, MANAGER, operator)
     from control.domain import InvalidValue
     from control.permissions import PermissionDenied
     with pytest.raises(PermissionDenied):
-        control.set_kill_switch(User("o", "O", Role.OPERATOR), True, "panic")
+        control.set_kill_switch(operator, True, "panic")
     with pytest.raises(InvalidValue):
         control.set_kill_switch(MANAGER, True, "  ")
     control.set_kill_switch(MANAGER, True, "c2 burns money", campaign_id="c2")
@@ -121,3 +194,7 @@ def test_cli_audit_verify_names_the_broken_entry(tmp_path):
         conn.execute(update(s.audit_log).where(s.audit_log.c.entry_id == 4).values(after={"role": "admin"}))
     broken = run("audit", "verify", "--json")
     assert broken.returncode == 1 and json.loads(broken.stdout)["first_broken_id"] == 4
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+    cut = run("audit", "verify")
+    assert cut.returncode == 1 and "entries 1 to 6 are gone" in cut.stdout

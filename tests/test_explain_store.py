@@ -168,6 +168,8 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
     monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("BIDLENS_DB_URL", raising=False)
     assert main(["init"]) == 0
+    assert main(["user", "add", "ethan", "--role", "engineer", "--password", "engineer-pass"]) == 0
+    monkeypatch.setenv("BIDLENS_PASSWORD", "engineer-pass")
     store = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
     seed_campaigns(store)
     rng = np.random.default_rng(3)
@@ -179,8 +181,11 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
                                                        ensure_ascii=False), encoding="utf-8")
     capsys.readouterr()
     assert main(["explain", "model", "register", str(tmp_path / "bidder.json"), "--features",
-                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--json"]) == 0
+                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--user", "ethan", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "xgboost"
+    with store.connect() as conn:  # who registered which model, in the audit trail (issue 16)
+        [entry] = [e for e in repo.load_audit(conn) if e.action == "model.register"]
+    assert (entry.actor, entry.entity_id, entry.after["kind"]) == ("ethan", "their-xgb-7", "xgboost")
     assert main(["explain", "model", "list", "--json"]) == 0
     assert [m["model_version"] for m in json.loads(capsys.readouterr().out)] == ["their-xgb-7"]
 

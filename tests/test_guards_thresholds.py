@@ -37,6 +37,7 @@ from panel import i18n
 from store import repo
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, init_cli_store, make_store
+from tests.helpers import add_users
 
 FILE = parse_guard_settings("[roi.campaigns.c7]\nfloor = 2.5\ncooldown_s = 60\n")
 MANAGER = User("mia", "Mia", Role.MANAGER)
@@ -97,6 +98,10 @@ def test_store_edits_layer_on_the_file_campaign_edits_over_all_campaign_edits():
 # --- stored, permission-checked, audited: SQLite and PostgreSQL -----------------------------------
 
 def service_on(engine, clock, settings=FILE) -> GuardService:
+    with engine.connect() as conn:
+        known = repo.list_users(conn)
+    if not known:  # the people these tests act as, once per store
+        add_users(engine, MANAGER, OPERATOR, ADMIN, User("max", "Max", Role.MANAGER))
     return GuardService(engine, clock, settings, PoolBounds(), alert_sink=enqueue_guard_alert)
 
 
@@ -294,7 +299,8 @@ def test_panel_a_manager_saves_a_floor_an_operator_sees_it_read_only(tmp_path):
         {target: 2.4, seeded.campaigns[3]: 2.0}
 
     # Someone else saves first: this manager's next save is a conflict, shown as one.
-    service.set_thresholds(MANAGER, edit({"hysteresis": 0.5}, target))
+    service.set_thresholds(next(u for u in control.users() if u.username == "manager2"),
+                           edit({"hysteresis": 0.5}, target))
     _floor_input(panel).set_value(2.6)
     panel.at.text_input(key="th_reason").input("higher")
     _submit(panel, "th_save")

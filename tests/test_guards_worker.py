@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from app.service import Control
 from control.clock import ManualClock
@@ -21,11 +21,13 @@ from guards.handlers import loss_avoided
 from guards.rule_pool import PoolBounds
 from guards.service import GuardService
 from guards.trip_drivers import trip_drivers
-from guards.worker import GuardWorker, LockBusy, worker_lock
+from guards.worker import HEARTBEAT_KEY, GuardWorker, LeaseLost, LockBusy, worker_lock
 from store import repo
 from store import schema as s
+from store.audit_files import audit_files, read_anchors
 from store.engine import open_store
 from tests.guards_helpers import T0, feed_minute, make_store, minute_frames
+from tests.helpers import add_users
 
 # The synthetic feed makes every bucket's GMV known at once: a lag curve that says so.
 SETTINGS = parse_guard_settings("[machine]\ncooldown_s = 600\nprobation_evaluations = 3\n"
@@ -74,6 +76,11 @@ def test_a_trip_is_stored_ledgered_audited_and_alerted_together(store_url):
     assert [a.kind for a in alerts] == ["guard_tripped"]
     assert alerts[0].payload["pred_roi"] == pytest.approx(1.5) and alerts[0].payload["floor"] == 2.0
     assert [a.action for a in audit] == ["guard.tripped"]
+    # The worker anchored the audit trail's end outside the store: cutting the trip's entry shows.
+    assert [(a.entry_id, a.hash) for a in read_anchors(audit_files(engine).anchors)] == [(1, audit[0].hash)]
+    with engine.begin() as conn:
+        conn.execute(s.audit_log.delete())
+    assert Control(engine, clock, Settings()).verify_audit().code == "truncated"
 
 
 def test_restart_in_the_middle_of_a_trip_neither_forgets_nor_repeats(tmp_path):
@@ -128,6 +135,7 @@ def test_an_outcome_outage_is_stale_data_not_a_trip(tmp_path):
 
 def test_force_and_kill_switch_are_manager_only_and_audited(tmp_path):
     engine = make_store(tmp_path / "b.db")
+    add_users(engine, MANAGER, OPERATOR)
     clock = ManualClock(T0)
     service = GuardService(engine, clock, SETTINGS, PoolBounds(), alert_sink=enqueue_guard_alert)
     with pytest.raises(PermissionDenied):
@@ -163,31 +171,92 @@ def test_config_errors_name_the_key_and_value():
     assert custom.for_campaign("roi", "c1").floor == 2.0
 
 
-def _two_workers(engine, data_dir):
-    with worker_lock(engine, data_dir, timeout_s=0):
-        with pytest.raises(LockBusy), worker_lock(engine, data_dir, timeout_s=0):
+def _two_workers(engine):
+    with worker_lock(engine, timeout_s=0) as first:
+        with pytest.raises(LockBusy), worker_lock(engine, timeout_s=0):
             pass
         waited = []
-        with pytest.raises(LockBusy), worker_lock(engine, data_dir, timeout_s=0.2, poll_s=0.1,
+        with pytest.raises(LockBusy), worker_lock(engine, timeout_s=0.2, poll_s=0.1,
                                                   on_wait=lambda: waited.append(1), sleep=lambda s: None):
             pass
         assert waited == [1]
-    with worker_lock(engine, data_dir, timeout_s=0):  # released: the next one gets it
-        pass
+    with worker_lock(engine, timeout_s=0) as second:  # released: the next one gets it, a new generation
+        assert second.generation == first.generation + 1
 
 
 def test_one_worker_per_sqlite_store(tmp_path):
     engine = make_store(tmp_path / "b.db")
-    _two_workers(engine, tmp_path)
+    _two_workers(engine)
 
 
 @pytest.mark.postgres
-def test_one_worker_per_postgres_store(postgres_url, tmp_path):
+def test_one_worker_per_postgres_store(postgres_url):
     engine = open_store(postgres_url)
     try:
-        _two_workers(engine, tmp_path)
+        _two_workers(engine)
     finally:
         engine.dispose()
+
+
+def _heartbeat_generation(engine) -> int:
+    with engine.connect() as conn:
+        return repo.get_flag(conn, HEARTBEAT_KEY)[0]["generation"]
+
+
+@pytest.mark.postgres
+def test_a_second_worker_waits_when_the_firsts_sessions_are_cut(postgres_url):
+    """Issue 16: on PostgreSQL, when the first worker's lock session dropped, a second worker took the lock
+    and both kept acting (heartbeats alternated)."""
+    first_engine, second_engine = make_store(postgres_url), open_store(postgres_url)
+    clock = ManualClock(T0)
+    try:
+        with worker_lock(first_engine, timeout_s=0) as lease:
+            first = worker(first_engine, clock)
+            first.lease = lease
+            first.tick()
+            admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                cut = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            admin.dispose()
+            assert cut >= 1  # every session of the first worker is gone
+            with pytest.raises(LockBusy), worker_lock(second_engine, timeout_s=0):
+                pass
+            clock.now_ts += 60
+            first.tick()  # the first reconnects and goes on, alone
+            assert _heartbeat_generation(second_engine) == lease.generation
+    finally:
+        first_engine.dispose()
+        second_engine.dispose()
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_and_stops(store_url):
+    """A worker paused past its lease while another took over: its next tick writes no state, event or
+    heartbeat (its transaction's fence fails before the commit); its run ends."""
+    engine = make_store(store_url)
+    clock, wall = ManualClock(T0), ManualClock(1_000_000)
+    with worker_lock(engine, timeout_s=0, lease_s=30, wall=wall) as lease_a:
+        a = worker(engine, clock)
+        a.lease = lease_a
+        play(engine, clock, 3, 2.5, w=a)
+        wall.advance(31)  # a stops renewing (a long pause): its lease runs out
+        with worker_lock(engine, timeout_s=0, lease_s=30, wall=wall) as lease_b:
+            b = worker(engine, clock)
+            b.lease = lease_b
+            assert lease_b.generation == lease_a.generation + 1
+            with engine.connect() as conn:
+                before = (repo.load_guard_states(conn), conn.execute(select(func.count()).select_from(
+                    s.guard_events)).scalar(), repo.get_flag(conn, HEARTBEAT_KEY))
+            with pytest.raises(LeaseLost):  # the tick's own fence, just before its commit
+                play(engine, clock, 4, 1.5, w=a, start=3)  # bad minutes a would trip on
+            with engine.connect() as conn:
+                after = (repo.load_guard_states(conn), conn.execute(select(func.count()).select_from(
+                    s.guard_events)).scalar(), repo.get_flag(conn, HEARTBEAT_KEY))
+            assert after == before
+            with pytest.raises(LeaseLost):
+                a.run(sleep=lambda _: None)
+            assert [e.kind for e in play(engine, clock, 4, 1.5, w=b, start=7)] == ["tripped"]
+            assert _heartbeat_generation(engine) == lease_b.generation
 
 
 def test_the_stress_evaluator_runs_the_same_guard_as_the_worker(store_url):

@@ -8,7 +8,7 @@ from control.domain import Campaign, InvalidValue, OverrideField, OverrideStatus
 from control.overrides import FourEyesViolation, OverrideBounds, OverrideStateError, check_bounds
 from control.permissions import PermissionDenied
 from store import repo
-from tests.helpers import decision_frame, seed_campaigns
+from tests.helpers import add_users, decision_frame, seed_campaigns
 
 OPERATOR = User("olivia", "Olivia", Role.OPERATOR)
 OPERATOR2 = User("oscar", "Oscar", Role.OPERATOR)
@@ -20,6 +20,7 @@ ENGINEER = User("ethan", "Ethan", Role.ENGINEER)
 @pytest.fixture
 def seeded(control, engine, clock):
     seed_campaigns(engine)
+    add_users(engine, OPERATOR, OPERATOR2, MANAGER, MANAGER2, ENGINEER)
     repo.write_decisions(engine, decision_frame(6).assign(bid=1.0), received_ts=clock())
     return control
 

@@ -12,7 +12,7 @@ import pytest
 from panel_support import Panel, seeded_control
 
 from app import board
-from control.domain import DecidedBy, OverrideField, OverrideStatus
+from control.domain import DecidedBy, OverrideField, OverrideStatus, Role
 from control.users import MAX_FAILED_LOGINS
 from panel import i18n
 from store import repo
@@ -61,12 +61,12 @@ def test_login_refuses_a_wrong_password_and_locks_after_repeated_failures(store)
     control, _, _ = store
     panel = Panel(control).run()
     panel.login("operator", "wrong-password")
-    assert any("wrong username or password" in e for e in panel.errors())
+    assert zh("login.refused") in panel.errors()
     for _ in range(MAX_FAILED_LOGINS - 1):
         panel.login("operator", "wrong-password")
-    assert any("locked" in e for e in panel.errors())
-    panel.login("operator")  # the right password no longer opens a locked account
-    assert any("locked" in e for e in panel.errors())
+    assert zh("login.refused") in panel.errors()
+    panel.login("operator")  # the right password no longer opens a locked account, and it says no more
+    assert panel.errors() == [zh("login.refused")]
     assert "user" not in panel.at.session_state
 
 
@@ -417,3 +417,62 @@ def test_starting_a_stress_test_is_refused_by_the_core_for_an_operator(store):
     operator = next(u for u in control.users() if u.username == "operator")
     with pytest.raises(PermissionDenied):
         start_stress(operator, load_scenario("818"), seed=1, minutes=60, data_dir=control.settings.data_dir)
+
+
+def test_a_demoted_or_deactivated_users_open_session_ends_and_does_nothing(store):
+    """Issue 16: a session whose user was since demoted (or deactivated) still approved an override."""
+    control, seeded, _ = store
+    _, proposal = _proposal_by(control, "operator", seeded.campaigns[3])
+    admin = next(u for u in control.users() if u.username == "admin")
+    manager = Panel(control).login("manager").open("overrides")
+    control.set_user_role(admin, "manager", Role.OPERATOR)
+    manager.click(f"ov_approve_{proposal.override_id}")
+    assert "user" not in manager.at.session_state and zh("login.changed") in manager.errors()
+    assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
+
+    manager2 = Panel(control).login("manager2").open("overrides")
+    control.set_user_active(admin, "manager2", False)
+    manager2.click(f"ov_approve_{proposal.override_id}")
+    assert "user" not in manager2.at.session_state and zh("login.changed") in manager2.errors()
+    assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
+
+
+def _live_fragment(room, clock):
+    """A page with one self-refreshing fragment, as the live board has, without the router around it."""
+    import streamlit as st
+
+    from panel.ui import Ctx, Session, fragment
+
+    user = st.session_state.get("user")
+    if user is None:
+        st.write("login")
+        return
+    ctx = Ctx(room, user, "zh", Session(clock, 60))
+
+    @fragment(ctx, run_every=5)
+    def live() -> None:
+        st.session_state["refreshes"] = st.session_state.get("refreshes", 0) + 1
+
+    live()
+
+
+def test_a_fragment_checks_the_session_itself_and_refreshing_is_not_activity(store):
+    """Issue 16: the idle timeout was checked on full reruns only, so a timed-out live board kept
+    refreshing (a fragment's rerun skips the router) and its alert feed acknowledged an alert."""
+    from panel_support import Clock, room_for
+    from streamlit.testing.v1 import AppTest
+
+    control, _, _ = store
+    wall = Clock(1_000_000.0)
+    at = AppTest.from_function(_live_fragment, kwargs={"room": room_for(control), "clock": wall})
+    at.session_state["user"] = next(u for u in control.users() if u.username == "operator")
+    at.session_state["last_seen"] = wall()
+    at.run()
+    assert at.session_state["refreshes"] == 1
+    wall.advance(40)
+    at.run()  # the fragment refreshes: still within the timeout, but it does not count as activity
+    assert at.session_state["refreshes"] == 2 and at.session_state["last_seen"] == 1_000_000.0
+    wall.advance(21)
+    at.run()
+    assert "user" not in at.session_state and at.session_state["refreshes"] == 2
+    assert at.session_state["login_error"] == zh("login.timeout")

@@ -39,15 +39,16 @@ from store.engine import open_store
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-@pytest.fixture
-def panel_url(tmp_path):
+def _serve_panel(tmp_path, **settings):
+    """A panel process on a freshly seeded store (`settings`: extra BIDLENS_* variables); yields its URL."""
     require_browser()
     url = f"sqlite:///{tmp_path / 'bidlens.db'}"
     control = Control(open_store(url), lambda: int(time.time()), Settings())  # the panel runs on real time
     seed_store(control)
     control.engine.dispose()
     port = free_port()
-    env = {**os.environ, "BIDLENS_DB_URL": url, "BIDLENS_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BIDLENS_DB_URL": url, "BIDLENS_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT),
+           **settings}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1"],
@@ -59,6 +60,11 @@ def panel_url(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture
+def panel_url(tmp_path):
+    yield from _serve_panel(tmp_path)
 
 
 def _login(page, base: str, username: str) -> None:
@@ -112,3 +118,47 @@ def test_operator_proposes_manager_approves_board_shows_override(panel_url):
         expect(page.locator("p", has_text=re.compile(r"c0001.*decided by: override"))).to_be_visible()
         shot(page, "09_board_english")
         browser.close()
+
+
+SESSION_S = 6
+
+
+@pytest.fixture
+def short_session_url(tmp_path):
+    yield from _serve_panel(tmp_path, BIDLENS_SESSION_TIMEOUT_MIN=str(SESSION_S / 60))
+
+
+def test_a_timed_out_live_board_shows_the_login_and_acknowledges_nothing(short_session_url, tmp_path):
+    """Issue 16: the idle timeout was checked on full reruns only: a timed-out live board kept refreshing
+    and its alert feed acknowledged an alert after expiry."""
+    playwright = require_browser()
+    expect = playwright.expect
+    engine = open_store(f"sqlite:///{tmp_path / 'bidlens.db'}")
+
+    def acked() -> int:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT count(*) FROM alerts WHERE acked_ts IS NOT NULL").scalar()
+
+    acked_before = acked()
+    with playwright.sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        _login(page, short_session_url, "operator")
+        ack = page.get_by_role("button", name="确认", exact=True).first
+        expect(ack).to_be_visible()
+        page.get_by_text("暂停自动刷新").click()  # the board stops refreshing itself: nothing runs until a click
+        expect(page.get_by_label("暂停自动刷新")).to_be_checked()
+        page.wait_for_timeout(1000)  # the toggle's own run (an interaction) is over
+        page.wait_for_timeout((SESSION_S + 2) * 1000)
+        ack.click()  # inside the alert feed's fragment: only the fragment reruns
+        expect(page.get_by_label("用户名")).to_be_visible()
+        expect(page.get_by_text("会话已超时，请重新登录。")).to_be_visible()
+        shot(page, "10_session_timed_out")
+        assert acked() == acked_before
+
+        _login(page, short_session_url, "operator")  # left alone, a refreshing board times out by itself
+        expect(page.get_by_label("用户名")).to_be_visible(timeout=(SESSION_S * 3 + 10) * 1000)
+        expect(page.get_by_text("会话已超时，请重新登录。")).to_be_visible()
+        browser.close()
+    engine.dispose()

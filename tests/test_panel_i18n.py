@@ -44,6 +44,7 @@ def test_every_key_the_pages_use_exists():
         "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
+        "au.problem_": ["missing", "link", "unsigned", "no_key", "other_key", "contents", "anchor", "truncated"],
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,27 @@ def test_the_cli_runs_a_users_scenario_file_and_prints_json(tmp_path, monkeypatc
     assert report["minutes"] == 120 and report["arms"]["model"]["by_hour"][5]["spend"] == 0
     assert (tmp_path / "out" / "report.html").read_text(encoding="utf-8").count("<h1>") == 1
     assert (tmp_path / "out" / "by_hour.csv").read_text().splitlines()[0] == "arm,hour,spend,gmv,roi,profit"
+
+
+def test_a_scenario_name_never_leads_the_report_out_of_the_data_folder(tmp_path, monkeypatch, capsys):
+    """Issue 16: a scenario name with `../` wrote the stress report outside the data folder."""
+    import dataclasses
+
+    from sim.report import report_dir
+
+    assert report_dir("/d", "../../etc/cron.d", 2) == Path("/d/reports/stress-etc-cron-d-2")
+    assert report_dir("/d", "..", 1) == Path("/d/reports/stress-scenario-1")
+    assert report_dir("/d", "大促 818", 1) == Path("/d/reports/stress-大促-818-1")
+    monkeypatch.setenv("BIDLENS_DATA_DIR", sim_support._DATA_DIR)
+    escape = f"../../../../{tmp_path.name}-escaped"  # four levels up from DATA_DIR/reports/stress-..
+    path = tmp_path / "evil.toml"
+    path.write_text(dump_scenario(dataclasses.replace(small_scenario(), name=escape)), encoding="utf-8")
+    assert main(["stress", "--scenario-file", str(path), "--seed", "3", "--guard", "off", "--minutes", "30",
+                 "--json"]) == 0
+    capsys.readouterr()
+    inside = report_dir(sim_support._DATA_DIR, escape, 3)
+    assert (inside / "report.json").exists() and inside.parent == Path(sim_support._DATA_DIR).resolve() / "reports"
+    assert not (Path(sim_support._DATA_DIR).resolve() / "reports" / f"stress-{escape}-3").resolve().exists()
 
 
 def test_the_cli_refuses_a_bad_scenario_file_before_running(tmp_path, capsys):

@@ -16,7 +16,7 @@ def render(ctx: Ctx) -> None:
     if report.ok:
         st.success(ctx.t("au.chain_ok", n=report.entries))
     else:
-        st.error(ctx.t("au.chain_broken", id=report.first_broken_id, problem=report.problem))
+        st.error(ctx.t("au.chain_broken", id=report.first_broken_id, problem=ctx.t(f"au.problem_{report.code}")))
     frame = pd.DataFrame([{"entry_id": e.entry_id, "ts": e.ts, "time": fmt_ts(e.ts), "actor": e.actor,
                            "action": e.action, "entity": e.entity, "entity_id": e.entity_id,
                            "before": json.dumps(e.before, ensure_ascii=False) if e.before is not None else "",

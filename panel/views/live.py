@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import board
 from control.clock import PROMOTION_TZ_OFFSET_S
-from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, goto
+from panel.ui import Ctx, decided_by_label, fmt_num, fmt_ts, fragment, goto
 from panel.views.alerts import alert_feed
 
 DEFAULT_REFRESH_S = 5
@@ -30,7 +30,7 @@ def render(ctx: Ctx) -> None:
                               format_func=lambda m: ctx.t("board.window_min", m=m))
     run_every = None if paused else int(every)
 
-    @st.fragment(run_every=run_every)
+    @fragment(ctx, run_every=run_every)
     def live_part() -> None:
         view = ctx.room.board(ctx.user, int(window_min) * 60)
         if view is None:
@@ -47,7 +47,7 @@ def render(ctx: Ctx) -> None:
 
     live_part()
 
-    @st.fragment(run_every=run_every)
+    @fragment(ctx, run_every=run_every)
     def alerts_part() -> None:
         st.subheader(ctx.t("board.alerts"))
         alert_feed(ctx, key="board")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.stress_jobs import VARIANTS, chosen_scenario, report_charts, scenario_names, start_stress
 from control.domain import InvalidValue
-from panel.ui import Ctx, attempt, fmt_num
+from panel.ui import Ctx, attempt, fmt_num, fragment
 
 
 def render(ctx: Ctx) -> None:
@@ -48,7 +48,7 @@ def render(ctx: Ctx) -> None:
 
 
 def _job(ctx: Ctx, job) -> None:
-    @st.fragment(run_every=1.0 if job.running else None)
+    @fragment(ctx, run_every=1.0 if job.running else None)
     def progress() -> None:
         st.progress(job.progress, text=ctx.t(f"st.phase_{job.phase}", scenario=job.scenario, seed=job.seed))
         if job.phase == "failed":
