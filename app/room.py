@@ -23,10 +23,12 @@ import pandas as pd
 
 from app import board, explorer
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
+from app.explanations import DecisionExplainer, DecisionExplanation
 from app.service import Control
 from control.audit import ChainReport
 from control.domain import (
     AuditEntry,
+    BidFormula,
     Campaign,
     InvalidValue,
     Override,
@@ -38,7 +40,7 @@ from control.domain import (
 from control.overrides import value_range
 from control.permissions import Action, require
 from control.policy import KillSwitch
-from explain.store import DecisionBreakdown, WindowExplanations, decision_breakdown, load_window
+from explain.store import WindowExplanations, load_window
 from guards.alerts import metrics, outbox, templates
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
@@ -82,6 +84,8 @@ class ControlRoom:
         self._slots: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._catalogue: tuple[float, dict[str, Campaign], dict[str, tuple[str, str]]] | None = None
         self._warm: threading.Thread | None = None
+        # Explains decisions for the pages (through `explanation`, permission-checked) and for the CLI.
+        self.explainer = DecisionExplainer(control.engine, self.guard_settings, self._load_catalogue)
 
     @property
     def settings(self):
@@ -266,19 +270,21 @@ class ControlRoom:
         with self._read(actor) as conn:
             return explorer.slot_buckets(conn, campaign_id, package)
 
-    def breakdown(self, actor: User, campaign_id: str, package: str, bucket: int) -> DecisionBreakdown | None:
-        """The slot's decision at (or just before) `bucket` in bid units, against its campaign's ROI floor."""
-        floor = self.roi_floors(actor, [campaign_id])[campaign_id]
+    def explanation(self, actor: User, campaign_id: str, package: str, bucket: int,
+                    lang: str) -> DecisionExplanation | None:
+        """The slot's decision at (or just before) `bucket` explained in `lang` (app.explanations: the same
+        function as `bidlens explain decision`); None without a decision or a stored explanation."""
         with self._read(actor) as conn:
             decision_id = explorer.find_decision_id(conn, campaign_id, package, bucket)
-            return None if decision_id is None else decision_breakdown(conn, decision_id, roi_floor=floor)
+        return None if decision_id is None else self.explainer.explain(decision_id, lang)
 
     def explanation_window(self, actor: User, start_ts: int, end_ts: int,
                            campaign_id: str | None = None) -> WindowExplanations:
         with self._read(actor) as conn:
             return load_window(conn, start_ts, end_ts, campaign_id=campaign_id)
 
-    def decision_model(self, actor: User, campaign_id: str, package: str, bucket: int) -> tuple[str, dict | None]:
+    def decision_model(self, actor: User, campaign_id: str, package: str,
+                       bucket: int) -> tuple[str, dict | None, BidFormula | None]:
         with self._read(actor) as conn:
             return explorer.decision_model(conn, explorer.find_decision_id(conn, campaign_id, package, bucket))
 

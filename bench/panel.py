@@ -22,7 +22,6 @@ from bench.panel_seed import PASSWORD, PROMOTION_START, _bucket_decisions, _outc
 from bench.registry import BenchContext, BenchResult, benchmark
 from control.config import Settings
 from explain.bid_units import steps_frame
-from explain.store import decision_breakdown
 from store import repo
 from store.engine import open_store
 
@@ -160,12 +159,11 @@ def bench_explorer(ctx: BenchContext) -> list[BenchResult]:
 
     def core():
         with control.engine.connect() as conn:
-            d = decision_breakdown(conn, explorer.find_decision_id(
-                conn, seeded.tripped[0], seeded.packages[0], seeded.last_bucket))
-        steps_frame(d.steps)
+            decision_id = explorer.find_decision_id(conn, seeded.tripped[0], seeded.packages[0], seeded.last_bucket)
+        steps_frame(room.explainer.explain(decision_id, "zh").steps)
 
     core_ms = _median_ms(core, repeat)
     return [BenchResult("panel.explorer.one_decision", round(page_ms, 1), "ms",
-                        "explain.store.decision_breakdown without the page", round(core_ms, 1), False,
+                        "app.explanations.DecisionExplainer.explain without the page", round(core_ms, 1), False,
                         "AppTest script run of the explorer page on one decision, warm",
                         {"target_ms": 200})]

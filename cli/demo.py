@@ -31,13 +31,14 @@ from pathlib import Path
 
 from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
+from app.explanations import reference_formulas
 from app.service import Control
 from app.tokens import TokenRole, Tokens
 from cli.output import fail
 from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
-from explain.store import explain_hook
+from explain.store import explain_hook, record_bid_formula
 from guards.pool_store import active_version, submit_pool
 from guards.rule_pool import PoolBounds
 from sim.catalog import DAY_START_TS
@@ -105,8 +106,11 @@ def cmd_demo(args) -> int:
     scenario = load_scenario(args.scenario)
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
+    formulas = reference_formulas(scenario.bidder, kit.bidders)
     cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
     with engine.begin() as conn:
+        for version, formula in formulas.items():  # also for the API, which explains at ingest with --api
+            record_bid_formula(conn, version, formula, "system", system_clock())
         if active_version(conn) is None:
             submit_pool(conn, (ROOT / "sim" / "rule_pool_default.toml").read_text(encoding="utf-8"),
                         "system", system_clock(), PoolBounds())
@@ -164,7 +168,8 @@ def cmd_demo(args) -> int:
         threading.Thread(target=watch_children, daemon=True).start()
         api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=explain_hook(b.artifact for b in kit.bidders.values()), bidder=api_bidder)
+                           explain=explain_hook((b.artifact for b in kit.bidders.values()), formulas),
+                           bidder=api_bidder)
         played = f"{summary.buckets} minutes, {summary.decisions} decisions"
         print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
               flush=True)

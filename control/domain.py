@@ -158,6 +158,41 @@ class Campaign:
             raise InvalidValue("target_roi", self.target_roi, "must be > 0")
 
 
+@dataclass(frozen=True, slots=True)
+class BidFormula:
+    """How a model version's bidder turns predicted value per click into a bid:
+
+        bid = clip(pred_value / target_roi * pacing, min_bid, max_bid)
+
+    (pacing is the decision's own). It belongs to the bidder that serves the version, not to the
+    campaign, so it is recorded with every explained decision: an explanation never guesses it.
+    `max_bid` None: no cap."""
+
+    target_roi: float
+    min_bid: float = 0.0
+    max_bid: float | None = None
+
+    def __post_init__(self):
+        require_finite("target_roi", self.target_roi)
+        if self.target_roi == 0:
+            raise InvalidValue("target_roi", self.target_roi, "must be > 0")
+        require_finite("min_bid", self.min_bid)
+        if self.max_bid is not None:
+            require_finite("max_bid", self.max_bid, minimum=self.min_bid)
+
+    def bid(self, pred_value: float, pacing: float) -> float:
+        paced = pred_value / self.target_roi * pacing
+        return min(max(paced, self.min_bid), math.inf if self.max_bid is None else self.max_bid)
+
+    def to_json(self) -> dict:
+        return {"target_roi": self.target_roi, "min_bid": self.min_bid, "max_bid": self.max_bid}
+
+    @classmethod
+    def from_json(cls, doc) -> BidFormula:
+        max_bid = doc.get("max_bid")
+        return cls(float(doc["target_roi"]), float(doc.get("min_bid", 0.0)), None if max_bid is None else float(max_bid))
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Slot:
     """campaign x audience package x time bucket: the unit the bidder decides for."""

@@ -90,8 +90,11 @@ def fmt_left(ctx: Ctx, seconds: int) -> str:
     return ctx.t("time.left", h=h, m=m)
 
 
-def fmt_num(x: float, digits: int = 2) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+def fmt_num(x: float | None, digits: int = 2, signed: bool = False) -> str:
+    """Thousands separators, `digits` decimals, "—" for nothing (never "None" or "nan")."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:+,.{digits}f}" if signed else f"{x:,.{digits}f}"
 
 
 def decided_by_label(ctx: Ctx, decided_by: str) -> str:

@@ -21,6 +21,7 @@ from control.clock import AcceleratedClock, Clock, system_clock
 from control.domain import (
     AudiencePackage,
     AuditEntry,
+    BidFormula,
     Campaign,
     ConflictError,
     GuardAction,
@@ -80,6 +81,7 @@ class ExplanationBatch:
     base_value: np.ndarray       # (n,) model output units before any feature
     contributions: np.ndarray    # (n, features) float32
     feature_values: np.ndarray   # (n, features) float32: what the model saw
+    formula: BidFormula | None = None  # the bid formula the decisions were served with
 
 
 def _column_lists(frame: pd.DataFrame, columns: Sequence[str], defaults: dict) -> list[list]:
@@ -172,14 +174,19 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
     return ids
 
 
+EXPLANATION_WRITE_COLUMNS = ("decision_id", "model_version", "base_value", "contributions", "feature_values",
+                             "target_roi", "min_bid", "max_bid")
+
+
 def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationBatch) -> None:
     contributions = np.ascontiguousarray(batch.contributions, dtype=np.float32)
     values = np.ascontiguousarray(batch.feature_values, dtype=np.float32)
     base = np.broadcast_to(np.asarray(batch.base_value, dtype=np.float64), (len(ids),))
-    rows = ((int(i), batch.model_version, float(b), contributions[k].tobytes(), values[k].tobytes())
+    formula = (None, None, None) if batch.formula is None else (
+        batch.formula.target_roi, batch.formula.min_bid, batch.formula.max_bid)
+    rows = ((int(i), batch.model_version, float(b), contributions[k].tobytes(), values[k].tobytes(), *formula)
             for k, (i, b) in enumerate(zip(ids.tolist(), base.tolist())))
-    _bulk_insert(raw, dialect, "explanations",
-                 ("decision_id", "model_version", "base_value", "contributions", "feature_values"), rows)
+    _bulk_insert(raw, dialect, "explanations", EXPLANATION_WRITE_COLUMNS, rows)
 
 
 def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") -> int:

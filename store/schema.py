@@ -116,6 +116,10 @@ explanations = Table(
     Column("base_value", Float, nullable=False),
     Column("contributions", LargeBinary, nullable=False),  # float32, in the model's feature order
     Column("feature_values", LargeBinary, nullable=False),  # float32: what the model saw
+    # 0006: the bid formula the decision was served with (control.domain.BidFormula; NULL before it was kept).
+    Column("target_roi", Float),
+    Column("min_bid", Float),
+    Column("max_bid", Float),  # NULL also when the bidder has no cap
 )
 
 models = Table(

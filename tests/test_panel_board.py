@@ -8,7 +8,7 @@ import pytest
 from panel_support import seeded_control
 
 from app import board, explorer
-from bench.panel_seed import _bucket_decisions, _outcomes
+from bench.panel_seed import BID_FORMULA, _bucket_decisions, _outcomes
 from control.clock import day_start
 from control.domain import DecidedBy, OverrideStatus
 from store import repo
@@ -118,7 +118,7 @@ def test_explorer_queries_find_the_slot_decision_at_a_time(store):
         at_last = explorer.find_decision_id(conn, c, p, seeded.last_bucket)
         between = explorer.find_decision_id(conn, c, p, seeded.last_bucket - 1)
         before_any = explorer.find_decision_id(conn, c, p, seeded.first_bucket - 1)
-        version, meta = explorer.decision_model(conn, at_last)
+        version, meta, formula = explorer.decision_model(conn, at_last)
     assert buckets == sorted(buckets, reverse=True) and buckets[0] == seeded.last_bucket
     assert len(buckets) == (seeded.last_bucket - seeded.first_bucket) // seeded.bucket_s + 1
     rows = _sql(control, "SELECT decision_id, bucket_ts FROM decisions WHERE campaign_id = :c AND "
@@ -127,3 +127,4 @@ def test_explorer_queries_find_the_slot_decision_at_a_time(store):
     assert between == rows[seeded.last_bucket - seeded.bucket_s]
     assert before_any is None
     assert version == meta["model_version"] and len(meta["meta"]["features"]) == 8
+    assert formula == BID_FORMULA

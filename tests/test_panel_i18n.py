@@ -44,6 +44,8 @@ def test_every_key_the_pages_use_exists():
         "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
+        "ex.variant_": ["roi", "gmv"],
+        "metric.": [],  # shown only when the catalogue has the metric's name (panel/views/explorer.py)
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
