@@ -7,8 +7,8 @@ open a connection or reach the store, the guards' stores or the explanation
 store themselves (tests/test_architecture.py holds them to it).
 
 Reads that every refresh repeats are cached here, keyed so a new bucket (or a new
-campaign catalogue) is seen at once: the slots of a bucket, the catalogue, the
-day's aggregates (app.board.LiveAggregates).
+campaign catalogue) is seen at once: the slots of a bucket, the catalogue. The
+day's sums come from the store's rollups (app.board.campaign_totals).
 """
 
 from __future__ import annotations
@@ -79,11 +79,9 @@ class ControlRoom:
         self.guards = guards
         self._thresholds = ThresholdReader(file_settings)
         self._monotonic = monotonic
-        self._aggregates = board.LiveAggregates()
         self._lock = threading.Lock()
         self._slots: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._catalogue: tuple[float, dict[str, Campaign], dict[str, tuple[str, str]]] | None = None
-        self._warm: threading.Thread | None = None
         # Explains decisions for the pages (through `explanation`, permission-checked) and for the CLI.
         self.explainer = DecisionExplainer(control.engine, self.guard_settings, self._load_catalogue)
 
@@ -94,22 +92,6 @@ class ControlRoom:
     def _read(self, actor: User, action: Action = Action.VIEW):
         require(actor, action)
         return self.control.engine.connect()
-
-    # --- the day's aggregates, warmed once in the background --------------------------------------
-
-    def warm(self) -> None:
-        """Sum the day once in the background as soon as the panel serves its first page (the login), so
-        the first live board does not wait for it (~20 s for a full day of 1,000 campaigns)."""
-        with self._lock:
-            if self._warm is not None:
-                return
-
-            def run() -> None:
-                with self.control.engine.connect() as conn:
-                    self._aggregates.refresh(conn)
-
-            self._warm = threading.Thread(target=run, daemon=True, name="bidlens-board-warm")
-            self._warm.start()
 
     # --- time, catalogue, slots --------------------------------------------------------------------
 
@@ -181,8 +163,7 @@ class ControlRoom:
         slots = self.slots(actor, newest)
         floors = self.roi_floors(actor, list(known))
         with self.control.engine.connect() as conn:
-            return board.build_board(conn, self._aggregates, known, slots, newest, self.control.clock(),
-                                     window_s, floors)
+            return board.build_board(conn, known, slots, newest, self.control.clock(), window_s, floors)
 
     # --- alerts ------------------------------------------------------------------------------------
 

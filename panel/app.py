@@ -121,7 +121,6 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
     st.set_page_config(page_title="BidLens", page_icon=":material/visibility:", layout="wide")
     if room is None:
         room = _default_room()
-    room.warm()
     control = room.control
     _language_switch()
     if "alert" in st.query_params:  # a WeCom message's link: open that alert once logged in

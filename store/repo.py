@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from control import rows
 from control.audit import GENESIS_HASH, AuditRecord, chain
-from control.clock import AcceleratedClock, Clock, system_clock
+from control.clock import AcceleratedClock, Clock, day_start, system_clock
 from control.domain import (
     AudiencePackage,
     AuditEntry,
@@ -132,6 +132,46 @@ def _bulk_insert(raw, dialect: str, table: str, columns: Sequence[str], rows: It
                 copy.write_row(row)
 
 
+# --- the live board's rollups, added to by the writers in their own transaction ------------------
+
+def decision_sums(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each decision row's part of the board's decision sums (schema.ROLLUP_DECISION_SUMS)."""
+    pool = frame["pool_pred_roi"].to_numpy(dtype=np.float64) if "pool_pred_roi" in frame else np.full(len(frame), np.nan)
+    decided = frame["decided_by"].to_numpy(dtype=object) if "decided_by" in frame else np.full(len(frame), "model")
+    return {"n": np.ones(len(frame)), "n_on": frame["audience_on"].to_numpy(dtype=np.float64),
+            "pred_roi": frame["pred_roi"].to_numpy(dtype=np.float64), "n_pool": (pool == pool).astype(np.float64),
+            "pool_pred_roi": np.nan_to_num(pool), "bid": frame["bid"].to_numpy(dtype=np.float64),
+            "n_override": (decided == "override").astype(np.float64),
+            "n_rule_pool": (decided == "rule_pool").astype(np.float64)}
+
+
+def _upsert_sums(raw, dialect: str, table: str, keys: Sequence[str], rows: pd.DataFrame) -> None:
+    names = [c for c in rows.columns if c not in keys]
+    columns = [*keys, *names]
+    mark = "?" if dialect == "sqlite" else "%s"
+    update_sql = ", ".join(f"{n} = {table}.{n} + excluded.{n}" for n in names)
+    sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update_sql}")
+    # Sorted by key, so two writers lock the rows they share in the same order (PostgreSQL).
+    values = rows.sort_values(list(keys))[columns]
+    raw.cursor().executemany(sql, list(zip(*(values[c].tolist() for c in columns), strict=True)))
+
+
+def _add_to_rollups(raw, dialect: str, frame: pd.DataFrame, sums: dict[str, np.ndarray]) -> None:
+    """Add rows' sums to the board's rollups: per campaign and five minutes, per campaign and promotion
+    day, per bucket over every campaign (store.schema.board_rollups / board_series)."""
+    bucket = frame["bucket_ts"].to_numpy(dtype=np.int64)
+    data = pd.DataFrame({"campaign_id": frame["campaign_id"].to_numpy(dtype=object), **sums})
+    names = list(sums)
+    for period_s, start in ((s.ROLLUP_PERIOD_S, bucket - bucket % s.ROLLUP_PERIOD_S),
+                            (s.ROLLUP_DAY, day_start(bucket))):
+        rows = data.assign(period_ts=start).groupby(["period_ts", "campaign_id"], sort=False)[names].sum()
+        _upsert_sums(raw, dialect, "board_rollups", ("period_s", "period_ts", "campaign_id"),
+                     rows.reset_index().assign(period_s=period_s))
+    series = data.assign(bucket_ts=bucket).groupby("bucket_ts", sort=False)[names].sum().reset_index()
+    _upsert_sums(raw, dialect, "board_series", ("bucket_ts",), series)
+
+
 def _begin_write(raw, dialect: str) -> None:
     # SQLite: take the write lock up front, so reserving ids and inserting cannot interleave.
     raw.cursor().execute("BEGIN IMMEDIATE" if dialect == "sqlite" else "BEGIN")
@@ -161,6 +201,7 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
         columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
         _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS,
                      zip(ids.tolist(), *columns))
+        _add_to_rollups(raw, dialect, frame, decision_sums(frame))
         if explanation is not None:
             _insert_explanations(raw, dialect, ids, explanation)
         raw.cursor().execute("COMMIT")
@@ -200,6 +241,7 @@ def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") 
             raw.driver_connection.isolation_level = None
         _begin_write(raw, dialect)
         _bulk_insert(raw, dialect, "outcomes", OUTCOME_WRITE_COLUMNS, zip(*columns))
+        _add_to_rollups(raw, dialect, frame, {c: frame[c].to_numpy(dtype=np.float64) for c in s.ROLLUP_OUTCOME_SUMS})
         raw.cursor().execute("COMMIT")
     except BaseException:
         raw.cursor().execute("ROLLBACK")
@@ -424,8 +466,9 @@ def store_clock(conn: Connection) -> Clock:
 
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
-PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
-                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys)
+PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.board_rollups, s.board_series, s.quarantine,
+                        s.guard_trips, s.guard_events, s.guard_states, s.alert_attempts, s.alert_notifications,
+                        s.alerts, s.idempotency_keys)
 
 
 def clear_promotion_day(conn: Connection) -> int:

@@ -263,8 +263,8 @@ def test_forcing_a_guard_goes_through_the_confirmation_and_needs_a_manager(store
     row = [m.value for m in panel.at.markdown if target in m.value]
     assert not row  # forced to the pool: not an override line
     with control.engine.connect() as conn:
-        view = board.build_board(conn, board.LiveAggregates(), repo.load_campaigns(conn),
-                                 board.bucket_slots(conn, seeded.last_bucket), seeded.last_bucket, control.clock())
+        view = board.build_board(conn, repo.load_campaigns(conn), board.bucket_slots(conn, seeded.last_bucket),
+                                 seeded.last_bucket, control.clock())
     assert view.campaigns.set_index("campaign_id").loc[target, "decided_by"] == DecidedBy.RULE_POOL.value
     _force(panel, target, "auto", "back to normal")
     assert _modes(control, target) == "model"
