@@ -145,31 +145,39 @@ def decision_sums(frame: pd.DataFrame) -> dict[str, np.ndarray]:
             "n_rule_pool": (decided == "rule_pool").astype(np.float64)}
 
 
-def _upsert_sums(raw, dialect: str, table: str, keys: Sequence[str], rows: pd.DataFrame) -> None:
-    names = [c for c in rows.columns if c not in keys]
+def _upsert_sums(raw, dialect: str, table: str, keys: Sequence[str], names: Sequence[str], rows: list[tuple]) -> None:
+    """Add `rows` (keys then sums, sorted by key: two writers lock the rows they share in the same order)."""
     columns = [*keys, *names]
     mark = "?" if dialect == "sqlite" else "%s"
     update_sql = ", ".join(f"{n} = {table}.{n} + excluded.{n}" for n in names)
-    sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
-           f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update_sql}")
-    # Sorted by key, so two writers lock the rows they share in the same order (PostgreSQL).
-    values = rows.sort_values(list(keys))[columns]
-    raw.cursor().executemany(sql, list(zip(*(values[c].tolist() for c in columns), strict=True)))
+    raw.cursor().executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+                             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update_sql}", rows)
+
+
+def _sums_by(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct codes, sorted, and each one's column sums of `values` (n x sums)."""
+    unique, inverse = np.unique(codes, return_inverse=True)
+    return unique, np.column_stack([np.bincount(inverse, weights=col, minlength=len(unique)) for col in values.T])
 
 
 def _add_to_rollups(raw, dialect: str, frame: pd.DataFrame, sums: dict[str, np.ndarray]) -> None:
     """Add rows' sums to the board's rollups: per campaign and five minutes, per campaign and promotion
-    day, per bucket over every campaign (store.schema.board_rollups / board_series)."""
-    bucket = frame["bucket_ts"].to_numpy(dtype=np.int64)
-    data = pd.DataFrame({"campaign_id": frame["campaign_id"].to_numpy(dtype=object), **sums})
+    day, per bucket over every campaign (store.schema.board_rollups / board_series). Plain numpy: the
+    simulator writes every minute, and pandas' grouping cost more than the rows."""
     names = list(sums)
+    values = np.column_stack([np.asarray(sums[n], dtype=np.float64) for n in names])
+    bucket = frame["bucket_ts"].to_numpy(dtype=np.int64)
+    codes, campaigns = pd.factorize(frame["campaign_id"].to_numpy(dtype=object), sort=True)
+    k = len(campaigns)
     for period_s, start in ((s.ROLLUP_PERIOD_S, bucket - bucket % s.ROLLUP_PERIOD_S),
                             (s.ROLLUP_DAY, day_start(bucket))):
-        rows = data.assign(period_ts=start).groupby(["period_ts", "campaign_id"], sort=False)[names].sum()
-        _upsert_sums(raw, dialect, "board_rollups", ("period_s", "period_ts", "campaign_id"),
-                     rows.reset_index().assign(period_s=period_s))
-    series = data.assign(bucket_ts=bucket).groupby("bucket_ts", sort=False)[names].sum().reset_index()
-    _upsert_sums(raw, dialect, "board_series", ("bucket_ts",), series)
+        keys, totals = _sums_by(start * k + codes, values)
+        rows = [(period_s, int(key // k), campaigns[key % k], *row)
+                for key, row in zip(keys.tolist(), totals.tolist(), strict=True)]
+        _upsert_sums(raw, dialect, "board_rollups", ("period_s", "period_ts", "campaign_id"), names, rows)
+    keys, totals = _sums_by(bucket, values)
+    _upsert_sums(raw, dialect, "board_series", ("bucket_ts",), names,
+                 [(key, *row) for key, row in zip(keys.tolist(), totals.tolist(), strict=True)])
 
 
 def _begin_write(raw, dialect: str) -> None:
@@ -321,12 +329,14 @@ def get_override(conn: Connection, override_id: int) -> Override:
 
 
 def list_overrides(conn: Connection, statuses: Iterable[OverrideStatus] | None = None,
-                   campaign_id: str | None = None) -> list[Override]:
+                   campaign_id: str | None = None, proposed_by: str | None = None) -> list[Override]:
     q = select(s.overrides).order_by(s.overrides.c.override_id)
     if statuses is not None:
         q = q.where(s.overrides.c.status.in_([st.value for st in statuses]))
     if campaign_id is not None:
         q = q.where(s.overrides.c.campaign_id == campaign_id)
+    if proposed_by is not None:
+        q = q.where(s.overrides.c.proposed_by == proposed_by)
     return [_override_from_row(r) for r in conn.execute(q)]
 
 
