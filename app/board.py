@@ -39,6 +39,7 @@ from control.domain import (
 )
 from control.policy import KillSwitch, held_campaigns, resolve_policy
 from guards.alerts.events import PHASE, AlertPhase
+from guards.roi import calibrated_bought_roi
 from store import repo
 from store import schema as s
 
@@ -113,6 +114,54 @@ def guard_table(conn: Connection) -> pd.DataFrame:
     rows = conn.execute(select(s.guard_states).order_by(s.guard_states.c.campaign_id)).all()
     return pd.DataFrame([r._mapping for r in rows],
                         columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
+
+
+@dataclass(frozen=True)
+class HoldReason:
+    """Why the model does not decide a campaign now, read generically from its guard's state document
+    (guards.machine.MachineState) or the kill switch, for a page to say in words."""
+
+    guard: str                   # the guard's name (roi, pacing, inventory ...), or "kill_switch"
+    mode: str                    # tripped | probation | forced_pool | kill_switch
+    cause: str                   # the trip's cause code (the rule that fired, stale_data, forced ...)
+    figures: dict[str, float]    # the figures at the trip (the one that crossed, the floor ...)
+    tripped_ts: int | None       # when the guard took the campaign
+    action: str                  # pool | bid_cut | pause
+    bid_factor: float = 1.0
+
+
+def hold_reasons(conn: Connection, campaign_ids: Sequence[str], guards: Mapping[str, GuardState],
+                 kill: KillSwitch) -> dict[str, HoldReason]:
+    """Per campaign the model does not decide, why: a kill switch (as the policy, first), else the guard
+    the policy follows."""
+    out = {c: HoldReason("kill_switch", "kill_switch", "global" if kill.global_on else "campaign", {}, None, "pool")
+           for c in campaign_ids if kill.covers(c)}
+    held = {c: g for c, g in guards.items() if g.holds and c not in out}
+    if held:
+        rows = conn.execute(select(s.guard_states.c.guard, s.guard_states.c.campaign_id, s.guard_states.c.state)
+                            .where(s.guard_states.c.campaign_id.in_(list(held)))).all()
+        for row in sorted(rows, key=lambda r: r.guard):
+            state, doc = held[row.campaign_id], row.state or {}
+            # The guard whose mode and action the policy follows (control.domain.most_restrictive).
+            if row.campaign_id not in out and doc.get("mode") == state.mode.value \
+                    and doc.get("action", "pool") == state.action.value:
+                out[row.campaign_id] = state_reason(row.guard, doc)
+    return out
+
+
+def state_reason(guard: str, doc: Mapping) -> HoldReason:
+    """A guard's state document (guards.machine.MachineState.to_json) as a HoldReason: its cause, the
+    figures at the trip (with the calibrated ROI a model_calibration trip stands for), when, the action."""
+    figures = {k: float(v) for k, v in (doc.get("figures_at_trip") or {}).items()
+               if isinstance(v, (int, float)) and v == v}
+    calibrated = calibrated_bought_roi(figures)
+    if calibrated is not None:
+        figures["calibrated_roi"] = calibrated
+    trips = doc.get("trip_ts") or []
+    mode = str(doc.get("mode") or "model")
+    action = "pool" if mode == "forced_pool" else str(doc.get("action") or "pool")
+    return HoldReason(guard, mode, str(doc.get("cause") or ""), figures,
+                      int(trips[-1]) if trips else doc.get("since_ts"), action, float(doc.get("bid_factor", 1.0)))
 
 
 def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
@@ -215,7 +264,8 @@ def with_roi(totals: pd.DataFrame) -> pd.DataFrame:
 
 def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
                   kill: KillSwitch, now_ts: int) -> pd.DataFrame:
-    """The effective policy now over the newest bucket's model plan: bid, audience_on, decided_by per slot.
+    """The effective policy now over the newest bucket's model plan: bid, audience_on, the daily budget a
+    budget override sets (NaN: the campaign's own), decided_by per slot.
 
     The rule pool's answer per slot is the one the bidder recorded with the
     decision (pool_bid), so the board shows what would be served at this moment.
@@ -226,6 +276,7 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
     n = len(slots)
     bid = slots["model_bid"].to_numpy(dtype=np.float64).copy()
     audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
+    daily_budget = np.full(n, np.nan)
     decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
     campaign_ids = slots["campaign_id"].to_numpy(dtype=object)
     acted_on = (held_campaigns(pd.unique(campaign_ids), guards, kill)
@@ -239,8 +290,9 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
         policy = resolve_policy(plan, overrides, guards, kill, _RecordedPool(sub), now_ts)
         bid[rows] = policy["bid"].to_numpy(dtype=np.float64)
         audience_on[rows] = policy["audience_on"].to_numpy(dtype=bool)
+        daily_budget[rows] = policy["daily_budget"].to_numpy(dtype=np.float64)
         decided_by[rows] = policy["decided_by"].to_numpy(dtype=object)
-    return pd.DataFrame({"bid": bid, "audience_on": audience_on,
+    return pd.DataFrame({"bid": bid, "audience_on": audience_on, "daily_budget": daily_budget,
                          "decided_by": pd.Series(decided_by, dtype=object)})
 
 
@@ -400,25 +452,71 @@ def trip_periods(trips: pd.DataFrame, now_ts: int, campaign_id: str | None = Non
                          "end": end.to_numpy()})
 
 
-def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,
-                     audience_package: str | None, daily_budget: float) -> dict[str, float]:
-    """What an override would change at the newest bucket, from the model's own predictions.
+def roi_at(slots: pd.DataFrame, bids: np.ndarray) -> float:
+    """The model's predicted ROI of `slots` had they been bought at `bids` (mean over the slots): the ROI
+    scales with the cost per click, which scales with the bid at the slot's own paid-to-bid ratio."""
+    bids = np.asarray(bids, dtype=np.float64)
+    at = slots["pred_roi"].to_numpy(np.float64) * slots["model_bid"].to_numpy(np.float64)
+    usable = bids > 0
+    return float(np.mean(at[usable] / bids[usable])) if usable.any() else float("nan")
 
-    Bid: the predicted ROI scales with value per click / bid (cost per click ~ bid),
-    so ROI at the new bid = pred_value / new bid. Budget: old vs new. Audience off:
-    the packages' predicted ROI that stops being bought.
-    """
-    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
-    pred_roi = float(scope["pred_roi"].mean()) if len(scope) else float("nan")
+
+@dataclass(frozen=True)
+class ServedNow:
+    """What a scope (a campaign, or one of its audience packages) is served now, and who decides it."""
+
+    field: OverrideField
+    value: float       # bid: the slot's served bid (campaign: mean over its packages on); budget: the daily
+                       # budget in force; audience: 1 when on (campaign: when any package is on)
+    decided_by: str    # the highest authority deciding a slot of the scope (DecidedBy value)
+    packages: int
+    packages_on: int
+    pred_roi: float    # the model's predicted ROI at the served bids
+
+
+def served_now(field: OverrideField, slots: pd.DataFrame, policy: pd.DataFrame, daily_budget: float,
+               audience_package: str | None) -> ServedNow:
+    """From the newest bucket's slots of one campaign and their served policy (served_policy, row-aligned);
+    `daily_budget`: the campaign's own (a budget override in force replaces it)."""
+    rows = np.ones(len(slots), dtype=bool) if audience_package is None else \
+        (slots["audience_package"] == audience_package).to_numpy()
+    scope, served = slots[rows], policy[rows]
+    on = served["audience_on"].to_numpy(dtype=bool)
+    bids = served["bid"].to_numpy(np.float64)
+    rank = served["decided_by"].map({name: i for i, name in enumerate(_AUTHORITY)})
+    decided_by = _AUTHORITY[int(rank.max())] if len(rank) else DecidedBy.MODEL.value
     if field is OverrideField.BID:
-        value_per_click = float(scope["pred_value"].mean()) if len(scope) else float("nan")
-        return {"model_bid": float(scope["model_bid"].mean()) if len(scope) else float("nan"),
-                "new_bid": value, "pred_roi_model": pred_roi,
-                "pred_roi_new": value_per_click / value if value > 0 else float("nan")}
-    if field is OverrideField.BUDGET:
-        return {"daily_budget": daily_budget, "new_budget": value,
-                "change": value / daily_budget - 1 if daily_budget else float("nan")}
-    return {"packages": float(len(scope)), "pred_roi_model": pred_roi, "audience_on": value}
+        value = float(bids[on].mean()) if on.any() else (float(bids.mean()) if len(bids) else float("nan"))
+    elif field is OverrideField.BUDGET:
+        overridden = served["daily_budget"].dropna()
+        value = float(overridden.iloc[0]) if len(overridden) else float(daily_budget)
+    else:
+        value = 1.0 if on.any() else 0.0
+    return ServedNow(field, value, decided_by, len(scope), int(on.sum()), roi_at(scope, bids))
+
+
+@dataclass(frozen=True)
+class ProposalEffect:
+    """What a proposal would change, from the model's own predictions at the newest bucket."""
+
+    served: float
+    proposed: float
+    pred_roi_served: float
+    pred_roi_proposed: float   # bid: at the proposed bid; audience: the packages switched; budget: NaN
+    change: float              # proposed / served - 1
+
+
+def proposal_effect(now: ServedNow, value: float, slots: pd.DataFrame,
+                    audience_package: str | None) -> ProposalEffect:
+    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
+    if now.field is OverrideField.BID:
+        proposed_roi = roi_at(scope, np.full(len(scope), value))
+    elif now.field is OverrideField.AUDIENCE_ON:
+        proposed_roi = now.pred_roi
+    else:
+        proposed_roi = float("nan")
+    change = value / now.value - 1 if now.value else float("nan")
+    return ProposalEffect(now.value, value, now.pred_roi, proposed_roi, change)
 
 
 @dataclass(frozen=True)
@@ -433,6 +531,7 @@ class BoardView:
     trips: pd.DataFrame
     shadow: pd.DataFrame
     kill_switch: KillSwitch
+    holds: dict[str, HoldReason]   # why the model does not decide a campaign (hold_reasons)
 
 
 def build_board(conn: Connection, campaigns: Mapping[str, Campaign], slots: pd.DataFrame, newest: int,
@@ -459,4 +558,4 @@ def build_board(conn: Connection, campaigns: Mapping[str, Campaign], slots: pd.D
     trips = trip_ledger(conn, since_ts=day)
     return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
                      roi_series(series(conn, newest, since)), trip_periods(trips, newest),
-                     shadow_comparison(window), kill)
+                     shadow_comparison(window), kill, hold_reasons(conn, list(table["campaign_id"]), guards, kill))

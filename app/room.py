@@ -37,7 +37,7 @@ from control.domain import (
     OverrideStatus,
     User,
 )
-from control.overrides import value_range
+from control.overrides import ProposalCheck, check_proposal, value_range
 from control.permissions import Action, require
 from control.policy import KillSwitch
 from explain.store import WindowExplanations, load_window
@@ -51,18 +51,25 @@ from guards.threshold_store import ThresholdReader
 from guards.thresholds import EDITABLE, ThresholdEdit
 from store import repo
 
+DECIDED = (OverrideStatus.APPROVED, OverrideStatus.REJECTED, OverrideStatus.REVOKED, OverrideStatus.EXPIRED)
 _SLOT_CACHE = 8          # buckets whose slots stay cached (the board, the override page, a look back)
 CATALOGUE_TTL_S = 60.0   # a new campaign shows within a minute; reloading 1,000 every refresh is not free
 
 
 @dataclass(frozen=True)
 class OverrideForm:
-    """What the override form offers for a scope and field: the range the core will accept, a start value."""
+    """What the override form offers for a scope and field: the range the core will accept, and what is
+    served now (the form's start: submitting it unchanged changes nothing), by whom."""
 
     low: float
     high: float | None          # None: no upper bound but the field's own (audience on/off)
-    default: float
     model_bid: float | None     # the model's bid the bid bound is a multiple of
+    now: board.ServedNow
+    floor: float                # the campaign's ROI floor
+
+    @property
+    def default(self) -> float:
+        return self.now.value
 
 
 @dataclass(frozen=True)
@@ -275,25 +282,65 @@ class ControlRoom:
         require(actor, Action.VIEW)
         return self.control.overrides(statuses)
 
+    def my_proposals(self, actor: User, limit: int = 50) -> list[Override]:
+        """The overrides this person proposed, newest first."""
+        with self._read(actor) as conn:
+            return repo.list_overrides(conn, proposed_by=actor.username)[::-1][:limit]
+
+    def proposal_outcomes(self, actor: User, within_s: int = 86_400) -> list[Override]:
+        """This person's proposals that someone else decided (approved, rejected, revoked) or that expired
+        in the last `within_s` seconds: what the proposer is to be told."""
+        now = self.control.clock()
+        with self._read(actor) as conn:
+            done = repo.list_overrides(conn, DECIDED, proposed_by=actor.username)
+
+        def when(o: Override) -> int:
+            return o.expires_ts if o.status is OverrideStatus.EXPIRED else (o.reviewed_ts or o.proposed_ts)
+
+        return [o for o in done if o.reviewed_by != actor.username and now - within_s <= when(o) <= now]
+
     def override(self, actor: User, override_id: int) -> Override:
         with self._read(actor) as conn:
             return repo.get_override(conn, override_id)
 
+    def _scope(self, actor: User, campaign_id: str) -> tuple[Campaign, pd.DataFrame, pd.DataFrame, int]:
+        """The campaign, its slots at the newest bucket, their served policy now, and the newest bucket."""
+        campaign = self.campaigns(actor).get(campaign_id)
+        if campaign is None:
+            raise InvalidValue("campaign_id", campaign_id, "unknown campaign", "unknown_campaign")
+        newest = self.latest_bucket(actor)
+        if newest is None:
+            raise InvalidValue("campaign_id", campaign_id, "no decisions yet", "no_decisions")
+        slots = self.slots(actor, newest)
+        slots = slots[slots["campaign_id"].to_numpy() == campaign_id].reset_index(drop=True)
+        with self.control.engine.connect() as conn:
+            inputs = repo.load_policy_inputs(conn)
+        policy = board.served_policy(slots, inputs.overrides, inputs.guards, inputs.kill_switch, self.control.clock())
+        return campaign, slots, policy, newest
+
     def override_form(self, actor: User, campaign_id: str, audience_package: str | None,
                       field: OverrideField) -> OverrideForm:
-        """The values the core will accept for this scope and field (the same bound it enforces), and a start."""
-        require(actor, Action.VIEW)
-        campaign = self.campaigns(actor)[campaign_id]
+        """The values the core will accept for this scope and field (the same bound it enforces), and what
+        the scope is served now, by whom."""
+        campaign, slots, policy, _ = self._scope(actor, campaign_id)
         with self.control.engine.connect() as conn:
             model_bid = self.control.latest_model_bid(conn, OverrideScope(campaign_id, audience_package))
         low, high = value_range(field, model_bid=model_bid, campaign=campaign, bounds=self.control.bounds)
-        if field is OverrideField.BID:
-            default = round(min(model_bid or 0.0, high), 3) or 1.0  # a model bid above the cap is not a start
-        elif field is OverrideField.BUDGET:
-            default = campaign.daily_budget
-        else:
-            default = 0.0
-        return OverrideForm(low, high, default, model_bid)
+        now = board.served_now(field, slots, policy, campaign.daily_budget, audience_package)
+        return OverrideForm(low, high, model_bid, now, self.explainer.roi_floor(campaign_id))
+
+    def check_proposal(self, actor: User, form: OverrideForm, campaign_id: str, field: OverrideField,
+                       value_text: str, hours_text: str, reason: str) -> ProposalCheck:
+        """The form's text checked as Control.propose_override will check it (the same bounds)."""
+        require(actor, Action.VIEW)
+        return check_proposal(field, value_text, hours_text, reason, model_bid=form.model_bid,
+                              campaign=self.campaigns(actor)[campaign_id], bounds=self.control.bounds)
+
+    def proposal_effect(self, actor: User, form: OverrideForm, campaign_id: str, audience_package: str | None,
+                        value: float) -> board.ProposalEffect:
+        """What the value would change, served now → proposed, with the model's predicted ROI of each."""
+        _, slots, _, _ = self._scope(actor, campaign_id)
+        return board.proposal_effect(form.now, value, slots, audience_package)
 
     # --- audit -------------------------------------------------------------------------------------
 

@@ -158,8 +158,9 @@ def _seed_guards(engine: Engine, tripped: list[str], tripped_ts: int, now_ts: in
             event_id = conn.execute(insert(s.guard_events).values(
                 ts=tripped_ts, guard="roi", campaign_id=c, kind="trip",
                 payload={"pred_roi": 1.6, "floor": 2.0, "reason": "predicted ROI below floor"})).inserted_primary_key[0]
-            state = MachineState(mode=GuardMode.TRIPPED, since_ts=tripped_ts, cause="roi_pred", cooldown_s=900,
-                                 trip_ts=(tripped_ts,), figures_at_trip=(("pred_roi", 1.6),))
+            state = MachineState(mode=GuardMode.TRIPPED, since_ts=tripped_ts, cause="pred_roi", cooldown_s=900,
+                                 trip_ts=(tripped_ts,), figures_at_trip=(("calibrated_pred_roi", 1.6), ("floor", 2.0),
+                                                                         ("pred_roi", 1.6)))
             conn.execute(insert(s.guard_states).values(
                 guard="roi", campaign_id=c, mode="tripped", event_id=event_id, version=1, updated_ts=tripped_ts,
                 state=state.to_json()))

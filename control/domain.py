@@ -17,12 +17,17 @@ from enum import StrEnum
 
 
 class InvalidValue(ValueError):
-    """A value refused on construction; names the field and the value."""
+    """A value refused on construction; names the field and the value.
 
-    def __init__(self, field_name: str, value: object, reason: str):
+    `code` and `params` say the reason as data (e.g. "above_max", {"maximum": 50}), so a page can say
+    it in the user's language; `reason` is the same in English for logs, the CLI and the API."""
+
+    def __init__(self, field_name: str, value: object, reason: str, code: str = "", **params):
         self.field = field_name
         self.value = value
         self.reason = reason
+        self.code = code
+        self.params = params
         super().__init__(f"{field_name}={value!r}: {reason}")
 
 
@@ -37,25 +42,25 @@ class NotFound(LookupError):
 def require_finite(field_name: str, value: float, *, minimum: float | None = 0.0,
                    maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidValue(field_name, value, "must be a number")
+        raise InvalidValue(field_name, value, "must be a number", "not_a_number")
     if not math.isfinite(value):
-        raise InvalidValue(field_name, value, "must be finite")
+        raise InvalidValue(field_name, value, "must be finite", "not_a_number")
     if minimum is not None and value < minimum:
-        raise InvalidValue(field_name, value, f"must be >= {minimum}")
+        raise InvalidValue(field_name, value, f"must be >= {minimum}", "below_min", minimum=minimum)
     if maximum is not None and value > maximum:
-        raise InvalidValue(field_name, value, f"must be <= {maximum}")
+        raise InvalidValue(field_name, value, f"must be <= {maximum}", "above_max", maximum=maximum)
     return float(value)
 
 
 def require_text(field_name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidValue(field_name, value, "must be a non-empty string")
+        raise InvalidValue(field_name, value, "must be a non-empty string", "empty_text")
     return value
 
 
 def require_count(field_name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValue(field_name, value, "must be a whole number >= 0")
+        raise InvalidValue(field_name, value, "must be a whole number >= 0", "not_a_count")
     return value
 
 

@@ -6,11 +6,13 @@ import re
 import string
 from pathlib import Path
 
-from control.domain import DecidedBy, GuardMode, OverrideField, Role
+from control.domain import DecidedBy, GuardAction, GuardMode, OverrideField, OverrideStatus, Role
 from control.permissions import Action
+from guards.pool_store import ACTIVE, REFUSED, SUPERSEDED
 from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
 from panel.app import PAGES
+from panel.views.guards import FIGURES
 
 PANEL = Path(__file__).resolve().parent.parent / "panel"
 STATIC_KEY = re.compile(r'(?:ctx\.t|translate\([^,()]+,)\s*\(?\s*"([a-z_]+\.[a-z_0-9]+)"')
@@ -45,6 +47,13 @@ def test_every_key_the_pages_use_exists():
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
         "ex.variant_": ["roi", "gmv"],
+        "hold_action.": [a.value for a in GuardAction], "hold.kill_": ["global", "campaign"],
+        "status.": [s.value for s in OverrideStatus], "ov.tab_": ["propose", "queue", "active", "mine"],
+        "ov.amount_": ["bid", "budget"],
+        "fieldname.": [], "invalid.": [],  # shown by name only when the catalogue has it (panel.ui.invalid_text)
+        "cause.": [], "st.kind_": [],  # likewise (guards' and the stress report's codes, with a fallback)
+        "figure.": list(FIGURES),
+        "pool.": [ACTIVE, SUPERSEDED, REFUSED],
         "metric.": [],  # shown only when the catalogue has the metric's name (panel/views/explorer.py)
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))

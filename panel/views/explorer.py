@@ -89,23 +89,26 @@ def _decision(ctx: Ctx, ex) -> None:
     st.caption(ctx.t("ex.waterfall_caption", target=f"{formula.target_roi:g}", pacing=fmt_num(d["pacing"]),
                      low=fmt_num(formula.min_bid, 2), high=cap))
     st.markdown(ctx.t("ex.top_reasons") + "\n" + "\n".join(f"- {line}" for line in ex.reasons))
-    label = "label_zh" if ctx.lang == "zh" else "label_en"
-    st.dataframe(steps[[label, "shown", "value", "total"]].rename(columns={
-        label: ctx.t("ex.step"), "shown": ctx.t("ex.feature_value"), "value": ctx.t("ex.delta"),
-        "total": ctx.t("ex.running")}), hide_index=True, key="ex_steps",
-        column_config={ctx.t("ex.delta"): st.column_config.NumberColumn(format="%+.3f"),
-                       ctx.t("ex.running"): st.column_config.NumberColumn(format="%.3f")})
+    # A plain table (in the page's text, not a canvas): what is read here is what `bidlens explain decision` says.
+    st.table(_steps_shown(ctx, steps, shown=True))
     st.subheader(ctx.t("ex.budget_audience_title"))
     st.caption(ctx.t("ex.budget_audience", share=fmt_num(d["budget_share"] * 100, 2),
                      on=ctx.t("ov.on") if d["audience_on"] else ctx.t("ov.off"),
                      margin=fmt_num(d["pred_roi"] - ex.roi_floor), floor=f"{ex.roi_floor:g}"))
     roi_steps = ex.breakdown.roi_steps
     if roi_steps:
-        roi = steps_frame(roi_steps)
-        st.dataframe(roi[[label, "value", "total"]].rename(columns={
-            label: ctx.t("ex.step"), "value": ctx.t("ex.delta"), "total": ctx.t("ex.running")}), hide_index=True,
-            key="ex_roi_steps", column_config={ctx.t("ex.delta"): st.column_config.NumberColumn(format="%+.3f"),
-                                               ctx.t("ex.running"): st.column_config.NumberColumn(format="%.3f")})
+        st.table(_steps_shown(ctx, steps_frame(roi_steps), shown=False))
+
+
+def _steps_shown(ctx: Ctx, steps: pd.DataFrame, *, shown: bool) -> pd.DataFrame:
+    """Steps as a person reads them: the step, the feature's value in words, what it adds, the running total."""
+    label = "label_zh" if ctx.lang == "zh" else "label_en"
+    table = {ctx.t("ex.step"): steps[label]}
+    if shown:
+        table[ctx.t("ex.feature_value")] = steps["shown"].replace("", "—")
+    table[ctx.t("ex.delta")] = steps["value"].map(lambda v: f"{v:+.3f}")
+    table[ctx.t("ex.running")] = steps["total"].map(lambda v: f"{v:.3f}")
+    return pd.DataFrame(table).set_index(ctx.t("ex.step"))
 
 
 def _compare(ctx: Ctx, ex, campaign_id: str, package: str, buckets: list[int]) -> None:
