@@ -107,6 +107,7 @@ def cmd_demo(args) -> int:
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
     formulas = reference_formulas(scenario.bidder, kit.bidders)
+    explain = explain_hook((b.artifact for b in kit.bidders.values()), formulas)  # before the clock starts
     cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
     with engine.begin() as conn:
         for version, formula in formulas.items():  # also for the API, which explains at ingest with --api
@@ -168,8 +169,7 @@ def cmd_demo(args) -> int:
         threading.Thread(target=watch_children, daemon=True).start()
         api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=explain_hook((b.artifact for b in kit.bidders.values()), formulas),
-                           bidder=api_bidder)
+                           explain=explain, bidder=api_bidder)
         played = f"{summary.buckets} minutes, {summary.decisions} decisions"
         print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
               flush=True)

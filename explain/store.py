@@ -60,18 +60,16 @@ def explanation_batch(explainer: Explainer, X: np.ndarray, formula: BidFormula |
 def explain_hook(artifacts: Iterable[ModelArtifact],
                  formulas: Mapping[str, BidFormula]) -> Callable[[object], ExplanationBatch]:
     """The live simulator's `explain` hook (sim.live.run_live): explains each bucket's feature
-    matrix with the Explainer of the model version that served it (built once per version), and
-    records the bid formula the version bids with (`formulas`, by version)."""
-    by_version = {a.version: a for a in artifacts}
-    missing = sorted(set(by_version) - set(formulas))
+    matrix with the Explainer of the model version that served it, and records the bid formula the
+    version bids with (`formulas`, by version). The Explainers are built here, before the day starts:
+    built at the first bucket they would hold it back for seconds on a clock that does not wait."""
+    explainers = {a.version: Explainer(a) for a in artifacts}
+    missing = sorted(set(explainers) - set(formulas))
     if missing:
         raise InvalidValue("formulas", missing, "every model version needs the bid formula it bids with")
-    explainers: dict[str, Explainer] = {}
 
     def hook(result) -> ExplanationBatch:
         version = result.model_version
-        if version not in explainers:
-            explainers[version] = Explainer(by_version[version])
         return explanation_batch(explainers[version], result.features, formulas[version])
 
     return hook

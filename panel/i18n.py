@@ -7,6 +7,8 @@ same keys and every key the pages use exists).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 LANGUAGES = {"zh": "简体中文", "en": "English"}
 
 ZH: dict[str, str] = {
@@ -1055,3 +1057,9 @@ CATALOGUE = {"zh": ZH, "en": EN}
 def translate(lang: str, key: str, **values) -> str:
     text = CATALOGUE.get(lang, ZH)[key]
     return text.format(**values) if values else text
+
+
+def fill(lang: str, key: str, values: Mapping[str, str]) -> str:
+    """`key`'s message with its placeholders taken from `values`, which says what a missing one reads
+    (a trip's figures: a figure the trip did not record)."""
+    return CATALOGUE.get(lang, ZH)[key].format_map(values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import streamlit as st
@@ -15,7 +15,7 @@ from control.clock import PROMOTION_TZ
 from control.domain import ConflictError, InvalidValue, NotFound, User
 from control.overrides import FourEyesViolation, OverrideStateError
 from control.permissions import Action, PermissionDenied, allowed
-from panel.i18n import CATALOGUE, translate
+from panel.i18n import CATALOGUE, fill, translate
 
 # What the core refuses with; the page shows why instead of failing.
 CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound)
@@ -34,6 +34,9 @@ class Ctx:
 
     def t(self, key: str, **values) -> str:
         return translate(self.lang, key, **values)
+
+    def fill(self, key: str, values: Mapping[str, str]) -> str:
+        return fill(self.lang, key, values)
 
     def has(self, key: str) -> bool:
         """Whether the catalogue says `key` (codes from outside, e.g. a new trip cause, may not be yet)."""

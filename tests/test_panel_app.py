@@ -120,7 +120,7 @@ def _fill_bid(panel: Panel, campaign_id: str, value: str, reason: str = "competi
     panel.at.selectbox(key="ov_campaign").set_value(campaign_id)
     panel.at.selectbox(key="ov_field").set_value(OverrideField.BID)
     panel.run()
-    panel.at.text_input(key=f"ov_value_bid_{campaign_id}_*").input(value)
+    panel.at.text_input(key=f"ov_value_bid_{campaign_id}_all").input(value)
     panel.at.text_input(key="ov_hours").input(hours)
     panel.at.text_input(key="ov_reason").input(reason)
     panel.run()
@@ -194,7 +194,7 @@ def test_an_invalid_proposal_is_named_in_the_users_language_and_cannot_be_submit
         _fill_bid(panel, target, value, hours=hours)
         assert any(said in e for e in panel.errors()), (value, hours, panel.errors())
         assert panel.at.button(key="ov_submit").disabled  # nothing typed is replaced; it cannot go
-        assert panel.at.text_input(key=f"ov_value_bid_{target}_*").value == value  # what was typed stays
+        assert panel.at.text_input(key=f"ov_value_bid_{target}_all").value == value  # what was typed stays
         assert not any(ch.isascii() and ch.isalpha() for e in panel.errors() for ch in e.replace(value, ""))
     assert control.overrides([OverrideStatus.PROPOSED]) == []
     _fill_bid(panel, target, "1.5", reason="")  # no reason yet: said calmly, still not submittable
@@ -513,7 +513,7 @@ def test_the_override_form_starts_from_what_is_served_and_previews_served_to_pro
     served = board.served_policy(mine.reset_index(drop=True), control.overrides([OverrideStatus.APPROVED]),
                                  repo.load_guard_states(control.engine.connect()), control.kill_switch(), control.clock())
     expected = served.loc[served["audience_on"], "bid"].mean()
-    value = panel.at.text_input(key=f"ov_value_bid_{target}_*").value
+    value = panel.at.text_input(key=f"ov_value_bid_{target}_all").value
     assert float(value) == pytest.approx(expected, abs=0.005) and float(value) < mine["model_bid"].max()
     text = panel.texts()
     assert zh("ov.served_now", value=zh("ov.amount_bid", value=f"{expected:,.2f}"), who=zh("decided.rule_pool"),

@@ -56,7 +56,7 @@ def _focused(ctx: Ctx, raw_id: str) -> None:
     except (ValueError, InvalidValue):
         st.warning(ctx.t("al.not_found", id=raw_id))
         return
-    with st.container(border=True):
+    with st.container(border=True, key="focused_alert"):
         st.markdown(ctx.t("al.focus", id=alert.alert_id))
         st.text(ctx.room.alert_text(alert, ctx.lang))
         st.caption(ctx.t("al.lifecycle", fired=fmt_ts(alert.occurred_ts), status=ctx.t(f"gd.outbox_{alert.status}"),

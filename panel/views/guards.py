@@ -159,9 +159,8 @@ def event_detail(ctx: Ctx, payload: dict) -> str:
         parts.append(ctx.t("gd.moved", before=ctx.t(f"guard.{before}"), after=ctx.t(f"guard.{after}")))
     cause = payload.get("cause")
     if cause:
-        parts.append(ctx.t(f"cause.{cause}", **Blank({k: fmt_num(v) for k, v in (payload.get("figures") or {}).items()
-                                                        if isinstance(v, (int, float))}))
-                     if ctx.has(f"cause.{cause}") else ctx.t("cause.other"))
+        figures = Blank({k: fmt_num(v) for k, v in (payload.get("figures") or {}).items() if isinstance(v, (int, float))})
+        parts.append(ctx.fill(f"cause.{cause}", figures) if ctx.has(f"cause.{cause}") else ctx.t("cause.other"))
     else:
         figures = payload.get("figures") or {}
         parts += [ctx.t("gd.figure", name=ctx.t(f"figure.{k}"), value=fmt_num(figures[k]))

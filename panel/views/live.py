@@ -89,7 +89,7 @@ def hold_text(ctx: Ctx, hold: board.HoldReason | None) -> str:
         return ctx.t(f"hold.kill_{hold.cause}")
     figures = {k: fmt_num(v) for k, v in hold.figures.items()}
     cause_key = f"cause.{hold.cause}"
-    cause = ctx.t(cause_key, **Blank(figures)) if ctx.has(cause_key) else ctx.t("cause.other")
+    cause = ctx.fill(cause_key, Blank(figures)) if ctx.has(cause_key) else ctx.t("cause.other")
     guard_key = f"gd.th_guard_{hold.guard}"
     guard = ctx.t(guard_key) if ctx.has(guard_key) else ctx.t("gd.guard")
     action = ctx.t(f"hold_action.{hold.action}", factor=fmt_num(hold.bid_factor))
@@ -143,7 +143,7 @@ def _campaigns(ctx: Ctx, view: board.BoardView) -> None:
                              ctx.t("col.pace"), min_value=0, max_value=100, format="%.0f%%"),
                              ctx.t("col.budget"): money,
                              ctx.t("col.floor"): st.column_config.NumberColumn(format="%.2f"),
-                             ctx.t("col.why"): st.column_config.TextColumn(width="large")})
+                             ctx.t("col.why"): st.column_config.TextColumn(width=480)})
     picked = event.selection.rows if event is not None else []
     if picked:
         campaign_id = table.iloc[picked[0]]["campaign_id"]

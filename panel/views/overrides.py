@@ -95,6 +95,11 @@ def _effect(ctx: Ctx, form, effect) -> None:
         st.warning(ctx.t("ov.below_floor", roi=fmt_num(effect.pred_roi_proposed), floor=fmt_num(form.floor)))
 
 
+def value_key(field: OverrideField, campaign_id: str, package: str | None) -> str:
+    """Each scope and field keeps what was typed for it (and a CSS class a browser test can find)."""
+    return f"ov_value_{field.value}_{campaign_id}_{package or 'all'}"
+
+
 def _propose(ctx: Ctx, newest: int) -> None:
     campaigns = ctx.room.campaigns(ctx.user)
     packages = ctx.room.packages(ctx.user)
@@ -121,7 +126,7 @@ def _propose(ctx: Ctx, newest: int) -> None:
         # The start is what is served now; each scope and field keeps what was typed for it.
         start = f"{form.default:.{DIGITS[field]}f}"
         value_text = st.text_input(ctx.t("ov.value"), value=start,
-                                   key=f"ov_value_{field.value}_{campaign_id}_{scope_pkg or ALL_PACKAGES}")
+                                   key=value_key(field, campaign_id, scope_pkg))
         slots = {"value": st.empty()}
         hours_text = st.text_input(ctx.t("ov.hours"), value="4", key="ov_hours")
         slots["hours"] = st.empty()
@@ -139,7 +144,7 @@ def _propose(ctx: Ctx, newest: int) -> None:
             attempt(ctx, lambda: ctx.control.propose_override(
                 ctx.user, campaign_id=campaign_id, audience_package=scope_pkg, field=field, value=check.value,
                 reason=reason, expires_ts=ctx.control.clock() + check.hours * 3600), ctx.t("ov.proposed"),
-                forget=("ov_reason", f"ov_value_{field.value}_{campaign_id}_{scope_pkg or ALL_PACKAGES}"))
+                forget=("ov_reason", value_key(field, campaign_id, scope_pkg)))
     with right:
         st.subheader(ctx.t("ov.model_side"))
         _model_side(ctx, campaign_id, scope_pkg, newest)
