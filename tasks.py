@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -49,6 +50,22 @@ def ensure_venv() -> Path:
     return python
 
 
+def run(command: list[str]) -> int:
+    """Run the command and pass SIGTERM and SIGINT on to it: a parent that dies alone would leave the
+    demo (and its panel, guard worker and robot) running. Its exit code is ours.
+
+    The child gets a process group of its own, so a Ctrl-C reaches it once (through us), not twice."""
+    child = subprocess.Popen(command, process_group=0)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    return child.wait()  # PEP 475: the wait resumes after each forwarded signal
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -56,8 +73,8 @@ def main(argv: list[str]) -> int:
     python = ensure_venv()
     os.chdir(ROOT)
     if argv[0] == "demo":
-        return subprocess.call([str(BIN / "bidlens"), "demo", *argv[1:]])
-    return subprocess.call([str(python), "-m", "pytest", *argv[1:]])
+        return run([str(BIN / "bidlens"), "demo", *argv[1:]])
+    return run([str(python), "-m", "pytest", *argv[1:]])
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ Two kinds of functions:
   row, the campaign table, the ROI series, the model-vs-rule-pool shadow
   comparison, alert response times.
 
-Day totals and per-bucket series come from `LiveAggregates`, which sums outcomes
-and decisions incrementally (by row id watermark): outcomes are append-only
-increments, so a refresh reads only rows written since the last one, and a
-refresh of the live board stays cheap however long the day has run.
+Day and window totals per campaign and the per-bucket series come from the
+rollups the decision and outcome writers keep (store.repo, store.schema.board_rollups
+/ board_series): a first render and a refresh read a few thousand rows however
+long the day has run.
 
 ROI = GMV / spend. Profit = GMV x gross margin - spend. Days are promotion days
 (control.clock.day_start).
@@ -20,7 +20,6 @@ ROI = GMV / spend. Profit = GMV x gross margin - spend. Days are promotion days
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from control.domain import (
 )
 from control.policy import KillSwitch, held_campaigns, resolve_policy
 from guards.alerts.events import PHASE, AlertPhase
+from guards.roi import calibrated_bought_roi
 from store import repo
 from store import schema as s
 
@@ -68,7 +68,7 @@ SLOT_COLUMNS = ("campaign_id", "audience_package", "model_bid", "audience_on", "
 _TEXT_COLUMNS = ("campaign_id", "audience_package")
 
 
-def _raw_rows(conn: Connection, sql: str, **params) -> list[tuple]:
+def raw_rows(conn: Connection, sql: str, **params) -> list[tuple]:
     """Plain DBAPI tuples for `sql` with :name parameters, in the caller's transaction.
 
     Thousands of rows per refresh: SQLAlchemy Row objects and pandas' row sniffing
@@ -94,7 +94,7 @@ def bucket_slots(conn: Connection, bucket_ts: int) -> pd.DataFrame:
     Raw DBAPI rows and object-dtype text columns: for the ~12,000 rows of a bucket
     this is several times faster than ORM rows into inferred string columns.
     """
-    rows = _raw_rows(conn, f"SELECT {', '.join(SLOT_COLUMNS)} FROM decisions WHERE bucket_ts = :b", b=bucket_ts)
+    rows = raw_rows(conn, f"SELECT {', '.join(SLOT_COLUMNS)} FROM decisions WHERE bucket_ts = :b", b=bucket_ts)
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(SLOT_COLUMNS)
     data = {}
     for name, values in zip(SLOT_COLUMNS, columns, strict=True):
@@ -114,6 +114,54 @@ def guard_table(conn: Connection) -> pd.DataFrame:
     rows = conn.execute(select(s.guard_states).order_by(s.guard_states.c.campaign_id)).all()
     return pd.DataFrame([r._mapping for r in rows],
                         columns=["guard", "campaign_id", "mode", "state", "event_id", "version", "updated_ts"])
+
+
+@dataclass(frozen=True)
+class HoldReason:
+    """Why the model does not decide a campaign now, read generically from its guard's state document
+    (guards.machine.MachineState) or the kill switch, for a page to say in words."""
+
+    guard: str                   # the guard's name (roi, pacing, inventory ...), or "kill_switch"
+    mode: str                    # tripped | probation | forced_pool | kill_switch
+    cause: str                   # the trip's cause code (the rule that fired, stale_data, forced ...)
+    figures: dict[str, float]    # the figures at the trip (the one that crossed, the floor ...)
+    tripped_ts: int | None       # when the guard took the campaign
+    action: str                  # pool | bid_cut | pause
+    bid_factor: float = 1.0
+
+
+def hold_reasons(conn: Connection, campaign_ids: Sequence[str], guards: Mapping[str, GuardState],
+                 kill: KillSwitch) -> dict[str, HoldReason]:
+    """Per campaign the model does not decide, why: a kill switch (as the policy, first), else the guard
+    the policy follows."""
+    out = {c: HoldReason("kill_switch", "kill_switch", "global" if kill.global_on else "campaign", {}, None, "pool")
+           for c in campaign_ids if kill.covers(c)}
+    held = {c: g for c, g in guards.items() if g.holds and c not in out}
+    if held:
+        rows = conn.execute(select(s.guard_states.c.guard, s.guard_states.c.campaign_id, s.guard_states.c.state)
+                            .where(s.guard_states.c.campaign_id.in_(list(held)))).all()
+        for row in sorted(rows, key=lambda r: r.guard):
+            state, doc = held[row.campaign_id], row.state or {}
+            # The guard whose mode and action the policy follows (control.domain.most_restrictive).
+            if row.campaign_id not in out and doc.get("mode") == state.mode.value \
+                    and doc.get("action", "pool") == state.action.value:
+                out[row.campaign_id] = state_reason(row.guard, doc)
+    return out
+
+
+def state_reason(guard: str, doc: Mapping) -> HoldReason:
+    """A guard's state document (guards.machine.MachineState.to_json) as a HoldReason: its cause, the
+    figures at the trip (with the calibrated ROI a model_calibration trip stands for), when, the action."""
+    figures = {k: float(v) for k, v in (doc.get("figures_at_trip") or {}).items()
+               if isinstance(v, (int, float)) and v == v}
+    calibrated = calibrated_bought_roi(figures)
+    if calibrated is not None:
+        figures["calibrated_roi"] = calibrated
+    trips = doc.get("trip_ts") or []
+    mode = str(doc.get("mode") or "model")
+    action = "pool" if mode == "forced_pool" else str(doc.get("action") or "pool")
+    return HoldReason(guard, mode, str(doc.get("cause") or ""), figures,
+                      int(trips[-1]) if trips else doc.get("since_ts"), action, float(doc.get("bid_factor", 1.0)))
 
 
 def guard_history(conn: Connection, campaign_id: str, limit: int = 200) -> pd.DataFrame:
@@ -167,133 +215,44 @@ def active_trip_count(conn: Connection) -> int:
                         .where(s.guard_trips.c.restored_ts.is_(None))).scalar() or 0
 
 
-# --- incremental day aggregates -------------------------------------------------------------
+# --- the day's sums, from the rollups the writers keep (store.schema.board_rollups / board_series) ---
 
-OUTCOME_SUMS = ("impressions", "clicks", "spend", "orders", "gmv")
-DECISION_SUMS = ("n", "n_on", "pred_roi", "n_pool", "pool_pred_roi", "bid", "n_override", "n_rule_pool")
-
-
-class BucketSums:
-    """Sums per campaign for each bucket: one (campaigns x sums) array per bucket.
-
-    Adding a delta touches only the buckets in it (new ones and those late
-    conversions land in); totals over a window add a few arrays. Campaigns new to
-    it get a row of zeros in every bucket.
-    """
-
-    def __init__(self, names: Sequence[str]):
-        self.names = tuple(names)
-        self.ids: list[str] = []
-        self.pos: dict[str, int] = {}
-        self.buckets: dict[int, np.ndarray] = {}
-
-    def add(self, delta: pd.DataFrame) -> None:
-        if delta.empty:
-            return
-        fresh = [c for c in pd.unique(delta["campaign_id"]) if c not in self.pos]
-        if fresh:
-            self.pos.update({c: len(self.ids) + i for i, c in enumerate(fresh)})
-            self.ids.extend(fresh)
-            pad = np.zeros((len(fresh), len(self.names)))
-            self.buckets = {b: np.vstack([a, pad]) for b, a in self.buckets.items()}
-        rows = delta["campaign_id"].map(self.pos).to_numpy()
-        values = delta[list(self.names)].to_numpy(dtype=np.float64)
-        for bucket, idx in delta.groupby("bucket_ts").indices.items():
-            arr = self.buckets.get(int(bucket))
-            if arr is None:
-                arr = self.buckets[int(bucket)] = np.zeros((len(self.ids), len(self.names)))
-            np.add.at(arr, rows[idx], values[idx])
-
-    def drop_before(self, since: int) -> None:
-        for b in [b for b in self.buckets if b < since]:
-            del self.buckets[b]
-
-    def totals(self, since: int) -> pd.DataFrame:
-        """Sums per campaign over buckets >= since."""
-        acc = np.zeros((len(self.ids), len(self.names)))
-        for b, arr in self.buckets.items():
-            if b >= since:
-                acc += arr
-        return pd.DataFrame(acc, columns=list(self.names), index=pd.Index(self.ids, name="campaign_id"))
-
-    def series(self, since: int) -> pd.DataFrame:
-        """Sums over all campaigns per bucket >= since, in time order."""
-        keys = sorted(b for b in self.buckets if b >= since)
-        data = np.array([self.buckets[b].sum(axis=0) for b in keys]).reshape(len(keys), len(self.names))
-        return pd.DataFrame(data, columns=list(self.names), index=pd.Index(keys, name="bucket_ts"))
+_SUMS = ", ".join(s.ROLLUP_SUMS)
+_SUMMED = ", ".join(f"SUM({c})" for c in s.ROLLUP_SUMS)
 
 
-class LiveAggregates:
-    """Outcome and decision sums for the current promotion day, kept current by row-id watermark.
-
-    `refresh(conn)` reads only the rows written since the last refresh (SQL GROUP
-    BY over the new rows) and adds them in; outcomes are append-only increments,
-    so late conversions simply add to their bucket. Buckets before the day of the
-    newest bucket are dropped. Thread-safe: the panel shares one instance among sessions.
-    """
-
-    def __init__(self):
-        self.outcome_mark = 0
-        self.decision_mark = 0
-        self.day = 0
-        self.outcomes = BucketSums(OUTCOME_SUMS)
-        self.decisions = BucketSums(DECISION_SUMS)
-        self._lock = threading.Lock()
-
-    def refresh(self, conn: Connection, newest_bucket: int | None = None) -> LiveAggregates:
-        with self._lock:
-            newest = newest_bucket if newest_bucket is not None else latest_bucket(conn)
-            if newest is None:
-                return self
-            self.day = day_start(newest)
-            o_mark = conn.execute(select(func.max(s.outcomes.c.outcome_id))).scalar() or 0
-            d_mark = conn.execute(select(func.max(s.decisions.c.decision_id))).scalar() or 0
-            if o_mark > self.outcome_mark:
-                self.outcomes.add(_grouped(conn, """
-                    SELECT campaign_id, bucket_ts, SUM(impressions), SUM(clicks), SUM(spend), SUM(orders), SUM(gmv)
-                    FROM outcomes WHERE outcome_id > :lo AND outcome_id <= :hi
-                    GROUP BY campaign_id, bucket_ts""", OUTCOME_SUMS, self.outcome_mark, o_mark, self.day))
-                self.outcome_mark = o_mark
-            if d_mark > self.decision_mark:
-                self.decisions.add(_grouped(conn, """
-                    SELECT campaign_id, bucket_ts, COUNT(*),
-                           SUM(CASE WHEN audience_on THEN 1 ELSE 0 END),
-                           SUM(pred_roi), COUNT(pool_pred_roi), COALESCE(SUM(pool_pred_roi), 0), SUM(bid),
-                           SUM(CASE WHEN decided_by = 'override' THEN 1 ELSE 0 END),
-                           SUM(CASE WHEN decided_by = 'rule_pool' THEN 1 ELSE 0 END)
-                    FROM decisions WHERE decision_id > :lo AND decision_id <= :hi
-                    GROUP BY campaign_id, bucket_ts""", DECISION_SUMS, self.decision_mark, d_mark, self.day))
-                self.decision_mark = d_mark
-            self.outcomes.drop_before(self.day)
-            self.decisions.drop_before(self.day)
-            return self
-
-    def outcome_totals(self, since: int) -> pd.DataFrame:
-        with self._lock:
-            return self.outcomes.totals(since)
-
-    def decision_totals(self, since: int) -> pd.DataFrame:
-        with self._lock:
-            return self.decisions.totals(since)
-
-    def outcome_series(self, since: int) -> pd.DataFrame:
-        with self._lock:
-            return self.outcomes.series(since)
-
-    def decision_series(self, since: int) -> pd.DataFrame:
-        with self._lock:
-            return self.decisions.series(since)
+def _sums_frame(rows: list[tuple], key: str) -> pd.DataFrame:
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (1 + len(s.ROLLUP_SUMS))
+    keys = pd.Index(np.array(columns[0], dtype=object if key == "campaign_id" else np.int64), name=key)
+    return pd.DataFrame({n: np.array(c, dtype=np.float64) for n, c in zip(s.ROLLUP_SUMS, columns[1:], strict=True)},
+                        index=keys)
 
 
-def _grouped(conn: Connection, sql: str, names: Sequence[str], lo: int, hi: int, since: int) -> pd.DataFrame:
-    """New rows by id range only: a bucket_ts condition in SQL would let the planner pick the
-    bucket index and scan the whole day; the few rows of earlier days are dropped here."""
-    rows = _raw_rows(conn, sql, lo=lo, hi=hi)
-    columns = list(zip(*rows, strict=True)) if rows else [()] * (2 + len(names))
-    frame = pd.DataFrame({"campaign_id": pd.Series(np.array(columns[0], dtype=object), dtype=object),
-                          "bucket_ts": np.array(columns[1], dtype=np.int64),
-                          **{n: np.array(c, dtype=np.float64) for n, c in zip(names, columns[2:], strict=True)}})
-    return frame[frame["bucket_ts"].to_numpy() >= since]
+def window_start(newest: int, window_s: int) -> int:
+    """Where a window of `window_s` ending at the newest bucket starts: today only, and rounded out to
+    the rollups' five minutes (a window of the last hour sums up to 64 minutes of one-minute buckets)."""
+    since = max(newest - window_s, day_start(newest))
+    return since - since % s.ROLLUP_PERIOD_S
+
+
+def campaign_totals(conn: Connection, newest: int, since: int) -> pd.DataFrame:
+    """Outcome and decision sums per campaign over today's buckets from `since` (window_start), indexed by
+    campaign_id: the day's rollup when the window is the whole day, else its five-minute rollups."""
+    day = day_start(newest)
+    if since <= day:
+        rows = raw_rows(conn, f"SELECT campaign_id, {_SUMS} FROM board_rollups WHERE period_s = :p AND period_ts = :d",
+                         p=s.ROLLUP_DAY, d=day)
+    else:
+        rows = raw_rows(conn, f"SELECT campaign_id, {_SUMMED} FROM board_rollups WHERE period_s = :p "
+                               "AND period_ts >= :since GROUP BY campaign_id", p=s.ROLLUP_PERIOD_S, since=since)
+    return _sums_frame(rows, "campaign_id")
+
+
+def bucket_series(conn: Connection, newest: int, since: int) -> pd.DataFrame:
+    """Outcome and decision sums over every campaign per bucket from `since` to the newest, in time order."""
+    rows = raw_rows(conn, f"SELECT bucket_ts, {_SUMS} FROM board_series WHERE bucket_ts >= :since "
+                           "AND bucket_ts <= :newest ORDER BY bucket_ts", since=since, newest=newest)
+    return _sums_frame(rows, "bucket_ts")
 
 
 # --- pure read models -----------------------------------------------------------------------
@@ -305,7 +264,8 @@ def with_roi(totals: pd.DataFrame) -> pd.DataFrame:
 
 def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Mapping[str, GuardState],
                   kill: KillSwitch, now_ts: int) -> pd.DataFrame:
-    """The effective policy now over the newest bucket's model plan: bid, audience_on, decided_by per slot.
+    """The effective policy now over the newest bucket's model plan: bid, audience_on, the daily budget a
+    budget override sets (NaN: the campaign's own), decided_by per slot.
 
     The rule pool's answer per slot is the one the bidder recorded with the
     decision (pool_bid), so the board shows what would be served at this moment.
@@ -316,6 +276,7 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
     n = len(slots)
     bid = slots["model_bid"].to_numpy(dtype=np.float64).copy()
     audience_on = slots["audience_on"].to_numpy(dtype=bool).copy()
+    daily_budget = np.full(n, np.nan)
     decided_by = np.full(n, DecidedBy.MODEL.value, dtype=object)
     campaign_ids = slots["campaign_id"].to_numpy(dtype=object)
     acted_on = (held_campaigns(pd.unique(campaign_ids), guards, kill)
@@ -329,8 +290,9 @@ def served_policy(slots: pd.DataFrame, overrides: Sequence[Override], guards: Ma
         policy = resolve_policy(plan, overrides, guards, kill, _RecordedPool(sub), now_ts)
         bid[rows] = policy["bid"].to_numpy(dtype=np.float64)
         audience_on[rows] = policy["audience_on"].to_numpy(dtype=bool)
+        daily_budget[rows] = policy["daily_budget"].to_numpy(dtype=np.float64)
         decided_by[rows] = policy["decided_by"].to_numpy(dtype=object)
-    return pd.DataFrame({"bid": bid, "audience_on": audience_on,
+    return pd.DataFrame({"bid": bid, "audience_on": audience_on, "daily_budget": daily_budget,
                          "decided_by": pd.Series(decided_by, dtype=object)})
 
 
@@ -449,17 +411,18 @@ def kpis(table: pd.DataFrame, active_trips: int, open_alerts: int) -> Kpis:
     return Kpis(spend, gmv, float(safe_ratio(gmv, spend)), pred, profit, active_trips, open_alerts)
 
 
-def roi_series(outcome_series: pd.DataFrame, decision_series: pd.DataFrame) -> pd.DataFrame:
-    """Per bucket: predicted ROI (mean over slots), realised ROI, the rule pool's predicted ROI.
+def roi_series(series: pd.DataFrame) -> pd.DataFrame:
+    """Per bucket (`bucket_series`): predicted ROI (mean over slots), realised ROI, the rule pool's predicted ROI.
 
     Long format (bucket_ts, series, roi) for an Altair line chart.
     """
-    dec, out = decision_series, outcome_series
     frames = [
-        pd.DataFrame({"bucket_ts": dec.index, "series": "predicted", "roi": safe_ratio(dec["pred_roi"], dec["n"])}),
-        pd.DataFrame({"bucket_ts": dec.index, "series": "rule_pool_predicted",
-                      "roi": safe_ratio(dec["pool_pred_roi"], dec["n_pool"])}),
-        pd.DataFrame({"bucket_ts": out.index, "series": "realised", "roi": safe_ratio(out["gmv"], out["spend"])}),
+        pd.DataFrame({"bucket_ts": series.index, "series": "predicted",
+                      "roi": safe_ratio(series["pred_roi"], series["n"])}),
+        pd.DataFrame({"bucket_ts": series.index, "series": "rule_pool_predicted",
+                      "roi": safe_ratio(series["pool_pred_roi"], series["n_pool"])}),
+        pd.DataFrame({"bucket_ts": series.index, "series": "realised",
+                      "roi": safe_ratio(series["gmv"], series["spend"])}),
     ]
     series = pd.concat(frames, ignore_index=True)
     return series[np.isfinite(series["roi"].to_numpy(dtype=np.float64))].reset_index(drop=True)
@@ -489,25 +452,71 @@ def trip_periods(trips: pd.DataFrame, now_ts: int, campaign_id: str | None = Non
                          "end": end.to_numpy()})
 
 
-def predicted_effect(field: OverrideField, value: float, slots: pd.DataFrame,
-                     audience_package: str | None, daily_budget: float) -> dict[str, float]:
-    """What an override would change at the newest bucket, from the model's own predictions.
+def roi_at(slots: pd.DataFrame, bids: np.ndarray) -> float:
+    """The model's predicted ROI of `slots` had they been bought at `bids` (mean over the slots): the ROI
+    scales with the cost per click, which scales with the bid at the slot's own paid-to-bid ratio."""
+    bids = np.asarray(bids, dtype=np.float64)
+    at = slots["pred_roi"].to_numpy(np.float64) * slots["model_bid"].to_numpy(np.float64)
+    usable = bids > 0
+    return float(np.mean(at[usable] / bids[usable])) if usable.any() else float("nan")
 
-    Bid: the predicted ROI scales with value per click / bid (cost per click ~ bid),
-    so ROI at the new bid = pred_value / new bid. Budget: old vs new. Audience off:
-    the packages' predicted ROI that stops being bought.
-    """
-    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
-    pred_roi = float(scope["pred_roi"].mean()) if len(scope) else float("nan")
+
+@dataclass(frozen=True)
+class ServedNow:
+    """What a scope (a campaign, or one of its audience packages) is served now, and who decides it."""
+
+    field: OverrideField
+    value: float       # bid: the slot's served bid (campaign: mean over its packages on); budget: the daily
+                       # budget in force; audience: 1 when on (campaign: when any package is on)
+    decided_by: str    # the highest authority deciding a slot of the scope (DecidedBy value)
+    packages: int
+    packages_on: int
+    pred_roi: float    # the model's predicted ROI at the served bids
+
+
+def served_now(field: OverrideField, slots: pd.DataFrame, policy: pd.DataFrame, daily_budget: float,
+               audience_package: str | None) -> ServedNow:
+    """From the newest bucket's slots of one campaign and their served policy (served_policy, row-aligned);
+    `daily_budget`: the campaign's own (a budget override in force replaces it)."""
+    rows = np.ones(len(slots), dtype=bool) if audience_package is None else \
+        (slots["audience_package"] == audience_package).to_numpy()
+    scope, served = slots[rows], policy[rows]
+    on = served["audience_on"].to_numpy(dtype=bool)
+    bids = served["bid"].to_numpy(np.float64)
+    rank = served["decided_by"].map({name: i for i, name in enumerate(_AUTHORITY)})
+    decided_by = _AUTHORITY[int(rank.max())] if len(rank) else DecidedBy.MODEL.value
     if field is OverrideField.BID:
-        value_per_click = float(scope["pred_value"].mean()) if len(scope) else float("nan")
-        return {"model_bid": float(scope["model_bid"].mean()) if len(scope) else float("nan"),
-                "new_bid": value, "pred_roi_model": pred_roi,
-                "pred_roi_new": value_per_click / value if value > 0 else float("nan")}
-    if field is OverrideField.BUDGET:
-        return {"daily_budget": daily_budget, "new_budget": value,
-                "change": value / daily_budget - 1 if daily_budget else float("nan")}
-    return {"packages": float(len(scope)), "pred_roi_model": pred_roi, "audience_on": value}
+        value = float(bids[on].mean()) if on.any() else (float(bids.mean()) if len(bids) else float("nan"))
+    elif field is OverrideField.BUDGET:
+        overridden = served["daily_budget"].dropna()
+        value = float(overridden.iloc[0]) if len(overridden) else float(daily_budget)
+    else:
+        value = 1.0 if on.any() else 0.0
+    return ServedNow(field, value, decided_by, len(scope), int(on.sum()), roi_at(scope, bids))
+
+
+@dataclass(frozen=True)
+class ProposalEffect:
+    """What a proposal would change, from the model's own predictions at the newest bucket."""
+
+    served: float
+    proposed: float
+    pred_roi_served: float
+    pred_roi_proposed: float   # bid: at the proposed bid; audience: the packages switched; budget: NaN
+    change: float              # proposed / served - 1
+
+
+def proposal_effect(now: ServedNow, value: float, slots: pd.DataFrame,
+                    audience_package: str | None) -> ProposalEffect:
+    scope = slots if audience_package is None else slots[slots["audience_package"] == audience_package]
+    if now.field is OverrideField.BID:
+        proposed_roi = roi_at(scope, np.full(len(scope), value))
+    elif now.field is OverrideField.AUDIENCE_ON:
+        proposed_roi = now.pred_roi
+    else:
+        proposed_roi = float("nan")
+    change = value / now.value - 1 if now.value else float("nan")
+    return ProposalEffect(now.value, value, now.pred_roi, proposed_roi, change)
 
 
 @dataclass(frozen=True)
@@ -522,27 +531,31 @@ class BoardView:
     trips: pd.DataFrame
     shadow: pd.DataFrame
     kill_switch: KillSwitch
+    holds: dict[str, HoldReason]   # why the model does not decide a campaign (hold_reasons)
 
 
-def build_board(conn: Connection, aggregates: LiveAggregates, campaigns: Mapping[str, Campaign],
-                slots: pd.DataFrame, newest: int, now_ts: int, window_s: int = DEFAULT_WINDOW_S,
-                floors: Mapping[str, float] | None = None) -> BoardView:
+def build_board(conn: Connection, campaigns: Mapping[str, Campaign], slots: pd.DataFrame, newest: int,
+                now_ts: int, window_s: int = DEFAULT_WINDOW_S, floors: Mapping[str, float] | None = None, *,
+                totals=campaign_totals, series=bucket_series) -> BoardView:
     """The live board at `newest` (the newest bucket; `slots` are its decisions).
 
     `floors`: each campaign's ROI floor as its guard is configured (guards.config);
     missing ones are DEFAULT_ROI_FLOOR.
 
     Overrides, guard states and the kill switch are read fresh (they change
-    between buckets); everything else comes from the aggregates and the slots.
+    between buckets); the day's and the window's sums come from `totals` and
+    `series` (the rollups; the benchmark's baseline sums the raw rows instead).
     """
-    aggregates.refresh(conn, newest)
     inputs = repo.load_policy_inputs(conn)
     overrides, guards, kill = inputs.overrides, inputs.guards, inputs.kill_switch
-    since = newest - window_s
+    day = day_start(newest)
+    since = window_start(newest, window_s)
+    today = totals(conn, newest, day)
+    window = today if since <= day else totals(conn, newest, since)
     policy = served_policy(slots, overrides, guards, kill, now_ts)
-    table = campaign_table(slots, policy, campaigns, with_roi(aggregates.outcome_totals(day_start(newest))),
-                           with_roi(aggregates.outcome_totals(since)), guards, floors or {}, overrides, now_ts)
-    trips = trip_ledger(conn, since_ts=day_start(newest))
+    table = campaign_table(slots, policy, campaigns, with_roi(today), with_roi(window), guards, floors or {},
+                           overrides, now_ts)
+    trips = trip_ledger(conn, since_ts=day)
     return BoardView(newest, now_ts, kpis(table, active_trip_count(conn), open_alert_count(conn)), table,
-                     roi_series(aggregates.outcome_series(since), aggregates.decision_series(since)),
-                     trip_periods(trips, newest), shadow_comparison(aggregates.decision_totals(since)), kill)
+                     roi_series(series(conn, newest, since)), trip_periods(trips, newest),
+                     shadow_comparison(window), kill, hold_reasons(conn, list(table["campaign_id"]), guards, kill))

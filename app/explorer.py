@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
+from control.domain import BidFormula
+from explain.store import bid_formula
 from store import schema as s
 
 
-def decision_model(conn: Connection, decision_id: int) -> tuple[str, dict | None]:
-    """The model version that made the decision and its registry row (None if never registered)."""
+def decision_model(conn: Connection, decision_id: int) -> tuple[str, dict | None, BidFormula | None]:
+    """The model version that made the decision, its registry row (None if never registered) and the bid
+    formula its bidder is recorded to bid with."""
     version = conn.execute(select(s.decisions.c.model_version)
                            .where(s.decisions.c.decision_id == decision_id)).scalar()
     row = conn.execute(select(s.models).where(s.models.c.model_version == version)).first()
-    return version, None if row is None else dict(row._mapping)
+    return version, None if row is None else dict(row._mapping), bid_formula(conn, version)
 
 
 def find_decision_id(conn: Connection, campaign_id: str, audience_package: str, bucket_ts: int) -> int | None:

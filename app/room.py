@@ -7,8 +7,8 @@ open a connection or reach the store, the guards' stores or the explanation
 store themselves (tests/test_architecture.py holds them to it).
 
 Reads that every refresh repeats are cached here, keyed so a new bucket (or a new
-campaign catalogue) is seen at once: the slots of a bucket, the catalogue, the
-day's aggregates (app.board.LiveAggregates).
+campaign catalogue) is seen at once: the slots of a bucket, the catalogue. The
+day's sums come from the store's rollups (app.board.campaign_totals).
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ import pandas as pd
 
 from app import board, explorer
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
+from app.explanations import DecisionExplainer, DecisionExplanation
 from app.service import Control
 from control.audit import ChainReport
 from control.domain import (
     AuditEntry,
+    BidFormula,
     Campaign,
     InvalidValue,
     Override,
@@ -35,10 +37,10 @@ from control.domain import (
     OverrideStatus,
     User,
 )
-from control.overrides import value_range
+from control.overrides import ProposalCheck, check_proposal, value_range
 from control.permissions import Action, require, verified
 from control.policy import KillSwitch
-from explain.store import DecisionBreakdown, WindowExplanations, decision_breakdown, load_window
+from explain.store import WindowExplanations, load_window
 from guards.alerts import metrics, outbox, templates
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
@@ -49,18 +51,25 @@ from guards.threshold_store import ThresholdReader
 from guards.thresholds import EDITABLE, ThresholdEdit
 from store import repo
 
+DECIDED = (OverrideStatus.APPROVED, OverrideStatus.REJECTED, OverrideStatus.REVOKED, OverrideStatus.EXPIRED)
 _SLOT_CACHE = 8          # buckets whose slots stay cached (the board, the override page, a look back)
 CATALOGUE_TTL_S = 60.0   # a new campaign shows within a minute; reloading 1,000 every refresh is not free
 
 
 @dataclass(frozen=True)
 class OverrideForm:
-    """What the override form offers for a scope and field: the range the core will accept, a start value."""
+    """What the override form offers for a scope and field: the range the core will accept, and what is
+    served now (the form's start: submitting it unchanged changes nothing), by whom."""
 
     low: float
     high: float | None          # None: no upper bound but the field's own (audience on/off)
-    default: float
     model_bid: float | None     # the model's bid the bid bound is a multiple of
+    now: board.ServedNow
+    floor: float                # the campaign's ROI floor
+
+    @property
+    def default(self) -> float:
+        return self.now.value
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,11 @@ class ControlRoom:
         self.guards = guards
         self._thresholds = ThresholdReader(file_settings)
         self._monotonic = monotonic
-        self._aggregates = board.LiveAggregates()
         self._lock = threading.Lock()
         self._slots: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._catalogue: tuple[float, dict[str, Campaign], dict[str, tuple[str, str]]] | None = None
-        self._warm: threading.Thread | None = None
+        # Explains decisions for the pages (through `explanation`, permission-checked) and for the CLI.
+        self.explainer = DecisionExplainer(control.engine, self.guard_settings, self._load_catalogue)
 
     @property
     def settings(self):
@@ -97,22 +106,6 @@ class ControlRoom:
     def _read(self, actor: User, action: Action = Action.VIEW):
         require(actor, action)
         return self.control.engine.connect()
-
-    # --- the day's aggregates, warmed once in the background --------------------------------------
-
-    def warm(self) -> None:
-        """Sum the day once in the background as soon as the panel serves its first page (the login), so
-        the first live board does not wait for it (~20 s for a full day of 1,000 campaigns)."""
-        with self._lock:
-            if self._warm is not None:
-                return
-
-            def run() -> None:
-                with self.control.engine.connect() as conn:
-                    self._aggregates.refresh(conn)
-
-            self._warm = threading.Thread(target=run, daemon=True, name="bidlens-board-warm")
-            self._warm.start()
 
     # --- time, catalogue, slots --------------------------------------------------------------------
 
@@ -184,8 +177,7 @@ class ControlRoom:
         slots = self.slots(actor, newest)
         floors = self.roi_floors(actor, list(known))
         with self.control.engine.connect() as conn:
-            return board.build_board(conn, self._aggregates, known, slots, newest, self.control.clock(),
-                                     window_s, floors)
+            return board.build_board(conn, known, slots, newest, self.control.clock(), window_s, floors)
 
     # --- alerts ------------------------------------------------------------------------------------
 
@@ -273,19 +265,21 @@ class ControlRoom:
         with self._read(actor) as conn:
             return explorer.slot_buckets(conn, campaign_id, package)
 
-    def breakdown(self, actor: User, campaign_id: str, package: str, bucket: int) -> DecisionBreakdown | None:
-        """The slot's decision at (or just before) `bucket` in bid units, against its campaign's ROI floor."""
-        floor = self.roi_floors(actor, [campaign_id])[campaign_id]
+    def explanation(self, actor: User, campaign_id: str, package: str, bucket: int,
+                    lang: str) -> DecisionExplanation | None:
+        """The slot's decision at (or just before) `bucket` explained in `lang` (app.explanations: the same
+        function as `bidlens explain decision`); None without a decision or a stored explanation."""
         with self._read(actor) as conn:
             decision_id = explorer.find_decision_id(conn, campaign_id, package, bucket)
-            return None if decision_id is None else decision_breakdown(conn, decision_id, roi_floor=floor)
+        return None if decision_id is None else self.explainer.explain(decision_id, lang)
 
     def explanation_window(self, actor: User, start_ts: int, end_ts: int,
                            campaign_id: str | None = None) -> WindowExplanations:
         with self._read(actor) as conn:
             return load_window(conn, start_ts, end_ts, campaign_id=campaign_id)
 
-    def decision_model(self, actor: User, campaign_id: str, package: str, bucket: int) -> tuple[str, dict | None]:
+    def decision_model(self, actor: User, campaign_id: str, package: str,
+                       bucket: int) -> tuple[str, dict | None, BidFormula | None]:
         with self._read(actor) as conn:
             return explorer.decision_model(conn, explorer.find_decision_id(conn, campaign_id, package, bucket))
 
@@ -295,25 +289,65 @@ class ControlRoom:
         require(actor, Action.VIEW)
         return self.control.overrides(statuses)
 
+    def my_proposals(self, actor: User, limit: int = 50) -> list[Override]:
+        """The overrides this person proposed, newest first."""
+        with self._read(actor) as conn:
+            return repo.list_overrides(conn, proposed_by=actor.username)[::-1][:limit]
+
+    def proposal_outcomes(self, actor: User, within_s: int = 86_400) -> list[Override]:
+        """This person's proposals that someone else decided (approved, rejected, revoked) or that expired
+        in the last `within_s` seconds: what the proposer is to be told."""
+        now = self.control.clock()
+        with self._read(actor) as conn:
+            done = repo.list_overrides(conn, DECIDED, proposed_by=actor.username)
+
+        def when(o: Override) -> int:
+            return o.expires_ts if o.status is OverrideStatus.EXPIRED else (o.reviewed_ts or o.proposed_ts)
+
+        return [o for o in done if o.reviewed_by != actor.username and now - within_s <= when(o) <= now]
+
     def override(self, actor: User, override_id: int) -> Override:
         with self._read(actor) as conn:
             return repo.get_override(conn, override_id)
 
+    def _scope(self, actor: User, campaign_id: str) -> tuple[Campaign, pd.DataFrame, pd.DataFrame, int]:
+        """The campaign, its slots at the newest bucket, their served policy now, and the newest bucket."""
+        campaign = self.campaigns(actor).get(campaign_id)
+        if campaign is None:
+            raise InvalidValue("campaign_id", campaign_id, "unknown campaign", "unknown_campaign")
+        newest = self.latest_bucket(actor)
+        if newest is None:
+            raise InvalidValue("campaign_id", campaign_id, "no decisions yet", "no_decisions")
+        slots = self.slots(actor, newest)
+        slots = slots[slots["campaign_id"].to_numpy() == campaign_id].reset_index(drop=True)
+        with self.control.engine.connect() as conn:
+            inputs = repo.load_policy_inputs(conn)
+        policy = board.served_policy(slots, inputs.overrides, inputs.guards, inputs.kill_switch, self.control.clock())
+        return campaign, slots, policy, newest
+
     def override_form(self, actor: User, campaign_id: str, audience_package: str | None,
                       field: OverrideField) -> OverrideForm:
-        """The values the core will accept for this scope and field (the same bound it enforces), and a start."""
-        require(actor, Action.VIEW)
-        campaign = self.campaigns(actor)[campaign_id]
+        """The values the core will accept for this scope and field (the same bound it enforces), and what
+        the scope is served now, by whom."""
+        campaign, slots, policy, _ = self._scope(actor, campaign_id)
         with self.control.engine.connect() as conn:
             model_bid = self.control.latest_model_bid(conn, OverrideScope(campaign_id, audience_package))
         low, high = value_range(field, model_bid=model_bid, campaign=campaign, bounds=self.control.bounds)
-        if field is OverrideField.BID:
-            default = round(min(model_bid or 0.0, high), 3) or 1.0  # a model bid above the cap is not a start
-        elif field is OverrideField.BUDGET:
-            default = campaign.daily_budget
-        else:
-            default = 0.0
-        return OverrideForm(low, high, default, model_bid)
+        now = board.served_now(field, slots, policy, campaign.daily_budget, audience_package)
+        return OverrideForm(low, high, model_bid, now, self.explainer.roi_floor(campaign_id))
+
+    def check_proposal(self, actor: User, form: OverrideForm, campaign_id: str, field: OverrideField,
+                       value_text: str, hours_text: str, reason: str) -> ProposalCheck:
+        """The form's text checked as Control.propose_override will check it (the same bounds)."""
+        require(actor, Action.VIEW)
+        return check_proposal(field, value_text, hours_text, reason, model_bid=form.model_bid,
+                              campaign=self.campaigns(actor)[campaign_id], bounds=self.control.bounds)
+
+    def proposal_effect(self, actor: User, form: OverrideForm, campaign_id: str, audience_package: str | None,
+                        value: float) -> board.ProposalEffect:
+        """What the value would change, served now → proposed, with the model's predicted ROI of each."""
+        _, slots, _, _ = self._scope(actor, campaign_id)
+        return board.proposal_effect(form.now, value, slots, audience_package)
 
     # --- audit -------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from control.audit import AuditRecord, ChainReport, verify_chain
 from control.clock import Clock
 from control.config import Settings
 from control.domain import (
+    BidFormula,
     GuardState,
     InvalidValue,
     Override,
@@ -345,17 +346,23 @@ class Control:
 
     # --- models ---------------------------------------------------------------------------
 
-    def register_model(self, actor: User, artifact: ModelArtifact, path: str, *, active: bool) -> None:
-        """Record a bidder's model version so its decisions are explained at ingest; audited."""
-        from explain.store import register_model  # LightGBM and friends: only for this command
+    def register_model(self, actor: User, artifact: ModelArtifact, path: str, formula: BidFormula, *,
+                       active: bool) -> None:
+        """Record a bidder's model version and how its bidder bids, so its decisions are explained at
+        ingest under that formula; audited."""
+        from explain.store import (  # LightGBM and friends: only for this command
+            record_bid_formula,
+            register_model,
+        )
 
         with self.engine.begin() as conn:
             actor = repo.verified_actor(conn, actor)
             require(actor, Action.REGISTER_MODEL)
             register_model(conn, artifact, path, self.clock(), active=active)
+            record_bid_formula(conn, artifact.version, formula, actor.username, self.clock())
             self._audit(conn, actor, "model.register", "model", artifact.version, None,
                         {"kind": artifact.kind, "path": path, "features": artifact.feature_names,
-                         "active": active})
+                         "active": active, "bid_formula": formula.to_json()})
 
     # --- effective policy -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from control.domain import User
 from control.permissions import Action, require
 from sim.catalog import DAY_START_TS
 from sim.kit import prepare
-from sim.report import charts as report_charts  # noqa: F401 - the stress page draws the report through here
+from sim.report import campaign_frame, hourly_frame  # noqa: F401 - the stress page draws the report from these
 from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, shipped_scenarios
 from sim.stress import run_stress
 

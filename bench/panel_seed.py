@@ -15,7 +15,8 @@ import pandas as pd
 from sqlalchemy import Engine, insert
 
 from app.service import Control
-from control.domain import AudiencePackage, Campaign, GuardMode, OverrideField, Role
+from control.domain import AudiencePackage, BidFormula, Campaign, GuardMode, OverrideField, Role
+from explain.store import record_bid_formula
 from guards.machine import MachineState
 from store import repo
 from store import schema as s
@@ -35,6 +36,7 @@ FEATURES = (("hour", "小时", "Hour"), ("promo_intensity", "大促强度", "Pro
             ("aov", "客单价", "Avg order value"), ("competitor_bid", "竞品出价", "Competitor bid"),
             ("stock_days", "库存天数", "Stock days"), ("audience_affinity", "人群亲和度", "Audience affinity"))
 MODEL_VERSION = "demo-roi-v1"
+BID_FORMULA = BidFormula(2.0, 0.2, 60.0)  # how the seeded bidder bids (recorded with each explanation)
 RULE_POOL_TOML = """[[rules]]
 rule_id = "base"
 action = "multiplier"
@@ -76,6 +78,7 @@ def seed_store(control: Control, *, n_campaigns: int = 12, n_packages: int = 12,
             meta={"version": MODEL_VERSION, "target": "value_per_click", "variant": "roi",
                   "features": [{"name": n, "display_zh": z, "display_en": e} for n, z, e in FEATURES],
                   "metrics": {"rmse": 0.41}, "training_window": [start_ts - 30 * 86_400, start_ts - 86_400]}))
+        record_bid_formula(conn, MODEL_VERSION, BID_FORMULA, "manager", start_ts - 86_400)
     ids = [c.campaign_id for c in campaigns]
     codes = [p.code for p in packages]
     tripped = ids[:max(1, n_campaigns // 10)]
@@ -119,7 +122,7 @@ def _bucket_decisions(rng: np.random.Generator, ids: list[str], codes: list[str]
     pred_value = np.maximum(base + contributions.sum(axis=1), 0.05)
     contributions[:, 0] += pred_value - (base + contributions.sum(axis=1))  # keep base + sum exact
     pacing = rng.uniform(0.7, 1.0, n)
-    model_bid = np.clip(pred_value / 2.0 * pacing, 0.2, 60.0)
+    model_bid = np.clip(pred_value / BID_FORMULA.target_roi * pacing, BID_FORMULA.min_bid, BID_FORMULA.max_bid)
     pred_roi = pred_value / np.maximum(model_bid, 1e-9) * rng.uniform(0.75, 0.95, n)
     pred_roi[bad] *= 0.7
     pool_bid = model_bid * 0.8
@@ -133,7 +136,7 @@ def _bucket_decisions(rng: np.random.Generator, ids: list[str], codes: list[str]
         "decided_reason": np.where(bad, "guard:tripped;rule:base", "model"),
     })
     batch = repo.ExplanationBatch(MODEL_VERSION, np.full(n, base), contributions.astype(np.float32),
-                                  values.astype(np.float32))
+                                  values.astype(np.float32), BID_FORMULA)
     return frame, batch
 
 
@@ -155,8 +158,9 @@ def _seed_guards(engine: Engine, tripped: list[str], tripped_ts: int, now_ts: in
             event_id = conn.execute(insert(s.guard_events).values(
                 ts=tripped_ts, guard="roi", campaign_id=c, kind="trip",
                 payload={"pred_roi": 1.6, "floor": 2.0, "reason": "predicted ROI below floor"})).inserted_primary_key[0]
-            state = MachineState(mode=GuardMode.TRIPPED, since_ts=tripped_ts, cause="roi_pred", cooldown_s=900,
-                                 trip_ts=(tripped_ts,), figures_at_trip=(("pred_roi", 1.6),))
+            state = MachineState(mode=GuardMode.TRIPPED, since_ts=tripped_ts, cause="pred_roi", cooldown_s=900,
+                                 trip_ts=(tripped_ts,), figures_at_trip=(("calibrated_pred_roi", 1.6), ("floor", 2.0),
+                                                                         ("pred_roi", 1.6)))
             conn.execute(insert(s.guard_states).values(
                 guard="roi", campaign_id=c, mode="tripped", event_id=event_id, version=1, updated_ts=tripped_ts,
                 state=state.to_json()))

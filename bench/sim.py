@@ -155,8 +155,9 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
     from api.client import BidLensClient
     from api.server import serve_in_thread
     from api.sim_bidder import ApiBidder
+    from app.explanations import reference_formulas
     from app.tokens import Tokens
-    from explain.store import explain_hook
+    from explain.store import explain_hook, record_bid_formula
     from sim.catalog import DAY_START_TS
 
     _, kit = _kit(ctx)
@@ -176,11 +177,15 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
 
     local = open_store(f"sqlite:///{Path(ctx.workdir) / 'sim-local.db'}")
     register_catalog(local, kit, models)
-    hook = explain_hook(b.artifact for b in kit.bidders.values())
+    formulas = reference_formulas(demo.bidder, kit.bidders)
+    hook = explain_hook((b.artifact for b in kit.bidders.values()), formulas)
     in_process = timed(lambda sim: step_live(local, sim, hook))
 
     remote = open_store(f"sqlite:///{Path(ctx.workdir) / 'sim-api.db'}")
     register_catalog(remote, kit, models)
+    with remote.begin() as conn:  # as `bidlens demo --api` records them: the API explains in bid units
+        for version, formula in formulas.items():
+            record_bid_formula(conn, version, formula, "bench", DAY_START_TS)
     clock = lambda: DAY_START_TS + 86_400  # noqa: E731 - the API's now: every bucket is in the past
     _, secret = Tokens(remote, clock).create(None, "bidder", "bench")
     with serve_in_thread(store_app(remote, clock, settings)) as url:

@@ -31,13 +31,14 @@ from pathlib import Path
 
 from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
+from app.explanations import reference_formulas
 from app.service import Control
 from app.tokens import TokenRole, Tokens
 from cli.output import fail
 from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
-from explain.store import explain_hook
+from explain.store import explain_hook, record_bid_formula
 from guards.pool_store import active_version, submit_pool
 from guards.rule_pool import PoolBounds
 from sim.catalog import DAY_START_TS
@@ -105,8 +106,12 @@ def cmd_demo(args) -> int:
     scenario = load_scenario(args.scenario)
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
+    formulas = reference_formulas(scenario.bidder, kit.bidders)
+    explain = explain_hook((b.artifact for b in kit.bidders.values()), formulas)  # before the clock starts
     cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
     with engine.begin() as conn:
+        for version, formula in formulas.items():  # also for the API, which explains at ingest with --api
+            record_bid_formula(conn, version, formula, "system", system_clock())
         if active_version(conn) is None:
             submit_pool(conn, (ROOT / "sim" / "rule_pool_default.toml").read_text(encoding="utf-8"),
                         "system", system_clock(), PoolBounds())
@@ -117,58 +122,59 @@ def cmd_demo(args) -> int:
     # Alert links must open this panel (unless a public URL is configured).
     env.setdefault("BIDLENS_PANEL_URL", f"http://localhost:{settings.panel_port}")
     python = sys.executable
-    children: dict[str, subprocess.Popen] = {}
-    if not settings.alerts_config:
-        env[DEMO_KEY_ENV] = secrets.token_hex(16)
-        env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(data_dir, args.robot_port))
-        children["robot"] = start("robot", [python, "-m", "cli.main", "alerts", "local-robot",
-                                            "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
-                                  env, data_dir)
-    children["guard"] = start("guard", [python, "-m", "cli.main", "guard", "run"], env, data_dir)
-    children["panel"] = start("panel", [  # settings in .streamlit/config.toml (cwd is the repo root)
-        python, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"), "--server.port", str(settings.panel_port)],
-        env, data_dir)
-    if args.api:
-        children["api"] = start("api", [python, "-m", "cli.main", "api", "--port", str(settings.api_port)],
-                                env, data_dir)
-
-    print(f"\nBidLens demo — open http://localhost:{settings.panel_port}")
-    print(f"  promotion clock: {speed:g} simulated s per real s; scenario {args.scenario}; "
-          f"cleared the previous day ({cleared} rows)")
-    for user in created:
-        print(f"  user {user['username']:<10} {user['role']:<9} password: {user['password']}")
-    if not created:
-        print("  demo users exist already (passwords as printed when they were made; "
-              "`bidlens user add` makes more)")
-    if "robot" in children:
-        print(f"  WeCom alerts go to a local robot on port {args.robot_port}: {data_dir}/demo-robot.log")
-    if args.api:
-        print(f"  bidder API: http://localhost:{settings.api_port}/docs (the simulator bids through it)")
-    print(f"  logs: {data_dir}/demo-*.log — Ctrl-C stops everything\n", flush=True)
-
+    # From here on SIGTERM and SIGINT (also when started in the background, where SIGINT arrives
+    # ignored) stop the day and then every part: a part started after a default-action signal would
+    # outlive the demo.
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-
-    def watch_children() -> None:
-        while not stop.wait(2):
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"demo: {name} stopped (exit {child.returncode}); see {data_dir}/demo-{name}.log",
-                          file=sys.stderr, flush=True)
-                    stop.set()
-
-    threading.Thread(target=watch_children, daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    children: dict[str, subprocess.Popen] = {}
     try:
+        if not settings.alerts_config:
+            env[DEMO_KEY_ENV] = secrets.token_hex(16)
+            env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(data_dir, args.robot_port))
+            children["robot"] = start("robot", [python, "-m", "cli.main", "alerts", "local-robot",
+                                                "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
+                                      env, data_dir)
+        children["guard"] = start("guard", [python, "-m", "cli.main", "guard", "run"], env, data_dir)
+        children["panel"] = start("panel", [  # settings in .streamlit/config.toml (cwd is the repo root)
+            python, "-m", "streamlit", "run", str(ROOT / "panel" / "app.py"),
+            "--server.port", str(settings.panel_port)], env, data_dir)
+        if args.api:
+            children["api"] = start("api", [python, "-m", "cli.main", "api", "--port", str(settings.api_port)],
+                                    env, data_dir)
+
+        print(f"\nBidLens demo — open http://localhost:{settings.panel_port}")
+        print(f"  promotion clock: {speed:g} simulated s per real s; scenario {args.scenario}; "
+              f"cleared the previous day ({cleared} rows)")
+        for user in created:
+            print(f"  user {user['username']:<10} {user['role']:<9} password: {user['password']}")
+        if not created:
+            print("  demo users exist already (passwords as printed when they were made; "
+                  "`bidlens user add` makes more)")
+        if "robot" in children:
+            print(f"  WeCom alerts go to a local robot on port {args.robot_port}: {data_dir}/demo-robot.log")
+        if args.api:
+            print(f"  bidder API: http://localhost:{settings.api_port}/docs (the simulator bids through it)")
+        print(f"  logs: {data_dir}/demo-*.log — Ctrl-C stops everything\n", flush=True)
+
+        def watch_children() -> None:
+            while not stop.wait(2):
+                for name, child in children.items():
+                    if child.poll() is not None:
+                        print(f"demo: {name} stopped (exit {child.returncode}); "
+                              f"see {data_dir}/demo-{name}.log", file=sys.stderr, flush=True)
+                        stop.set()
+
+        threading.Thread(target=watch_children, daemon=True).start()
         api_bidder = api_bidder_for(control, settings.api_port, children["api"], stop) if args.api else None
         summary = run_live(engine, settings, clock, speed, stop, scenario=args.scenario, seed=args.seed,
-                           explain=explain_hook(b.artifact for b in kit.bidders.values()), bidder=api_bidder)
+                           explain=explain, bidder=api_bidder)
         played = f"{summary.buckets} minutes, {summary.decisions} decisions"
         print(f"demo: stopped after {played}" if stop.is_set() else f"demo: promotion day over: {played}",
               flush=True)
         if not args.exit_at_end:
             stop.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         stop.set()
         for child in children.values():
@@ -179,6 +185,7 @@ def cmd_demo(args) -> int:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
     return 0 if all(c.returncode in (0, -signal.SIGTERM) for c in children.values()) else fail("a part failed", 1)
 
 

@@ -15,32 +15,36 @@ def _conn():
     return open_store(load_settings().database_url).connect()
 
 
-def _bidder(scenario: str):
-    """The reference bidder's parameters (target ROI per model variant, ROI floor) from its scenario."""
-    from sim.scenario import load_scenario
-    return load_scenario(scenario).bidder
+def explanation_document(explanation) -> dict:
+    """An explained decision as data: what `bidlens explain decision --json` prints (and the panel shows)."""
+    b = explanation.breakdown
+    return {"decision_id": int(b.decision["decision_id"]), "model_version": b.explanation.model_version,
+            "served_bid": b.decision["bid"], "decided_by": b.decision["decided_by"],
+            "bid_formula": b.formula.to_json(), "pacing": b.decision["pacing"], "roi_floor": explanation.roi_floor,
+            "reasons": explanation.reasons,
+            "steps": [{"kind": st.kind, "name": st.name, "label": st.label(explanation.lang), "value": st.value,
+                       "total": st.total, "feature_value": st.feature_value, "shown_value": shown}
+                      for st, shown in zip(b.steps, explanation.shown_values, strict=True)]}
 
 
 def cmd_decision(args) -> int:
-    from explain.reasons import bid_reasons
-    from explain.store import decision_breakdown
-    with _conn() as conn:
-        bidder = _bidder(args.scenario)
-        breakdown = decision_breakdown(
-            conn, args.decision_id, roi_floor=bidder.floor_roi if args.roi_floor is None else args.roi_floor,
-            target_roi={"roi": bidder.target_roi, "gmv": bidder.gmv_target_roi})
-    if breakdown is None:
+    from app.wiring import control_room, open_control
+    from control.domain import InvalidValue
+
+    try:
+        explanation = control_room(open_control()).explainer.explain(args.decision_id, args.lang)
+    except InvalidValue as exc:
+        return fail(f"decision_id={args.decision_id}: {exc}")
+    if explanation is None:
         return fail(f"decision_id={args.decision_id}: no such decision or no stored explanation")
-    lang = args.lang
-    reasons = bid_reasons(breakdown.steps, breakdown.features, lang)
-    lines = [f"decision {args.decision_id}: served bid {breakdown.decision['bid']:.4f} "
-             f"(model {breakdown.explanation.model_version}, decided by {breakdown.decision['decided_by']})"]
-    lines += [f"  {s.label(lang):<40} {s.value:+.4f}  -> {s.total:.4f}" for s in breakdown.steps]
-    lines += [f"  * {r}" for r in reasons]
-    data = {"decision_id": args.decision_id, "model_version": breakdown.explanation.model_version,
-            "served_bid": breakdown.decision["bid"], "reasons": reasons,
-            "steps": [{"kind": s.kind, "name": s.name, "label": s.label(lang), "value": s.value,
-                       "total": s.total, "feature_value": s.feature_value} for s in breakdown.steps]}
+    data = explanation_document(explanation)
+    formula = explanation.breakdown.formula
+    lines = [f"decision {args.decision_id}: served bid {data['served_bid']:.2f} (model {data['model_version']}, "
+             f"decided by {data['decided_by']}; bid = clip(value / {formula.target_roi:g} x pacing "
+             f"{data['pacing']:.3g}, {formula.min_bid:g}, {'no cap' if formula.max_bid is None else f'{formula.max_bid:g}'})"]
+    lines += [f"  {st['label']:<28} {st['shown_value']:>12} {st['value']:+9.4f}  -> {st['total']:.4f}"
+              for st in data["steps"]]
+    lines += [f"  * {r}" for r in data["reasons"]]
     emit(args, data, "\n".join(lines))
     return 0
 
@@ -68,6 +72,7 @@ def cmd_drift(args) -> int:
 def cmd_model_register(args) -> int:
     from pathlib import Path
 
+    from control.domain import BidFormula, InvalidValue
     from explain.artifacts import (
         ModelMismatch,
         UnsupportedModelFile,
@@ -82,31 +87,41 @@ def cmd_model_register(args) -> int:
     except REFUSALS as exc:
         return fail(str(exc))
     try:
+        formula = BidFormula(args.target_roi, args.min_bid, args.max_bid)
+    except InvalidValue as exc:
+        return fail(f"--{exc.field.replace('_', '-')} {exc.value}: {exc.reason}")
+    try:
         features = feature_dictionary_from_json(args.features)
         artifact = load_user_model(args.model_file, features, args.version, variant=args.variant)
     except (OSError, ValueError, KeyError, ModelMismatch, UnsupportedModelFile) as exc:
         return fail(f"{args.model_file}: {exc}")
     folder = save_artifact(artifact, Path(control.settings.data_dir) / "models")
     try:
-        control.register_model(actor, artifact, str(folder.resolve()), active=args.activate)
+        control.register_model(actor, artifact, str(folder.resolve()), formula, active=args.activate)
     except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"model_version": artifact.version, "kind": artifact.kind, "path": str(folder),
-                "features": artifact.feature_names, "active": args.activate},
-         f"model {artifact.version} ({artifact.kind}, {len(features)} features) registered at {folder}; "
-         "decisions of this version arriving through the API or `bidlens ingest` are explained at ingest")
+                "features": artifact.feature_names, "active": args.activate, "bid_formula": formula.to_json()},
+         f"model {artifact.version} ({artifact.kind}, {len(features)} features) registered at {folder}, bidding "
+         f"value / {formula.target_roi:g} x pacing; decisions of this version arriving through the API or "
+         "`bidlens ingest` are explained at ingest")
     return 0
 
 
 def cmd_model_list(args) -> int:
     from sqlalchemy import select
 
+    from explain.store import bid_formula
     from store import schema as s
     with _conn() as conn:
         rows = conn.execute(select(s.models).order_by(s.models.c.created_ts)).all()
+        formulas = {r.model_version: bid_formula(conn, r.model_version) for r in rows}
     data = [{"model_version": r.model_version, "kind": (r.meta or {}).get("kind", "lightgbm"), "path": r.path,
-             "active": r.active, "created_ts": r.created_ts} for r in rows]
+             "active": r.active, "created_ts": r.created_ts,
+             "bid_formula": None if formulas[r.model_version] is None else formulas[r.model_version].to_json()}
+            for r in rows]
     emit(args, data, "\n".join(f"{d['model_version']:<28} {d['kind']:<9} {'active' if d['active'] else '':<7}"
+                               f" target ROI {d['bid_formula']['target_roi'] if d['bid_formula'] else '?':<5}"
                                f" {d['path']}" for d in data) or "no models registered")
     return 0
 
@@ -117,8 +132,6 @@ def register(sub) -> None:
     decision = inner.add_parser("decision", help="a served bid as steps that add up to it, with reasons")
     decision.add_argument("decision_id", type=int)
     decision.add_argument("--lang", choices=("zh", "en"), default="zh")
-    decision.add_argument("--scenario", default="demo", help="simulator scenario whose bidder served it")
-    decision.add_argument("--roi-floor", type=float, default=None, help="default: the scenario's floor")
     add_json_flag(decision)
     decision.set_defaults(func=cmd_decision)
     drift = inner.add_parser("drift", help="which features' contributions moved between two windows")
@@ -137,6 +150,10 @@ def register(sub) -> None:
                           "categorical_levels} in the model's column order (docs/EXPLAIN.md)")
     reg.add_argument("--version", required=True, help="the model_version the bidder sends with its decisions")
     reg.add_argument("--variant", default="roi", help="roi (the default) or gmv")
+    reg.add_argument("--target-roi", type=float, required=True,
+                     help="the bidder's target ROI: it bids clip(predicted value / target ROI x pacing, min, max)")
+    reg.add_argument("--min-bid", type=float, default=0.0, help="the bidder's lowest bid, yuan per click")
+    reg.add_argument("--max-bid", type=float, default=None, help="the bidder's highest bid (default: no cap)")
     reg.add_argument("--activate", action="store_true", help="mark it the active model")
     add_login(reg)
     add_json_flag(reg)

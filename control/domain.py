@@ -18,12 +18,17 @@ from enum import StrEnum
 
 
 class InvalidValue(ValueError):
-    """A value refused on construction; names the field and the value."""
+    """A value refused on construction; names the field and the value.
 
-    def __init__(self, field_name: str, value: object, reason: str):
+    `code` and `params` say the reason as data (e.g. "above_max", {"maximum": 50}), so a page can say
+    it in the user's language; `reason` is the same in English for logs, the CLI and the API."""
+
+    def __init__(self, field_name: str, value: object, reason: str, code: str = "", **params):
         self.field = field_name
         self.value = value
         self.reason = reason
+        self.code = code
+        self.params = params
         super().__init__(f"{field_name}={value!r}: {reason}")
 
 
@@ -38,19 +43,19 @@ class NotFound(LookupError):
 def require_finite(field_name: str, value: float, *, minimum: float | None = 0.0,
                    maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidValue(field_name, value, "must be a number")
+        raise InvalidValue(field_name, value, "must be a number", "not_a_number")
     if not math.isfinite(value):
-        raise InvalidValue(field_name, value, "must be finite")
+        raise InvalidValue(field_name, value, "must be finite", "not_a_number")
     if minimum is not None and value < minimum:
-        raise InvalidValue(field_name, value, f"must be >= {minimum}")
+        raise InvalidValue(field_name, value, f"must be >= {minimum}", "below_min", minimum=minimum)
     if maximum is not None and value > maximum:
-        raise InvalidValue(field_name, value, f"must be <= {maximum}")
+        raise InvalidValue(field_name, value, f"must be <= {maximum}", "above_max", maximum=maximum)
     return float(value)
 
 
 def require_text(field_name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidValue(field_name, value, "must be a non-empty string")
+        raise InvalidValue(field_name, value, "must be a non-empty string", "empty_text")
     return value
 
 
@@ -76,7 +81,7 @@ def require_name(field_name: str, value: object) -> str:
 
 def require_count(field_name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValue(field_name, value, "must be a whole number >= 0")
+        raise InvalidValue(field_name, value, "must be a whole number >= 0", "not_a_count")
     return value
 
 
@@ -177,6 +182,41 @@ class Campaign:
         require_finite("target_roi", self.target_roi)
         if self.target_roi == 0:
             raise InvalidValue("target_roi", self.target_roi, "must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class BidFormula:
+    """How a model version's bidder turns predicted value per click into a bid:
+
+        bid = clip(pred_value / target_roi * pacing, min_bid, max_bid)
+
+    (pacing is the decision's own). It belongs to the bidder that serves the version, not to the
+    campaign, so it is recorded with every explained decision: an explanation never guesses it.
+    `max_bid` None: no cap."""
+
+    target_roi: float
+    min_bid: float = 0.0
+    max_bid: float | None = None
+
+    def __post_init__(self):
+        require_finite("target_roi", self.target_roi)
+        if self.target_roi == 0:
+            raise InvalidValue("target_roi", self.target_roi, "must be > 0")
+        require_finite("min_bid", self.min_bid)
+        if self.max_bid is not None:
+            require_finite("max_bid", self.max_bid, minimum=self.min_bid)
+
+    def bid(self, pred_value: float, pacing: float) -> float:
+        paced = pred_value / self.target_roi * pacing
+        return min(max(paced, self.min_bid), math.inf if self.max_bid is None else self.max_bid)
+
+    def to_json(self) -> dict:
+        return {"target_roi": self.target_roi, "min_bid": self.min_bid, "max_bid": self.max_bid}
+
+    @classmethod
+    def from_json(cls, doc) -> BidFormula:
+        max_bid = doc.get("max_bid")
+        return cls(float(doc["target_roi"]), float(doc.get("min_bid", 0.0)), None if max_bid is None else float(max_bid))
 
 
 @dataclass(frozen=True, slots=True, order=True)

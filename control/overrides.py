@@ -16,6 +16,7 @@ the audit entry are the caller's (app.service).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -73,24 +74,87 @@ def value_range(field: OverrideField, *, model_bid: float | None, campaign: Camp
 
 def check_bounds(field: OverrideField, value: float, *, model_bid: float | None,
                  campaign: Campaign, bounds: OverrideBounds) -> None:
-    """Raise InvalidValue (naming field and value) when `value` is out of bounds."""
+    """Raise InvalidValue (naming field and value, with a code a page can translate) when `value` is out
+    of bounds."""
     if field is OverrideField.BID:
         if value < bounds.min_bid:
-            raise InvalidValue("value", value, f"bid below the minimum {bounds.min_bid} yuan")
+            raise InvalidValue("value", value, f"bid below the minimum {bounds.min_bid} yuan", "bid_below_min",
+                               minimum=bounds.min_bid)
         if value > bounds.max_bid_abs:
-            raise InvalidValue("value", value, f"bid above the absolute cap {bounds.max_bid_abs} yuan")
+            raise InvalidValue("value", value, f"bid above the absolute cap {bounds.max_bid_abs} yuan",
+                               "bid_above_cap", cap=bounds.max_bid_abs)
         if model_bid is not None and model_bid > 0 and value > bounds.max_bid_multiple * model_bid:
             raise InvalidValue(
-                "value", value,
-                f"bid above {bounds.max_bid_multiple}x the model's bid {model_bid:.4f} yuan")
+                "value", value, f"bid above {bounds.max_bid_multiple}x the model's bid {model_bid:.4f} yuan",
+                "bid_above_multiple", multiple=bounds.max_bid_multiple, model_bid=model_bid,
+                high=bounds.max_bid_multiple * model_bid)
     elif field is OverrideField.BUDGET:
         if value <= 0:
-            raise InvalidValue("value", value, "budget must be > 0 yuan")
+            raise InvalidValue("value", value, "budget must be > 0 yuan", "budget_not_positive")
         if value > campaign.budget_cap:
-            raise InvalidValue("value", value,
-                               f"budget above the campaign's cap {campaign.budget_cap:.2f} yuan")
+            raise InvalidValue("value", value, f"budget above the campaign's cap {campaign.budget_cap:.2f} yuan",
+                               "budget_above_cap", cap=campaign.budget_cap)
     elif value not in (0.0, 1.0):
-        raise InvalidValue("value", value, "audience_on takes 0 or 1")
+        raise InvalidValue("value", value, "audience_on takes 0 or 1", "audience_zero_one")
+
+
+def check_duration(expires_ts: int, now_ts: int, bounds: OverrideBounds) -> None:
+    """An override lasts until a time after now and at most `max_duration_s` ahead."""
+    if expires_ts <= now_ts:
+        raise InvalidValue("expires_ts", expires_ts, "must be in the future", "not_in_future")
+    if expires_ts - now_ts > bounds.max_duration_s:
+        raise InvalidValue("expires_ts", expires_ts, f"more than {bounds.max_duration_s // 3600} h ahead",
+                           "too_far_ahead", hours=bounds.max_duration_s // 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalCheck:
+    """A proposal form read from its text: the values, or the problems (InvalidValue each, naming the
+    field and what was typed) that keep it from being submitted."""
+
+    value: float | None
+    hours: int | None
+    problems: tuple[InvalidValue, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text.strip().replace(",", ""))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_proposal(field: OverrideField, value_text: str, hours_text: str, reason: str, *,
+                   model_bid: float | None, campaign: Campaign, bounds: OverrideBounds) -> ProposalCheck:
+    """What the form says, checked as `propose` will check it: a number in bounds, whole hours from 1 to
+    the longest an override may last, a reason. Nothing typed is replaced by anything else."""
+    problems: list[InvalidValue] = []
+    value = _number(value_text)
+    if value is None:
+        problems.append(InvalidValue("value", value_text, "not a number", "not_a_number"))
+    else:
+        try:
+            check_bounds(field, value, model_bid=model_bid, campaign=campaign, bounds=bounds)
+        except InvalidValue as exc:
+            problems.append(exc)
+            value = None
+    hours = _number(hours_text)
+    longest = bounds.max_duration_s // 3600
+    if hours is None or hours != int(hours):
+        problems.append(InvalidValue("hours", hours_text, "not a whole number of hours", "not_whole_hours"))
+        hours = None
+    elif not 1 <= hours <= longest:
+        problems.append(InvalidValue("hours", hours_text, f"must be 1 to {longest} h", "hours_range",
+                                     minimum=1, maximum=longest))
+        hours = None
+    if not reason.strip():
+        problems.append(InvalidValue("reason", reason, "must be a non-empty string", "empty_text"))
+    return ProposalCheck(value, None if hours is None else int(hours), tuple(problems))
 
 
 def propose(actor: User, *, override_id: int, scope: OverrideScope, field: OverrideField,
@@ -99,9 +163,7 @@ def propose(actor: User, *, override_id: int, scope: OverrideScope, field: Overr
     require(actor, Action.PROPOSE_OVERRIDE)
     if scope.campaign_id != campaign.campaign_id:
         raise InvalidValue("scope.campaign_id", scope.campaign_id, "does not match the campaign")
-    if expires_ts - now_ts > bounds.max_duration_s:
-        raise InvalidValue("expires_ts", expires_ts,
-                           f"more than {bounds.max_duration_s // 3600} h ahead")
+    check_duration(expires_ts, now_ts, bounds)
     check_bounds(field, value, model_bid=model_bid, campaign=campaign, bounds=bounds)
     return Override(override_id=override_id, scope=scope, field=field, value=float(value),
                     reason=reason, proposed_by=actor.username, proposed_ts=now_ts,
@@ -115,9 +177,7 @@ def edit(override: Override, actor: User, *, value: float, reason: str, expires_
     if override.status not in (OverrideStatus.PROPOSED, OverrideStatus.REJECTED):
         raise OverrideStateError(f"override {override.override_id} is {override.status.value}; "
                                  "only a proposed or rejected override can be edited")
-    if expires_ts - now_ts > bounds.max_duration_s:
-        raise InvalidValue("expires_ts", expires_ts,
-                           f"more than {bounds.max_duration_s // 3600} h ahead")
+    check_duration(expires_ts, now_ts, bounds)
     check_bounds(override.field, value, model_bid=model_bid, campaign=campaign, bounds=bounds)
     return dataclasses.replace(
         override, value=float(value), reason=reason, expires_ts=expires_ts,

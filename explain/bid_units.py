@@ -1,7 +1,7 @@
 """Decisions in bid units: steps that add up exactly to what was served.
 
 The bid model predicts value per click (yuan of GMV per click) and the bidder
-bids
+bids (control.domain.BidFormula, recorded with each explained decision)
 
     bid = clip(pred_value / target_roi * pacing, min_bid, max_bid)
 
@@ -13,9 +13,15 @@ click of bid, in serving order, whose running total ends at the served bid:
     feature i  phi_i / target_roi                (one step per feature)
     rounding   (pred_value - base - sum phi) / target_roi   (float32 storage; ~1e-7)
     floor      the same difference when the bidder floored a negative model output at 0
-    pacing     unpaced * (pacing - 1)            (unpaced = pred_value / target_roi)
-    cap        clip(paced) - paced               (min-bid floor or max-bid cap)
-    rule_pool / override   served - model_bid   (when the served bid did not come from the model)
+    pacing     unpaced * (pacing - 1)            (unpaced = pred_value / target_roi; none at pacing 1)
+    cap        clip(paced) - paced               (min-bid floor or max-bid cap of the formula)
+    rounding   model_bid - clip(paced)           (the bidder rounded its bid, at most half a cent)
+    rule_pool / guard / override   served - model_bid   (when the served bid did not come from the model:
+               the rule pool, a guard's bid cut (a pause: a step of 0, the package is off), an override)
+
+The recorded model bid must be the formula's: a decision the formula does not
+give is refused (InvalidValue naming model_bid), never explained with an
+invented step.
 
 With `pacing_as_step=False` the pacing multiplier is folded into base and
 features (phi_i / target_roi * pacing) and there is no pacing step; the sum is
@@ -38,13 +44,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from control.domain import DecidedBy, InvalidValue, require_finite
+from control.domain import BidFormula, DecidedBy, InvalidValue, require_finite
 from explain.artifacts import FeatureSpec
 
-STEP_KINDS = ("base", "feature", "rounding", "floor", "pacing", "cap", "rule_pool", "override", "threshold")
+STEP_KINDS = ("base", "feature", "rounding", "floor", "pacing", "cap", "rule_pool", "guard", "override",
+              "threshold")
 # A stored explanation that misses the decision's pred_value by more than this (relative)
 # belongs to another model or another row: refuse rather than show a wrong waterfall.
 MISMATCH_TOLERANCE = 1e-4
+# Bidders round their bids (to the cent, say): up to this much (yuan) between the formula's bid and
+# the recorded model bid is that rounding; more means the decision was not made with the formula.
+BID_ROUNDING = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,62 +75,38 @@ class Step:
 class BidContext:
     """What the bid formula and the effective policy did to the model's value for one decision."""
 
-    target_roi: float
+    formula: BidFormula
     pacing: float
-    min_bid: float
-    max_bid: float
     served_bid: float
     decided_by: DecidedBy = DecidedBy.MODEL
+    model_bid: float | None = None   # the model's bid as recorded: checked against the formula
+    reason: str = ""                 # decided_reason: why the pool or the guard decided
     rule_id: str | None = None
     override_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
-        require_finite("target_roi", self.target_roi)
-        if self.target_roi == 0:
-            raise InvalidValue("target_roi", self.target_roi, "must be > 0")
         require_finite("pacing", self.pacing)
-        require_finite("min_bid", self.min_bid)
-        require_finite("max_bid", self.max_bid)
-        if self.max_bid < self.min_bid:
-            raise InvalidValue("max_bid", self.max_bid, f"must be >= min_bid {self.min_bid}")
         require_finite("served_bid", self.served_bid)
-        if DecidedBy(self.decided_by) is DecidedBy.RULE_POOL and not self.rule_id:
-            raise InvalidValue("rule_id", self.rule_id, "a rule-pool decision names its rule")
         if DecidedBy(self.decided_by) is DecidedBy.OVERRIDE and not self.override_ids:
             raise InvalidValue("override_ids", self.override_ids, "an override decision names its override")
 
 
-def context_from_decision(decision: Mapping, target_roi: float) -> BidContext:
-    """The BidContext of a stored decision row (columns of the `decisions` table).
-
-    The store keeps the model's bid after caps (`model_bid`) but not the bidder's
-    min/max bid, so a cap is read off the record: a model_bid below
-    pred_value / target_roi * pacing was capped at the maximum, one above it was
-    raised to the minimum. Override ids come from decided_reason ("override:3,4");
-    the rule pool's rule from a `rule_id` column or a "rule:<id>" token in
-    decided_reason, else the reason itself.
-    """
-    pacing = float(decision.get("pacing", 1.0))
-    paced = float(decision["pred_value"]) / target_roi * pacing
-    capped = float(decision["model_bid"])
-    if capped < paced - 1e-9 * max(1.0, abs(paced)):
-        min_bid, max_bid = 0.0, capped
-    elif capped > paced + 1e-9 * max(1.0, abs(paced)):
-        min_bid, max_bid = capped, capped
-    else:
-        min_bid, max_bid = 0.0, max(capped, paced)
+def context_from_decision(decision: Mapping, formula: BidFormula) -> BidContext:
+    """The BidContext of a stored decision row (columns of the `decisions` table) under the bid
+    formula it was served with. Override ids come from decided_reason ("override:3,4"); a rule pool
+    rule from a `rule_id` column or a "rule:<id>" token in decided_reason, when the bidder said it."""
     reason = str(decision.get("decided_reason") or "")
     tokens = dict(t.split(":", 1) for t in reason.split(";") if ":" in t)
     override_ids = tuple(int(i) for i in tokens.get("override", "").split(",") if i.strip())
-    rule_id = decision.get("rule_id") or tokens.get("rule") or reason or "rule_pool"
-    return BidContext(target_roi=target_roi, pacing=pacing, min_bid=min_bid, max_bid=max_bid,
-                      served_bid=float(decision["bid"]), decided_by=DecidedBy(decision["decided_by"]),
-                      rule_id=rule_id, override_ids=override_ids)
+    return BidContext(formula=formula, pacing=float(decision.get("pacing", 1.0)), served_bid=float(decision["bid"]),
+                      decided_by=DecidedBy(decision["decided_by"]), model_bid=float(decision["model_bid"]),
+                      reason=reason, rule_id=decision.get("rule_id") or tokens.get("rule"),
+                      override_ids=override_ids)
 
 
 def model_bid(pred_value: float, ctx: BidContext) -> float:
     """The bid formula: clip(pred_value / target_roi * pacing, min_bid, max_bid)."""
-    return float(np.clip(pred_value / ctx.target_roi * ctx.pacing, ctx.min_bid, ctx.max_bid))
+    return ctx.formula.bid(pred_value, ctx.pacing)
 
 
 def to_bid_units(contributions: np.ndarray, target_roi: float | np.ndarray,
@@ -187,35 +173,73 @@ def decompose_bid(base_value: float, contributions: np.ndarray, features: Sequen
     _check_lengths(features, contributions, values)
     residual = _checked_residual(base_value, contributions, pred_value)
     value = base_value + float(np.sum(contributions)) + residual
-    scale = 1.0 / ctx.target_roi * (1.0 if pacing_as_step else ctx.pacing)
-    unpaced = value / ctx.target_roi
+    formula = ctx.formula
+    scale = 1.0 / formula.target_roi * (1.0 if pacing_as_step else ctx.pacing)
+    unpaced = value / formula.target_roi
     paced = unpaced * ctx.pacing
-    capped = model_bid(value, ctx)
+    capped = formula.bid(value, ctx.pacing)
 
     s = _Steps()
     s.add("base", "base", "模型基准出价", "model base bid", base_value * scale)
     s.add_features(features, values, contributions * scale)
     if residual:
         _add_residual(s, residual * scale, pred_value)
-    if pacing_as_step:
-        s.add("pacing", "pacing", f"节奏系数 ×{ctx.pacing:g}", f"pacing ×{ctx.pacing:g}",
-              unpaced * ctx.pacing - unpaced)
+    if pacing_as_step and ctx.pacing != 1.0:
+        s.add("pacing", "pacing", f"节奏系数 ×{ctx.pacing:.3g}", f"pacing ×{ctx.pacing:.3g}", paced - unpaced)
     if capped != paced:
-        floor = capped == ctx.min_bid and paced < ctx.min_bid
+        floor = paced < formula.min_bid
         s.add("cap", "min_bid" if floor else "max_bid",
-              f"最低出价 {ctx.min_bid:g} 元" if floor else f"最高出价 {ctx.max_bid:g} 元",
-              f"min bid ¥{ctx.min_bid:g}" if floor else f"max bid ¥{ctx.max_bid:g}", capped - paced)
+              f"最低出价 {formula.min_bid:.2f} 元" if floor else f"最高出价 {formula.max_bid:.2f} 元",
+              f"min bid ¥{formula.min_bid:.2f}" if floor else f"max bid ¥{formula.max_bid:.2f}", capped - paced)
+    model = _recorded_model_bid(s, ctx, capped)
+    served = ctx.served_bid
     decided_by = DecidedBy(ctx.decided_by)
     if decided_by is DecidedBy.RULE_POOL:
-        s.add("rule_pool", ctx.rule_id, f"人工规则池规则 {ctx.rule_id}", f"rule pool rule {ctx.rule_id}",
-              ctx.served_bid - capped)
+        why_zh, why_en = _pool_why(ctx)
+        s.add("rule_pool", ctx.rule_id or "rule_pool", f"人工规则池出价（{why_zh}）", f"manual rule pool bid ({why_en})",
+              served - model)
+    elif decided_by is DecidedBy.GUARD:
+        if served != model:
+            factor = served / model if model else 1.0
+            s.add("guard", "bid_cut", f"守护降价 ×{factor:.2f}", f"guard bid cut ×{factor:.2f}", served - model)
+        else:  # a pause switches the package off; the bid itself stands
+            s.add("guard", "pause", "守护暂停：人群包关闭", "guard pause: audience package off", 0.0)
     elif decided_by is DecidedBy.OVERRIDE:
         ids = ",".join(f"#{i}" for i in ctx.override_ids)
-        s.add("override", ids, f"人工干预 {ids}", f"override {ids}", ctx.served_bid - capped)
-    elif abs(ctx.served_bid - capped) > 1e-9 * max(1.0, abs(capped)):
-        raise InvalidValue("served_bid", ctx.served_bid,
-                           f"decided by the model but the bid formula gives {capped:.6f}")
+        s.add("override", ids, f"人工干预 {ids}", f"override {ids}", served - model)
+    elif abs(served - model) > 1e-9 * max(1.0, abs(model)):
+        raise InvalidValue("served_bid", served, f"decided by the model but the model's bid is {model:.6f}")
     return s.steps
+
+
+def _recorded_model_bid(s: _Steps, ctx: BidContext, capped: float) -> float:
+    """The model's bid as the decision recorded it, checked against the formula: a bidder's rounding
+    (to the cent) is its own step; a larger gap means the formula is not the one that bid."""
+    recorded = ctx.model_bid
+    if recorded is None or abs(recorded - capped) <= 1e-9 * max(1.0, abs(capped)):
+        return capped
+    f = ctx.formula
+    if abs(recorded - capped) > BID_ROUNDING:
+        cap = "no cap" if f.max_bid is None else f"max {f.max_bid:g}"
+        raise InvalidValue("model_bid", recorded,
+                           f"the recorded bid formula (target ROI {f.target_roi:g}, min {f.min_bid:g}, {cap}) "
+                           f"gives {capped:.4f}: the decision was not made with it")
+    s.add("rounding", "bid_rounding", "出价取整", "bid rounding", recorded - capped)
+    return recorded
+
+
+# Why the rule pool decided, from decided_reason ("kill_switch", "guard:<mode>[:<action>]").
+_POOL_WHY = {"kill_switch": ("熔断开关已开启", "kill switch on"), "tripped": ("守护熔断中", "guard tripped"),
+             "probation": ("守护观察期", "guard probation"), "forced_pool": ("主管强制规则池", "forced by a manager")}
+
+
+def _pool_why(ctx: BidContext) -> tuple[str, str]:
+    tokens = ctx.reason.split(";")[0].split(":")
+    key = tokens[0] if tokens[0] == "kill_switch" else (tokens[1] if len(tokens) > 1 else "")
+    zh, en = _POOL_WHY.get(key, ("守护接管", "guard holds the campaign"))
+    if ctx.rule_id:
+        zh, en = f"{zh}，规则 {ctx.rule_id}", f"{en}, rule {ctx.rule_id}"
+    return zh, en
 
 
 def decompose_roi_decision(base_value: float, contributions: np.ndarray, features: Sequence[FeatureSpec],

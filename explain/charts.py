@@ -12,17 +12,17 @@ import altair as alt
 import pandas as pd
 
 TITLES = {
-    "waterfall": {"zh": "出价分解(元/点击)", "en": "Bid breakdown (yuan per click)"},
+    "waterfall": {"zh": "出价分解（元/点击）", "en": "Bid breakdown (yuan per click)"},
     "strip": {"zh": "各特征贡献分布", "en": "Contributions by feature"},
     "dependence": {"zh": "特征取值与贡献", "en": "Feature value vs contribution"},
-    "drift": {"zh": "归因漂移(参考窗口 → 当前)", "en": "Attribution drift (reference → now)"},
+    "drift": {"zh": "归因漂移（参考窗口 → 当前）", "en": "Attribution drift (reference → now)"},
     "importance": {"zh": "平均绝对贡献", "en": "Mean |contribution|"},
 }
 AXES = {
-    "contribution": {"zh": "贡献(元/点击)", "en": "contribution (yuan per click)"},
+    "contribution": {"zh": "贡献（元/点击）", "en": "contribution (yuan per click)"},
     "value": {"zh": "特征取值", "en": "feature value"},
     "step": {"zh": "步骤", "en": "step"},
-    "bid": {"zh": "出价(元/点击)", "en": "bid (yuan per click)"},
+    "bid": {"zh": "出价（元/点击）", "en": "bid (yuan per click)"},
     "shift": {"zh": "平均贡献变化", "en": "shift of mean contribution"},
     "value_pct": {"zh": "取值分位", "en": "value percentile"},
 }
@@ -36,22 +36,25 @@ def _sampled_title(kind: str, frame: pd.DataFrame, lang: str) -> str:
     title = TITLES[kind][lang]
     if len(frame) and frame["sample_size"].iloc[0] < frame["total_rows"].iloc[0]:
         n, total = int(frame["sample_size"].iloc[0]), int(frame["total_rows"].iloc[0])
-        title += f"(抽样 {n:,} / {total:,})" if lang == "zh" else f" (sample of {n:,} / {total:,})"
+        title += f"（抽样 {n:,} / {total:,}）" if lang == "zh" else f" (sample of {n:,} / {total:,})"
     return title
 
 
 def waterfall(steps: pd.DataFrame, lang: str = "zh") -> alt.Chart:
     """Waterfall from `explain.bid_units.steps_frame`: one bar per step from start to total."""
     data = steps.assign(step=steps[_label(lang)], direction=(steps["value"] >= 0).map({True: "+", False: "-"}))
+    # The feature's value as a person reads it when the caller gave it (`shown`), else the number.
+    value = alt.Tooltip("shown:N", title=AXES["value"][lang]) if "shown" in data else "feature_value:Q"
     bars = alt.Chart(data).mark_bar().encode(
         y=alt.Y("step:N", sort=alt.SortField("order"), title=AXES["step"][lang],
-                axis=alt.Axis(labelLimit=360)),  # steps carry their values: "最低出价 2.1543 元"
+                axis=alt.Axis(labelLimit=360)),  # steps carry their values: "最低出价 0.20 元"
         x=alt.X("start:Q", title=AXES["bid"][lang]),
         x2="total:Q",
         color=alt.Color("direction:N", scale=alt.Scale(domain=["+", "-"], range=["#d62728", "#2ca02c"]),
                         legend=None),
-        tooltip=["step:N", alt.Tooltip("value:Q", format="+.4f"), alt.Tooltip("total:Q", format=".4f"),
-                 "feature_value:Q"],
+        tooltip=[alt.Tooltip("step:N", title=AXES["step"][lang]),
+                 alt.Tooltip("value:Q", format="+.3f", title=AXES["contribution"][lang]),
+                 alt.Tooltip("total:Q", format=".3f", title=AXES["bid"][lang]), value],
     )
     return bars.properties(title=TITLES["waterfall"][lang])
 
@@ -72,7 +75,7 @@ def dependence(frame: pd.DataFrame, lang: str = "zh") -> alt.Chart:
     """Dependence from `explain.analysis.dependence_frame`: value vs contribution, by segment."""
     label = frame[_label(lang)].iloc[0] if len(frame) else ""
     encoding = {
-        "x": alt.X("value:Q", title=f"{label}({AXES['value'][lang]})" if lang == "zh"
+        "x": alt.X("value:Q", title=f"{label}（{AXES['value'][lang]}）" if lang == "zh"
                    else f"{label} ({AXES['value'][lang]})"),
         "y": alt.Y("contribution:Q", title=AXES["contribution"][lang]),
         "tooltip": ["value:Q", alt.Tooltip("contribution:Q", format="+.4f"), "segment:N"],

@@ -1,10 +1,15 @@
 """Plain-language reasons in Simplified Chinese and English, from ranked contributions.
 
 `bid_reasons` reads a bid decomposition (explain.bid_units.decompose_bid) and
-says the top steps in words: "出价上调 0.35 元:近 1 小时转化率 4.2% 高于平均".
+says the top steps in words: "出价上调 0.35 元：近期转化率 4.2%，高于平均".
 `drivers_text` turns a ranked change (explain.analysis.diff_windows / diff_steps)
-into the one line the guard's alert quotes: "竞品价格指数 −0.31,人群包 送礼 −0.12".
-Pure functions.
+into one line: "竞品价格指数 −0.31，人群包 −0.12".
+
+Amounts are yuan at two decimals; a feature's value is shown at sensible
+precision with its unit (a feature whose unit is "%" holds a share: 0.042 reads
+4.2%); a categorical feature's level by its name in the language
+(`level_names`, e.g. the catalogue's audience package names), never a bare code
+the reader cannot place. Chinese text uses Chinese punctuation. Pure functions.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from explain.bid_units import Step
 
 LANGS = ("zh", "en")
 MINUS = "\u2212"  # a real minus sign reads better than a hyphen in alerts
+# Categorical levels by name: feature name -> level code -> (name in Chinese, name in English).
+LevelNames = Mapping[str, Mapping[str, tuple[str, str]]]
 
 
 def _check_lang(lang: str) -> None:
@@ -30,55 +37,78 @@ def _signed(value: float, decimals: int = 2) -> str:
     return f"+{text}" if value >= 0 else f"{MINUS}{text}"
 
 
-def _shown_value(spec: FeatureSpec, value: float, lang: str) -> str:
+def _number(value: float) -> str:
+    """Sensible precision: 1,234 · 56.8 · 5.23 · 0.042 (three significant digits below 100)."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def shown_value(spec: FeatureSpec, value: float | None, lang: str, level_names: LevelNames | None = None) -> str:
+    """A feature's value as a person reads it; "" when there is none to show (no value, or a
+    categorical level without a name in `level_names`)."""
+    if value is None or value != value:
+        return ""
     level = spec.level(value)
     if level is not None:
-        return level
-    number = f"{value:.4g}"
+        names = (level_names or {}).get(spec.name, {}).get(level)
+        return "" if names is None else names[0 if lang == "zh" else 1]
     unit = spec.unit(lang)
-    return f"{number}{unit}" if unit in ("%", "‰") or lang == "zh" else f"{number} {unit}".rstrip()
+    if unit == "%":
+        return f"{_number(value * 100)}%"
+    if unit == "‰":
+        return f"{_number(value * 1000)}‰"
+    number = _number(value)
+    return f"{number} {unit}".rstrip()
 
 
-def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None) -> str:
-    value = _shown_value(spec, step.feature_value, lang)
-    if typical is None:
-        compare_zh = "拉高" if step.value > 0 else "拉低"
-        compare_en = "pushes it up" if step.value > 0 else "pulls it down"
-    else:
-        above = step.feature_value > typical
-        compare_zh = "高于平均" if above else "低于平均"
-        compare_en = "above average" if above else "below average"
+def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None,
+                    level_names: LevelNames | None) -> str:
+    value = shown_value(spec, step.feature_value, lang, level_names)
+    amount = f"{abs(step.value):.2f}"
     if lang == "zh":
         move = "上调" if step.value > 0 else "下调"
-        return f"出价{move} {abs(step.value):.2f} 元:{spec.display_zh} {value},{compare_zh}"
+        if typical is not None and spec.categorical_levels is None:
+            compare = "高于平均" if step.feature_value > typical else "低于平均"
+            return f"出价{move} {amount} 元：{spec.display_zh} {value}，{compare}"
+        said = f"{spec.display_zh} {value}" if value else spec.display_zh
+        return f"出价{move} {amount} 元：{said}"
     move = "raised" if step.value > 0 else "lowered"
-    return f"Bid {move} by ¥{abs(step.value):.2f}: {spec.display_en} is {value}, {compare_en}"
+    if typical is not None and spec.categorical_levels is None:
+        compare = "above average" if step.feature_value > typical else "below average"
+        return f"Bid {move} by ¥{amount}: {spec.display_en} is {value}, {compare}"
+    said = f"{spec.display_en} is {value}" if value else spec.display_en
+    return f"Bid {move} by ¥{amount}: {said}"
 
 
 def _policy_reason(step: Step, lang: str) -> str:
+    if step.value == 0:  # a guard's pause: the bid stands, the package is off
+        return step.label(lang)
+    amount = f"{abs(step.value):.2f}"
     if lang == "zh":
-        move = "上调" if step.value > 0 else "下调"
-        return f"出价{move} {abs(step.value):.2f} 元:{step.label_zh}"
-    move = "raised" if step.value > 0 else "lowered"
-    return f"Bid {move} by ¥{abs(step.value):.2f}: {step.label_en}"
+        return f"出价{'上调' if step.value > 0 else '下调'} {amount} 元：{step.label_zh}"
+    return f"Bid {'raised' if step.value > 0 else 'lowered'} by ¥{amount}: {step.label_en}"
 
 
 def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: str, *, top: int = 3,
-                typical_values: Mapping[str, float] | None = None, min_abs: float = 0.005) -> list[str]:
-    """The `top` largest steps (features, pacing, caps, rule pool, override) as sentences.
+                typical_values: Mapping[str, float] | None = None, min_abs: float = 0.005,
+                level_names: LevelNames | None = None) -> list[str]:
+    """The `top` largest steps (features, pacing, caps, rule pool, guard, override) as sentences.
 
-    `typical_values` (e.g. training means by feature name) turns "pushes it up" into
-    "above average". Steps smaller than `min_abs` yuan are not worth a sentence.
+    `typical_values` (e.g. training means by feature name) adds "above / below average" to a numeric
+    feature's reason. Steps smaller than `min_abs` yuan are not worth a sentence, except a guard's
+    pause, which says why the package is off.
     """
     _check_lang(lang)
     specs = {f.name: f for f in features}
-    candidates = [s for s in steps if s.kind not in ("base", "rounding") and abs(s.value) >= min_abs]
-    candidates.sort(key=lambda s: -abs(s.value))
+    candidates = [s for s in steps if s.kind not in ("base", "rounding")
+                  and (abs(s.value) >= min_abs or s.kind == "guard")]
+    candidates.sort(key=lambda s: (s.kind != "guard", -abs(s.value)))
     out = []
     for step in candidates[:top]:
         if step.kind == "feature":
             typical = (typical_values or {}).get(step.name)
-            out.append(_feature_reason(step, specs[step.name], lang, typical))
+            out.append(_feature_reason(step, specs[step.name], lang, typical, level_names))
         else:
             out.append(_policy_reason(step, lang))
     return out
@@ -86,9 +116,9 @@ def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: st
 
 def drivers_text(ranked: pd.DataFrame, lang: str, *, top: int = 3, column: str = "delta",
                  decimals: int = 2) -> str:
-    """'label −0.31, label −0.12, ...' from a ranked frame (label_zh/label_en and `column`)."""
+    """'label −0.31，label −0.12 …' from a ranked frame (label_zh/label_en and `column`)."""
     _check_lang(lang)
     label = "label_zh" if lang == "zh" else "label_en"
-    sep = "," if lang == "zh" else ", "
+    sep = "，" if lang == "zh" else ", "
     rows = ranked[ranked[column] != 0].head(top)
     return sep.join(f"{r[label]} {_signed(r[column], decimals)}" for _, r in rows.iterrows())

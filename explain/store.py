@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from control.domain import DEFAULT_ROI_FLOOR
+from control.domain import DEFAULT_ROI_FLOOR, BidFormula, InvalidValue
 from explain.artifacts import FeatureSpec, ModelArtifact, ModelMismatch, load_artifact
 from explain.bid_units import Step, context_from_decision, decompose_bid, decompose_roi_decision, to_bid_units
 from explain.explainer import Explainer
+from store import repo
 from store import schema as s
 from store.repo import ExplanationBatch
 
@@ -38,6 +39,7 @@ class StoredExplanation:
     base_value: float
     contributions: np.ndarray   # float32 [features], model output units
     feature_values: np.ndarray  # float32 [features]
+    formula: BidFormula | None = None  # the bid formula it was served with (None: explained before 0006)
 
     @property
     def model_output(self) -> float:
@@ -45,28 +47,50 @@ class StoredExplanation:
         return self.base_value + float(np.sum(self.contributions, dtype=np.float64))
 
 
-def explanation_batch(explainer: Explainer, X: np.ndarray) -> ExplanationBatch:
-    """Explain decision rows X for `store.repo.write_decisions(..., explanation=...)`."""
+def explanation_batch(explainer: Explainer, X: np.ndarray, formula: BidFormula | None = None) -> ExplanationBatch:
+    """Explain decision rows X for `store.repo.write_decisions(..., explanation=...)`; `formula`: the bid
+    formula the rows were served with, recorded with them."""
     base, contributions = explainer.explain(X)
     return ExplanationBatch(model_version=explainer.model_version,
                             base_value=np.full(len(contributions), base),
                             contributions=contributions.astype(np.float32),
-                            feature_values=np.asarray(X, dtype=np.float32))
+                            feature_values=np.asarray(X, dtype=np.float32), formula=formula)
 
 
-def explain_hook(artifacts: Iterable[ModelArtifact]) -> Callable[[object], ExplanationBatch]:
+def explain_hook(artifacts: Iterable[ModelArtifact],
+                 formulas: Mapping[str, BidFormula]) -> Callable[[object], ExplanationBatch]:
     """The live simulator's `explain` hook (sim.live.run_live): explains each bucket's feature
-    matrix with the Explainer of the model version that served it (built once per version)."""
-    by_version = {a.version: a for a in artifacts}
-    explainers: dict[str, Explainer] = {}
+    matrix with the Explainer of the model version that served it, and records the bid formula the
+    version bids with (`formulas`, by version). The Explainers are built here, before the day starts:
+    built at the first bucket they would hold it back for seconds on a clock that does not wait."""
+    explainers = {a.version: Explainer(a) for a in artifacts}
+    missing = sorted(set(explainers) - set(formulas))
+    if missing:
+        raise InvalidValue("formulas", missing, "every model version needs the bid formula it bids with")
 
     def hook(result) -> ExplanationBatch:
         version = result.model_version
-        if version not in explainers:
-            explainers[version] = Explainer(by_version[version])
-        return explanation_batch(explainers[version], result.features)
+        return explanation_batch(explainers[version], result.features, formulas[version])
 
     return hook
+
+
+# --- the bid formula each model version is served with -------------------------------------------
+# Kept as a small document per version (control_flags), apart from the `models` row: re-registering a
+# model's artefact must not forget how its bidder bids.
+
+def _formula_key(model_version: str) -> str:
+    return f"bid_formula:{model_version}"
+
+
+def record_bid_formula(conn: Connection, model_version: str, formula: BidFormula, actor: str, now_ts: int) -> None:
+    """Record how the bidder serving `model_version` bids; decisions explained from now on carry it."""
+    repo.set_flag(conn, _formula_key(model_version), formula.to_json(), actor, now_ts)
+
+
+def bid_formula(conn: Connection, model_version: str) -> BidFormula | None:
+    doc, _ = repo.get_flag(conn, _formula_key(model_version))
+    return None if doc is None else BidFormula.from_json(doc)
 
 
 def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBatch | None]:
@@ -81,6 +105,7 @@ def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBa
     """
     explainers: dict[str, Explainer] = {}
     unregistered: set[str] = set()  # warned about once; looked up again, as it may be registered later
+    no_formula: set[str] = set()
 
     def hook(rows: pd.DataFrame) -> ExplanationBatch | None:
         version = str(rows["model_version"].iloc[0])
@@ -101,7 +126,13 @@ def explain_registered(engine: Engine) -> Callable[[pd.DataFrame], ExplanationBa
             except ModelMismatch as exc:  # names the missing and extra features
                 log.warning("decisions stored unexplained: %s", exc)
             return None
-        return explanation_batch(explainer, X)
+        with engine.connect() as conn:  # read each batch: a formula recorded later applies at once
+            formula = bid_formula(conn, version)
+        if formula is None and version not in no_formula:
+            no_formula.add(version)
+            log.warning("model %s has no recorded bid formula: its explanations cannot be shown in bid units "
+                        "until one is (`bidlens explain model register ... --target-roi`)", version)
+        return explanation_batch(explainer, X, formula)
 
     return hook
 
@@ -135,7 +166,8 @@ def _existing(conn: Connection, ids: Sequence[int]) -> set[int]:
 
 
 def save_explanations(conn: Connection, decision_ids: Sequence[int], model_version: str,
-                      base: float | np.ndarray, contribs: np.ndarray, X: np.ndarray) -> int:
+                      base: float | np.ndarray, contribs: np.ndarray, X: np.ndarray,
+                      formula: BidFormula | None = None) -> int:
     """Store explanations for decisions that have none yet; returns how many were stored.
 
     Existing explanations are kept unchanged (never recomputed against a newer model).
@@ -148,8 +180,9 @@ def save_explanations(conn: Connection, decision_ids: Sequence[int], model_versi
                          "must be row-aligned")
     bases = np.broadcast_to(np.asarray(base, dtype=np.float64), (len(ids),))
     skip = _existing(conn, ids)
+    recorded = {"target_roi": None, "min_bid": None, "max_bid": None} if formula is None else formula.to_json()
     rows = [{"decision_id": i, "model_version": model_version, "base_value": float(b),
-             "contributions": c.tobytes(), "feature_values": v.tobytes()}
+             "contributions": c.tobytes(), "feature_values": v.tobytes(), **recorded}
             for i, b, c, v in zip(ids, bases.tolist(), contribs, values) if i not in skip]
     if rows:
         conn.execute(insert(s.explanations), rows)
@@ -157,10 +190,12 @@ def save_explanations(conn: Connection, decision_ids: Sequence[int], model_versi
 
 
 def _from_row(row) -> StoredExplanation:
+    formula = None if row.target_roi is None else BidFormula(row.target_roi, row.min_bid, row.max_bid)
     return StoredExplanation(decision_id=row.decision_id, model_version=row.model_version,
                              base_value=row.base_value,
                              contributions=np.frombuffer(row.contributions, dtype=np.float32),
-                             feature_values=np.frombuffer(row.feature_values, dtype=np.float32))
+                             feature_values=np.frombuffer(row.feature_values, dtype=np.float32),
+                             formula=formula)
 
 
 def load_explanation(conn: Connection, decision_id: int) -> StoredExplanation | None:
@@ -219,48 +254,45 @@ class DecisionBreakdown:
     decision: dict                       # the decisions row
     explanation: StoredExplanation
     features: tuple[FeatureSpec, ...]
+    formula: BidFormula                  # the bid formula it was served with
     steps: list[Step]                    # sum to the served bid (explain.bid_units.decompose_bid)
     roi_steps: list[Step]                # predicted ROI, then minus the floor (audience / budget decisions)
 
 
-def _model_variant(conn: Connection, model_version: str) -> str | None:
-    meta = conn.execute(select(s.models.c.meta).where(s.models.c.model_version == model_version)).scalar()
-    return None if meta is None else meta.get("variant")
+def served_formula(conn: Connection, explanation: StoredExplanation) -> BidFormula:
+    """The bid formula an explained decision was served with: recorded with it, or (explained before it
+    was recorded) its model version's; InvalidValue naming the version when neither is known."""
+    formula = explanation.formula or bid_formula(conn, explanation.model_version)
+    if formula is None:
+        raise InvalidValue("bid_formula", explanation.model_version,
+                           "no bid formula recorded for this model version: its bids cannot be explained "
+                           "(`bidlens explain model register ... --target-roi`)")
+    return formula
 
 
-def decision_breakdown(conn: Connection, decision_id: int, *, roi_floor: float = DEFAULT_ROI_FLOOR,
-                       target_roi: float | Mapping[str, float] | None = None) -> DecisionBreakdown | None:
+def decision_breakdown(conn: Connection, decision_id: int, *,
+                       roi_floor: float = DEFAULT_ROI_FLOOR) -> DecisionBreakdown | None:
     """A served bid as steps that add up to it, from the stored explanation; None without one.
 
-    The bid formula's target ROI is the bidder's: a number, or a mapping from the
-    model's variant ("roi", "gmv") to it; None takes the campaign's target_roi.
-    `roi_steps` splits the decision's predicted ROI the same way and ends at its
-    margin over `roi_floor`, what audience on/off and budget decisions compare with.
+    The bid formula (target ROI, caps) is the one the decision was served with (`served_formula`),
+    the pacing the decision's own. `roi_steps` splits the decision's predicted ROI the same way and
+    ends at its margin over `roi_floor`, what audience on/off and budget decisions compare with.
     """
-    row = conn.execute(
-        select(s.decisions, s.campaigns.c.target_roi)
-        .join(s.campaigns, s.campaigns.c.campaign_id == s.decisions.c.campaign_id)
-        .where(s.decisions.c.decision_id == int(decision_id))).mappings().first()
+    row = conn.execute(select(s.decisions).where(s.decisions.c.decision_id == int(decision_id))).mappings().first()
     explanation = load_explanation(conn, decision_id)
     if row is None or explanation is None:
         return None
     decision = dict(row)
-    if isinstance(target_roi, Mapping):
-        variant = _model_variant(conn, explanation.model_version)
-        if variant not in target_roi:
-            raise KeyError(f"no target ROI for model {explanation.model_version} (variant {variant!r})")
-        decision["target_roi"] = target_roi[variant]
-    elif target_roi is not None:
-        decision["target_roi"] = float(target_roi)
+    formula = served_formula(conn, explanation)
     features = _features_or_generic(conn, explanation.model_version, len(explanation.contributions))
     steps = decompose_bid(explanation.base_value, explanation.contributions, features,
-                          explanation.feature_values, context_from_decision(decision, decision["target_roi"]),
+                          explanation.feature_values, context_from_decision(decision, formula),
                           pred_value=decision["pred_value"])
     roi_steps = [] if decision["pred_value"] <= 0 else decompose_roi_decision(  # no value: no ROI to split
         explanation.base_value, explanation.contributions, features, explanation.feature_values,
         pred_value=decision["pred_value"], pred_roi=decision["pred_roi"], reference=roi_floor,
-        reference_zh=f"ROI 下限 {roi_floor:g}", reference_en=f"ROI floor {roi_floor:g}")
-    return DecisionBreakdown(decision, explanation, features, steps, roi_steps)
+        reference_zh=f"ROI 底线 {roi_floor:g}", reference_en=f"ROI floor {roi_floor:g}")
+    return DecisionBreakdown(decision, explanation, features, formula, steps, roi_steps)
 
 
 @dataclass(frozen=True)
@@ -268,14 +300,17 @@ class WindowExplanations:
     """Explained decisions of a time window, row-aligned; contributions in yuan per click of bid."""
 
     decisions: pd.DataFrame   # decision_id, campaign_id, audience_package, bucket_ts, model_version, bid, ...
-    contributions: np.ndarray  # [n, f] bid units (value contribution / target_roi * pacing)
+    contributions: np.ndarray  # [n, f] bid units (value contribution / the served target ROI * pacing)
     feature_values: np.ndarray
     features: tuple[FeatureSpec, ...]
 
 
 def load_window(conn: Connection, start_ts: int, end_ts: int, *, campaign_id: str | None = None,
                 audience_package: str | None = None, model_version: str | None = None) -> WindowExplanations:
-    """Decisions with bucket_ts in [start_ts, end_ts) and their stored explanations, in bid units.
+    """Decisions with bucket_ts in [start_ts, end_ts) and their stored explanations, in bid units:
+    each divided by the target ROI it was served with (`served_formula`). Decisions whose formula
+    was never recorded (explained before it was kept, by an unregistered bidder) are scaled by their
+    campaign's target ROI instead and marked `formula_recorded` False, so a view can say so.
 
     A window spans one feature layout: with several model versions in it, pass
     `model_version` (their dictionaries may differ); otherwise they must share it.
@@ -283,7 +318,8 @@ def load_window(conn: Connection, start_ts: int, end_ts: int, *, campaign_id: st
     d, e, c = s.decisions, s.explanations, s.campaigns
     query = (select(d.c.decision_id, d.c.campaign_id, d.c.audience_package, d.c.bucket_ts, d.c.model_version,
                     d.c.bid, d.c.model_bid, d.c.pacing, d.c.pred_value, d.c.pred_roi, d.c.decided_by,
-                    c.c.target_roi, e.c.contributions, e.c.feature_values)
+                    e.c.target_roi, c.c.target_roi.label("campaign_target_roi"), e.c.contributions,
+                    e.c.feature_values)
              .join(e, e.c.decision_id == d.c.decision_id)
              .join(c, c.c.campaign_id == d.c.campaign_id)
              .where(d.c.bucket_ts >= start_ts, d.c.bucket_ts < end_ts)
@@ -295,6 +331,14 @@ def load_window(conn: Connection, start_ts: int, end_ts: int, *, campaign_id: st
     if model_version is not None:
         query = query.where(e.c.model_version == model_version)
     frame = pd.DataFrame(conn.execute(query).mappings().all())
+    if not frame.empty:
+        unrecorded = frame["target_roi"].isna()
+        for version in frame.loc[unrecorded, "model_version"].unique():
+            formula = bid_formula(conn, version)
+            if formula is not None:
+                frame.loc[unrecorded & (frame["model_version"] == version), "target_roi"] = formula.target_roi
+        frame["formula_recorded"] = frame["target_roi"].notna()
+        frame["target_roi"] = frame["target_roi"].fillna(frame.pop("campaign_target_roi"))
     if frame.empty:
         return WindowExplanations(frame, np.zeros((0, 0)), np.zeros((0, 0)), ())
     versions = sorted(frame["model_version"].unique())

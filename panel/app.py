@@ -27,6 +27,7 @@ from control.permissions import Action  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
 from panel.ui import Ctx, Session, check_session, end_session, fmt_ts, show_flash  # noqa: E402
 from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
+from panel.views.live import DEFAULT_REFRESH_S  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
 PAGES = {
@@ -88,8 +89,8 @@ def _sidebar(ctx: Ctx) -> None:
     sb = st.sidebar
     sb.markdown(f"**{ctx.user.display_name}** · `{ctx.user.username}`")
     sb.caption(ctx.t("app.role", role=ctx.t(f"role.{ctx.user.role.value}")))
-    newest = ctx.room.latest_bucket(ctx.user)
-    sb.metric(ctx.t("app.clock"), fmt_ts(newest) if newest is not None else ctx.t("app.no_data"))
+    with sb:
+        _clock(ctx)
     kill = ctx.room.kill_switch(ctx.user)
     if kill.global_on:
         sb.error(ctx.t("app.kill_on"))
@@ -101,11 +102,22 @@ def _sidebar(ctx: Ctx) -> None:
         end_session()
 
 
+def _clock(ctx: Ctx) -> None:
+    """The promotion clock, refreshed as often as the live board (its own fragment), so it never lags it."""
+    paused = st.session_state.get("refresh_paused", False)
+
+    @st.fragment(run_every=None if paused else int(st.session_state.get("refresh_s", DEFAULT_REFRESH_S)))
+    def clock() -> None:
+        newest = ctx.room.latest_bucket(ctx.user)
+        st.metric(ctx.t("app.clock"), fmt_ts(newest) if newest is not None else ctx.t("app.no_data"))
+
+    clock()
+
+
 def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = time.time) -> None:
     st.set_page_config(page_title="BidLens", page_icon=":material/visibility:", layout="wide")
     if room is None:
         room = _default_room()
-    room.warm()
     control = room.control
     _language_switch()
     if "alert" in st.query_params:  # a WeCom message's link: open that alert once logged in
@@ -124,9 +136,12 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
     user = check_session(room, user, session, touch=True)
     ctx = Ctx(room, user, _lang(), session)
     _sidebar(ctx)
-    pages = {key: st.Page(_page_runner(PAGES[key][0], ctx), title=ctx.t(f"page.{key}"), icon=ICONS[key],
-                          url_path=key, default=(key == "board"))
-             for key in PAGES if _visible(ctx, key)}
+    # Every page's address is registered: one the role may not see is hidden from the menu and says so
+    # (a link to /audit followed by an engineer, say), instead of landing silently elsewhere.
+    pages = {key: st.Page(_page_runner(PAGES[key][0], ctx) if _visible(ctx, key) else _not_allowed(ctx, key),
+                          title=ctx.t(f"page.{key}"), icon=ICONS[key], url_path=key, default=(key == "board"),
+                          visibility="visible" if _visible(ctx, key) else "hidden")
+             for key in PAGES}
     nav = st.navigation(list(pages.values()))
     target = st.session_state.pop("goto", None)
     if st.session_state.pop("focus_redirect", False) and target is None and nav.url_path != "alerts":
@@ -136,9 +151,21 @@ def main(room: ControlRoom | None = None, session_clock: Callable[[], float] = t
     nav.run()
 
 
+def _not_allowed(ctx: Ctx, key: str) -> Callable[[], None]:
+    def run() -> None:
+        st.header(ctx.t(f"page.{key}"))
+        st.warning(ctx.t("app.not_allowed", page=ctx.t(f"page.{key}"), role=ctx.t(f"role.{ctx.user.role.value}")))
+        if st.button(ctx.t("app.to_board"), key="not_allowed_board"):
+            st.session_state["goto"] = "board"
+            st.rerun()
+    run.__name__ = f"{key}_not_allowed"
+    return run
+
+
 def _page_runner(module, ctx: Ctx) -> Callable[[], None]:
     def run() -> None:
         show_flash()
+        overrides.notices(ctx)
         module.render(ctx)
     run.__name__ = module.__name__.rsplit(".", 1)[-1]
     return run

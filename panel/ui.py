@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import streamlit as st
@@ -16,7 +16,7 @@ from control.clock import PROMOTION_TZ
 from control.domain import ConflictError, InvalidValue, NotFound, User
 from control.overrides import FourEyesViolation, OverrideStateError
 from control.permissions import Action, ActorRefused, PermissionDenied, allowed
-from panel.i18n import translate
+from panel.i18n import CATALOGUE, fill, translate
 
 # What the core refuses with; the page shows why instead of failing.
 CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound,
@@ -47,6 +47,13 @@ class Ctx:
     def t(self, key: str, **values) -> str:
         return translate(self.lang, key, **values)
 
+    def fill(self, key: str, values: Mapping[str, str]) -> str:
+        return fill(self.lang, key, values)
+
+    def has(self, key: str) -> bool:
+        """Whether the catalogue says `key` (codes from outside, e.g. a new trip cause, may not be yet)."""
+        return key in CATALOGUE[self.lang]
+
     def may(self, action: Action) -> bool:
         return allowed(self.user, action)
 
@@ -60,7 +67,7 @@ def refusal_text(ctx: Ctx, exc: Exception) -> str:
     if isinstance(exc, ConflictError):
         return ctx.t("err.conflict", detail=str(exc))
     if isinstance(exc, InvalidValue):
-        return ctx.t("err.invalid", field=exc.field, value=exc.value, reason=exc.reason)
+        return ctx.t("err.refused_because", detail=invalid_text(ctx, exc))
     return ctx.t("err.refused", detail=str(exc))
 
 
@@ -102,6 +109,19 @@ def fragment(ctx: Ctx, run_every: float | None = None):
             body()
         return run
     return wrap
+
+
+def invalid_text(ctx: Ctx, exc: InvalidValue) -> str:
+    """A refused value in the user's language: the field by its name, what was given, and why (the core's
+    reason code; its English reason only for a code the catalogue does not know yet)."""
+    field = ctx.t(f"fieldname.{exc.field}") if ctx.has(f"fieldname.{exc.field}") else exc.field
+    params = {k: (f"{v:g}" if v.is_integer() else fmt_num(v)) if isinstance(v, float) else v
+              for k, v in exc.params.items()}
+    reason = ctx.t(f"invalid.{exc.code}", **params) if ctx.has(f"invalid.{exc.code}") else exc.reason
+    if exc.value is None or exc.value == "":
+        return ctx.t("err.invalid_empty", field=field, reason=reason)
+    value = fmt_ts(exc.value) if exc.field.endswith("_ts") and isinstance(exc.value, int) else exc.value
+    return ctx.t("err.invalid", field=field, value=value, reason=reason)
 
 
 def attempt(ctx: Ctx, action: Callable[[], object], success: str, forget: tuple[str, ...] = ()) -> None:
@@ -147,8 +167,11 @@ def fmt_left(ctx: Ctx, seconds: int) -> str:
     return ctx.t("time.left", h=h, m=m)
 
 
-def fmt_num(x: float, digits: int = 2) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+def fmt_num(x: float | None, digits: int = 2, signed: bool = False) -> str:
+    """Thousands separators, `digits` decimals, "—" for nothing (never "None" or "nan")."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:+,.{digits}f}" if signed else f"{x:,.{digits}f}"
 
 
 def decided_by_label(ctx: Ctx, decided_by: str) -> str:

@@ -21,10 +21,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from control import rows
 from control.audit import GENESIS_HASH, AuditRecord, chain
-from control.clock import AcceleratedClock, Clock, system_clock
+from control.clock import AcceleratedClock, Clock, day_start, system_clock
 from control.domain import (
     AudiencePackage,
     AuditEntry,
+    BidFormula,
     Campaign,
     ConflictError,
     GuardAction,
@@ -87,6 +88,7 @@ class ExplanationBatch:
     base_value: np.ndarray       # (n,) model output units before any feature
     contributions: np.ndarray    # (n, features) float32
     feature_values: np.ndarray   # (n, features) float32: what the model saw
+    formula: BidFormula | None = None  # the bid formula the decisions were served with
 
 
 def _column_lists(frame: pd.DataFrame, columns: Sequence[str], defaults: dict) -> list[list]:
@@ -148,6 +150,54 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+# --- the live board's rollups, added to by the writers in their own transaction ------------------
+
+def decision_sums(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each decision row's part of the board's decision sums (schema.ROLLUP_DECISION_SUMS)."""
+    pool = frame["pool_pred_roi"].to_numpy(dtype=np.float64) if "pool_pred_roi" in frame else np.full(len(frame), np.nan)
+    decided = frame["decided_by"].to_numpy(dtype=object) if "decided_by" in frame else np.full(len(frame), "model")
+    return {"n": np.ones(len(frame)), "n_on": frame["audience_on"].to_numpy(dtype=np.float64),
+            "pred_roi": frame["pred_roi"].to_numpy(dtype=np.float64), "n_pool": (pool == pool).astype(np.float64),
+            "pool_pred_roi": np.nan_to_num(pool), "bid": frame["bid"].to_numpy(dtype=np.float64),
+            "n_override": (decided == "override").astype(np.float64),
+            "n_rule_pool": (decided == "rule_pool").astype(np.float64)}
+
+
+def _upsert_sums(raw, dialect: str, table: str, keys: Sequence[str], names: Sequence[str], rows: list[tuple]) -> None:
+    """Add `rows` (keys then sums, sorted by key: two writers lock the rows they share in the same order)."""
+    columns = [*keys, *names]
+    mark = "?" if dialect == "sqlite" else "%s"
+    update_sql = ", ".join(f"{n} = {table}.{n} + excluded.{n}" for n in names)
+    raw.cursor().executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+                             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update_sql}", rows)
+
+
+def _sums_by(codes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct codes, sorted, and each one's column sums of `values` (n x sums)."""
+    unique, inverse = np.unique(codes, return_inverse=True)
+    return unique, np.column_stack([np.bincount(inverse, weights=col, minlength=len(unique)) for col in values.T])
+
+
+def _add_to_rollups(raw, dialect: str, frame: pd.DataFrame, sums: dict[str, np.ndarray]) -> None:
+    """Add rows' sums to the board's rollups: per campaign and five minutes, per campaign and promotion
+    day, per bucket over every campaign (store.schema.board_rollups / board_series). Plain numpy: the
+    simulator writes every minute, and pandas' grouping cost more than the rows."""
+    names = list(sums)
+    values = np.column_stack([np.asarray(sums[n], dtype=np.float64) for n in names])
+    bucket = frame["bucket_ts"].to_numpy(dtype=np.int64)
+    codes, campaigns = pd.factorize(frame["campaign_id"].to_numpy(dtype=object), sort=True)
+    k = len(campaigns)
+    for period_s, start in ((s.ROLLUP_PERIOD_S, bucket - bucket % s.ROLLUP_PERIOD_S),
+                            (s.ROLLUP_DAY, day_start(bucket))):
+        keys, totals = _sums_by(start * k + codes, values)
+        rows = [(period_s, int(key // k), campaigns[key % k], *row)
+                for key, row in zip(keys.tolist(), totals.tolist(), strict=True)]
+        _upsert_sums(raw, dialect, "board_rollups", ("period_s", "period_ts", "campaign_id"), names, rows)
+    keys, totals = _sums_by(bucket, values)
+    _upsert_sums(raw, dialect, "board_series", ("bucket_ts",), names,
+                 [(key, *row) for key, row in zip(keys.tolist(), totals.tolist(), strict=True)])
+
+
 def insert_decisions(conn: Connection, frame: pd.DataFrame, *, received_ts: int, source: str = "sim",
                      explanation: ExplanationBatch | None = None) -> np.ndarray:
     """Insert validated decision rows (and their explanations) in the caller's write transaction
@@ -164,6 +214,7 @@ def insert_decisions(conn: Connection, frame: pd.DataFrame, *, received_ts: int,
     audience_on = [bool(v) for v in columns[DECISION_WRITE_COLUMNS.index("audience_on")]]
     columns[DECISION_WRITE_COLUMNS.index("audience_on")] = audience_on
     _bulk_insert(raw, dialect, "decisions", ("decision_id",) + DECISION_WRITE_COLUMNS, zip(ids.tolist(), *columns))
+    _add_to_rollups(raw, dialect, frame, decision_sums(frame))
     if explanation is not None:
         _insert_explanations(raw, dialect, ids, explanation)
     return ids
@@ -178,14 +229,19 @@ def write_decisions(engine: Engine, frame: pd.DataFrame, *, received_ts: int, so
         return insert_decisions(conn, frame, received_ts=received_ts, source=source, explanation=explanation)
 
 
+EXPLANATION_WRITE_COLUMNS = ("decision_id", "model_version", "base_value", "contributions", "feature_values",
+                             "target_roi", "min_bid", "max_bid")
+
+
 def _insert_explanations(raw, dialect: str, ids: np.ndarray, batch: ExplanationBatch) -> None:
     contributions = np.ascontiguousarray(batch.contributions, dtype=np.float32)
     values = np.ascontiguousarray(batch.feature_values, dtype=np.float32)
     base = np.broadcast_to(np.asarray(batch.base_value, dtype=np.float64), (len(ids),))
-    rows = ((int(i), batch.model_version, float(b), contributions[k].tobytes(), values[k].tobytes())
+    formula = (None, None, None) if batch.formula is None else (
+        batch.formula.target_roi, batch.formula.min_bid, batch.formula.max_bid)
+    rows = ((int(i), batch.model_version, float(b), contributions[k].tobytes(), values[k].tobytes(), *formula)
             for k, (i, b) in enumerate(zip(ids.tolist(), base.tolist())))
-    _bulk_insert(raw, dialect, "explanations",
-                 ("decision_id", "model_version", "base_value", "contributions", "feature_values"), rows)
+    _bulk_insert(raw, dialect, "explanations", EXPLANATION_WRITE_COLUMNS, rows)
 
 
 def insert_outcomes(conn: Connection, frame: pd.DataFrame, *, source: str = "sim") -> int:
@@ -193,8 +249,9 @@ def insert_outcomes(conn: Connection, frame: pd.DataFrame, *, source: str = "sim
     if len(frame) == 0:
         return 0
     columns = _column_lists(frame, OUTCOME_WRITE_COLUMNS, {"source": source})
-    _bulk_insert(conn.connection.dbapi_connection, conn.dialect.name, "outcomes", OUTCOME_WRITE_COLUMNS,
-                 zip(*columns))
+    raw, dialect = conn.connection.dbapi_connection, conn.dialect.name
+    _bulk_insert(raw, dialect, "outcomes", OUTCOME_WRITE_COLUMNS, zip(*columns))
+    _add_to_rollups(raw, dialect, frame, {c: frame[c].to_numpy(dtype=np.float64) for c in s.ROLLUP_OUTCOME_SUMS})
     return len(frame)
 
 
@@ -330,12 +387,14 @@ def get_override(conn: Connection, override_id: int) -> Override:
 
 
 def list_overrides(conn: Connection, statuses: Iterable[OverrideStatus] | None = None,
-                   campaign_id: str | None = None) -> list[Override]:
+                   campaign_id: str | None = None, proposed_by: str | None = None) -> list[Override]:
     q = select(s.overrides).order_by(s.overrides.c.override_id)
     if statuses is not None:
         q = q.where(s.overrides.c.status.in_([st.value for st in statuses]))
     if campaign_id is not None:
         q = q.where(s.overrides.c.campaign_id == campaign_id)
+    if proposed_by is not None:
+        q = q.where(s.overrides.c.proposed_by == proposed_by)
     return [_override_from_row(r) for r in conn.execute(q)]
 
 
@@ -544,9 +603,9 @@ def store_clock(conn: Connection) -> Clock:
 
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
-PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
-                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys,
-                        s.ingest_files)
+PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.board_rollups, s.board_series, s.quarantine,
+                        s.guard_trips, s.guard_events, s.guard_states, s.alert_attempts, s.alert_notifications,
+                        s.alerts, s.idempotency_keys, s.ingest_files)
 
 
 def clear_promotion_day(conn: Connection) -> int:

@@ -94,6 +94,37 @@ outcomes = Table(
     Index("ix_outcomes_known", "known_ts"),
 )
 
+# The live board's sums, kept by the decision and outcome writers in their own transaction
+# (store.repo.write_decisions / write_outcomes), so a panel reads a day of 1,000 campaigns from a few
+# thousand rows instead of summing millions. Late outcomes add to the bucket they belong to.
+ROLLUP_OUTCOME_SUMS = ("impressions", "clicks", "spend", "orders", "gmv")
+# decisions, packages on, sum of predicted ROI, decisions with a pool answer, sum of the pool's predicted
+# ROI, sum of served bids, decisions decided by an override, by the rule pool
+ROLLUP_DECISION_SUMS = ("n", "n_on", "pred_roi", "n_pool", "pool_pred_roi", "bid", "n_override", "n_rule_pool")
+ROLLUP_SUMS = ROLLUP_OUTCOME_SUMS + ROLLUP_DECISION_SUMS
+ROLLUP_PERIOD_S = 300      # per campaign and five minutes ...
+ROLLUP_DAY = 86_400        # ... and per campaign and promotion day (period_ts: its local midnight)
+
+
+def _sum_columns() -> list[Column]:
+    return [Column(name, Float, nullable=False, server_default="0") for name in ROLLUP_SUMS]
+
+
+board_rollups = Table(
+    "board_rollups", metadata,
+    Column("period_s", Integer, primary_key=True),   # ROLLUP_PERIOD_S or ROLLUP_DAY
+    Column("period_ts", BigInteger, primary_key=True),
+    Column("campaign_id", String(64), primary_key=True),
+    *_sum_columns(),
+)
+
+# The same sums over every campaign, per bucket: the board's ROI series.
+board_series = Table(
+    "board_series", metadata,
+    Column("bucket_ts", BigInteger, primary_key=True),
+    *_sum_columns(),
+)
+
 # Rows refused by validation, kept with the reason: nothing is silently dropped.
 quarantine = Table(
     "quarantine", metadata,
@@ -116,6 +147,10 @@ explanations = Table(
     Column("base_value", Float, nullable=False),
     Column("contributions", LargeBinary, nullable=False),  # float32, in the model's feature order
     Column("feature_values", LargeBinary, nullable=False),  # float32: what the model saw
+    # 0006: the bid formula the decision was served with (control.domain.BidFormula; NULL before it was kept).
+    Column("target_roi", Float),
+    Column("min_bid", Float),
+    Column("max_bid", Float),  # NULL also when the bidder has no cap
 )
 
 models = Table(

@@ -58,21 +58,47 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60, log: P
     raise TimeoutError(f"panel not healthy at {url} after {timeout_s} s")
 
 
-def login(page, username: str, password: str) -> None:
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.get_by_text("大促时钟").wait_for(timeout=TIMEOUT_MS)
+def t(lang: str, key: str, **values) -> str:
+    from panel.i18n import translate
+    return translate(lang, key, **values)
 
 
-def logout(page) -> None:
-    page.get_by_role("button", name="退出登录").click()
-    page.get_by_label("用户名").wait_for(timeout=TIMEOUT_MS)
+def login(page, username: str, password: str, lang: str = "zh") -> None:
+    page.get_by_label(t(lang, "login.username"), exact=True).fill(username)
+    page.get_by_label(t(lang, "login.password"), exact=True).fill(password)
+    page.get_by_role("button", name=t(lang, "login.submit")).click()
+    page.get_by_text(t(lang, "app.clock")).wait_for(timeout=TIMEOUT_MS)
+
+
+def logout(page, lang: str = "zh") -> None:
+    page.get_by_role("button", name=t(lang, "app.logout")).click()
+    page.get_by_label(t(lang, "login.username")).wait_for(timeout=TIMEOUT_MS)
 
 
 def open_page(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
     page.get_by_role("heading", name=title).wait_for(timeout=TIMEOUT_MS)
+
+
+def settled(page) -> None:
+    """Wait until the page's script run has finished: no element left from the run before."""
+    page.wait_for_timeout(300)  # the rerun a click starts has begun
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]') && "
+                           "!document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stSpinner\"]')",
+                           timeout=TIMEOUT_MS)
+
+
+def main_lines(page) -> list[str]:
+    """What the page's main area says, line by line (tables drawn on a canvas are not text; icons, which
+    are ligatures such as "visibility" in an icon font, are not words)."""
+    settled(page)
+    text = page.locator('[data-testid="stMain"]').evaluate(
+        """main => { const copy = main.cloneNode(true);
+                     copy.querySelectorAll('[data-testid="stIconMaterial"], .material-symbols-rounded')
+                         .forEach(icon => icon.remove());
+                     document.body.appendChild(copy);
+                     const text = copy.innerText; copy.remove(); return text; }""")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def shot(page, name: str) -> None:

@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from app.service import Control
 from cli.main import main
-from control.audit import verify_chain
 from control.config import Settings
 from control.domain import Role
 from guards.alerts import enqueue_alert, load_config

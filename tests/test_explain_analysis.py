@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from control.domain import DecidedBy
+from control.domain import BidFormula, DecidedBy
 from explain import charts
 from explain.analysis import (
     attribution_drift,
@@ -32,8 +32,9 @@ def explainer():
 def _bid_steps(explainer, x, pacing=1.0, **ctx):
     value = explainer.artifact.predict(x[None, :])[0]
     base, contributions = explainer.explain(x)
-    plain = BidContext(2.0, pacing, 0.1, 10.0, served_bid=0.0)
-    context = BidContext(2.0, pacing, 0.1, 10.0, served_bid=ctx.pop("served", model_bid(value, plain)), **ctx)
+    formula = BidFormula(2.0, 0.1, 10.0)
+    plain = BidContext(formula, pacing, served_bid=0.0)
+    context = BidContext(formula, pacing, served_bid=ctx.pop("served", model_bid(value, plain)), **ctx)
     return decompose_bid(base, contributions[0], FEATURES, x, context, pred_value=value)
 
 
@@ -99,15 +100,15 @@ def test_reasons_in_both_languages_for_a_known_case():
     contributions = np.zeros(len(FEATURES))
     contributions[NAMES.index("cvr_1h")] = 0.70     # yuan of value per click -> +0.35 yuan of bid at ROI 2
     contributions[PRICE] = -0.30                    # -> -0.15 yuan
-    x = np.array([4.2, 1.0, 1.31, 20, 8, 3, 50, 1])
+    x = np.array([0.042, 1.0, 1.31, 20, 8, 3, 50, 1])  # a "%" feature holds a share: 0.042 reads 4.2%
     base = 2.0
     value = base + contributions.sum()
     steps = decompose_bid(base, contributions, FEATURES, x,
-                          BidContext(2.0, 0.8, 0.1, 10.0, served_bid=value / 2.0 * 0.8))
-    typical = {"cvr_1h": 3.0, "competitor_price_index": 1.0}
+                          BidContext(BidFormula(2.0, 0.1, 10.0), 0.8, served_bid=value / 2.0 * 0.8))
+    typical = {"cvr_1h": 0.03, "competitor_price_index": 1.0}
     assert bid_reasons(steps, FEATURES, "zh", top=2, typical_values=typical) == [
-        "出价上调 0.35 元:近 1 小时转化率 4.2%,高于平均",
-        "出价下调 0.24 元:节奏系数 ×0.8",
+        "出价上调 0.35 元：近 1 小时转化率 4.2%，高于平均",
+        "出价下调 0.24 元：节奏系数 ×0.8",
     ]
     assert bid_reasons(steps, FEATURES, "en", top=3, typical_values=typical) == [
         "Bid raised by ¥0.35: conversion rate, last hour is 4.2%, above average",
@@ -125,5 +126,5 @@ def test_driver_line_for_the_guard_alert():
     current[:, NAMES.index("audience")] = -0.12
     current[:, NAMES.index("hour")] = 0.05
     ranked = diff_windows(reference, current, FEATURES)
-    assert drivers_text(ranked, "zh", top=2) == "竞品价格指数 \u22120.31,人群包 \u22120.12"
+    assert drivers_text(ranked, "zh", top=2) == "竞品价格指数 \u22120.31，人群包 \u22120.12"
     assert drivers_text(ranked, "en") == "competitor price index \u22120.31, audience package \u22120.12, hour of day +0.05"

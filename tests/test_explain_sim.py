@@ -3,42 +3,81 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import sim_support
 from sqlalchemy import select
 
 from control.config import Settings
-from explain.store import decision_breakdown, explain_hook, load_explanations
+from explain.store import explain_hook, load_explanations
 from sim.catalog import DAY_START_TS
-from sim.live import run_live
+from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
 from store import schema as s
 from store.engine import open_store
 
 
-def test_every_live_decision_has_an_explanation_whose_steps_add_up_to_the_served_bid(sqlite_url):
+def test_every_live_decision_is_explained_with_its_own_formula_and_the_panel_and_cli_agree(
+        sqlite_url, monkeypatch, capsys):
+    """The live demo day: the roi model, then the "818" gmv model (target 1.3, not the campaign's 2.0),
+    campaigns on the rule pool (a kill switch) and under an override. Every served decision's steps are
+    the steps of the formula it was served with and end at the served bid; the panel's explanation
+    (app.room.ControlRoom) and `bidlens explain decision` say the same, step for step, in both languages."""
+    import json
+
+    from app.explanations import reference_formulas
+    from app.service import Control
+    from app.wiring import control_room
+    from cli.explain_cmd import explanation_document
+    from cli.main import main
+    from control.domain import OverrideField, Role
+
     engine = open_store(sqlite_url)
     kit = sim_support.full_kit()
-    hook = explain_hook(b.artifact for b in kit.bidders.values())
-    summary = run_live(engine, Settings(data_dir=sim_support._DATA_DIR), clock=lambda: DAY_START_TS + 10**6,
-                       max_buckets=8, explain=hook)
-    bidder = load_scenario("demo").bidder
-    targets = {"roi": bidder.target_roi, "gmv": bidder.gmv_target_roi}
+    scenario = load_scenario("demo")
+    formulas = reference_formulas(scenario.bidder, kit.bidders)
+    settings = Settings(data_dir=sim_support._DATA_DIR, db_url=sqlite_url)
+    control = Control(engine, lambda: DAY_START_TS + 60, settings)
+    manager = control.add_user(None, "manager", "主管", Role.MANAGER, "pw-manager-1")
+    operator = control.add_user(None, "operator", "运营", Role.OPERATOR, "pw-operator-1")
+    register_catalog(engine, kit, f"{sim_support._DATA_DIR}/models")
+    ids = sorted(c.campaign_id for c in kit.catalog.campaigns)
+    control.set_kill_switch(manager, True, "test: the pool serves one campaign", ids[0])
+    proposal = control.propose_override(operator, campaign_id=ids[1], audience_package=None,
+                                        field=OverrideField.BID, value=1.5, reason="test", expires_ts=DAY_START_TS + 7200)
+    control.approve_override(manager, proposal.override_id, proposal.version)
+    summary = run_live(engine, settings, clock=lambda: DAY_START_TS + 10**6, max_buckets=8,
+                       explain=explain_hook((b.artifact for b in kit.bidders.values()), formulas),
+                       scenario="demo")
+    room = control_room(control)
+    monkeypatch.setenv("BIDLENS_DB_URL", sqlite_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(s.decisions.c.decision_id, s.decisions.c.model_version)).all()
+        rows = conn.execute(select(s.decisions)).mappings().all()
         assert len(rows) == summary.decisions
-        stored = load_explanations(conn, [r.decision_id for r in rows])
-        assert len(stored) == len(rows)  # every decision has its explanation
-        assert all(stored[r.decision_id].model_version == r.model_version for r in rows)
-        kinds, versions, errors = set(), set(), []
-        for r in rows:
-            b = decision_breakdown(conn, r.decision_id, roi_floor=bidder.floor_roi, target_roi=targets)
-            errors.append(abs(b.steps[-1].total - b.decision["bid"]))
-            kinds.update(st.kind for st in b.steps)
-            versions.add(r.model_version)
+        stored = load_explanations(conn, [r["decision_id"] for r in rows])
+    assert len(stored) == len(rows)  # every decision has its explanation, under the version that decided
+    assert all(stored[r["decision_id"]].model_version == r["model_version"] for r in rows)
+    assert {stored[r["decision_id"]].formula.target_roi for r in rows} == {2.0, 1.3}  # both variants played
+    kinds, errors, compared = set(), [], set()
+    for r in rows:
+        ex = room.explainer.explain(r["decision_id"], "zh")
+        assert ex.breakdown.formula == formulas[r["model_version"]]
+        errors.append(abs(ex.steps[-1].total - r["bid"]))
+        kinds.update(st.kind for st in ex.steps)
+        assert ex.steps[0].value == pytest.approx(ex.breakdown.explanation.base_value
+                                                  / formulas[r["model_version"]].target_roi)
+        caps = [st for st in ex.steps if st.kind == "cap"]  # only where the formula's limit bound the bid
+        assert all(r["model_bid"] in (scenario.bidder.min_bid, scenario.bidder.max_bid) for _ in caps)
+        key = (r["model_version"], r["decided_by"])
+        if key in compared:
+            continue
+        compared.add(key)
+        for lang in ("zh", "en"):
+            shown = room.explanation(operator, r["campaign_id"], r["audience_package"], r["bucket_ts"], lang)
+            assert main(["explain", "decision", str(r["decision_id"]), "--lang", lang, "--json"]) == 0
+            assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(explanation_document(shown)))
     assert max(errors) <= 1e-6
-    print(f"{len(rows)} decisions, versions {sorted(versions)}, step kinds {sorted(kinds)}, "
-          f"max error {max(errors):.2e}")
-    assert {"base", "feature", "pacing"} <= kinds
+    assert {k[1] for k in compared} == {"model", "rule_pool", "override"}
+    assert {"base", "feature", "cap", "rule_pool", "override"} <= kinds  # pacing starts later in the day
     assert np.isfinite(errors).all()
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from control.domain import BidFormula
 from explain.explainer import Explainer
 from explain.store import explanation_batch, load_explanation, load_explanations, save_explanations, stack
 from store import repo
@@ -79,6 +80,9 @@ def test_misaligned_rows_are_refused(engine):
         save_explanations(conn, [1, 2], "v1", 0.0, np.zeros((3, 8)), np.zeros((3, 8)))
 
 
+MIX_FORMULA = BidFormula(2.0, 0.4, 1.6)  # the bid formula _served_mix's bidder bids with
+
+
 def _served_mix(model, X: np.ndarray) -> pd.DataFrame:
     """Decisions as the effective policy serves them: model (some capped), rule pool, overrides."""
     frame = _decisions(model, X)
@@ -103,7 +107,7 @@ def test_every_served_bid_breaks_down_into_steps_that_add_up_to_it(engine):
     X = feature_rows(300, np.random.default_rng(8))
     frame = _served_mix(model, X)
     ids = repo.write_decisions(engine, frame, received_ts=PROMOTION_START,
-                               explanation=explanation_batch(Explainer(model), X))
+                               explanation=explanation_batch(Explainer(model), X, MIX_FORMULA))
     with engine.begin() as conn:
         register_model(conn, model, "/models/v1", PROMOTION_START)
         assert model_features(conn, "v1") == model.features
@@ -117,7 +121,7 @@ def test_every_served_bid_breaks_down_into_steps_that_add_up_to_it(engine):
             assert abs(b.roi_steps[-1].total - (frame["pred_roi"][k] - 2.0)) <= 1e-6
             capped += "cap" in kinds
             if frame["decided_by"][k] == "rule_pool":
-                assert b.steps[-1].label_en == "rule pool rule R3"
+                assert b.steps[-1].label_en == "manual rule pool bid (guard tripped, rule R3)"
             if frame["decided_by"][k] == "override":
                 assert b.steps[-1].label_en == "override #7"
         assert capped > 0
@@ -138,14 +142,15 @@ def test_cli_prints_a_decision_breakdown(engine, sqlite_url, monkeypatch, capsys
     model = artifact("v1", seed=1)
     X = feature_rows(4, np.random.default_rng(8))
     ids = repo.write_decisions(engine, _served_mix(model, X), received_ts=PROMOTION_START,
-                               explanation=explanation_batch(Explainer(model), X))
+                               explanation=explanation_batch(Explainer(model), X, MIX_FORMULA))
     with engine.begin() as conn:
         from explain.store import register_model
         register_model(conn, model, "/models/v1", PROMOTION_START)
     monkeypatch.setenv("BIDLENS_DB_URL", sqlite_url)
     assert main(["explain", "decision", str(int(ids[2])), "--lang", "en", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["steps"][-1]["label"] == "rule pool rule R3" and abs(data["steps"][-1]["total"] - 0.55) < 1e-9
+    assert data["steps"][-1]["label"] == "manual rule pool bid (guard tripped, rule R3)"
+    assert abs(data["steps"][-1]["total"] - 0.55) < 1e-9 and data["bid_formula"] == MIX_FORMULA.to_json()
     assert main(["explain", "decision", str(int(ids[0]))]) == 0
     assert "出价" in capsys.readouterr().out
     assert main(["explain", "decision", "424242"]) == 2
@@ -181,20 +186,28 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
                                                        ensure_ascii=False), encoding="utf-8")
     capsys.readouterr()
     assert main(["explain", "model", "register", str(tmp_path / "bidder.json"), "--features",
-                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--user", "ethan", "--json"]) == 0
+                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--target-roi", "0", "--user", "ethan",
+                 "--json"]) == 2  # a bid formula that cannot be is refused, naming the option
+    assert "--target-roi 0.0" in capsys.readouterr().err
+    assert main(["explain", "model", "register", str(tmp_path / "bidder.json"), "--features",
+                 str(tmp_path / "features.json"), "--version", "their-xgb-7", "--target-roi", "2.5",
+                 "--max-bid", "40", "--user", "ethan", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "xgboost"
     with store.connect() as conn:  # who registered which model, in the audit trail (issue 16)
         [entry] = [e for e in repo.load_audit(conn) if e.action == "model.register"]
     assert (entry.actor, entry.entity_id, entry.after["kind"]) == ("ethan", "their-xgb-7", "xgboost")
     assert main(["explain", "model", "list", "--json"]) == 0
-    assert [m["model_version"] for m in json.loads(capsys.readouterr().out)] == ["their-xgb-7"]
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["model_version"] == "their-xgb-7"
+    assert listed["bid_formula"] == {"target_roi": 2.5, "min_bid": 0.0, "max_bid": 40.0}
 
     now = int(time.time()) - 60
     value = booster.inplace_predict(X[:50])
 
     def rows(features):  # one decision per feature document
         return [{"campaign_id": "c1", "audience_package": "gifting", "bucket_ts": now - i,
-                 "model_version": "their-xgb-7", "bid": 1.0, "budget_share": 0.05, "audience_on": True,
+                 "model_version": "their-xgb-7", "bid": float(min(v / 2.5, 40.0)), "budget_share": 0.05,
+                 "audience_on": True,
                  "pred_ctr": 0.02, "pred_cvr": 0.03, "pred_value": float(v), "pred_roi": 2.0, "features": f}
                 for i, (v, f) in enumerate(zip(value[:len(features)], features, strict=True))]
 
@@ -207,6 +220,23 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
     assert len(stored) == 50
     totals = np.array([stored[i].model_output for i in ids])
     assert np.abs(np.sort(totals) - np.sort(value)).max() <= 1e-4  # explained under the model that decided
+    assert {stored[i].formula for i in ids} == {BidFormula(2.5, 0.0, 40.0)}  # recorded with each decision
+    capsys.readouterr()
+    assert main(["explain", "decision", str(ids[0]), "--json"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert explained["steps"][0]["label"] == "模型基准出价"
+    assert abs(explained["steps"][-1]["total"] - explained["served_bid"]) <= 1e-6
+    # The panel explains the bidder's decision exactly as the CLI does (one function: app.explanations).
+    from app.wiring import control_room, open_control
+    from cli.explain_cmd import explanation_document
+    from control.domain import Role
+    room = control_room(open_control())
+    viewer = room.control.add_user(None, "viewer", "Viewer", Role.OPERATOR, "pw-viewer-1")
+    with store.connect() as conn:
+        slot = conn.exec_driver_sql(f"SELECT campaign_id, audience_package, bucket_ts FROM decisions "
+                                    f"WHERE decision_id = {ids[0]}").one()
+    shown = room.explanation(viewer, *slot, "zh")
+    assert json.loads(json.dumps(explanation_document(shown))) == explained
 
     renamed = [{("cvr_24h" if k == NAMES[0] else k): v for k, v in zip(NAMES, x.tolist())} for x in X[:5]]
     bad = tmp_path / "bad.jsonl"

@@ -9,12 +9,13 @@ validation, end to end through the page and checked in the store.
 from __future__ import annotations
 
 import pytest
-from panel_support import Panel, seeded_control
+from panel_support import Panel, data_words, seeded_control, untranslated
 
 from app import board
 from control.domain import DecidedBy, OverrideField, OverrideStatus, Role
 from control.users import MAX_FAILED_LOGINS
 from panel import i18n
+from panel.ui import fmt_ts
 from store import repo
 
 ROLES_PAGES = {
@@ -51,10 +52,11 @@ def test_each_role_sees_its_pages_and_each_renders(store, role):
         panel.open(page)
         assert _page_header(panel) == zh(f"page.{page}"), page
     hidden = sorted(set(ROLES_PAGES["manager"]) - set(ROLES_PAGES[role]))
-    for page in hidden:  # asking for a page the role does not have leaves it where it was
-        before = _page_header(panel)
+    for page in hidden:  # a page the role may not see says so (a link to it does not land silently elsewhere)
         panel.open(page)
-        assert _page_header(panel) == before
+        assert _page_header(panel) == zh(f"page.{page}")
+        assert panel.at.warning[0].value == zh("app.not_allowed", page=zh(f"page.{page}"), role=zh(f"role.{role}"))
+        assert not panel.at.dataframe and not panel.at.get("download_button")
 
 
 def test_login_refuses_a_wrong_password_and_locks_after_repeated_failures(store):
@@ -112,13 +114,20 @@ def test_live_board_shows_kpis_from_the_store_and_who_decides(store):
     panel.run()  # paused: the page still renders, the fragment just stops ticking
 
 
-def _propose_bid(panel: Panel, campaign_id: str, value: float, reason: str = "competitor surge") -> None:
+def _fill_bid(panel: Panel, campaign_id: str, value: str, reason: str = "competitor surge",
+              hours: str = "4") -> None:
     panel.open("overrides")
     panel.at.selectbox(key="ov_campaign").set_value(campaign_id)
     panel.at.selectbox(key="ov_field").set_value(OverrideField.BID)
     panel.run()
-    panel.at.number_input(key="ov_value_bid").set_value(value)
+    panel.at.text_input(key=f"ov_value_bid_{campaign_id}_all").input(value)
+    panel.at.text_input(key="ov_hours").input(hours)
     panel.at.text_input(key="ov_reason").input(reason)
+    panel.run()
+
+
+def _propose_bid(panel: Panel, campaign_id: str, value: float, reason: str = "competitor surge") -> None:
+    _fill_bid(panel, campaign_id, str(value), reason)
     panel.click("ov_submit")
 
 
@@ -165,13 +174,31 @@ def test_override_flow_operator_proposes_another_manager_approves_board_shows_ov
     assert (mine["decided_by"] == DecidedBy.OVERRIDE.value).all() and (mine["bid"] == value).all()
 
 
-def test_out_of_bounds_proposal_is_refused_with_field_and_bound(store):
+def test_an_invalid_proposal_is_named_in_the_users_language_and_cannot_be_submitted(store):
     control, seeded, _ = store
     target = seeded.campaigns[1]
     panel = Panel(control).login("operator")
-    _propose_bid(panel, target, round(_model_bid(control, target) * 10, 3))
-    assert any("value" in e and "model's bid" in e for e in panel.errors())
+    model_bid = _model_bid(control, target)
+    cases = [  # (value, hours, the problem said on the page)
+        (str(round(model_bid * 10, 3)), "4", zh("invalid.bid_above_multiple", multiple="3",
+                                                model_bid=f"{model_bid:,.2f}", high=f"{model_bid * 3:,.2f}")),
+        ("12abc", "4", zh("err.invalid", field=zh("fieldname.value"), value="12abc",
+                          reason=zh("invalid.not_a_number"))),
+        ("-5", "4", zh("invalid.bid_below_min", minimum="0.01")),
+        ("1.5", "0", zh("err.invalid", field=zh("fieldname.hours"), value="0",
+                        reason=zh("invalid.hours_range", minimum=1, maximum=168))),
+        ("1.5", "-2", zh("invalid.hours_range", minimum=1, maximum=168)),
+        ("1.5", "2.5", zh("invalid.not_whole_hours")),
+    ]
+    for value, hours, said in cases:
+        _fill_bid(panel, target, value, hours=hours)
+        assert any(said in e for e in panel.errors()), (value, hours, panel.errors())
+        assert panel.at.button(key="ov_submit").disabled  # nothing typed is replaced; it cannot go
+        assert panel.at.text_input(key=f"ov_value_bid_{target}_all").value == value  # what was typed stays
+        assert not any(ch.isascii() and ch.isalpha() for e in panel.errors() for ch in e.replace(value, ""))
     assert control.overrides([OverrideStatus.PROPOSED]) == []
+    _fill_bid(panel, target, "1.5", reason="")  # no reason yet: said calmly, still not submittable
+    assert zh("ov.reason_needed") in panel.texts() and panel.at.button(key="ov_submit").disabled
 
 
 def test_self_approval_is_refused_by_the_core_and_the_page_says_why(store):
@@ -182,11 +209,18 @@ def test_self_approval_is_refused_by_the_core_and_the_page_says_why(store):
     assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
 
 
-def test_operator_cannot_approve_the_core_refuses_and_names_the_action(store):
+def test_operator_is_not_offered_approval_and_the_core_refuses_it(store):
+    from control.permissions import PermissionDenied
+
     control, seeded, _ = store
     panel, proposal = _proposal_by(control, "operator2", seeded.campaigns[2])
-    panel.logout().login("operator").open("overrides").click(f"ov_approve_{proposal.override_id}")
-    assert zh("err.permission", role=zh("role.operator"), action=zh("action.approve_override")) in panel.errors()
+    panel.logout().login("operator").open("overrides")
+    keys = [b.key for b in panel.at.button]
+    assert f"ov_approve_{proposal.override_id}" not in keys and f"ov_reject_{proposal.override_id}" not in keys
+    assert f"ov_withdraw_{proposal.override_id}" not in keys  # not theirs to withdraw either
+    operator = next(u for u in control.users() if u.username == "operator")
+    with pytest.raises(PermissionDenied):  # hidden on the page, and still refused by the core
+        control.approve_override(operator, proposal.override_id, proposal.version)
     assert control.overrides([OverrideStatus.PROPOSED]) == [proposal]
 
 
@@ -208,10 +242,13 @@ def _kill_switch(panel: Panel, reason: str) -> None:
 
 
 def test_kill_switch_needs_a_manager_and_a_reason_and_is_audited(store):
+    from control.permissions import PermissionDenied
+
     control, _, _ = store
-    operator = Panel(control).login("operator")
-    _kill_switch(operator, "ROI collapsing")
-    assert zh("err.permission", role=zh("role.operator"), action=zh("action.kill_switch")) in operator.errors()
+    operator = Panel(control).login("operator").open("guards")
+    assert "kill_global" not in [b.key for b in operator.at.button]  # not offered to whom it is refused
+    with pytest.raises(PermissionDenied):
+        control.set_kill_switch(next(u for u in control.users() if u.username == "operator"), True, "ROI collapsing")
     assert control.kill_switch().global_on is False
 
     manager = Panel(control).login("manager")
@@ -247,9 +284,16 @@ def _modes(control, campaign_id: str) -> str:
 def test_forcing_a_guard_goes_through_the_confirmation_and_needs_a_manager(store):
     control, seeded, _ = store
     target = seeded.campaigns[4]
-    operator = Panel(control).login("operator")
-    _force(operator, target, "pool", "stock-out")
-    assert zh("err.permission", role=zh("role.operator"), action=zh("action.force_guard")) in operator.errors()
+    for role in ("operator", "engineer"):  # not offered; the core refuses them all the same
+        panel = Panel(control).login(role).open("guards")
+        assert not {"gd_force_pool", "gd_force_model", "gd_force_auto", "kill_global"} & \
+            {b.key for b in panel.at.button}
+    from control.permissions import PermissionDenied
+    with pytest.raises(PermissionDenied):
+        control_room = Panel(control).control
+        from app.wiring import guard_service
+        guard_service(control_room).force(next(u for u in control.users() if u.username == "engineer"), target,
+                                          "pool", "stock-out")
     assert _modes(control, target) == "model"
 
     panel = Panel(control).login("manager").open("guards")
@@ -263,8 +307,8 @@ def test_forcing_a_guard_goes_through_the_confirmation_and_needs_a_manager(store
     row = [m.value for m in panel.at.markdown if target in m.value]
     assert not row  # forced to the pool: not an override line
     with control.engine.connect() as conn:
-        view = board.build_board(conn, board.LiveAggregates(), repo.load_campaigns(conn),
-                                 board.bucket_slots(conn, seeded.last_bucket), seeded.last_bucket, control.clock())
+        view = board.build_board(conn, repo.load_campaigns(conn), board.bucket_slots(conn, seeded.last_bucket),
+                                 seeded.last_bucket, control.clock())
     assert view.campaigns.set_index("campaign_id").loc[target, "decided_by"] == DecidedBy.RULE_POOL.value
     _force(panel, target, "auto", "back to normal")
     assert _modes(control, target) == "model"
@@ -371,15 +415,16 @@ def test_explorer_shows_the_stored_explanation_of_a_decision_and_a_comparison(st
     text = panel.texts()
     assert zh("ex.top_reasons") in text and "竞品出价" in text  # the seeded incident's driver
     assert {m.label for m in panel.at.metric} >= {zh("ex.served_bid"), zh("ex.model_bid")}
-    served = float(next(m.value for m in panel.at.metric if m.label == zh("ex.served_bid")))
-    steps = panel.at.dataframe[0].value
-    assert steps[zh("ex.delta")].sum() == pytest.approx(served, abs=1e-3)
-    assert steps[zh("ex.running")].iloc[-1] == pytest.approx(served, abs=1e-3)
-    assert any(zh("decided.rule_pool") in label for label in steps[zh("ex.step")])  # the replacement is a step
+    served = float(next(m.value for m in panel.at.metric if m.label == zh("ex.served_bid")))  # 2 decimals
+    steps = panel.at.table[0].value  # the steps as the page writes them: "+0.123"
+    assert steps[zh("ex.delta")].astype(float).sum() == pytest.approx(served, abs=0.02)
+    assert float(steps[zh("ex.running")].iloc[-1]) == pytest.approx(served, abs=0.005)
+    assert any(zh("decided.rule_pool") in label for label in steps.index)  # the replacement is a step
     for view in ("compare", "global", "model"):
         panel.at.get("button_group")[0].set_value(view)
         panel.run()
-    assert panel.at.json
+    text = panel.texts()  # the model version in words, with the bid formula it serves with; no raw document
+    assert zh("ex.formula", target="2", low="0.20", high="60.00") in text and not panel.at.json
 
 
 def test_audit_page_shows_the_chain_and_offers_csv(store):
@@ -403,9 +448,15 @@ def test_stress_test_runs_in_the_background_and_shows_the_report(store):
     panel.run()
     assert set(job.report["arms"]) == {"model", "rule_pool", "guarded"}
     text = panel.texts()
-    assert zh("st.report", scenario="818", seed=818) in text
+    assert zh("st.report", scenario=zh("st.scenario_818"), seed=818) in text
     arms = panel.at.dataframe[0].value
-    assert list(arms[zh("st.arm")]) == ["model", "rule_pool", "guarded"]
+    assert list(arms[zh("st.arm")]) == [zh("st.arm_model"), zh("st.arm_rule_pool"), zh("st.arm_guarded")]
+    assert all("," in v for v in arms[zh("kpi.spend")])  # money with thousands separators
+    data = data_words(control)
+    assert not untranslated(panel.rendered(), "zh", data)  # the report, its tables and charts, in Chinese
+    panel.at.radio(key="lang_choice").set_value("en")
+    panel.run()
+    assert not untranslated(panel.rendered(), "en", data)  # ... and in English
 
 
 def test_starting_a_stress_test_is_refused_by_the_core_for_an_operator(store):
@@ -476,3 +527,95 @@ def test_a_fragment_checks_the_session_itself_and_refreshing_is_not_activity(sto
     at.run()
     assert "user" not in at.session_state and at.session_state["refreshes"] == 2
     assert at.session_state["login_error"] == zh("login.timeout")
+
+
+def _board_rows(panel: Panel):
+    return panel.at.dataframe[0].value.set_index(zh("col.campaign"))
+
+
+def test_each_tripped_campaign_says_why_in_words_and_a_new_cause_still_reads(store):
+    from sqlalchemy import update
+
+    from store import schema
+
+    control, seeded, _ = store
+    panel = Panel(control).login("operator")
+    why = _board_rows(panel).loc[seeded.tripped[0], zh("col.why")]
+    assert why == zh("hold.line", guard=zh("gd.th_guard_roi"), mode=zh("guard.tripped"),
+                     cause=zh("cause.pred_roi", calibrated_pred_roi="1.60", floor="2.00"),
+                     ts=panel_ts(why), action=zh("hold_action.pool"))
+    assert _board_rows(panel).loc[seeded.campaigns[1], zh("col.why")] == ""  # the model decides: nothing to say
+    with control.engine.begin() as conn:  # a cause the catalogue does not know yet reads as a trip, not a code
+        doc = conn.execute(schema.guard_states.select()).first().state
+        conn.execute(update(schema.guard_states).values(state={**doc, "cause": "competitor_crash"}))
+    panel.run()
+    why = _board_rows(panel).loc[seeded.tripped[0], zh("col.why")]
+    assert zh("cause.other") in why and "competitor_crash" not in why
+
+
+def panel_ts(text: str) -> str:
+    """The time a hold line names (HH:MM in its brackets)."""
+    import re
+    return re.search(r"（(\d\d:\d\d)）", text).group(1)
+
+
+def test_the_override_form_starts_from_what_is_served_and_previews_served_to_proposed(store):
+    control, seeded, _ = store
+    target = seeded.tripped[0]  # the rule pool serves it, below the model's bid
+    panel = Panel(control).login("operator").open("overrides")
+    panel.at.selectbox(key="ov_campaign").set_value(target)
+    panel.run()
+    with control.engine.connect() as conn:
+        newest = board.latest_bucket(conn)
+        slots = board.bucket_slots(conn, newest)
+    mine = slots[slots["campaign_id"] == target]
+    served = board.served_policy(mine.reset_index(drop=True), control.overrides([OverrideStatus.APPROVED]),
+                                 repo.load_guard_states(control.engine.connect()), control.kill_switch(), control.clock())
+    expected = served.loc[served["audience_on"], "bid"].mean()
+    value = panel.at.text_input(key=f"ov_value_bid_{target}_all").value
+    assert float(value) == pytest.approx(expected, abs=0.005) and float(value) < mine["model_bid"].max()
+    text = panel.texts()
+    assert zh("ov.served_now", value=zh("ov.amount_bid", value=f"{expected:,.2f}"), who=zh("decided.rule_pool"),
+              on=int(served["audience_on"].sum()), n=len(mine)) in text
+    assert zh("ov.effect_line", old=zh("ov.amount_bid", value=f"{expected:,.2f}"),
+              new=zh("ov.amount_bid", value=f"{float(value):,.2f}")) in text  # unchanged: served → the same
+    _fill_bid(panel, target, f"{mine['model_bid'].max() * 2.9:.2f}")  # a high bid: its predicted ROI falls
+    assert any(zh("ov.below_floor", roi="", floor="2.00")[:8] in w.value for w in panel.at.warning)
+
+
+def test_the_queue_shows_what_is_served_who_decides_and_time_left_and_keeps_its_tab(store):
+    control, seeded, clock = store
+    _, proposal = _proposal_by(control, "operator", seeded.campaigns[5])
+    manager = Panel(control).login("manager").open("overrides")
+    queue_tab = zh("ov.tab_queue")
+    manager.at.session_state["ov_tab"] = queue_tab
+    manager.run()
+    text = manager.texts()
+    left = (proposal.expires_ts - clock()) // 60
+    assert zh("ov.decides", who="operator", left=zh("time.left", h=left // 60, m=left % 60),
+              until=fmt_ts(proposal.expires_ts)) in text  # who decides, and how long it can wait
+    assert f"由{zh('decided.model')}决策" in text  # what is served now, and by whom
+    assert zh("ov.effect") in text
+    manager.click(f"ov_approve_{proposal.override_id}")
+    assert zh("ov.approved", id=proposal.override_id) in manager.texts()
+    assert manager.at.session_state["ov_tab"] == queue_tab  # the page kept the tab the manager acted in
+
+
+def test_the_proposer_is_told_when_a_proposal_is_decided_or_expires(store):
+    control, seeded, clock = store
+    operator, approved = _proposal_by(control, "operator", seeded.campaigns[6])
+    users = {u.username: u for u in control.users()}
+    control.approve_override(users["manager"], approved.override_id, approved.version, "ok")
+    lapsing = control.propose_override(users["operator"], campaign_id=seeded.campaigns[7], audience_package=None,
+                                       field=OverrideField.BUDGET, value=25_000.0, reason="evening",
+                                       expires_ts=clock() + 60)
+    clock.advance(120)
+    control.expire_overrides()
+    operator.open("board")
+    text = operator.texts()
+    assert f"#{approved.override_id}" in text and "manager" in text
+    assert zh("ov.outcome_expired", id=lapsing.override_id, campaign=seeded.campaigns[7], field=zh("field.budget"),
+              value=zh("ov.amount_budget", value="25,000"), who="—", ts=fmt_ts(lapsing.expires_ts),
+              comment="—") in text
+    operator.click("ov_dismiss")
+    assert f"#{lapsing.override_id}" not in operator.texts()  # told once, until they dismiss it

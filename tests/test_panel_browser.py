@@ -97,7 +97,7 @@ def test_operator_proposes_manager_approves_board_shows_override(panel_url):
 
         _login(page, panel_url, "manager")
         open_page(page, "人工干预")
-        page.get_by_role("tab", name="待审批（1）").click()
+        page.get_by_role("tab", name="待审批").click()
         expect(page.get_by_text("competitor surge on c0001")).to_be_visible()
         shot(page, "05_approval_queue")
         page.get_by_role("button", name="批准").click()

@@ -6,11 +6,13 @@ import re
 import string
 from pathlib import Path
 
-from control.domain import DecidedBy, GuardMode, OverrideField, Role
+from control.domain import DecidedBy, GuardAction, GuardMode, OverrideField, OverrideStatus, Role
 from control.permissions import Action
+from guards.pool_store import ACTIVE, REFUSED, SUPERSEDED
 from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
 from panel.app import PAGES
+from panel.views.guards import FIGURES
 
 PANEL = Path(__file__).resolve().parent.parent / "panel"
 STATIC_KEY = re.compile(r'(?:ctx\.t|translate\([^,()]+,)\s*\(?\s*"([a-z_]+\.[a-z_0-9]+)"')
@@ -45,6 +47,15 @@ def test_every_key_the_pages_use_exists():
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
         "au.problem_": ["missing", "link", "unsigned", "no_key", "other_key", "contents", "anchor", "truncated"],
+        "ex.variant_": ["roi", "gmv"],
+        "hold_action.": [a.value for a in GuardAction], "hold.kill_": ["global", "campaign"],
+        "status.": [s.value for s in OverrideStatus], "ov.tab_": ["propose", "queue", "active", "mine"],
+        "ov.amount_": ["bid", "budget"],
+        "fieldname.": [], "invalid.": [],  # shown by name only when the catalogue has it (panel.ui.invalid_text)
+        "st.kind_": [],  # shown by name only when the catalogue has it (the stress report's codes)
+        "figure.": list(FIGURES),
+        "pool.": [ACTIVE, SUPERSEDED, REFUSED],
+        "metric.": [],  # shown only when the catalogue has the metric's name (panel/views/explorer.py)
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
@@ -62,3 +73,20 @@ def test_translate_formats_and_refuses_unknown_keys():
     except KeyError:
         return
     raise AssertionError("an unknown key must raise")
+
+
+def test_a_trip_reason_missing_a_figure_reads_a_dash_and_a_new_cause_reads_in_words():
+    from app.board import HoldReason
+    from panel.ui import Ctx
+    from panel.views.guards import event_detail
+    from panel.views.live import hold_text
+
+    for lang in ("zh", "en"):
+        ctx = Ctx(room=None, user=None, lang=lang)  # the wording needs only the catalogue
+        said = hold_text(ctx, HoldReason("roi", "tripped", "model_calibration", {"floor": 2.0}, None, "bid_cut", 0.7))
+        assert "—" in said and "2.00" in said and "0.70" in said
+        assert i18n.translate(lang, "cause.other") in hold_text(ctx, HoldReason("roi", "tripped", "brand_new", {},
+                                                                                None, "pool"))
+        detail = event_detail(ctx, {"mode_before": "model", "mode_after": "tripped", "cause": "model_calibration",
+                                    "figures": {"floor": 2.0}})
+        assert "—" in detail and "model_calibration" not in detail

@@ -29,6 +29,11 @@ def title(ctx: Ctx, kind: str) -> str:
     return ctx.room.alert_title(kind, ctx.lang)
 
 
+def severity_name(ctx: Ctx, severity: str) -> str:
+    key = f"severity.{severity}"
+    return ctx.t(key) if ctx.has(key) else severity
+
+
 def alert_feed(ctx: Ctx, *, key: str) -> None:
     """Open alerts (firing, not acknowledged, not resolved), newest first, each with acknowledge."""
     alerts = ctx.room.open_alerts(ctx.user, limit=20)
@@ -37,8 +42,9 @@ def alert_feed(ctx: Ctx, *, key: str) -> None:
         return
     for a in alerts.itertuples():
         c1, c2 = st.columns([5, 1])
-        c1.markdown(ctx.t("board.alert_line", severity=a.severity, title=title(ctx, a.kind),
-                          campaign=a.campaign_id or "—", ts=fmt_ts(a.occurred_ts), status=a.status))
+        c1.markdown(ctx.t("board.alert_line", severity=severity_name(ctx, a.severity), title=title(ctx, a.kind),
+                          campaign=a.campaign_id or "—", ts=fmt_ts(a.occurred_ts),
+                          status=ctx.t(f"gd.outbox_{a.status}")))
         if c2.button(ctx.t("board.ack"), key=f"{key}_ack_{a.alert_id}"):
             attempt(ctx, lambda aid=int(a.alert_id): ctx.room.acknowledge_alert(ctx.user, aid),
                     ctx.t("board.acked", id=a.alert_id))
@@ -50,10 +56,10 @@ def _focused(ctx: Ctx, raw_id: str) -> None:
     except (ValueError, InvalidValue):
         st.warning(ctx.t("al.not_found", id=raw_id))
         return
-    with st.container(border=True):
+    with st.container(border=True, key="focused_alert"):
         st.markdown(ctx.t("al.focus", id=alert.alert_id))
         st.text(ctx.room.alert_text(alert, ctx.lang))
-        st.caption(ctx.t("al.lifecycle", fired=fmt_ts(alert.occurred_ts), status=alert.status,
+        st.caption(ctx.t("al.lifecycle", fired=fmt_ts(alert.occurred_ts), status=ctx.t(f"gd.outbox_{alert.status}"),
                          delivered=fmt_ts(alert.delivered_ts), acked=fmt_ts(alert.acked_ts),
                          by=alert.acked_by or "—", resolved=fmt_ts(alert.resolved_ts)))
         c1, c2 = st.columns(2)

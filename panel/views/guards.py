@@ -6,8 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app import board
 from control.permissions import Action
 from panel.ui import Ctx, attempt, fmt_num, fmt_ts
+from panel.views.alerts import severity_name
+from panel.views.live import Blank, hold_text
 
 
 def render(ctx: Ctx) -> None:
@@ -40,6 +43,8 @@ def _kill_switch(ctx: Ctx) -> None:
         c1.error(ctx.t("app.kill_on"))
     else:
         c1.success(ctx.t("app.kill_off"))
+    if not ctx.may(Action.KILL_SWITCH):  # hidden from those who may not (the core refuses them too)
+        return
     label = ctx.t("gd.kill_off") if kill.global_on else ctx.t("gd.kill_on")
     if c2.button(label, key="kill_global", type="primary"):
         _ask("kill", not kill.global_on, None)
@@ -75,37 +80,94 @@ def _confirm_dialog(ctx: Ctx, pending: dict) -> None:
     dialog()
 
 
+def _guard_name(ctx: Ctx, guard: str) -> str:
+    key = f"gd.th_guard_{guard}"
+    return ctx.t(key) if ctx.has(key) else ctx.t("gd.guard")
+
+
 def _states(ctx: Ctx) -> None:
     states = ctx.room.guard_states(ctx.user)
     campaigns = ctx.room.campaigns(ctx.user)
     if states.empty:
         st.caption(ctx.t("gd.no_states"))
     else:
+        held = states["mode"] != "model"
+        st.caption(ctx.t("gd.states_caption", n=int(held.sum()), total=len(states)))
+        shown = states[held] if held.any() else states.head(0)
         st.dataframe(pd.DataFrame({
-            ctx.t("col.campaign"): states["campaign_id"], ctx.t("gd.guard"): states["guard"],
-            ctx.t("col.guard"): states["mode"].map(lambda m: ctx.t(f"guard.{m}")),
-            ctx.t("gd.updated"): states["updated_ts"].map(fmt_ts),
-        }), hide_index=True)
+            ctx.t("col.campaign"): shown["campaign_id"],
+            ctx.t("gd.guard_type"): shown["guard"].map(lambda g: _guard_name(ctx, g)),
+            ctx.t("gd.mode"): shown["mode"].map(lambda m: ctx.t(f"guard.{m}")),
+            ctx.t("col.why"): [hold_text(ctx, board.state_reason(g, doc or {}))
+                               for g, doc in zip(shown["guard"], shown["state"], strict=True)],
+            ctx.t("gd.updated"): shown["updated_ts"].map(fmt_ts),
+        }), hide_index=True, key="gd_states_table",
+            column_config={ctx.t("col.why"): st.column_config.TextColumn(width="large")})
     ids = sorted(campaigns)
     if not ids:
         return
-    campaign_id = st.selectbox(ctx.t("ex.campaign"), ids, key="gd_campaign")
-    c1, c2, c3 = st.columns(3)
-    for col, mode in zip((c1, c2, c3), ("pool", "model", "auto"), strict=True):
-        if col.button(ctx.t(f"gd.force_{mode}"), key=f"gd_force_{mode}"):
-            _ask("force", mode, campaign_id)
-    st.caption(ctx.t("gd.trip_help"))
+    campaign_id = st.selectbox(ctx.t("ex.campaign"), ids, key="gd_campaign",
+                               format_func=lambda c: f"{c} · {campaigns[c].name}")
+    if ctx.may(Action.FORCE_GUARD):  # managers only; hidden from the rest (the core refuses them too)
+        c1, c2, c3 = st.columns(3)
+        for col, mode in zip((c1, c2, c3), ("pool", "model", "auto"), strict=True):
+            if col.button(ctx.t(f"gd.force_{mode}"), key=f"gd_force_{mode}"):
+                _ask("force", mode, campaign_id)
+        st.caption(ctx.t("gd.trip_help"))
     mine = states[states["campaign_id"] == campaign_id]
-    for row in mine.itertuples():
-        st.json({"guard": row.guard, **(row.state or {})}, expanded=False)
+    if len(mine):
+        st.dataframe(pd.DataFrame({
+            ctx.t("gd.guard_type"): mine["guard"].map(lambda g: _guard_name(ctx, g)),
+            ctx.t("gd.mode"): mine["mode"].map(lambda m: ctx.t(f"guard.{m}")),
+            ctx.t("col.why"): [hold_text(ctx, board.state_reason(g, doc or {})) if m != "model" else "—"
+                               for g, doc, m in zip(mine["guard"], mine["state"], mine["mode"], strict=True)],
+            ctx.t("gd.stale"): [ctx.t("gd.yes") if (doc or {}).get("stale") else ctx.t("gd.no")
+                                for doc in mine["state"]],
+            ctx.t("gd.trips_hour"): [len((doc or {}).get("trip_ts") or []) for doc in mine["state"]],
+            ctx.t("gd.updated"): mine["updated_ts"].map(fmt_ts),
+        }), hide_index=True, key="gd_campaign_states",
+            column_config={ctx.t("col.why"): st.column_config.TextColumn(width="large")})
     _thresholds(ctx, campaign_id)
     history = ctx.room.guard_history(ctx.user, campaign_id)
     st.markdown(ctx.t("gd.history"))
     if history.empty:
         st.caption(ctx.t("gd.no_history"))
     else:
-        st.dataframe(history.assign(ts=history["ts"].map(fmt_ts))[["ts", "guard", "kind", "payload"]],
-                     hide_index=True)
+        st.dataframe(pd.DataFrame({
+            ctx.t("gd.when"): history["ts"].map(fmt_ts),
+            ctx.t("gd.guard_type"): history["guard"].map(lambda g: _guard_name(ctx, g)),
+            ctx.t("gd.event"): history["kind"].map(lambda k: _event_name(ctx, k)),
+            ctx.t("gd.detail"): [event_detail(ctx, p or {}) for p in history["payload"]],
+        }), hide_index=True, key="gd_history",
+            column_config={ctx.t("gd.detail"): st.column_config.TextColumn(width="large")})
+
+
+def _event_name(ctx: Ctx, kind: str) -> str:
+    key = f"event.{kind}"
+    return ctx.t(key) if ctx.has(key) else ctx.t("event.other")
+
+
+FIGURES = ("pred_roi", "calibrated_pred_roi", "realised_roi", "floor", "spend_pace", "inventory_level")
+
+
+def event_detail(ctx: Ctx, payload: dict) -> str:
+    """A guard event in words: the mode it moved between, its known figures, its reason (never the raw
+    document)."""
+    parts = []
+    before, after = payload.get("mode_before"), payload.get("mode_after")
+    if before and after and before != after:
+        parts.append(ctx.t("gd.moved", before=ctx.t(f"guard.{before}"), after=ctx.t(f"guard.{after}")))
+    cause = payload.get("cause")
+    if cause:
+        figures = Blank({k: fmt_num(v) for k, v in (payload.get("figures") or {}).items() if isinstance(v, (int, float))})
+        parts.append(ctx.fill(f"cause.{cause}", figures) if ctx.has(f"cause.{cause}") else ctx.t("cause.other"))
+    else:
+        figures = payload.get("figures") or {}
+        parts += [ctx.t("gd.figure", name=ctx.t(f"figure.{k}"), value=fmt_num(figures[k]))
+                  for k in FIGURES if isinstance(figures.get(k), (int, float))]
+    if payload.get("actor"):
+        parts.append(ctx.t("gd.by", who=payload["actor"]))
+    return ctx.t("gd.detail_sep").join(parts) or "—"
 
 
 def _thresholds(ctx: Ctx, campaign_id: str) -> None:
@@ -177,9 +239,13 @@ def _rule_pool(ctx: Ctx) -> None:
         if not problems:
             st.success(ctx.t("gd.pool_ok"))
     if versions:
-        st.dataframe(pd.DataFrame([{"version": v.version, "status": v.status, "created_by": v.created_by,
-                                    "created_ts": fmt_ts(v.created_ts), "error": v.error}
-                                   for v in reversed(versions)]), hide_index=True)
+        st.dataframe(pd.DataFrame({
+            ctx.t("gd.pool_version"): [f"v{v.version}" for v in reversed(versions)],
+            ctx.t("ov.status"): [ctx.t(f"pool.{v.status}") for v in reversed(versions)],
+            ctx.t("gd.pool_by"): [v.created_by for v in reversed(versions)],
+            ctx.t("gd.when"): [fmt_ts(v.created_ts) for v in reversed(versions)],
+            ctx.t("gd.pool_error"): [v.error or "—" for v in reversed(versions)],
+        }), hide_index=True, key="gd_pool_versions")
 
 
 def _trips(ctx: Ctx) -> None:
@@ -191,10 +257,15 @@ def _trips(ctx: Ctx) -> None:
     c3.metric(ctx.t("gd.detect_delay"), fmt_num(float(delay.median()) / 60 if len(delay) else float("nan"), 1))
     if len(trips):
         st.dataframe(pd.DataFrame({
-            ctx.t("col.campaign"): trips["campaign_id"], ctx.t("gd.tripped_at"): trips["tripped_ts"].map(fmt_ts),
-            ctx.t("gd.restored_at"): trips["restored_ts"].map(fmt_ts),
-            ctx.t("gd.roi_before"): trips["roi_before"], ctx.t("gd.roi_after"): trips["roi_after"],
-            ctx.t("gd.loss_avoided"): trips["loss_avoided"]}), hide_index=True)
+            ctx.t("col.campaign"): trips["campaign_id"],
+            ctx.t("gd.guard_type"): trips["guard"].map(lambda g: _guard_name(ctx, g)),
+            ctx.t("gd.tripped_at"): trips["tripped_ts"].map(fmt_ts),
+            ctx.t("gd.restored_at"): trips["restored_ts"].map(lambda t: fmt_ts(t) if t == t and t is not None
+                                                              else ctx.t("gd.still_tripped")),
+            ctx.t("gd.roi_before"): trips["roi_before"].map(fmt_num),
+            ctx.t("gd.roi_after"): trips["roi_after"].map(fmt_num),
+            ctx.t("gd.loss_avoided"): trips["loss_avoided"].map(lambda v: fmt_num(v, 0)),
+        }), hide_index=True, key="gd_trips")
 
 
 def _alerts(ctx: Ctx) -> None:
@@ -209,9 +280,20 @@ def _alerts(ctx: Ctx) -> None:
         st.dataframe(pd.DataFrame({
             ctx.t("gd.day"): [x.key for x in stats], ctx.t("gd.alerts_n"): [x.alerts for x in stats],
             ctx.t("gd.acked_n"): [x.acked for x in stats],
-            ctx.t("gd.ack_median"): [None if x.ack_median_s is None else round(x.ack_median_s / 60, 1) for x in stats],
-            ctx.t("gd.ack_p90"): [None if x.ack_p90_s is None else round(x.ack_p90_s / 60, 1) for x in stats],
-        }), hide_index=True)
-    st.dataframe(recent.assign(occurred_ts=recent["occurred_ts"].map(fmt_ts), acked_ts=recent["acked_ts"].map(fmt_ts))
-                 [["alert_id", "kind", "severity", "campaign_id", "channel", "status", "attempts", "occurred_ts",
-                   "acked_by", "acked_ts", "last_error"]], hide_index=True)
+            ctx.t("gd.ack_median"): [fmt_num(None if x.ack_median_s is None else x.ack_median_s / 60, 1) for x in stats],
+            ctx.t("gd.ack_p90"): [fmt_num(None if x.ack_p90_s is None else x.ack_p90_s / 60, 1) for x in stats],
+        }), hide_index=True, key="gd_response_times")
+    st.dataframe(pd.DataFrame({
+        "#": recent["alert_id"],
+        ctx.t("gd.alert_kind"): recent["kind"].map(lambda k: ctx.room.alert_title(k, ctx.lang)),
+        ctx.t("gd.severity"): recent["severity"].map(lambda v: severity_name(ctx, v)),
+        ctx.t("col.campaign"): recent["campaign_id"].fillna("—"),
+        ctx.t("gd.channel"): recent["channel"],
+        ctx.t("ov.status"): recent["status"].map(lambda v: ctx.t(f"gd.outbox_{v}")),
+        ctx.t("gd.attempts"): recent["attempts"],
+        ctx.t("gd.occurred"): recent["occurred_ts"].map(fmt_ts),
+        ctx.t("gd.acked_by"): recent["acked_by"].fillna("—"),
+        ctx.t("gd.acked_at"): recent["acked_ts"].map(fmt_ts),
+        ctx.t("gd.last_error"): recent["last_error"].replace("", "—"),
+    }), hide_index=True, key="gd_outbox")
+

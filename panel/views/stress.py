@@ -3,12 +3,20 @@ in the background, and read the report: arms side by side, trips, loss avoided, 
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.stress_jobs import VARIANTS, chosen_scenario, report_charts, scenario_names, start_stress
+from app.stress_jobs import (
+    VARIANTS,
+    campaign_frame,
+    chosen_scenario,
+    hourly_frame,
+    scenario_names,
+    start_stress,
+)
 from control.domain import InvalidValue
-from panel.ui import Ctx, attempt, fmt_num, fragment
+from panel.ui import Ctx, attempt, fmt_num, fragment, invalid_text
 
 
 def render(ctx: Ctx) -> None:
@@ -19,7 +27,8 @@ def render(ctx: Ctx) -> None:
     names = scenario_names()
     if source == "shipped":
         name = c1.selectbox(ctx.t("st.scenario"), names, key="st_scenario",
-                            index=names.index("818") if "818" in names else 0)
+                            index=names.index("818") if "818" in names else 0,
+                            format_func=lambda n: scenario_name(ctx, n))
         upload = None
     else:
         upload = c1.file_uploader(ctx.t("st.upload"), type=["toml"], key="st_file")
@@ -35,7 +44,7 @@ def render(ctx: Ctx) -> None:
                 scenario = chosen_scenario(name if source == "shipped" else None,
                                            (upload.name, upload.getvalue()) if upload is not None else None, variant)
             except InvalidValue as exc:
-                st.error(ctx.t("st.bad_scenario", detail=str(exc)))
+                st.error(ctx.t("st.bad_scenario", detail=invalid_text(ctx, exc)))
         if scenario is not None:
             attempt(ctx, lambda: st.session_state.update(stress_job=start_stress(
                 ctx.user, scenario, seed=int(seed), minutes=int(minutes), data_dir=ctx.control.settings.data_dir)),
@@ -47,10 +56,16 @@ def render(ctx: Ctx) -> None:
         _job(ctx, job)
 
 
+def scenario_name(ctx: Ctx, name: str) -> str:
+    key = f"st.scenario_{name}"
+    return ctx.t(key) if ctx.has(key) else name  # an uploaded file's scenario keeps its own name
+
+
 def _job(ctx: Ctx, job) -> None:
     @fragment(ctx, run_every=1.0 if job.running else None)
     def progress() -> None:
-        st.progress(job.progress, text=ctx.t(f"st.phase_{job.phase}", scenario=job.scenario, seed=job.seed))
+        st.progress(job.progress, text=ctx.t(f"st.phase_{job.phase}", scenario=scenario_name(ctx, job.scenario),
+                                             seed=job.seed))
         if job.phase == "failed":
             st.error(ctx.t("st.failed", detail=job.error))
         if not job.running and st.session_state.get("stress_shown") != id(job):
@@ -62,25 +77,79 @@ def _job(ctx: Ctx, job) -> None:
         _report(ctx, job.report)
 
 
+ARMS = ("model", "rule_pool", "guarded")
+ARM_COLOURS = ("#d62728", "#1f77b4", "#2ca02c")  # by arm, whatever the language
+
+
+def _arm(ctx: Ctx, arm: str) -> str:
+    key = f"st.arm_{arm}"
+    return ctx.t(key) if ctx.has(key) else arm
+
+
 def _report(ctx: Ctx, report: dict) -> None:
-    st.subheader(ctx.t("st.report", scenario=report["scenario"], seed=report["seed"]))
-    arms = pd.DataFrame([{ctx.t("st.arm"): arm, ctx.t("kpi.spend"): d["spend"], ctx.t("kpi.gmv"): d["gmv"],
-                          "ROI": d["roi"], ctx.t("kpi.profit"): d["profit"],
-                          ctx.t("st.below_floor"): d["campaigns_below_floor"]}
-                         for arm, d in report["arms"].items()])
-    st.dataframe(arms, hide_index=True)
+    st.subheader(ctx.t("st.report", scenario=scenario_name(ctx, report["scenario"]), seed=report["seed"]))
+    arms = report["arms"]
+    st.dataframe(pd.DataFrame({
+        ctx.t("st.arm"): [_arm(ctx, a) for a in arms],
+        ctx.t("kpi.spend"): [fmt_num(d["spend"], 0) for d in arms.values()],
+        ctx.t("kpi.gmv"): [fmt_num(d["gmv"], 0) for d in arms.values()],
+        "ROI": [fmt_num(d["roi"]) for d in arms.values()],
+        ctx.t("kpi.profit"): [fmt_num(d["profit"], 0) for d in arms.values()],
+        ctx.t("st.below_floor"): [d.get("campaigns_below_floor", "—") for d in arms.values()],
+    }), hide_index=True, key="st_arms")
+    st.caption(ctx.t("st.arms_help"))
+    trips = report.get("trips") or []
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric(ctx.t("gd.trips"), sum(t["kind"] == "trip" for t in report["trips"]))
-    c2.metric(ctx.t("st.false_trips"), report["false_trips"])
-    c3.metric(ctx.t("st.probation_failures"), report["probation_failures"])
-    loss = report["loss_avoided"]
-    c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
+    c1.metric(ctx.t("gd.trips"), sum(t.get("kind") == "trip" for t in trips), help=ctx.t("st.trips_help"))
+    c2.metric(ctx.t("st.false_trips"), report.get("false_trips", 0), help=ctx.t("st.false_trips_help"))
+    c3.metric(ctx.t("st.probation_failures"), report.get("probation_failures", 0),
+              help=ctx.t("st.probation_failures_help"))
+    loss = report.get("loss_avoided")
+    c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0), help=ctx.t("st.loss_help"))
     if report.get("oracle_loss_avoided") is not None:
         capture = report["oracle_capture"]
         o1, o2 = st.columns(2)
         o1.metric(ctx.t("st.oracle_loss_avoided"), fmt_num(report["oracle_loss_avoided"], 0))
         o2.metric(ctx.t("st.oracle_capture"), ctx.t("st.not_material") if capture is None else f"{capture:.1%}")
         st.caption(ctx.t("st.oracle_help"))
-    if report["trips"]:
-        st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
-    st.altair_chart(report_charts(report))
+    st.caption(ctx.t("st.probation_caption"))
+    _charts(ctx, report)
+    if trips:
+        st.dataframe(pd.DataFrame({
+            ctx.t("col.campaign"): [t.get("campaign", "—") for t in trips],
+            ctx.t("st.at"): [f"{int(t['at_minute']) // 60:02d}:{int(t['at_minute']) % 60:02d}"
+                             if t.get("at_minute") is not None else "—" for t in trips],
+            ctx.t("st.trip_kind"): [ctx.t(f"st.kind_{t['kind']}") if ctx.has(f"st.kind_{t.get('kind')}")
+                                    else ctx.t("event.other") for t in trips],
+            ctx.t("st.delay"): [fmt_num(t.get("detection_delay_min"), 0) if t.get("detection_delay_min") is not None
+                                else ctx.t("st.no_drop") for t in trips],
+        }), hide_index=True, key="st_trips")
+
+
+def _charts(ctx: Ctx, report: dict) -> None:
+    """ROI and profit by hour, ROI by campaign, per arm: titles, axes and arm names in the user's
+    language, each arm its own colour in both."""
+    labels = [_arm(ctx, a) for a in ARMS]
+    colour = alt.Color("arm_label:N", title=ctx.t("st.arm"), scale=alt.Scale(domain=labels, range=list(ARM_COLOURS)),
+                       legend=alt.Legend(orient="bottom"))
+    hourly = hourly_frame(report).assign(arm_label=lambda f: f["arm"].map(lambda a: _arm(ctx, a)))
+    floor = alt.Chart(pd.DataFrame({"floor": [report["floor_roi"]]})).mark_rule(strokeDash=[6, 4], color="red") \
+        .encode(y="floor:Q")
+    hour = alt.X("hour:O", title=ctx.t("st.hour"))
+    roi = alt.Chart(hourly).mark_line(point=True).encode(
+        x=hour, y=alt.Y("roi:Q", title="ROI"), color=colour,
+        tooltip=[alt.Tooltip("arm_label:N", title=ctx.t("st.arm")), alt.Tooltip("hour:O", title=ctx.t("st.hour")),
+                 alt.Tooltip("roi:Q", format=".2f", title="ROI")],
+    ).properties(title=ctx.t("st.chart_roi"), height=220)
+    profit = alt.Chart(hourly).mark_bar().encode(
+        x=hour, xOffset="arm_label:N", y=alt.Y("profit:Q", title=ctx.t("st.profit_axis"), axis=alt.Axis(format=",.0f")),
+        color=colour, tooltip=[alt.Tooltip("arm_label:N", title=ctx.t("st.arm")),
+                               alt.Tooltip("profit:Q", format=",.0f", title=ctx.t("kpi.profit"))],
+    ).properties(title=ctx.t("st.chart_profit"), height=220)
+    campaigns = campaign_frame(report).assign(arm_label=lambda f: f["arm"].map(lambda a: _arm(ctx, a)))
+    per_campaign = alt.Chart(campaigns).mark_point(filled=True).encode(
+        x=alt.X("campaign:N", title=ctx.t("col.campaign")), y=alt.Y("roi:Q", title="ROI"), color=colour,
+        tooltip=[alt.Tooltip("arm_label:N", title=ctx.t("st.arm")), alt.Tooltip("campaign:N", title=ctx.t("col.campaign")),
+                 alt.Tooltip("roi:Q", format=".2f", title="ROI")],
+    ).properties(title=ctx.t("st.chart_campaigns"), height=220)
+    st.altair_chart(alt.vconcat(roi + floor, profit, per_campaign + floor), width="stretch", key="st_charts")
