@@ -1,4 +1,4 @@
-"""Ingesting decision and outcome rows from outside (HTTP batches, files).
+"""Ingesting decision, outcome and breaker feed rows from outside (HTTP batches, files).
 
 One path for every source: keep the known columns, refuse values of the wrong
 type, validate (control.validation), store the good rows, quarantine the bad
@@ -28,8 +28,10 @@ from control import rows
 from control.validation import (
     Limits,
     Refusal,
+    validate_competitor_prices,
     validate_decisions,
     validate_outcomes,
+    validate_stock,
 )
 from store import repo
 from store import schema as s
@@ -44,12 +46,15 @@ ExplainRows = Callable[[pd.DataFrame], "repo.ExplanationBatch | None"]  # rows o
 class Kind(StrEnum):
     DECISION = "decision"
     OUTCOME = "outcome"
+    COMPETITOR_PRICE = "competitor_price"  # the competitor price guard's feed
+    STOCK = "stock"                        # the safety-stock guard's feed
 
 
 @dataclass(frozen=True)
 class KindSpec:
     fields: tuple[rows.Field, ...]
     validate: Callable[..., object]
+    table: object = None  # a feed's table (store.schema); decisions and outcomes have writers of their own
 
     @property
     def columns(self) -> dict[str, str]:
@@ -67,6 +72,8 @@ class KindSpec:
 SPECS = {
     Kind.DECISION: KindSpec(rows.DECISION_FIELDS, validate_decisions),
     Kind.OUTCOME: KindSpec(rows.OUTCOME_FIELDS, validate_outcomes),
+    Kind.COMPETITOR_PRICE: KindSpec(rows.COMPETITOR_PRICE_FIELDS, validate_competitor_prices, s.competitor_prices),
+    Kind.STOCK: KindSpec(rows.STOCK_FIELDS, validate_stock, s.stock_levels),
 }
 
 
@@ -323,8 +330,10 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
             for _, rows in accepted.groupby("model_version", sort=False):
                 rows = rows.reset_index(drop=True)
                 repo.write_decisions(engine, rows, received_ts=now_ts, source=source, explanation=explain(rows))
-    else:
+    elif kind is Kind.OUTCOME:
         repo.write_outcomes(engine, accepted, source=source)
+    else:
+        repo.write_feed(engine, spec.table, spec.fields, accepted, received_ts=now_ts, source=source)
     if refusals:
         with engine.begin() as conn:
             repo.write_quarantine(conn, kind.value, quarantine_source, refusals, now_ts)

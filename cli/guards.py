@@ -19,6 +19,7 @@ from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
 from guards.pool_store import list_versions
+from guards.registry import GUARDS
 from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.trip_drivers import trip_drivers
@@ -126,7 +127,7 @@ def cmd_status(args) -> int:
 def cmd_force(args) -> int:
     control, service, _ = _open()
     try:
-        changed = service.force(control.user(args.user), args.campaign, args.mode, args.reason)
+        changed = service.force(control.user(args.user), args.campaign, args.mode, args.reason, args.guard)
     except (InvalidValue, PermissionDenied, repo.ConflictError) as exc:
         return fail(str(exc))
     emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
@@ -273,6 +274,8 @@ def register(subparsers) -> None:
     forced = sub.add_parser("force", help="pin a campaign to the pool or the model, or hand it back (manager)")
     forced.add_argument("--campaign", required=True)
     forced.add_argument("--mode", required=True, choices=["pool", "model", "auto"])
+    forced.add_argument("--guard", default=None, choices=list(GUARDS),
+                        help="only this guard (default: every guard of the campaign)")
     forced.add_argument("--reason", required=True)
     forced.add_argument("--user", required=True)
     add_json_flag(forced)

@@ -1,4 +1,4 @@
-"""Validating batches of decision and outcome rows, vectorised.
+"""Validating batches of decision, outcome and feed rows (competitor prices, stock), vectorised.
 
 A batch is split into the rows that pass and the rows that are refused; each
 refusal names the row's index in the batch, the first field that failed, its
@@ -106,14 +106,18 @@ def _validate(frame: pd.DataFrame, columns: dict[str, str], optional: dict[str, 
     return ValidationResult(accepted, refusals)
 
 
+def _known(f: pd.DataFrame, known_campaigns: Collection[str] | None):
+    """A row naming a campaign BidLens does not know is refused."""
+    if known_campaigns is not None:
+        yield "campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(), "unknown campaign"
+
+
 def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
                        limits: Limits = Limits()) -> ValidationResult:
     def checks(f: pd.DataFrame):
         bids = pd.to_numeric(f["bid"], errors="coerce").to_numpy(dtype=np.float64)
         yield "bid", bids > limits.max_bid, f"bid above {limits.max_bid} yuan per click"
-        if known_campaigns is not None:
-            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
-                   "unknown campaign")
+        yield from _known(f, known_campaigns)
         for field in rows.DECISION_FIELDS:
             if field.choices and field.name in f:
                 col = f[field.name]
@@ -129,7 +133,21 @@ def validate_outcomes(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Coll
                for c in ("bucket_ts", "known_ts", "impressions", "clicks", "orders")}
         yield "known_ts", num["known_ts"] < num["bucket_ts"], "is before the slot's bucket"
         yield "clicks", num["clicks"] > num["impressions"], "more clicks than impressions"
-        if known_campaigns is not None:
-            yield ("campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(),
-                   "unknown campaign")
+        yield from _known(f, known_campaigns)
     return _validate(frame, OUTCOME_COLUMNS, {}, now_ts, limits, checks)
+
+
+def validate_competitor_prices(frame: pd.DataFrame, now_ts: int, *,
+                               known_campaigns: Collection[str] | None = None,
+                               limits: Limits = Limits()) -> ValidationResult:
+    def checks(f: pd.DataFrame):
+        yield from _known(f, known_campaigns)
+        reference = pd.to_numeric(f["reference_price"], errors="coerce").to_numpy(dtype=np.float64)
+        yield "reference_price", reference == 0, "must be > 0 (the drop is measured against it)"
+    return _validate(frame, rows.required_kinds(rows.COMPETITOR_PRICE_FIELDS), {}, now_ts, limits, checks)
+
+
+def validate_stock(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                   limits: Limits = Limits()) -> ValidationResult:
+    return _validate(frame, rows.required_kinds(rows.STOCK_FIELDS), {}, now_ts, limits,
+                     lambda f: _known(f, known_campaigns))

@@ -27,10 +27,11 @@ from filelock import FileLock, Timeout
 from sqlalchemy import Engine, text
 
 from guards.config import GuardSettings
+from guards.feeds import load_breaker_inputs
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe
-from guards.registry import GUARDS, enabled, evaluate
+from guards.registry import GUARDS, enabled, evaluate, feeds_stale_after_s
 from guards.threshold_store import ThresholdReader
 from store import repo
 
@@ -126,10 +127,8 @@ class GuardWorker:
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
-        machines = [settings.defaults[g].machine for g in GUARDS]
-        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines))
-        self.feature_names = {"spend_pace": settings.defaults["pacing"].feature,
-                              "inventory_level": settings.defaults["inventory"].feature}
+        self.lookback = lookback_s(settings.observe, feeds_stale_after_s(settings, GUARDS))
+        self.feature_names = settings.feature_names()
 
     def tick(self) -> TickReport:
         started = time.perf_counter()
@@ -138,7 +137,8 @@ class GuardWorker:
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)
-        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback))
+            breakers = load_breaker_inputs(conn, now, self.settings.observe, frames[3]["campaign_id"].tolist())
+        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, breakers=breakers))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
                             thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:
@@ -156,7 +156,7 @@ class GuardWorker:
                             continue
                         event_id = record_events(conn, events, actor=WORKER_ACTOR,
                                                  observe=self.settings.observe, alert_sink=self.alert_sink,
-                                                 drivers_fn=self.drivers_fn)
+                                                 drivers_fn=self.drivers_fn, action=after.action)
                         save_state(conn, guard, obs.campaign_id, after, row,
                                    event_id if event_id is not None else (row.event_id if row else None), now)
                         report.events.extend(events)

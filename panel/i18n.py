@@ -305,6 +305,10 @@ ZH: dict[str, str] = {
     "st.below_floor": "低于底线的计划数",
     "st.false_trips": "误熔断",
     "st.probation_failures": "观察期失败",
+    "gd.th_guard_competitor": "竞品价格守护（降价下架）",
+    "gd.th_guard_low_stock": "安全库存守护（补货提醒）",
+    "th.max_drop": "竞品降价上限（比例，超出即下架）",
+    "th.min_days": "安全库存（按当前销速可售天数）",
 }
 
 EN: dict[str, str] = {
@@ -610,6 +614,10 @@ EN: dict[str, str] = {
     "st.below_floor": "Campaigns below the floor",
     "st.false_trips": "False trips",
     "st.probation_failures": "Failed probations",
+    "gd.th_guard_competitor": "Competitor price guard (pull the item)",
+    "gd.th_guard_low_stock": "Safety stock guard (replenishment)",
+    "th.max_drop": "Competitor price drop limit (share; beyond it the item is pulled)",
+    "th.min_days": "Safety stock (days of sales at the current rate)",
 }
 
 CATALOGUE = {"zh": ZH, "en": EN}

@@ -107,11 +107,17 @@ class BucketResult:
     campaign_spend: np.ndarray  # (C,) spend this bucket
     campaign_gmv: np.ndarray    # (C,) GMV of this bucket's clicks, however late it becomes known
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    stock: np.ndarray | None = None  # (C,) units in stock at now_ts, as a stock feed reads them (0 while sold out)
 
     @cached_property
     def outcomes_frame(self) -> pd.DataFrame:
         """`outcomes` as rows (OUTCOME_COLUMNS), as the store's outcomes table holds them."""
         return self.outcomes.rows(self.columns["campaign_id"], self.columns["audience_package"])
+
+    def stock_frame(self, campaign_ids: Sequence[str]) -> pd.DataFrame:
+        """`stock` as stock feed rows (control.rows.STOCK_FIELDS), given the catalog's campaign ids."""
+        return pd.DataFrame({"campaign_id": list(campaign_ids), "observed_ts": self.now_ts,
+                             "stock_units": np.asarray(self.stock, dtype=np.int64)})
 
     @cached_property
     def decisions(self) -> pd.DataFrame:
@@ -329,7 +335,8 @@ class Simulation:
         }
         self.minute += 1
         return BucketResult(m, bucket_ts, bucket_ts + BUCKET_SECONDS, variant, plan.model_version, columns, X,
-                            outcomes, campaign_spend, np.bincount(self.campaign_of, weights=gmv, minlength=C))
+                            outcomes, campaign_spend, np.bincount(self.campaign_of, weights=gmv, minlength=C),
+                            stock=np.where(w.stockout_mask(m), 0, self.stock))
 
     def _model_policy(self, plan: Plan) -> dict[str, np.ndarray]:
         """What resolve_policy answers when nothing but the model can decide (no override in the

@@ -204,6 +204,17 @@ def write_outcomes(engine: Engine, frame: pd.DataFrame, *, source: str = "sim") 
     return len(frame)
 
 
+def write_feed(engine: Engine, table, fields: tuple[rows.Field, ...], frame: pd.DataFrame, *,
+               received_ts: int, source: str) -> int:
+    """Insert validated feed rows (competitor prices, stock: `fields` of control.rows) into `table`."""
+    if len(frame) == 0:
+        return 0
+    records = frame[list(rows.names(fields))].to_dict("records")
+    with engine.begin() as conn:
+        conn.execute(insert(table), [{**r, "source": source, "received_ts": received_ts} for r in records])
+    return len(records)
+
+
 def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequence[Refusal],
                      received_ts: int) -> int:
     if not refusals:
@@ -417,8 +428,9 @@ def store_clock(conn: Connection) -> Clock:
 
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
-PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.quarantine, s.guard_trips, s.guard_events,
-                        s.guard_states, s.alert_attempts, s.alert_notifications, s.alerts, s.idempotency_keys)
+PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.competitor_prices, s.stock_levels,
+                        s.quarantine, s.guard_trips, s.guard_events, s.guard_states, s.alert_attempts,
+                        s.alert_notifications, s.alerts, s.idempotency_keys)
 
 
 def clear_promotion_day(conn: Connection) -> int:
