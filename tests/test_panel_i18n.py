@@ -6,7 +6,8 @@ import re
 import string
 from pathlib import Path
 
-from control.domain import DecidedBy, GuardMode, OverrideField, Role
+from app.stress_jobs import PHASES
+from control.domain import DecidedBy, GuardAction, GuardMode, OverrideField, Role
 from control.permissions import Action
 from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
@@ -41,7 +42,8 @@ def test_every_key_the_pages_use_exists():
         "gd.outbox_": ["pending", "delivered", "dead"],
         "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
         "st.source_": ["shipped", "upload"], "st.variant_": ["scenario", "roi", "gmv"],
-        "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
+        "st.phase_": list(PHASES), "st.method_": ["guarded_arm", "own_arm", "model_arm"],
+        "st.action_": [a.value for a in GuardAction],
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
     }

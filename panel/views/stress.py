@@ -77,4 +77,22 @@ def _report(ctx: Ctx, report: dict) -> None:
     c4.metric(ctx.t("gd.loss_avoided"), "—" if loss is None else fmt_num(loss, 0))
     if report["trips"]:
         st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
+    _breakers(ctx, report.get("breakers", []))
     st.altair_chart(report_charts(report))
+
+
+def _breakers(ctx: Ctx, rows: list[dict]) -> None:
+    """Each breaker alone against the model arm: interceptions, restores and the loss it avoided."""
+    if not rows:
+        return
+    st.markdown(f"**{ctx.t('st.breakers')}**")
+    st.dataframe(pd.DataFrame({
+        ctx.t("st.breaker"): [ctx.t(f"gd.th_guard_{r['guard']}") for r in rows],
+        ctx.t("st.breaker_action"): [ctx.t(f"st.action_{r['action']}") for r in rows],
+        ctx.t("st.interceptions"): [r["interceptions"] for r in rows],
+        ctx.t("st.restores"): [r["restores"] for r in rows],
+        ctx.t("st.announced_again"): [r["announced_again"] for r in rows],
+        ctx.t("gd.loss_avoided"): [fmt_num(r["loss_avoided"], 0) for r in rows],
+        ctx.t("st.method"): [ctx.t(f"st.method_{r['method']}") for r in rows],
+        ctx.t("st.campaigns"): [" ".join(r["campaigns"]) for r in rows],
+    }), hide_index=True)
