@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
 
+from app.exports import Stamp
 from control import overrides as ov
 from control.audit import AuditRecord, ChainReport, verify_chain
 from control.clock import Clock
@@ -28,7 +29,7 @@ from control.domain import (
     RuleAnswer,
     User,
 )
-from control.permissions import Action, require
+from control.permissions import GRANTABLE, Action, require
 from control.policy import KillSwitch, resolve_policy
 from control.users import LoginState, attempt_login, hash_password, verify_password
 from store import repo
@@ -94,6 +95,43 @@ class Control:
     def users(self) -> list[User]:
         with self.engine.connect() as conn:
             return repo.list_users(conn)
+
+    def set_grant(self, actor: User, username: str, action: Action, granted: bool) -> User:
+        """Grant one person an action beyond their role (or take it back); admins only, audited."""
+        require(actor, Action.MANAGE_USERS)
+        if action not in GRANTABLE:
+            raise InvalidValue("action", action.value, f"must be one of {sorted(a.value for a in GRANTABLE)}")
+        with self.engine.begin() as conn:
+            record = repo.get_user_record(conn, username)
+            if record is None:
+                raise InvalidValue("username", username, "no such user")
+            before = record.user.grants
+            after = before | {action.value} if granted else before - {action.value}
+            repo.set_grants(conn, username, after)
+            self._audit(conn, actor, "user.grant" if granted else "user.revoke_grant", "user", username,
+                        {"grants": sorted(before)}, {"grants": sorted(after)})
+        return dataclasses.replace(record.user, grants=after)
+
+    def current(self, actor: User) -> User:
+        """The person as the store has them now (grants and deactivation take effect at once, not at the next
+        login); refused if they are no longer an active user."""
+        with self.engine.connect() as conn:
+            record = repo.get_user_record(conn, actor.username)
+        return record.user if record is not None else dataclasses.replace(actor, active=False)
+
+    # --- exports ----------------------------------------------------------------------------
+
+    def export(self, actor: User, what: str, render, detail: dict) -> bytes:
+        """Take data out as a file: EXPORT checked on the person as the store has them now, the content made by
+        `render(stamp)` (stamped with who and when: app.exports), and `export.<what>` audited with `detail`."""
+        actor = self.current(actor)
+        require(actor, Action.EXPORT)
+        stamp = Stamp.of(actor, self.clock())
+        data = render(stamp)
+        with self.engine.begin() as conn:
+            self._audit(conn, actor, f"export.{what}", "export", what, None,
+                        {**detail, **stamp.as_json(), "bytes": len(data)})
+        return data
 
     # --- overrides ------------------------------------------------------------------------
 

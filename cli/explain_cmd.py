@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
+from control.domain import InvalidValue
+from control.permissions import Action, PermissionDenied, allowed, require
 from store.engine import open_store
 
 
@@ -18,9 +20,21 @@ def _bidder(scenario: str):
     return load_scenario(scenario).bidder
 
 
+def _asker(args, action: Action):
+    """The store user named by --user as the store has them now; PermissionDenied unless they may `action`."""
+    from app.wiring import open_control
+    user = open_control().user(args.user)
+    require(user, action)
+    return user
+
+
 def cmd_decision(args) -> int:
     from explain.reasons import bid_reasons
     from explain.store import decision_breakdown
+    try:
+        detailed = allowed(_asker(args, Action.VIEW), Action.VIEW_EXPLANATION_DETAIL)
+    except (InvalidValue, PermissionDenied) as exc:
+        return fail(str(exc))
     with _conn() as conn:
         bidder = _bidder(args.scenario)
         breakdown = decision_breakdown(
@@ -29,15 +43,16 @@ def cmd_decision(args) -> int:
     if breakdown is None:
         return fail(f"decision_id={args.decision_id}: no such decision or no stored explanation")
     lang = args.lang
-    reasons = bid_reasons(breakdown.steps, breakdown.features, lang)
+    reasons = bid_reasons(breakdown.steps, breakdown.features, lang, amounts=detailed)
     lines = [f"decision {args.decision_id}: served bid {breakdown.decision['bid']:.4f} "
              f"(model {breakdown.explanation.model_version}, decided by {breakdown.decision['decided_by']})"]
-    lines += [f"  {s.label(lang):<40} {s.value:+.4f}  -> {s.total:.4f}" for s in breakdown.steps]
-    lines += [f"  * {r}" for r in reasons]
     data = {"decision_id": args.decision_id, "model_version": breakdown.explanation.model_version,
-            "served_bid": breakdown.decision["bid"], "reasons": reasons,
-            "steps": [{"kind": s.kind, "name": s.name, "label": s.label(lang), "value": s.value,
-                       "total": s.total, "feature_value": s.feature_value} for s in breakdown.steps]}
+            "served_bid": breakdown.decision["bid"], "reasons": reasons}
+    if detailed:  # the raw contributions are strategy (control.permissions)
+        lines += [f"  {s.label(lang):<40} {s.value:+.4f}  -> {s.total:.4f}" for s in breakdown.steps]
+        data["steps"] = [{"kind": s.kind, "name": s.name, "label": s.label(lang), "value": s.value,
+                          "total": s.total, "feature_value": s.feature_value} for s in breakdown.steps]
+    lines += [f"  * {r}" for r in reasons]
     emit(args, data, "\n".join(lines))
     return 0
 
@@ -45,6 +60,10 @@ def cmd_decision(args) -> int:
 def cmd_drift(args) -> int:
     from explain.analysis import attribution_drift
     from explain.store import load_window
+    try:
+        _asker(args, Action.VIEW_EXPLANATION_DETAIL)
+    except (InvalidValue, PermissionDenied) as exc:
+        return fail(str(exc))
     with _conn() as conn:
         ref = load_window(conn, args.ref_from, args.ref_to, campaign_id=args.campaign)
         now = load_window(conn, args.now_from, args.now_to, campaign_id=args.campaign)
@@ -112,12 +131,15 @@ def register(sub) -> None:
     decision.add_argument("--lang", choices=("zh", "en"), default="zh")
     decision.add_argument("--scenario", default="demo", help="simulator scenario whose bidder served it")
     decision.add_argument("--roi-floor", type=float, default=None, help="default: the scenario's floor")
+    decision.add_argument("--user", required=True, help="the store user asking: the bid's steps in yuan only for "
+                                                        "those who may see the raw explanations")
     add_json_flag(decision)
     decision.set_defaults(func=cmd_decision)
     drift = inner.add_parser("drift", help="which features' contributions moved between two windows")
     for name in ("ref-from", "ref-to", "now-from", "now-to"):
         drift.add_argument(f"--{name}", type=int, required=True, help="epoch seconds (bucket_ts)")
     drift.add_argument("--campaign", default=None)
+    drift.add_argument("--user", required=True, help="the store user asking (needs view_explanation_detail)")
     drift.add_argument("--lang", choices=("zh", "en"), default="zh")
     add_json_flag(drift)
     drift.set_defaults(func=cmd_drift)

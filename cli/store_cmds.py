@@ -1,4 +1,4 @@
-"""Store and user commands: init, user add, audit verify, config."""
+"""Store and user commands: init, user add, user grant / revoke, audit verify, config."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from app.wiring import open_control
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import InvalidValue, Role
+from control.permissions import GRANTABLE, Action, PermissionDenied
 from control.users import generate_password
 from store.migrate import current_revisions
 
@@ -61,6 +62,17 @@ def cmd_user_add(args) -> int:
     return 0
 
 
+def cmd_user_grant(args) -> int:
+    control = open_control()
+    try:
+        user = control.set_grant(control.user(args.user), args.username, Action(args.action), args.grant)
+    except (InvalidValue, PermissionDenied) as exc:
+        return fail(str(exc))
+    emit(args, {"username": user.username, "grants": sorted(user.grants)},
+         f"user {user.username}: grants {', '.join(sorted(user.grants)) or 'none'}")
+    return 0
+
+
 def cmd_audit_verify(args) -> int:
     report = open_control().verify_audit()
     emit(args, {"ok": report.ok, "entries": report.entries, "first_broken_id": report.first_broken_id,
@@ -92,6 +104,15 @@ def register(sub) -> None:
     p.add_argument("--password", help="default: BIDLENS_NEW_USER_PASSWORD or a random one, printed")
     add_json_flag(p)
     p.set_defaults(func=cmd_user_add)
+
+    for name, grant, text in (("grant", True, "grant one person an action beyond their role (admin; audited)"),
+                              ("revoke-grant", False, "take a granted action back (admin; audited)")):
+        p = user.add_parser(name, help=text)
+        p.add_argument("username")
+        p.add_argument("--action", required=True, choices=sorted(a.value for a in GRANTABLE))
+        p.add_argument("--user", required=True, help="the admin doing it")
+        add_json_flag(p)
+        p.set_defaults(func=cmd_user_grant, grant=grant)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser("verify", help="verify the hash chain; names the first broken entry")

@@ -300,12 +300,15 @@ class User:
     display_name: str
     role: Role
     active: bool = True
+    grants: frozenset[str] = frozenset()  # actions granted beyond the role's (control.permissions.GRANTABLE)
 
     def __post_init__(self):
         require_text("username", self.username)
         require_text("display_name", self.display_name)
         if not isinstance(self.role, Role):
             raise InvalidValue("role", self.role, f"must be one of {[r.value for r in Role]}")
+        if not isinstance(self.grants, frozenset) or not all(isinstance(g, str) for g in self.grants):
+            raise InvalidValue("grants", self.grants, "must be a frozenset of action names")
 
 
 @dataclass(frozen=True, slots=True)

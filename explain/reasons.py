@@ -39,7 +39,16 @@ def _shown_value(spec: FeatureSpec, value: float, lang: str) -> str:
     return f"{number}{unit}" if unit in ("%", "‰") or lang == "zh" else f"{number} {unit}".rstrip()
 
 
-def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None) -> str:
+def _move(step: Step, lang: str, amounts: bool) -> str:
+    """"出价上调 0.35 元" / "Bid raised by ¥0.35"; without amounts only the direction (words, not contributions)."""
+    if lang == "zh":
+        move = "上调" if step.value > 0 else "下调"
+        return f"出价{move} {abs(step.value):.2f} 元" if amounts else f"出价{move}"
+    move = "raised" if step.value > 0 else "lowered"
+    return f"Bid {move} by ¥{abs(step.value):.2f}" if amounts else f"Bid {move}"
+
+
+def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None, amounts: bool = True) -> str:
     value = _shown_value(spec, step.feature_value, lang)
     if typical is None:
         compare_zh = "拉高" if step.value > 0 else "拉低"
@@ -49,26 +58,23 @@ def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | N
         compare_zh = "高于平均" if above else "低于平均"
         compare_en = "above average" if above else "below average"
     if lang == "zh":
-        move = "上调" if step.value > 0 else "下调"
-        return f"出价{move} {abs(step.value):.2f} 元:{spec.display_zh} {value},{compare_zh}"
-    move = "raised" if step.value > 0 else "lowered"
-    return f"Bid {move} by ¥{abs(step.value):.2f}: {spec.display_en} is {value}, {compare_en}"
+        return f"{_move(step, lang, amounts)}:{spec.display_zh} {value},{compare_zh}"
+    return f"{_move(step, lang, amounts)}: {spec.display_en} is {value}, {compare_en}"
 
 
-def _policy_reason(step: Step, lang: str) -> str:
-    if lang == "zh":
-        move = "上调" if step.value > 0 else "下调"
-        return f"出价{move} {abs(step.value):.2f} 元:{step.label_zh}"
-    move = "raised" if step.value > 0 else "lowered"
-    return f"Bid {move} by ¥{abs(step.value):.2f}: {step.label_en}"
+def _policy_reason(step: Step, lang: str, amounts: bool = True) -> str:
+    return f"{_move(step, lang, amounts)}{':' if lang == 'zh' else ': '}{step.label(lang)}"
 
 
 def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: str, *, top: int = 3,
-                typical_values: Mapping[str, float] | None = None, min_abs: float = 0.005) -> list[str]:
+                typical_values: Mapping[str, float] | None = None, min_abs: float = 0.005,
+                amounts: bool = True) -> list[str]:
     """The `top` largest steps (features, pacing, caps, rule pool, override) as sentences.
 
     `typical_values` (e.g. training means by feature name) turns "pushes it up" into
     "above average". Steps smaller than `min_abs` yuan are not worth a sentence.
+    `amounts=False` leaves out the yuan each step moves the bid: the reasons in words
+    for a person who may not see the raw contributions (control.permissions).
     """
     _check_lang(lang)
     specs = {f.name: f for f in features}
@@ -78,9 +84,9 @@ def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: st
     for step in candidates[:top]:
         if step.kind == "feature":
             typical = (typical_values or {}).get(step.name)
-            out.append(_feature_reason(step, specs[step.name], lang, typical))
+            out.append(_feature_reason(step, specs[step.name], lang, typical, amounts))
         else:
-            out.append(_policy_reason(step, lang))
+            out.append(_policy_reason(step, lang, amounts))
     return out
 
 

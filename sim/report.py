@@ -100,11 +100,21 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     if report.get("breakers"):
         paths["breakers_csv"] = out / "breakers.csv"
         breakers_frame(report).to_csv(paths["breakers_csv"], index=False)
+    paths["html"].write_text(report_html(report), encoding="utf-8")
+    return paths
+
+
+def standalone_html(chart: alt.TopLevelMixin, head: str) -> str:
+    """An Altair chart's page with `head` (HTML) before it, the chart libraries inlined when vl-convert is
+    installed, so the page opens offline."""
     try:
         import vl_convert  # noqa: F401  (inlining the chart libraries needs it)
-        page = charts(report).to_html(inline=True)
+        page = chart.to_html(inline=True)
     except ImportError:
-        page = charts(report).to_html()  # loads Vega from a CDN: needs a network to draw
-    page = page.replace("<body>", "<body>\n" + _headline(report) + _breakers_html(report), 1)
-    paths["html"].write_text(page, encoding="utf-8")
-    return paths
+        page = chart.to_html()  # loads Vega from a CDN: needs a network to draw
+    return page.replace("<body>", '<body>\n<meta charset="utf-8">' + head, 1)
+
+
+def report_html(report: dict) -> str:
+    """The stress report as one self-contained page: the arms, the breakers, the charts."""
+    return standalone_html(charts(report), _headline(report) + _breakers_html(report))

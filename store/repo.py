@@ -312,13 +312,19 @@ def get_user_record(conn: Connection, username: str) -> UserRecord | None:
     r = conn.execute(select(s.users).where(s.users.c.username == username)).first()
     if r is None:
         return None
-    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
-                      r.password_hash, r.failed_logins, r.locked_until_ts)
+    return UserRecord(_user(r), r.password_hash, r.failed_logins, r.locked_until_ts)
+
+
+def _user(r) -> User:
+    return User(r.username, r.display_name, Role(r.role), bool(r.active), frozenset(r.grants or ()))
 
 
 def list_users(conn: Connection) -> list[User]:
-    return [User(r.username, r.display_name, Role(r.role), bool(r.active))
-            for r in conn.execute(select(s.users).order_by(s.users.c.username))]
+    return [_user(r) for r in conn.execute(select(s.users).order_by(s.users.c.username))]
+
+
+def set_grants(conn: Connection, username: str, grants: frozenset[str]) -> None:
+    conn.execute(update(s.users).where(s.users.c.username == username).values(grants=sorted(grants)))
 
 
 def set_login_state(conn: Connection, username: str, failed_logins: int, locked_until_ts: int) -> None:

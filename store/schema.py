@@ -157,6 +157,8 @@ users = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until_ts", BigInteger, nullable=False, server_default="0"),
     Column("created_ts", BigInteger, nullable=False),
+    # 0007: actions granted to this person beyond the role's (control.permissions.GRANTABLE), a JSON list.
+    Column("grants", JSON, nullable=False, server_default="[]"),
 )
 
 overrides = Table(

@@ -1,4 +1,4 @@
-"""Audit (审计): the hash-chained log, filterable, with its chain status and a CSV export."""
+"""Audit (审计): the hash-chained log, filterable, with its chain status and a CSV export (EXPORT; audited)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+from control.permissions import Action
 from panel.ui import Ctx, fmt_ts
 
 
@@ -38,5 +39,8 @@ def render(ctx: Ctx) -> None:
     frame = frame.sort_values("entry_id", ascending=False)
     st.caption(ctx.t("au.count", n=len(frame)))
     st.dataframe(frame.drop(columns=["ts"]), hide_index=True, height=480)
-    st.download_button(ctx.t("au.csv"), frame.to_csv(index=False).encode("utf-8-sig"), file_name="bidlens-audit.csv",
-                       mime="text/csv", key="au_csv")
+    if ctx.may(Action.EXPORT):
+        # Made when clicked: the core checks EXPORT, stamps the file with who and when, and audits it.
+        filters = {"actors": actors, "actions": actions, "search": text}
+        st.download_button(ctx.t("au.csv"), lambda: ctx.room.export_audit_csv(ctx.user, frame, ctx.lang, filters),
+                           file_name=f"bidlens-audit-{ctx.user.username}.csv", mime="text/csv", key="au_csv")

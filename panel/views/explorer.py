@@ -1,7 +1,9 @@
 """Decision explorer (决策解释): one decision's explanation in bid units, why it changed, global drivers.
 
 The explanation is the stored one (what the model saw then, under that model
-version), decomposed by explain/ into steps that add up to the served bid.
+version), decomposed by explain/ into steps that add up to the served bid. The raw
+contributions are strategy: people without VIEW_EXPLANATION_DETAIL (operators, unless
+granted) read the decision and its reasons in words; the core refuses them the rest.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def render(ctx: Ctx) -> None:
     at = next((i for i, b in enumerate(buckets) if asked is not None and b <= asked), 0)
     bucket = c3.selectbox(ctx.t("ex.time"), buckets, index=at, key="ex_bucket", format_func=fmt_ts)
     floor = ctx.room.roi_floors(ctx.user, [campaign_id])[campaign_id]
+    if not ctx.room.may_see_detail(ctx.user):
+        _in_words(ctx, ctx.room.decision_reasons(ctx.user, campaign_id, package, bucket, ctx.lang), floor)
+        return
     breakdown = ctx.room.breakdown(ctx.user, campaign_id, package, bucket)
     # One view at a time (not tabs): only the chosen one is computed, so a decision opens fast.
     view = st.segmented_control(ctx.t("ex.view"), VIEWS, default=VIEWS[0], key="ex_view",
@@ -56,14 +61,32 @@ def render(ctx: Ctx) -> None:
         _model(ctx, campaign_id, package, bucket)
 
 
-def _decision(ctx: Ctx, bd, floor: float) -> None:
-    d = bd.decision
+def _figures(ctx: Ctx, d: dict) -> None:
     cols = st.columns([1, 1, 1, 1, 1.6])  # "decided by" reads 人工规则池: room for it
     cols[0].metric(ctx.t("ex.served_bid"), fmt_num(d["bid"], 3))
     cols[1].metric(ctx.t("ex.model_bid"), fmt_num(d["model_bid"], 3))
     cols[2].metric(ctx.t("ex.pred_roi"), fmt_num(d["pred_roi"]))
     cols[3].metric(ctx.t("ex.pacing"), fmt_num(d["pacing"]))
     cols[4].metric(ctx.t("ex.decided_by"), decided_by_label(ctx, d["decided_by"]))
+
+
+def _in_words(ctx: Ctx, reasons, floor: float) -> None:
+    """The decision and its reasons in words: what a person without the raw explanations sees."""
+    if reasons is None:
+        st.warning(ctx.t("ex.no_explanation"))
+        return
+    d = reasons.decision
+    _figures(ctx, d)
+    st.markdown(ctx.t("ex.top_reasons") + "\n" + "\n".join(f"- {line}" for line in reasons.reasons))
+    st.caption(ctx.t("ex.budget_audience", share=fmt_num(d["budget_share"] * 100, 3),
+                     on=ctx.t("ov.on") if d["audience_on"] else ctx.t("ov.off"),
+                     margin=fmt_num(d["pred_roi"] - floor), floor=floor))
+    st.info(ctx.t("ex.words_only"))
+
+
+def _decision(ctx: Ctx, bd, floor: float) -> None:
+    d = bd.decision
+    _figures(ctx, d)
     steps = steps_frame(bd.steps)
     st.altair_chart(charts.waterfall(steps, ctx.lang), width="stretch")
     st.caption(ctx.t("ex.waterfall_caption", target=d["target_roi"], pacing=fmt_num(d["pacing"])))

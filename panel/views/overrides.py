@@ -11,7 +11,6 @@ import streamlit as st
 
 from app import board
 from control.domain import OverrideField, OverrideStatus
-from explain import reasons
 from panel.ui import Ctx, attempt, fmt_left, fmt_num, fmt_ts, page_start
 
 ALL_PACKAGES = "*"
@@ -59,12 +58,12 @@ def _model_side(ctx: Ctx, scope: pd.DataFrame, campaign_id: str, package: str | 
     pick = package or (scope.sort_values("pred_roi")["audience_package"].iloc[0] if len(scope) else None)
     if pick is None:
         return
-    breakdown = ctx.room.breakdown(ctx.user, campaign_id, pick, newest)
-    if breakdown is None:
+    why = ctx.room.decision_reasons(ctx.user, campaign_id, pick, newest, ctx.lang)
+    if why is None:
         st.caption(ctx.t("ex.no_explanation"))
         return
     st.caption(ctx.t("ov.why", package=pick))
-    for line in reasons.bid_reasons(breakdown.steps, breakdown.features, ctx.lang):
+    for line in why.reasons:
         st.markdown(f"- {line}")
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.stress_jobs import VARIANTS, chosen_scenario, report_charts, scenario_names, start_stress
 from control.domain import InvalidValue
+from control.permissions import Action
 from panel.ui import Ctx, attempt, fmt_num
 
 
@@ -79,6 +80,15 @@ def _report(ctx: Ctx, report: dict) -> None:
         st.dataframe(pd.DataFrame(report["trips"]), hide_index=True)
     _breakers(ctx, report.get("breakers", []))
     st.altair_chart(report_charts(report))
+    if ctx.may(Action.EXPORT):  # made when clicked: checked, stamped with who and when, audited by the core
+        c1, c2 = st.columns(2)
+        name = f"bidlens-stress-{report['scenario']}-{report['seed']}-{ctx.user.username}"
+        c1.download_button(ctx.t("st.download_html"),
+                           lambda: ctx.room.export_stress_report(ctx.user, report, "html", ctx.lang),
+                           file_name=f"{name}.html", mime="text/html", key="st_dl_html")
+        c2.download_button(ctx.t("st.download_json"),
+                           lambda: ctx.room.export_stress_report(ctx.user, report, "json", ctx.lang),
+                           file_name=f"{name}.json", mime="application/json", key="st_dl_json")
 
 
 def _breakers(ctx: Ctx, rows: list[dict]) -> None:

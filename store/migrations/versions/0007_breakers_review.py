@@ -1,4 +1,4 @@
-"""the sibling breakers' feeds: competitor prices and stock per campaign
+"""the sibling breakers' feeds (competitor prices, stock per campaign); per-user grants
 
 Revision ID: 0007_breakers_review
 Revises: 0003_decision_slot_index
@@ -7,6 +7,8 @@ The competitor price guard reads competitors' prices against their references
 and the safety-stock guard reads stock levels (guards.feeds); both arrive like
 decisions, through the API or `bidlens ingest`, validated, with refused rows
 quarantined. Columns follow control.rows (COMPETITOR_PRICE_FIELDS, STOCK_FIELDS).
+users.grants: the actions a person is granted beyond their role (the white-box leak
+risk: seeing raw explanations, exporting; control.permissions.GRANTABLE).
 """
 import sqlalchemy as sa
 from alembic import op
@@ -46,9 +48,13 @@ def upgrade() -> None:
     )
     op.create_index('ix_stock_levels_campaign_observed', 'stock_levels', ['campaign_id', 'observed_ts'],
                     unique=False)
+    with op.batch_alter_table('users') as batch:
+        batch.add_column(sa.Column('grants', sa.JSON(), server_default='[]', nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('users') as batch:
+        batch.drop_column('grants')
     op.drop_index('ix_stock_levels_campaign_observed', table_name='stock_levels')
     op.drop_table('stock_levels')
     op.drop_index('ix_competitor_prices_campaign_observed', table_name='competitor_prices')
