@@ -225,13 +225,12 @@ def _overrides(conn: Connection, p: Period, traffic: pd.DataFrame, calibration: 
     known = {o.override_id: o for o in repo.list_overrides(conn)}
     for oid in sorted(set(lifecycle) | {int(i) for r in served["reason"] for i in _IDS.findall(r)}):
         o = known.get(oid)
+        # The slots its reason names (a slot two overrides decided together counts for each of them).
         mine = served[np.array([str(oid) in _IDS.findall(r) for r in served["reason"]], dtype=bool)]
         spend, gmv = float(mine["spend"].sum()), float(mine["gmv"].sum())
-        k = np.array([calibration.get(v, np.nan) for v in mine["model_version"]])
-        k_spend = float(np.nansum(np.nan_to_num(k, nan=1.0) * mine["spend"]))
+        k = mine["model_version"].map(calibration).fillna(1.0)  # a version without evidence: taken at its word
         model_pred = _ratio(mine["pred_roi_spend"].sum(), spend)
-        model_est = None if model_pred is None else round(float((mine["pred_roi_spend"] * np.nan_to_num(k, nan=1.0))
-                                                               .sum()) / spend, 4)
+        model_est = _ratio((mine["pred_roi_spend"] * k).sum(), spend)
         margin = float((mine["margin"] * mine["spend"]).sum()) / spend if spend > 0 else 0.0
         served_roi = _ratio(gmv, spend)
         effect = None if model_est is None else round(served_roi - model_est, 4)
@@ -243,7 +242,7 @@ def _overrides(conn: Connection, p: Period, traffic: pd.DataFrame, calibration: 
                      "promotion": str(promotion_of(np.array([o.proposed_ts]), promotions)[0]) if o else OUTSIDE,
                      **{f"{e}_ts": lifecycle.get(oid, {}).get(e) for e in OVERRIDE_EVENTS},
                      "served_spend": _money(spend), "served_gmv": _money(gmv), "served_roi": served_roi,
-                     "model_pred_roi": model_pred, "model_calibration": _ratio(k_spend, spend),
+                     "model_pred_roi": model_pred, "model_calibration": _ratio((k * mine["spend"]).sum(), spend),
                      "model_roi_est": model_est, "roi_effect": effect,
                      "profit_effect": None if effect is None else _money(effect * margin * spend)})
     effects = [r["profit_effect"] for r in rows if r["profit_effect"] is not None]

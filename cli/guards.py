@@ -107,7 +107,8 @@ def _status_text(status: dict) -> str:
              f"worker heartbeat: {status['worker']['ts'] if status['worker'] else 'never'}; "
              f"rule pool version: {status['rule_pool_version']}"]
     for c in status["campaigns"]:
-        modes = ", ".join(f"{g}={v['mode']}{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
+        modes = ", ".join(f"{g}={v['mode']}{'/' + v['action'] if v['mode'] in ('tripped', 'probation') else ''}"
+                          f"{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
         lines.append(f"  {c['campaign_id']:<12} {c['effective_mode']:<13} {modes}"
                      f"  floor {c['thresholds']['roi']['floor']:g}" + ("  KILL" if c["kill_switch"] else ""))
     for t in status["trips"]:

@@ -69,6 +69,7 @@ class GuardEvaluator:
         # The breakers' feeds (guards.feeds): orders by the time they became known, the newest stock
         # reading and each competitor's newest price per campaign.
         self._known_orders: dict[int, np.ndarray] = {}
+        self._known_total = np.zeros(len(self.campaign_ids))  # the sum of _known_orders (one add per tick)
         self._feed_start: int | None = None
         self._stock = np.full((len(self.campaign_ids), 2), np.nan)            # (observed_ts, units)
         self._prices: dict[tuple[int, str], tuple[int, float, float]] = {}    # -> (observed_ts, price, reference)
@@ -106,7 +107,9 @@ class GuardEvaluator:
         for when in np.unique(known[ok]).tolist():
             rows = ok & (known == when)
             acc = self._known_orders.setdefault(when, np.zeros(len(self._index)))
+            before = acc.copy()
             np.add.at(acc, codes[rows], values[rows, 1])
+            self._known_total += acc - before
             self._feed_start = when if self._feed_start is None else min(self._feed_start, when)
 
     def feed_stock(self, codes: np.ndarray, observed_ts: np.ndarray, stock_units: np.ndarray) -> None:
@@ -133,8 +136,8 @@ class GuardEvaluator:
         config = self.settings.observe
         n = len(self._index)
         for when in [t for t in self._known_orders if t <= now_ts - config.sales_window_s]:
-            del self._known_orders[when]
-        orders = sum((v for t, v in self._known_orders.items() if t <= now_ts), np.zeros(n))
+            self._known_total -= self._known_orders.pop(when)
+        orders = self._known_total - sum((v for t, v in self._known_orders.items() if t > now_ts), np.zeros(n))
         first = min((t for t in self._known_orders if t <= now_ts), default=None)
         fresh = now_ts - config.feed_max_age_s
         live = (self._stock[:, 0] > fresh) & (self._stock[:, 0] <= now_ts)

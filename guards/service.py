@@ -154,7 +154,8 @@ class GuardService:
         for (guard, campaign_id), row in sorted(states.items()):
             entry = campaigns.setdefault(campaign_id, {"campaign_id": campaign_id, "guards": {}})
             st = row.state
-            entry["guards"][guard] = {"mode": st.mode.value, "since_ts": st.since_ts, "cause": st.cause,
+            entry["guards"][guard] = {"mode": st.mode.value, "action": st.action.value, "since_ts": st.since_ts,
+                                      "cause": st.cause,
                                       "stale": st.stale, "counts": dict(st.counts),
                                       "cooldown_s": st.cooldown_s, "event_id": row.event_id}
         for campaign_id, entry in campaigns.items():
