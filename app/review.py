@@ -228,7 +228,8 @@ def _overrides(conn: Connection, p: Period, traffic: pd.DataFrame, calibration: 
         # The slots its reason names (a slot two overrides decided together counts for each of them).
         mine = served[np.array([str(oid) in _IDS.findall(r) for r in served["reason"]], dtype=bool)]
         spend, gmv = float(mine["spend"].sum()), float(mine["gmv"].sum())
-        k = mine["model_version"].map(calibration).fillna(1.0)  # a version without evidence: taken at its word
+        # A version without evidence is taken at its word (1.0).
+        k = np.array([calibration.get(v, 1.0) for v in mine["model_version"]], dtype=np.float64)
         model_pred = _ratio(mine["pred_roi_spend"].sum(), spend)
         model_est = _ratio((mine["pred_roi_spend"] * k).sum(), spend)
         margin = float((mine["margin"] * mine["spend"]).sum()) / spend if spend > 0 else 0.0

@@ -110,6 +110,10 @@ def review_tables(review: dict, lang: str) -> dict[str, pd.DataFrame]:
     by_promotion = pd.DataFrame([{
         t["guard"]: r["guard"], t["promotion"]: promo(r["promotion"]), t["interceptions"]: r["interceptions"],
         t["loss"]: r["loss_avoided"]} for r in review["breakers"]["by_promotion"]])
+    by_campaign = pd.DataFrame([{
+        t["guard"]: r["guard"], t["campaign"]: r["campaign_id"], t["interceptions"]: r["interceptions"],
+        t["restored"]: r["restored"], t["again"]: r["announced_again"], t["loss"]: r["loss_avoided"]}
+        for r in review["breakers"]["by_campaign"]])
     overrides = pd.DataFrame([{
         t["override"]: r["override_id"], t["campaign"]: r["campaign_id"], t["field"]: r["field"],
         t["value"]: r["value"], t["status"]: r["status"], t["served_roi"]: r["served_roi"],
@@ -134,7 +138,11 @@ def review_tables(review: dict, lang: str) -> dict[str, pd.DataFrame]:
         t["promotion"]: promo(r["promotion"]), t["spend"]: r["spend"], t["gmv"]: r["gmv"], t["roi"]: r["roi"],
         t["profit"]: r["profit"], t["share"].format(p=review["kpi"]["algorithm_share"]):
         round(r["profit"] * review["kpi"]["algorithm_share"], 2)} for r in review["kpi"]["by_promotion"]])
-    return {"kpi": kpi, "breakers": breakers, "breakers_by_promotion": by_promotion, "overrides": overrides,
+    kpi_by_campaign = pd.DataFrame([{
+        t["campaign"]: r["campaign_id"], t["spend"]: r["spend"], t["gmv"]: r["gmv"], t["roi"]: r["roi"],
+        t["profit"]: r["profit"]} for r in review["kpi"]["by_campaign"]])
+    return {"kpi": kpi, "kpi_by_campaign": kpi_by_campaign, "breakers": breakers,
+            "breakers_by_promotion": by_promotion, "breakers_by_campaign": by_campaign, "overrides": overrides,
             "alerts": alerts, "models": models, "authorities": authorities}
 
 
@@ -149,8 +157,9 @@ def review_html(review: dict, lang: str) -> str:
     head = (f"<h1>{html.escape(t['title'].format(a=review['period']['from'], b=review['period']['to']))}</h1>"
             f"<h2>{t['kpi']}</h2><p>{t['profit']}: {k['operations_profit']:,.0f} · "
             f"{t['share'].format(p=k['algorithm_share'])}: {k['algorithm_profit']:,.0f} · {t['roi']} {k['roi']}</p>"
-            + _table(tables["kpi"])
+            + _table(tables["kpi"]) + _table(tables["kpi_by_campaign"])
             + f"<h2>{t['breakers']}</h2>" + _table(tables["breakers"]) + _table(tables["breakers_by_promotion"])
+            + _table(tables["breakers_by_campaign"])
             + f"<h2>{t['overrides']}</h2><p>{t['counts'].format(**review['overrides']['counts'])}</p>"
             + _table(tables["overrides"])
             + f"<h2>{t['alerts'].format(m=review['alerts']['target_s'] // 60)}</h2>" + _table(tables["alerts"])

@@ -350,6 +350,8 @@ ZH: dict[str, str] = {
     "rv.override_counts": "人工干预：提交 {propose} · 批准 {approve} · 驳回 {reject} · 撤销 {revoke} · 到期 {expire}",
     "rv.download_html": "导出复盘报告（HTML，含导出人与时间，留审计记录）",
     "rv.download_json": "导出复盘数据（JSON，留审计记录）",
+    "rv.kpi_by_campaign": "联合 KPI（按计划）",
+    "rv.breakers_by_campaign": "熔断器（按计划）",
 }
 
 EN: dict[str, str] = {
@@ -700,6 +702,8 @@ EN: dict[str, str] = {
     "rv.override_counts": "Overrides: proposed {propose} · approved {approve} · rejected {reject} · revoked {revoke} · expired {expire}",
     "rv.download_html": "Export the review (HTML, stamped with you and the time, audited)",
     "rv.download_json": "Export the review data (JSON, audited)",
+    "rv.kpi_by_campaign": "Joint KPI (per campaign)",
+    "rv.breakers_by_campaign": "Breakers per campaign",
 }
 
 CATALOGUE = {"zh": ZH, "en": EN}

@@ -406,7 +406,7 @@ def test_an_operator_reads_a_decisions_reasons_in_words_not_its_contributions(st
 def test_the_review_page_shows_the_period_and_offers_the_export_to_those_who_may(store):
     control, _, _ = store
     manager = Panel(control).login("manager").open("review")
-    assert zh("rv.breakers") in manager.texts() and len(manager.at.dataframe) == 7
+    assert zh("rv.breakers") in manager.texts() and len(manager.at.dataframe) == 9
     assert len(manager.at.get("download_button")) == 2
     operator = Panel(control).login("operator").open("review")
     assert zh("rv.breakers") in operator.texts() and not operator.at.get("download_button")

@@ -16,7 +16,8 @@ from control.permissions import Action
 from panel.ui import CORE_REFUSALS, Ctx, fmt_num, page_start, refusal_text
 
 DAYS = 14  # the plan's review cadence: every two weeks
-TABLES = ("kpi", "breakers", "breakers_by_promotion", "overrides", "alerts", "models", "authorities")
+TABLES = ("kpi", "kpi_by_campaign", "breakers", "breakers_by_promotion", "breakers_by_campaign", "overrides",
+          "alerts", "models", "authorities")
 
 
 def render(ctx: Ctx) -> None:
