@@ -33,13 +33,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from control.clock import DAY_S, PROMOTION_TZ
 from control.domain import InvalidValue
 from guards.alerts import metrics
 from guards.alerts.config import Promotion
-from guards.alerts.outbox import list_alerts
+from guards.alerts.outbox import current_config, list_alerts
 from guards.handlers import LOSS_METHODS
 from store import repo
 from store import schema as s
@@ -286,3 +286,10 @@ def build_review(conn: Connection, p: Period, promotions: Sequence[Promotion]) -
         "models": _models(conn, traffic, p, calibration),
         "authorities": _money_rows(traffic, ["decided_by"]),
     }
+
+
+def load_review(engine: Engine, date_from: str, date_to: str) -> dict:
+    """The review of the days [date_from, date_to] (China time) with the configured promotions."""
+    window = period(date_from, date_to)
+    with engine.connect() as conn:
+        return build_review(conn, window, current_config().promotions)

@@ -27,7 +27,7 @@ import pandas as pd
 from app import board, explorer
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
 from app.exports import stamped_csv, stamped_html, stamped_json
-from app.review import breakers, build_review, period
+from app.review import breakers, load_review
 from app.review_report import review_html
 from app.service import Control
 from control.audit import ChainReport
@@ -369,9 +369,8 @@ class ControlRoom:
 
     def review(self, actor: User, date_from: str, date_to: str) -> dict:
         """The biweekly review of [date_from, date_to] (China time), per promotion and campaign (app.review)."""
-        window = period(date_from, date_to)
-        with self._read(actor) as conn:
-            return build_review(conn, window, outbox.current_config().promotions)
+        require(actor, Action.VIEW)
+        return load_review(self.control.engine, date_from, date_to)
 
     def export_review(self, actor: User, review: dict, fmt: str, lang: str) -> bytes:
         """The review as a file: fmt html (self-contained, in `lang`) or json."""

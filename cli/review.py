@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.review import load_review
 from app.wiring import control_room, open_control
 from cli.output import add_json_flag, emit, fail
 from control.domain import InvalidValue
@@ -40,9 +41,14 @@ def _text(review: dict, written: list[Path]) -> str:
 def cmd_review(args) -> int:
     control = open_control()
     room = control_room(control)
+    if args.out and not args.user:
+        return fail("--out exports the review: name the store user who exports it (--user; needs export)")
     try:
-        actor = control.user(args.user)
-        review = room.review(actor, args.date_from, args.date_to)
+        if args.user:
+            actor = control.user(args.user)
+            review = room.review(actor, args.date_from, args.date_to)
+        else:  # read on this machine, like `bidlens guard status`
+            review = load_review(control.engine, args.date_from, args.date_to)
         written = []
         if args.out:
             out = Path(args.out)
@@ -63,7 +69,7 @@ def register(sub) -> None:
                                       "campaign (breakers, overrides, alert response, models, the joint KPI)")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (China time)")
     p.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument("--user", required=True, help="the store user asking (with --out: exporting; needs EXPORT)")
+    p.add_argument("--user", help="the store user asking; with --out, the one exporting (needs export)")
     p.add_argument("--out", help="folder: review JSON and self-contained HTML reports, stamped and audited")
     p.add_argument("--lang", default="zh,en", choices=("zh", "en", "zh,en"), help="the HTML reports' languages")
     add_json_flag(p)

@@ -104,8 +104,8 @@ def _review(folder, monkeypatch, capsys, *args: str) -> tuple[int, dict | str]:
 @pytest.mark.slow
 def test_the_review_of_a_demo_day_agrees_with_the_ledger_the_audit_and_the_outcomes(demo_day, monkeypatch, capsys):
     folder, engine, control, _ = demo_day
-    code, review = _review(folder, monkeypatch, capsys, "--user", "ethan")
-    assert code == 0
+    code, review = _review(folder, monkeypatch, capsys)
+    assert code == 0 and _review(folder, monkeypatch, capsys, "--user", "ethan")[1] == review
     with engine.connect() as conn:
         ledger = pd.DataFrame([r._mapping for r in conn.execute(select(s.guard_trips))])
         audit = repo.load_audit(conn)
@@ -152,6 +152,8 @@ def test_exporting_the_review_needs_the_permission_and_is_stamped_and_audited(de
     folder, engine, control, users = demo_day
     code, error = _review(folder, monkeypatch, capsys, "--user", "olivia", "--out", str(tmp_path / "op"))
     assert code == 2 and "olivia (operator) may not export" in error
+    code, error = _review(folder, monkeypatch, capsys, "--out", str(tmp_path / "anyone"))
+    assert code == 2 and "--user" in error
     code, _ = _review(folder, monkeypatch, capsys, "--user", "mia", "--out", str(tmp_path / "mia"))
     assert code == 0
     files = sorted(p.name for p in (tmp_path / "mia").iterdir())
