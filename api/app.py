@@ -51,6 +51,15 @@ log = logging.getLogger("bidlens.api")
 
 PoolProvider = Callable[[Connection], PoolAnswers]
 
+# POST path, row kind, documented batch, summary: every batch goes through app.ingest the same way.
+INGEST_ROUTES = (
+    ("/v1/decisions", Kind.DECISION, m.DecisionBatch, "Send a batch of model decisions"),
+    ("/v1/outcomes", Kind.OUTCOME, m.OutcomeBatch, "Send a batch of outcomes (increments)"),
+    ("/v1/competitor-prices", Kind.COMPETITOR_PRICE, m.CompetitorPriceBatch,
+     "Send competitors' prices (the competitor price guard's feed)"),
+    ("/v1/stock", Kind.STOCK, m.StockBatch, "Send stock levels (the safety-stock guard's feed)"),
+)
+
 
 def no_rule_pool(_conn: Connection) -> PoolAnswers:
     return {}
@@ -253,17 +262,15 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         return {"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
 
-    @app.post("/v1/decisions", tags=["ingest"], responses=batch_responses,
-              openapi_extra=batch_body(m.DecisionBatch), response_model=None,
-              summary="Send a batch of model decisions")
-    async def post_decisions(request: Request, token: WriteToken, idempotency_key: KeyHeader = None) -> Response:
-        return await ingest(request, Kind.DECISION, token, idempotency_key)
+    def ingest_route(path: str, kind: Kind, batch: type, summary: str) -> None:
+        async def post(request: Request, token: WriteToken, idempotency_key: KeyHeader = None) -> Response:
+            return await ingest(request, kind, token, idempotency_key)
+        post.__name__ = f"post_{kind.value}"
+        app.post(path, tags=["ingest"], responses=batch_responses, openapi_extra=batch_body(batch),
+                 response_model=None, summary=summary)(post)
 
-    @app.post("/v1/outcomes", tags=["ingest"], responses=batch_responses,
-              openapi_extra=batch_body(m.OutcomeBatch), response_model=None,
-              summary="Send a batch of outcomes (increments)")
-    async def post_outcomes(request: Request, token: WriteToken, idempotency_key: KeyHeader = None) -> Response:
-        return await ingest(request, Kind.OUTCOME, token, idempotency_key)
+    for path, kind, batch, summary in INGEST_ROUTES:
+        ingest_route(path, kind, batch, summary)
 
     IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=1000,
                                                description="The ETag of the last response: 304 if nothing changed.")]
@@ -336,7 +343,7 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (m.DecisionBatch, m.OutcomeBatch):
+            for _, _, model, _ in INGEST_ROUTES:
                 doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(doc.pop("$defs", {}))
                 components[model.__name__] = doc

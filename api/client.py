@@ -142,7 +142,7 @@ class BidLensClient:
         return body
 
     def post_batch(self, kind: str, rows: list[dict], idempotency_key: str | None = None) -> dict:
-        """POST one batch to /v1/decisions or /v1/outcomes; returns the documented IngestResult."""
+        """POST one batch to /v1/<kind> (decisions, outcomes, competitor-prices, stock); returns the IngestResult."""
         body = json.dumps({"rows": rows}, allow_nan=True, default=str)
         headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return self._json(self._request("POST", f"/v1/{kind}", data=body.encode(), headers=headers))
@@ -166,6 +166,14 @@ class BidLensClient:
 
     def send_outcomes(self, rows, *, batch_rows: int = 1000, key_prefix: str | None = None) -> SendSummary:
         return self._send("outcomes", rows, batch_rows, key_prefix)
+
+    def send_stock(self, rows, *, batch_rows: int = 1000, key_prefix: str | None = None) -> SendSummary:
+        """Stock levels per campaign (the safety-stock guard's feed)."""
+        return self._send("stock", rows, batch_rows, key_prefix)
+
+    def send_competitor_prices(self, rows, *, batch_rows: int = 1000, key_prefix: str | None = None) -> SendSummary:
+        """Competitors' prices against their references (the competitor price guard's feed)."""
+        return self._send("competitor-prices", rows, batch_rows, key_prefix)
 
     def policy(self, *, campaign_id: str | None = None, audience_package: str | None = None,
                only_changes: bool = True) -> PolicySnapshot | None:

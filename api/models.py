@@ -49,6 +49,9 @@ DecisionRow = _row_model("DecisionRow", "One model decision for one slot (campai
                          "bucket).", rows.DECISION_FIELDS)
 OutcomeRow = _row_model("OutcomeRow", "What a slot produced, as far as known at known_ts (increments; "
                         "conversions arrive late).", rows.OUTCOME_FIELDS)
+CompetitorPriceRow = _row_model("CompetitorPriceRow", "A competitor's price for the item a campaign sells, "
+                                "against that competitor's reference price.", rows.COMPETITOR_PRICE_FIELDS)
+StockRow = _row_model("StockRow", "The stock of the item a campaign sells.", rows.STOCK_FIELDS)
 
 
 class DecisionBatch(BaseModel):
@@ -57,6 +60,14 @@ class DecisionBatch(BaseModel):
 
 class OutcomeBatch(BaseModel):
     rows: list[OutcomeRow] = Field(min_length=1, description="At most max_batch_rows rows (413 beyond).")
+
+
+class CompetitorPriceBatch(BaseModel):
+    rows: list[CompetitorPriceRow] = Field(min_length=1, description="At most max_batch_rows rows (413 beyond).")
+
+
+class StockBatch(BaseModel):
+    rows: list[StockRow] = Field(min_length=1, description="At most max_batch_rows rows (413 beyond).")
 
 
 class RefusedRow(BaseModel):
@@ -68,7 +79,7 @@ class RefusedRow(BaseModel):
 
 class QuarantineRef(BaseModel):
     table: Literal["quarantine"] = "quarantine"
-    kind: Literal["decision", "outcome"]
+    kind: Literal["decision", "outcome", "competitor_price", "stock"]
     source: str
     received_ts: int
 
@@ -121,8 +132,9 @@ class GuardOut(BaseModel):
     mode: Literal["model", "tripped", "probation", "forced_pool", "forced_model"]
     canary_share: float
     event_id: int | None
-    action: Literal["pool", "bid_cut", "pause"] = Field(
-        description="While the guard holds the campaign (tripped, probation): the rule pool, a bid cut or a pause.")
+    action: Literal["pool", "bid_cut", "pause", "alert"] = Field(
+        description="While the guard holds the campaign (tripped, probation): the rule pool, a bid cut or a pause "
+                    "(alert: a guard that only warns; it is listed only when no guard holds the campaign).")
     bid_factor: float = Field(description="bid_cut: the model's bid is multiplied by this.")
 
 

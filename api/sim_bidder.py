@@ -63,6 +63,7 @@ class ApiBidder:
         key = f"sim-{result.model_version}-{result.bucket_ts}"  # a re-sent bucket is stored once
         sent = self.client.send_decisions(decisions_for_api(result), key_prefix=f"{key}-d")
         outcomes = self.client.send_outcomes(result.outcomes_frame, key_prefix=f"{key}-o")
+        self.client.send_stock(result.stock_frame(sim.catalog.campaign_ids), key_prefix=f"{key}-s")
         if sent.refused or outcomes.refused:
             log.warning("bucket %s: the API refused %d decisions and %d outcomes: %s", result.bucket_ts,
                         sent.refused, outcomes.refused, (sent.refusals + outcomes.refusals)[:3])

@@ -56,9 +56,10 @@ class DecisionExplainer:
         """The campaign's ROI floor as its guard is configured (the file with managers' edits on top)."""
         return self._guard_settings().for_campaign("roi", campaign_id).floor
 
-    def explain(self, decision_id: int, lang: str) -> DecisionExplanation | None:
+    def explain(self, decision_id: int, lang: str, *, amounts: bool = True) -> DecisionExplanation | None:
         """The decision explained in `lang`; None when it has no stored explanation (InvalidValue when
-        its bid formula is unknown or its model bid is not the formula's)."""
+        its bid formula is unknown or its model bid is not the formula's). `amounts=False`: reasons
+        without the yuan each moves the bid (explain.reasons.bid_reasons)."""
         with self.engine.connect() as conn:
             campaign_id = conn.execute(select(s.decisions.c.campaign_id)
                                        .where(s.decisions.c.decision_id == int(decision_id))).scalar()
@@ -73,7 +74,8 @@ class DecisionExplainer:
         shown = [shown_value(specs[st.name], st.feature_value, lang, names) if st.kind == "feature" else ""
                  for st in breakdown.steps]
         return DecisionExplanation(breakdown, floor, lang,
-                                   bid_reasons(breakdown.steps, breakdown.features, lang, level_names=names), shown)
+                                   bid_reasons(breakdown.steps, breakdown.features, lang, level_names=names,
+                                               amounts=amounts), shown)
 
 
 def reference_formulas(params, bidders: Mapping) -> dict[str, BidFormula]:

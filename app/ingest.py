@@ -1,4 +1,4 @@
-"""Ingesting decision and outcome rows from outside (HTTP batches, files).
+"""Ingesting decision, outcome and breaker feed rows from outside (HTTP batches, files).
 
 One path for every source: keep the known columns, refuse values of the wrong
 type, validate (control.validation, against the catalogue), then store the good
@@ -34,8 +34,10 @@ from control.domain import INVISIBLE, InvalidValue
 from control.validation import (
     Limits,
     Refusal,
+    validate_competitor_prices,
     validate_decisions,
     validate_outcomes,
+    validate_stock,
 )
 from store import repo
 from store import schema as s
@@ -56,12 +58,15 @@ ExplainRows = Callable[[pd.DataFrame], "repo.ExplanationBatch | None"]  # rows o
 class Kind(StrEnum):
     DECISION = "decision"
     OUTCOME = "outcome"
+    COMPETITOR_PRICE = "competitor_price"  # the competitor price guard's feed
+    STOCK = "stock"                        # the safety-stock guard's feed
 
 
 @dataclass(frozen=True)
 class KindSpec:
     fields: tuple[rows.Field, ...]
     validate: Callable[..., object]
+    table: object = None  # a feed's table (store.schema); decisions and outcomes have writers of their own
 
     @property
     def columns(self) -> dict[str, str]:
@@ -79,6 +84,8 @@ class KindSpec:
 SPECS = {
     Kind.DECISION: KindSpec(rows.DECISION_FIELDS, validate_decisions),
     Kind.OUTCOME: KindSpec(rows.OUTCOME_FIELDS, validate_outcomes),
+    Kind.COMPETITOR_PRICE: KindSpec(rows.COMPETITOR_PRICE_FIELDS, validate_competitor_prices, s.competitor_prices),
+    Kind.STOCK: KindSpec(rows.STOCK_FIELDS, validate_stock, s.stock_levels),
 }
 
 
@@ -322,8 +329,10 @@ def check_frame(kind: Kind, frame: pd.DataFrame, *, now_ts: int, known_campaigns
     spec = SPECS[kind]
     typed, type_refusals = prepare(frame, kind, from_text=from_text)
     kept_index = typed.index.to_numpy()
-    result = spec.validate(typed.reset_index(drop=True), now_ts, known_campaigns=known_campaigns,
-                           known_packages=known_packages, limits=limits)
+    catalogue = {"known_campaigns": known_campaigns}
+    if kind in (Kind.DECISION, Kind.OUTCOME):  # feeds name campaigns only
+        catalogue["known_packages"] = known_packages
+    result = spec.validate(typed.reset_index(drop=True), now_ts, limits=limits, **catalogue)
     where = np.arange(len(frame)) if positions is None else np.asarray(positions)
     refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
     refusals += [Refusal(int(where[kept_index[r.row_index]]), r.field, r.value, r.reason, r.row)
@@ -331,7 +340,7 @@ def check_frame(kind: Kind, frame: pd.DataFrame, *, now_ts: int, known_campaigns
     refusals = [Refusal(r.row_index, r.field, safe_value(r.value), r.reason, r.row)
                 for r in sorted(refusals, key=lambda r: r.row_index) + list(extra_refusals)]
     accepted = _normalise(result.accepted, kind)
-    if kind is Kind.OUTCOME:
+    if kind is not Kind.DECISION:
         return CheckedBatch(kind, [(accepted, None)], refusals)
     accepted = enrich(accepted) if enrich is not None else accepted
     if explain is None or accepted.empty:
@@ -351,8 +360,11 @@ def store_checked(engine: Engine, batch: CheckedBatch, *, now_ts: int, source: s
         for rows_, explanation in batch.parts:
             if batch.kind is Kind.DECISION:
                 repo.insert_decisions(conn, rows_, received_ts=now_ts, source=source, explanation=explanation)
-            else:
+            elif batch.kind is Kind.OUTCOME:
                 repo.insert_outcomes(conn, rows_, source=source)
+            else:
+                spec = SPECS[batch.kind]
+                repo.insert_feed(conn, spec.table, spec.fields, rows_, received_ts=now_ts, source=source)
         repo.write_quarantine(conn, batch.kind.value, quarantine_source, batch.refusals, now_ts)
         if then is not None:
             then(conn)

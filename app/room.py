@@ -1,8 +1,11 @@
 """The control room: everything the panel shows and does, through one permission-checked door.
 
 Every read takes the person asking and checks, in the core (control.permissions),
-that they may see it: the audit trail needs VIEW_AUDIT, the rest VIEW. Actions go
-to Control and GuardService, which check their own permissions. The pages never
+that they may see it: the audit trail needs VIEW_AUDIT, a decision's raw
+contributions, the global drivers and the model card VIEW_EXPLANATION_DETAIL
+(everyone else reads the reasons in words), the rest VIEW. Every file handed out
+goes through Control.export (EXPORT, stamped, audited). Actions go to Control and
+GuardService, which check their own permissions. The pages never
 open a connection or reach the store, the guards' stores or the explanation
 store themselves (tests/test_architecture.py holds them to it).
 
@@ -24,6 +27,9 @@ import pandas as pd
 from app import board, explorer
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
 from app.explanations import DecisionExplainer, DecisionExplanation
+from app.exports import stamped_csv, stamped_html, stamped_json
+from app.review import breakers, load_review
+from app.review_report import review_html
 from app.service import Control
 from control.audit import ChainReport
 from control.domain import (
@@ -38,7 +44,7 @@ from control.domain import (
     User,
 )
 from control.overrides import ProposalCheck, check_proposal, value_range
-from control.permissions import Action, require, verified
+from control.permissions import Action, allowed, require, verified
 from control.policy import KillSwitch
 from explain.store import WindowExplanations, load_window
 from guards.alerts import metrics, outbox, templates
@@ -49,6 +55,7 @@ from guards.pool_store import ACTIVE, PoolVersion, active_version, check_pool, l
 from guards.service import GuardService
 from guards.threshold_store import ThresholdReader
 from guards.thresholds import EDITABLE, ThresholdEdit
+from sim.report import report_html
 from store import repo
 
 DECIDED = (OverrideStatus.APPROVED, OverrideStatus.REJECTED, OverrideStatus.REVOKED, OverrideStatus.EXPIRED)
@@ -70,6 +77,16 @@ class OverrideForm:
     @property
     def default(self) -> float:
         return self.now.value
+
+
+@dataclass(frozen=True)
+class DecisionReasons:
+    """A decision as anyone who may VIEW reads it: what was served and why, in words."""
+
+    decision: dict        # served and model bid, predicted ROI, who decided, budget share, audience on/off
+    reasons: list[str]    # with the yuan each reason moves the bid only for VIEW_EXPLANATION_DETAIL
+    detailed: bool        # whether the person may open the raw contributions
+    roi_floor: float      # the campaign's floor, what the predicted ROI is read against
 
 
 @dataclass(frozen=True)
@@ -233,6 +250,11 @@ class ControlRoom:
         with self._read(actor) as conn:
             return board.trip_ledger(conn)
 
+    def breaker_ledger(self, actor: User) -> list[dict]:
+        """Per guard, every trip in the ledger: interceptions, restores, announced again, loss avoided (app.review)."""
+        with self._read(actor) as conn:
+            return breakers(conn, 0, 2**62)["by_guard"]
+
     EDITABLE_THRESHOLDS = EDITABLE
 
     def thresholds(self, actor: User, campaign_id: str | None) -> dict:
@@ -259,28 +281,56 @@ class ControlRoom:
             raise InvalidValue("rule_pool", f"v{version.version}", version.error)
         return version
 
-    # --- explanations ------------------------------------------------------------------------------
+    # --- explanations: strategy, so the raw contributions need VIEW_EXPLANATION_DETAIL ------------------
 
     def slot_buckets(self, actor: User, campaign_id: str, package: str) -> list[int]:
         with self._read(actor) as conn:
             return explorer.slot_buckets(conn, campaign_id, package)
 
+    def may_see_detail(self, actor: User) -> bool:
+        """Whether the person (as the store has them now: a grant or its withdrawal counts at once) may open a
+        decision's raw contributions, the global drivers and the model card."""
+        return allowed(self.session_user(actor), Action.VIEW_EXPLANATION_DETAIL)
+
+    def _detail(self, actor: User):
+        require(self.session_user(actor), Action.VIEW_EXPLANATION_DETAIL)
+        return self.control.engine.connect()
+
     def explanation(self, actor: User, campaign_id: str, package: str, bucket: int,
                     lang: str) -> DecisionExplanation | None:
-        """The slot's decision at (or just before) `bucket` explained in `lang` (app.explanations: the same
-        function as `bidlens explain decision`); None without a decision or a stored explanation."""
-        with self._read(actor) as conn:
+        """The slot's decision at (or just before) `bucket` explained in `lang`, step by step in yuan (app.explanations:
+        the same function as `bidlens explain decision`); None without a decision or a stored explanation.
+        The raw contributions are strategy: VIEW_EXPLANATION_DETAIL only."""
+        with self._detail(actor) as conn:
             decision_id = explorer.find_decision_id(conn, campaign_id, package, bucket)
         return None if decision_id is None else self.explainer.explain(decision_id, lang)
 
+    def decision_reasons(self, actor: User, campaign_id: str, package: str, bucket: int,
+                         lang: str) -> DecisionReasons | None:
+        """The slot's decision and its top reasons in words, for anyone who may VIEW; the yuan each reason moves
+        the bid only for those who may see the raw contributions."""
+        detailed = self.may_see_detail(actor)
+        with self._read(actor) as conn:
+            decision_id = explorer.find_decision_id(conn, campaign_id, package, bucket)
+        if decision_id is None:
+            return None
+        try:
+            ex = self.explainer.explain(decision_id, lang, amounts=detailed)
+        except InvalidValue:  # no recorded formula: the steps cannot be told, the decision still can
+            return None
+        if ex is None:
+            return None
+        shown = ("bucket_ts", "bid", "model_bid", "pred_roi", "decided_by", "budget_share", "audience_on", "pacing")
+        return DecisionReasons({k: ex.decision[k] for k in shown}, ex.reasons, detailed, ex.roi_floor)
+
     def explanation_window(self, actor: User, start_ts: int, end_ts: int,
                            campaign_id: str | None = None) -> WindowExplanations:
-        with self._read(actor) as conn:
+        with self._detail(actor) as conn:
             return load_window(conn, start_ts, end_ts, campaign_id=campaign_id)
 
     def decision_model(self, actor: User, campaign_id: str, package: str,
                        bucket: int) -> tuple[str, dict | None, BidFormula | None]:
-        with self._read(actor) as conn:
+        with self._detail(actor) as conn:
             return explorer.decision_model(conn, explorer.find_decision_id(conn, campaign_id, package, bucket))
 
     # --- overrides ---------------------------------------------------------------------------------
@@ -356,3 +406,34 @@ class ControlRoom:
         with self._read(actor, Action.VIEW_AUDIT) as conn:
             entries = repo.load_audit(conn)
         return self.control.verify_audit(), entries
+
+    # --- the biweekly review and exports: each a file out of BidLens, so EXPORT, stamped and audited --------
+
+    def review(self, actor: User, date_from: str, date_to: str) -> dict:
+        """The biweekly review of [date_from, date_to] (China time), per promotion and campaign (app.review)."""
+        require(actor, Action.VIEW)
+        return load_review(self.control.engine, date_from, date_to)
+
+    def export_review(self, actor: User, review: dict, fmt: str, lang: str) -> bytes:
+        """The review as a file: fmt html (self-contained, in `lang`) or json."""
+        if fmt not in ("html", "json"):
+            raise InvalidValue("fmt", fmt, "must be html or json")
+        render = (lambda st: stamped_html(review_html(review, lang), st, lang).encode("utf-8")) if fmt == "html" \
+            else (lambda st: stamped_json(review, st))
+        return self.control.export(actor, f"review_{fmt}", render,
+                                   {"period": review["period"], "lang": lang, "format": fmt})
+
+    def export_stress_report(self, actor: User, report: dict, fmt: str, lang: str) -> bytes:
+        """A stress report as a file: fmt html (self-contained) or json."""
+        if fmt not in ("html", "json"):
+            raise InvalidValue("fmt", fmt, "must be html or json")
+        render = (lambda st: stamped_html(report_html(report), st, lang).encode("utf-8")) if fmt == "html" \
+            else (lambda st: stamped_json(report, st))
+        return self.control.export(actor, f"stress_report_{fmt}", render,
+                                   {"scenario": report["scenario"], "seed": report["seed"], "format": fmt})
+
+    def export_audit_csv(self, actor: User, frame: pd.DataFrame, lang: str, filters: dict) -> bytes:
+        """The audit entries a manager or admin is looking at, as CSV (VIEW_AUDIT and EXPORT)."""
+        require(actor, Action.VIEW_AUDIT)
+        return self.control.export(actor, "audit_csv", lambda st: stamped_csv(frame, st, lang),
+                                   {"rows": len(frame), "filters": filters})

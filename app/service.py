@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
 
+from app.exports import Stamp
 from control import overrides as ov
 from control.audit import AuditRecord, ChainReport, verify_chain
 from control.clock import Clock
@@ -30,7 +31,7 @@ from control.domain import (
     RuleAnswer,
     User,
 )
-from control.permissions import Action, ActorRefused, require
+from control.permissions import GRANTABLE, Action, ActorRefused, require
 from control.policy import KillSwitch, resolve_policy
 from control.users import (
     LoginState,
@@ -196,6 +197,38 @@ class Control:
     def users(self) -> list[User]:
         with self.engine.connect() as conn:
             return repo.list_users(conn)
+
+    def set_grant(self, actor: User, username: str, action: Action, granted: bool) -> User:
+        """Grant one person an action beyond their role (or take it back); admins only, audited."""
+        if action not in GRANTABLE:
+            raise InvalidValue("action", action.value, f"must be one of {sorted(a.value for a in GRANTABLE)}")
+        with self.engine.begin() as conn:
+            actor = repo.verified_actor(conn, actor)
+            require(actor, Action.MANAGE_USERS)
+            record = repo.get_user_record(conn, username)
+            if record is None:
+                raise InvalidValue("username", username, "no such user")
+            before = record.user.grants
+            after = before | {action.value} if granted else before - {action.value}
+            repo.set_grants(conn, username, after)
+            self._audit(conn, actor, "user.grant" if granted else "user.revoke_grant", "user", username,
+                        {"grants": sorted(before)}, {"grants": sorted(after)})
+        return dataclasses.replace(record.user, grants=after)
+
+    # --- exports ----------------------------------------------------------------------------
+
+    def export(self, actor: User, what: str, render, detail: dict) -> bytes:
+        """Take data out as a file: EXPORT checked on the person as the store has them now, the content made by
+        `render(stamp)` (stamped with who and when: app.exports), and `export.<what>` audited with `detail`."""
+        with self.engine.connect() as conn:
+            actor = repo.verified_actor(conn, actor)
+        require(actor, Action.EXPORT)
+        stamp = Stamp.of(actor, self.clock())
+        data = render(stamp)
+        with self.engine.begin() as conn:
+            self._audit(conn, actor, f"export.{what}", "export", what, None,
+                        {**detail, **stamp.as_json(), "bytes": len(data)})
+        return data
 
     # --- overrides ------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ class SimGuardHook:
     def __init__(self, catalog, settings: GuardSettings, guards: tuple[str, ...] = ("roi",)):
         self.evaluator = GuardEvaluator(catalog.campaigns, settings, guards)
         self.packages = len(catalog.packages)
-        self._feature_names = {"spend_pace": settings.defaults["pacing"].feature,
-                               "inventory_level": settings.defaults["inventory"].feature}
+        self._feature_names = settings.feature_names()
+        self._campaign_codes = self.evaluator.codes([c.campaign_id for c in catalog.campaigns])
         self._slot_codes: np.ndarray | None = None
         # minute -> each slot's pred_value: outcome increments (late ones too) meet their bucket's prediction
         self._values: dict[int, np.ndarray] = {}
@@ -65,6 +65,8 @@ class SimGuardHook:
                 np.fmax.at(values, codes, last.features[:, names.index(name)])
             features[column] = values
         self.evaluator.feed_features(features)
+        if last.stock is not None:  # the stock feed the safety-stock breaker reads
+            self.evaluator.feed_stock(self._campaign_codes, np.full(len(last.stock), last.now_ts), last.stock)
 
     def guard_states(self, now_ts: int, last) -> Mapping[str, GuardState]:
         if last is not None:

@@ -2,8 +2,9 @@
 
 The simulator's stress runner (sim.stress.run_stress) plays the scenario once per
 arm: the model alone, the manual rule pool alone, and the model watched by the
-guard (app.stress_guard). Progress is real for the guarded arm (the
-hook is asked once per simulated minute); the baselines before it are one phase.
+guard (app.stress_guard); then each sibling breaker is judged alone
+(app.stress_breakers). Progress is real for the guarded arm and the breakers (the
+hooks are asked once per simulated minute); the baselines before them are one phase.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from app.stress_breakers import breakers_section
 from app.stress_guard import make_guard_hook
 from control.domain import User
 from control.permissions import Action, require
@@ -24,7 +26,7 @@ from sim.stress import run_stress
 
 VARIANTS = ("scenario", "roi", "gmv")  # the scenario's own bidder, or one variant of the reference model
 
-PHASES = ("preparing", "baselines", "guarded", "done", "failed")
+PHASES = ("preparing", "baselines", "guarded", "breakers", "done", "failed")
 
 
 @dataclass
@@ -54,7 +56,7 @@ class _Progress:
 
     def guard_states(self, now_ts, last):
         self.job.phase = "guarded"
-        self.job.progress = 2 / 3 + min(1.0, (now_ts - DAY_START_TS) / 60 / self.job.minutes) / 3
+        self.job.progress = 0.5 + min(1.0, (now_ts - DAY_START_TS) / 60 / self.job.minutes) / 4
         return self.hook.guard_states(now_ts, last)
 
 
@@ -95,8 +97,13 @@ def _run(job: StressJob, scenario: Scenario, data_dir: str) -> None:
         kit = prepare(scenario, data_dir)  # trains the bundled models on first use
         hook = _Progress(make_guard_hook(scenario, kit.catalog), job)
         job.phase, job.progress = "baselines", 0.05
-        job.report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook,
-                                minutes=job.minutes)
+        report = run_stress(scenario, job.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook,
+                            minutes=job.minutes)
+        job.phase = "breakers"
+        report["breakers"] = breakers_section(report, scenario, job.seed, kit, minutes=job.minutes,
+                                              roi_hook=hook.hook,
+                                              on_minute=lambda done: setattr(job, "progress", 0.75 + done / 4))
+        job.report = report
         job.phase, job.progress = "done", 1.0
     except Exception as exc:  # the page must say why a background run failed, not lose it with the thread
         job.phase, job.error = "failed", f"{type(exc).__name__}: {exc}"

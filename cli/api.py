@@ -1,5 +1,5 @@
 """Bidder integration commands: `api` (serve), `token create|revoke|list`, `campaigns import`,
-`packages import`, `ingest decisions|outcomes`."""
+`packages import`, `ingest decisions|outcomes|competitor-prices|stock`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,10 @@ def cmd_token_list(args) -> int:
     return 0
 
 
+INGEST_KINDS = {"decisions": Kind.DECISION, "outcomes": Kind.OUTCOME, "competitor-prices": Kind.COMPETITOR_PRICE,
+                "stock": Kind.STOCK}
+
+
 def cmd_ingest(args) -> int:
     from api.shadow import shadow_filler
     from explain.store import explain_registered
@@ -74,7 +78,7 @@ def cmd_ingest(args) -> int:
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
     engine = _engine()
     try:
-        report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
+        report = ingest_file(engine, INGEST_KINDS[args.kind], args.file, now_ts=store_clock(engine)(),
                              budget_bytes=budget, limits=limits_for(settings), enrich=shadow_filler(engine),
                              explain=explain_registered(engine))
     except (OSError, ValueError, ConflictError) as exc:
@@ -143,8 +147,9 @@ def register(sub) -> None:
         add_json_flag(p)
         p.set_defaults(func=cmd_catalogue_import, catalogue=name)
 
-    p = sub.add_parser("ingest", help="load decisions or outcomes from a CSV, JSON Lines or Parquet file")
-    p.add_argument("kind", choices=["decisions", "outcomes"])
+    p = sub.add_parser("ingest", help="load decisions, outcomes or a breaker feed (competitor prices, stock) "
+                                      "from a CSV, JSON Lines or Parquet file")
+    p.add_argument("kind", choices=list(INGEST_KINDS))
     p.add_argument("file")
     p.add_argument("--memory-mb", type=int, default=0, help="memory budget; default BIDLENS_INGEST_MEMORY_MB")
     add_json_flag(p)

@@ -53,7 +53,8 @@ DEMO_KEY_ENV = "BIDLENS_WECOM_KEY_DEMO"
 
 
 def demo_alerts_config(data_dir: Path, robot_port: int) -> Path:
-    """Alerts to the local robot (as WeCom markdown) and to the log file."""
+    """Alerts to the local robot (as WeCom markdown) and to the log file; replenishment alerts to a log of
+    their own (the replenishment group), at most daily."""
     path = data_dir / "demo-alerts.toml"
     path.write_text(f"""# Written by `bidlens demo`: the guard's alerts go to a local WeCom-protocol robot.
 [channels.demo_robot]
@@ -67,9 +68,18 @@ group_wait_s = 30
 type = "log_file"
 path = "alerts.log"
 
+[channels.replenishment]
+type = "log_file"
+path = "demo-replenishment.log"
+repeat_interval_s = 86400
+
 [[routes]]
 channels = ["file"]
 continue = true
+
+[[routes]]
+guard = ["low_stock"]
+channels = ["replenishment"]
 
 [[routes]]
 channels = ["demo_robot"]

@@ -27,12 +27,25 @@ def explanation_document(explanation) -> dict:
                       for st, shown in zip(b.steps, explanation.shown_values, strict=True)]}
 
 
+def _asker(args, action: Action):
+    """The person named by --user, logged in; PermissionDenied unless they may `action`."""
+    user = login(open_control(), args.user)
+    require(user, action)
+    return user
+
+
 def cmd_decision(args) -> int:
     from app.wiring import control_room, open_control
     from control.domain import InvalidValue
 
+    control = open_control()
     try:
-        explanation = control_room(open_control()).explainer.explain(args.decision_id, args.lang)
+        actor = login(control, args.user)
+        room = control_room(control)
+        detailed = room.may_see_detail(actor)
+        explanation = room.explainer.explain(args.decision_id, args.lang, amounts=detailed)
+    except REFUSALS as exc:
+        return fail(str(exc))
     except InvalidValue as exc:
         return fail(f"decision_id={args.decision_id}: {exc}")
     if explanation is None:
@@ -42,8 +55,11 @@ def cmd_decision(args) -> int:
     lines = [f"decision {args.decision_id}: served bid {data['served_bid']:.2f} (model {data['model_version']}, "
              f"decided by {data['decided_by']}; bid = clip(value / {formula.target_roi:g} x pacing "
              f"{data['pacing']:.3g}, {formula.min_bid:g}, {'no cap' if formula.max_bid is None else f'{formula.max_bid:g}'})"]
-    lines += [f"  {st['label']:<28} {st['shown_value']:>12} {st['value']:+9.4f}  -> {st['total']:.4f}"
-              for st in data["steps"]]
+    if detailed:  # the raw contributions are strategy (control.permissions)
+        lines += [f"  {st['label']:<28} {st['shown_value']:>12} {st['value']:+9.4f}  -> {st['total']:.4f}"
+                  for st in data["steps"]]
+    else:
+        del data["steps"]
     lines += [f"  * {r}" for r in data["reasons"]]
     emit(args, data, "\n".join(lines))
     return 0
@@ -52,6 +68,10 @@ def cmd_decision(args) -> int:
 def cmd_drift(args) -> int:
     from explain.analysis import attribution_drift
     from explain.store import load_window
+    try:
+        _asker(args, Action.VIEW_EXPLANATION_DETAIL)
+    except REFUSALS as exc:
+        return fail(str(exc))
     with _conn() as conn:
         ref = load_window(conn, args.ref_from, args.ref_to, campaign_id=args.campaign)
         now = load_window(conn, args.now_from, args.now_to, campaign_id=args.campaign)
@@ -132,12 +152,14 @@ def register(sub) -> None:
     decision = inner.add_parser("decision", help="a served bid as steps that add up to it, with reasons")
     decision.add_argument("decision_id", type=int)
     decision.add_argument("--lang", choices=("zh", "en"), default="zh")
+    add_login(decision, required=True)
     add_json_flag(decision)
     decision.set_defaults(func=cmd_decision)
     drift = inner.add_parser("drift", help="which features' contributions moved between two windows")
     for name in ("ref-from", "ref-to", "now-from", "now-to"):
         drift.add_argument(f"--{name}", type=int, required=True, help="epoch seconds (bucket_ts)")
     drift.add_argument("--campaign", default=None)
+    add_login(drift)  # the contributions are strategy: view_explanation_detail
     drift.add_argument("--lang", choices=("zh", "en"), default="zh")
     add_json_flag(drift)
     drift.set_defaults(func=cmd_drift)

@@ -22,6 +22,7 @@ from guards.alert_bridge import enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
 from guards.pool_store import list_versions
+from guards.registry import GUARDS
 from guards.shadow import roi_comparison
 from guards.thresholds import EDITABLE, ThresholdEdit, field_type
 from guards.trip_drivers import trip_drivers
@@ -114,7 +115,8 @@ def _status_text(status: dict) -> str:
              f"worker heartbeat: {status['worker']['ts'] if status['worker'] else 'never'}; "
              f"rule pool version: {status['rule_pool_version']}"]
     for c in status["campaigns"]:
-        modes = ", ".join(f"{g}={v['mode']}{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
+        modes = ", ".join(f"{g}={v['mode']}{'/' + v['action'] if v['mode'] in ('tripped', 'probation') else ''}"
+                          f"{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())
         lines.append(f"  {c['campaign_id']:<12} {c['effective_mode']:<13} {modes}"
                      f"  floor {c['thresholds']['roi']['floor']:g}" + ("  KILL" if c["kill_switch"] else ""))
     for t in status["trips"]:
@@ -134,7 +136,7 @@ def cmd_status(args) -> int:
 def cmd_force(args) -> int:
     control, service, _ = _open()
     try:
-        changed = service.force(login(control, args.user), args.campaign, args.mode, args.reason)
+        changed = service.force(login(control, args.user), args.campaign, args.mode, args.reason, args.guard)
     except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"campaign_id": args.campaign, "mode": args.mode, "guards": changed},
@@ -311,6 +313,8 @@ def register(subparsers) -> None:
     forced = sub.add_parser("force", help="pin a campaign to the pool or the model, or hand it back (manager)")
     forced.add_argument("--campaign", required=True)
     forced.add_argument("--mode", required=True, choices=["pool", "model", "auto"])
+    forced.add_argument("--guard", default=None, choices=list(GUARDS),
+                        help="only this guard (default: every guard of the campaign)")
     forced.add_argument("--reason", required=True)
     add_login(forced)
     add_json_flag(forced)

@@ -24,6 +24,9 @@ def _stress_text(report: dict, paths: dict) -> str:
                          + (f"{capture:.1%}" if capture is not None else "not material (under 1% of the day's spend)"))
     else:
         lines.append("  guarded arm: not run (--guard off)")
+    for b in report.get("breakers", []):
+        lines.append(f"  breaker {b['guard']:<10} ({b['action']}) interceptions {b['interceptions']}, "
+                     f"restores {b['restores']}, loss avoided {b['loss_avoided']:,.0f} yuan ({b['method']})")
     lines += [f"  wrote {p}" for p in paths.values()]
     return "\n".join(lines)
 
@@ -45,6 +48,14 @@ def cmd_stress(args) -> int:
     arms = () if args.guard == "on" else ("model", "rule_pool")
     report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook, arms=arms,
                         minutes=args.minutes)
+    if hook is not None and args.breakers != "none":
+        from app.stress_breakers import SIBLINGS, breakers_section
+        chosen = SIBLINGS if args.breakers == "all" else tuple(args.breakers.split(","))
+        try:
+            report["breakers"] = breakers_section(report, scenario, args.seed, kit, breakers=chosen,
+                                                  minutes=args.minutes, roi_hook=hook)
+        except ValueError as exc:
+            return fail(str(exc))
     out = Path(args.out) if args.out else report_dir(settings.data_dir, scenario.name, args.seed)
     paths = write_report(report, out)
     emit(args, report, _stress_text(report, paths))
@@ -111,6 +122,9 @@ def register(sub) -> None:
                    help="on: guarded arm only; off: model and rule pool arms; both (default): all three")
     p.add_argument("--minutes", type=int, default=1440, choices=range(1, 1441), metavar="1..1440",
                    help="play only the first N minutes of the day (quick checks; default the whole day)")
+    p.add_argument("--breakers", default="all",
+                   help="with the guard: each sibling breaker judged alone (interceptions, loss avoided): all "
+                        "(default), none, or a list such as competitor,low_stock")
     p.add_argument("--out", help="folder for report.json, CSVs and report.html (default DATA_DIR/reports/...)")
     add_json_flag(p)
     p.set_defaults(func=cmd_stress)

@@ -1,4 +1,5 @@
-"""Store and user commands: init, user add|deactivate|activate|role|reset-password, audit verify, config."""
+"""Store and user commands: init, user add|deactivate|activate|role|reset-password|grant|revoke-grant, audit
+verify, config."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cli.auth import REFUSALS, add_login, login, login_or_machine
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
 from control.domain import Role
+from control.permissions import GRANTABLE, Action
 from control.users import generate_password
 from store.migrate import current_revisions
 
@@ -94,6 +96,17 @@ def cmd_user_change(args) -> int:
     return 0
 
 
+def cmd_user_grant(args) -> int:
+    control = open_control()
+    try:
+        user = control.set_grant(login(control, args.user), args.username, Action(args.action), args.grant)
+    except REFUSALS as exc:
+        return fail(str(exc))
+    emit(args, {"username": user.username, "grants": sorted(user.grants)},
+         f"user {user.username}: grants {', '.join(sorted(user.grants)) or 'none'}")
+    return 0
+
+
 def cmd_audit_verify(args) -> int:
     report = open_control().verify_audit()
     anchored = (f", anchored outside the store through entry {report.anchored_id}" if report.anchored_id
@@ -142,6 +155,15 @@ def register(sub) -> None:
         add_login(p)
         add_json_flag(p)
         p.set_defaults(func=cmd_user_change)
+
+    for name, grant, text in (("grant", True, "grant one person an action beyond their role (admin; audited)"),
+                              ("revoke-grant", False, "take a granted action back (admin; audited)")):
+        p = user.add_parser(name, help=text)
+        p.add_argument("username")
+        p.add_argument("--action", required=True, choices=sorted(a.value for a in GRANTABLE))
+        add_login(p)  # an admin
+        add_json_flag(p)
+        p.set_defaults(func=cmd_user_grant, grant=grant)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser("verify", help="verify the signed chain against its anchors outside the store; "

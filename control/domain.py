@@ -136,6 +136,7 @@ class GuardAction(StrEnum):
     POOL = "pool"        # the manual rule pool serves (人工规则池)
     BID_CUT = "bid_cut"  # the model serves at its bid x bid_factor (降价)
     PAUSE = "pause"      # the campaign's audience packages are off (暂停)
+    ALERT = "alert"      # the guard only alerts; the model keeps the traffic (只告警, e.g. a replenishment warning)
 
 
 # Modes in which the guard holds the campaign's traffic, with its action (probation: the non-canary
@@ -300,9 +301,14 @@ class GuardState:
             raise InvalidValue("bid_factor", self.bid_factor, "must be > 0")
 
     @property
+    def alert_only(self) -> bool:
+        """Tripped (or in probation) with the alert action: it warns, the model keeps the traffic."""
+        return self.action is GuardAction.ALERT and self.mode in (GuardMode.TRIPPED, GuardMode.PROBATION)
+
+    @property
     def holds(self) -> bool:
         """Whether the guard, not the model, decides the (non-canary) traffic."""
-        return self.mode in GUARD_HOLDS
+        return self.mode in GUARD_HOLDS and not self.alert_only
 
     @property
     def effective_action(self) -> GuardAction | None:
@@ -313,14 +319,15 @@ class GuardState:
 
 
 # When several guards watch a campaign, the most restrictive mode decides; of two guards in the same
-# mode, the action that takes more from the model (pause, then the pool, then a bid cut).
+# mode, the action that takes more from the model (pause, then the pool, then a bid cut). A guard that only
+# alerts takes nothing: it ranks as the model, below any guard that holds the traffic.
 MODE_SEVERITY = {GuardMode.FORCED_MODEL: 0, GuardMode.MODEL: 1, GuardMode.PROBATION: 2,
                  GuardMode.TRIPPED: 3, GuardMode.FORCED_POOL: 4}
-ACTION_SEVERITY = {GuardAction.BID_CUT: 0, GuardAction.POOL: 1, GuardAction.PAUSE: 2}
+ACTION_SEVERITY = {GuardAction.ALERT: -1, GuardAction.BID_CUT: 0, GuardAction.POOL: 1, GuardAction.PAUSE: 2}
 
 
 def _severity(state: GuardState) -> tuple[int, int]:
-    return MODE_SEVERITY[state.mode], ACTION_SEVERITY[state.action]
+    return MODE_SEVERITY[GuardMode.MODEL if state.alert_only else state.mode], ACTION_SEVERITY[state.action]
 
 
 def most_restrictive(states: Iterable[GuardState]) -> dict[str, GuardState]:
@@ -355,12 +362,15 @@ class User:
     display_name: str
     role: Role
     active: bool = True
+    grants: frozenset[str] = frozenset()  # actions granted beyond the role's (control.permissions.GRANTABLE)
 
     def __post_init__(self):
         require_text("username", self.username)
         require_text("display_name", self.display_name)
         if not isinstance(self.role, Role):
             raise InvalidValue("role", self.role, f"must be one of {[r.value for r in Role]}")
+        if not isinstance(self.grants, frozenset) or not all(isinstance(g, str) for g in self.grants):
+            raise InvalidValue("grants", self.grants, "must be a frozenset of action names")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,12 @@
 
 Admins administer users and tokens; they are not managers and do not approve
 overrides (the approver must be someone who answers for the money).
+
+Explanations are strategy (the plan's white-box leak risk): a decision's raw feature
+contributions, the global drivers and the model's card need VIEW_EXPLANATION_DETAIL
+(engineers and managers); everyone who may VIEW reads the reasons in words. Taking
+anything out of BidLens as a file (CSV, a review, a stress report) needs EXPORT, and
+every export is audited with who, what and when, and carries that stamp.
 """
 
 from __future__ import annotations
@@ -26,16 +32,20 @@ class Action(StrEnum):
     MANAGE_TOKENS = "manage_tokens"
     VIEW_AUDIT = "view_audit"               # read the audit trail
     REGISTER_MODEL = "register_model"       # register a bidder's model, so its decisions are explained
+    VIEW_EXPLANATION_DETAIL = "view_explanation_detail"  # raw SHAP contributions, global drivers, the model card
+    EXPORT = "export"                       # take data out as a file (CSV, review, stress report); audited
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT}),
     Role.ENGINEER: frozenset({Action.VIEW, Action.ACK_ALERT, Action.RUN_STRESS_TEST,
-                              Action.EDIT_RULE_POOL, Action.REGISTER_MODEL}),
+                              Action.EDIT_RULE_POOL, Action.REGISTER_MODEL, Action.VIEW_EXPLANATION_DETAIL,
+                              Action.EXPORT}),
     Role.MANAGER: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.APPROVE_OVERRIDE,
                              Action.REVOKE_OVERRIDE, Action.KILL_SWITCH, Action.FORCE_GUARD,
                              Action.EDIT_GUARD_CONFIG, Action.EDIT_RULE_POOL, Action.ACK_ALERT,
-                             Action.RUN_STRESS_TEST, Action.VIEW_AUDIT, Action.REGISTER_MODEL}),
+                             Action.RUN_STRESS_TEST, Action.VIEW_AUDIT, Action.REGISTER_MODEL,
+                             Action.VIEW_EXPLANATION_DETAIL, Action.EXPORT}),
     Role.ADMIN: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT,
                            Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS,
                            Action.VIEW_AUDIT}),
@@ -71,8 +81,12 @@ class PermissionDenied(PermissionError):
         super().__init__(f"{user.username} ({user.role.value}) may not {action.value}")
 
 
+# What may be granted to one person beyond their role (e.g. an operator trusted with the raw explanations).
+GRANTABLE = frozenset({Action.VIEW_EXPLANATION_DETAIL, Action.EXPORT})
+
+
 def allowed(user: User, action: Action) -> bool:
-    return user.active and action in PERMISSIONS[user.role]
+    return user.active and (action in PERMISSIONS[user.role] or (action in GRANTABLE and action.value in user.grants))
 
 
 def require(user: User, action: Action) -> None:

@@ -1,7 +1,8 @@
-"""The decision row and the outcome row: one definition of each.
+"""The decision row and the outcome row, and the breakers' feed rows: one definition of each.
 
 A bidder sends these rows (the bidder API, files), the simulator makes them, the
-store keeps them. Every place that names their fields reads them from here: the
+store keeps them. The competitor price and stock rows feed the sibling breakers
+(guards.feeds) the same way. Every place that names their fields reads them from here: the
 batch validation (control.validation), the defaults of optional fields
 (app.ingest), the store's columns and write lists (store.schema, store.repo), the
 API's documented row models (api.models) and the simulator's rows for the API
@@ -73,6 +74,23 @@ OUTCOME_FIELDS: tuple[Field, ...] = (
     Field("spend", "money", True, "Spend, yuan."),
     Field("orders", "count", True, "Orders attributed to the bucket, known by known_ts."),
     Field("gmv", "money", True, "GMV of those orders, yuan."),
+)
+
+# A competitor's price for the item a campaign sells (a price crawler's or a market feed's reading).
+COMPETITOR_PRICE_FIELDS: tuple[Field, ...] = (
+    Field("campaign_id", "text", True, "A campaign BidLens knows (the item it sells).", max_length=64),
+    Field("competitor", "text", True, "Who sells the item: a shop or platform name.", max_length=100),
+    Field("observed_ts", "ts", True, "When the price was read, epoch seconds UTC."),
+    Field("price", "money", True, "The competitor's price now, yuan."),
+    Field("reference_price", "money", True, "The competitor's usual price for the item, yuan (> 0): "
+          "the drop is 1 - price / reference_price."),
+)
+
+# The stock of the item a campaign sells (a warehouse or stock API's reading).
+STOCK_FIELDS: tuple[Field, ...] = (
+    Field("campaign_id", "text", True, "A campaign BidLens knows (the item it sells).", max_length=64),
+    Field("observed_ts", "ts", True, "When the stock was counted, epoch seconds UTC."),
+    Field("stock_units", "count", True, "Units in stock, sellable now."),
 )
 
 MAX_FEATURES = 500

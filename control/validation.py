@@ -1,4 +1,4 @@
-"""Validating batches of decision and outcome rows, vectorised.
+"""Validating batches of decision, outcome and feed rows (competitor prices, stock), vectorised.
 
 A batch is split into the rows that pass and the rows that are refused; each
 refusal names the row's index in the batch, the first field that failed, its
@@ -124,6 +124,10 @@ def _catalogue_checks(f: pd.DataFrame, known_campaigns: Collection[str] | None,
     if known_packages is not None:
         yield ("audience_package", ~f["audience_package"].isin(list(known_packages)).to_numpy(),
                "unknown audience package")
+def _known(f: pd.DataFrame, known_campaigns: Collection[str] | None):
+    """A row naming a campaign BidLens does not know is refused."""
+    if known_campaigns is not None:
+        yield "campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(), "unknown campaign"
 
 
 def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
@@ -156,3 +160,19 @@ def validate_outcomes(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Coll
         yield "clicks", num["clicks"] > num["impressions"], "more clicks than impressions"
         yield from _catalogue_checks(f, known_campaigns, known_packages)
     return _validate(frame, OUTCOME_COLUMNS, {}, now_ts, limits, checks)
+
+
+def validate_competitor_prices(frame: pd.DataFrame, now_ts: int, *,
+                               known_campaigns: Collection[str] | None = None,
+                               limits: Limits = Limits()) -> ValidationResult:
+    def checks(f: pd.DataFrame):
+        yield from _known(f, known_campaigns)
+        reference = pd.to_numeric(f["reference_price"], errors="coerce").to_numpy(dtype=np.float64)
+        yield "reference_price", reference == 0, "must be > 0 (the drop is measured against it)"
+    return _validate(frame, rows.required_kinds(rows.COMPETITOR_PRICE_FIELDS), {}, now_ts, limits, checks)
+
+
+def validate_stock(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
+                   limits: Limits = Limits()) -> ValidationResult:
+    return _validate(frame, rows.required_kinds(rows.STOCK_FIELDS), {}, now_ts, limits,
+                     lambda f: _known(f, known_campaigns))

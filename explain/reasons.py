@@ -62,42 +62,47 @@ def shown_value(spec: FeatureSpec, value: float | None, lang: str, level_names: 
     return f"{number} {unit}".rstrip()
 
 
-def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None,
-                    level_names: LevelNames | None) -> str:
-    value = shown_value(spec, step.feature_value, lang, level_names)
-    amount = f"{abs(step.value):.2f}"
+def _move(step: Step, lang: str, amounts: bool) -> str:
+    """"出价上调 0.35 元" / "Bid raised by ¥0.35"; without amounts only the direction (words, not contributions)."""
     if lang == "zh":
         move = "上调" if step.value > 0 else "下调"
+        return f"出价{move} {abs(step.value):.2f} 元" if amounts else f"出价{move}"
+    move = "raised" if step.value > 0 else "lowered"
+    return f"Bid {move} by ¥{abs(step.value):.2f}" if amounts else f"Bid {move}"
+
+
+def _feature_reason(step: Step, spec: FeatureSpec, lang: str, typical: float | None,
+                    level_names: LevelNames | None, amounts: bool) -> str:
+    value = shown_value(spec, step.feature_value, lang, level_names)
+    move = _move(step, lang, amounts)
+    if lang == "zh":
         if typical is not None and spec.categorical_levels is None:
             compare = "高于平均" if step.feature_value > typical else "低于平均"
-            return f"出价{move} {amount} 元：{spec.display_zh} {value}，{compare}"
+            return f"{move}：{spec.display_zh} {value}，{compare}"
         said = f"{spec.display_zh} {value}" if value else spec.display_zh
-        return f"出价{move} {amount} 元：{said}"
-    move = "raised" if step.value > 0 else "lowered"
+        return f"{move}：{said}"
     if typical is not None and spec.categorical_levels is None:
         compare = "above average" if step.feature_value > typical else "below average"
-        return f"Bid {move} by ¥{amount}: {spec.display_en} is {value}, {compare}"
+        return f"{move}: {spec.display_en} is {value}, {compare}"
     said = f"{spec.display_en} is {value}" if value else spec.display_en
-    return f"Bid {move} by ¥{amount}: {said}"
+    return f"{move}: {said}"
 
 
-def _policy_reason(step: Step, lang: str) -> str:
+def _policy_reason(step: Step, lang: str, amounts: bool) -> str:
     if step.value == 0:  # a guard's pause: the bid stands, the package is off
         return step.label(lang)
-    amount = f"{abs(step.value):.2f}"
-    if lang == "zh":
-        return f"出价{'上调' if step.value > 0 else '下调'} {amount} 元：{step.label_zh}"
-    return f"Bid {'raised' if step.value > 0 else 'lowered'} by ¥{amount}: {step.label_en}"
+    return f"{_move(step, lang, amounts)}{'：' if lang == 'zh' else ': '}{step.label(lang)}"
 
 
 def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: str, *, top: int = 3,
                 typical_values: Mapping[str, float] | None = None, min_abs: float = 0.005,
-                level_names: LevelNames | None = None) -> list[str]:
+                level_names: LevelNames | None = None, amounts: bool = True) -> list[str]:
     """The `top` largest steps (features, pacing, caps, rule pool, guard, override) as sentences.
 
     `typical_values` (e.g. training means by feature name) adds "above / below average" to a numeric
     feature's reason. Steps smaller than `min_abs` yuan are not worth a sentence, except a guard's
-    pause, which says why the package is off.
+    pause, which says why the package is off. `amounts=False` leaves out the yuan each step moves the
+    bid: the reasons in words for a person who may not see the raw contributions (control.permissions).
     """
     _check_lang(lang)
     specs = {f.name: f for f in features}
@@ -108,9 +113,9 @@ def bid_reasons(steps: Sequence[Step], features: Sequence[FeatureSpec], lang: st
     for step in candidates[:top]:
         if step.kind == "feature":
             typical = (typical_values or {}).get(step.name)
-            out.append(_feature_reason(step, specs[step.name], lang, typical, level_names))
+            out.append(_feature_reason(step, specs[step.name], lang, typical, level_names, amounts))
         else:
-            out.append(_policy_reason(step, lang))
+            out.append(_policy_reason(step, lang, amounts))
     return out
 
 

@@ -1,14 +1,21 @@
 """Guard events -> the alert outbox (guards.alerts), in the guard's own transaction.
 
 Events without an alert kind (probation started, a forced mode, a held release)
-are recorded and audited but not pushed to WeCom.
+are recorded and audited but not pushed to WeCom. The competitor price and
+safety-stock breakers speak their own kinds (pull_item / item_restored,
+low_stock / stock_recovered) with their evidence, so routes can send them to
+their own groups (a replenishment group for stock); their stale-data events are
+not pushed: the ROI guard announces the same feeds' staleness.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Connection
 
 from guards.alerts import AlertEvent, AlertKind, Severity, enqueue_alert
+from guards.alerts.events import PHASE, AlertPhase
 from guards.machine import GuardEvent
 from guards.roi import calibrated_bought_roi
 
@@ -27,18 +34,45 @@ CAUSES = {
                           "en": "the model over-promises across its campaigns: its predicted ROI, calibrated on "
                                 "their pooled outcomes, is below the floor"},
     "stale_data": {"zh": "结果数据过期，按危险处理", "en": "outcome data is stale and treated as danger"},
+    "competitor_price": {"zh": "竞品价格较其参考价下降超过下架线", "en": "a competitor's price is further below its "
+                                                                     "reference than the limit"},
+    "days_of_stock": {"zh": "按当前销速，库存可售天数低于安全库存", "en": "at the current sales rate the stock lasts "
+                                                                         "fewer days than the safety stock"},
     "forced": {"zh": "主管手动指定", "en": "set by a manager"},
+}
+
+
+@dataclass(frozen=True)
+class BreakerAlerts:
+    """How a breaker watching a fact outside the model speaks: its kinds, its evidence, its severity."""
+
+    kinds: dict[str, AlertKind]     # guard event kind -> alert kind
+    evidence: tuple[str, ...]       # the signal's figures the message shows
+    severity: Severity | None = None  # of its firing alerts (None: the event's own)
+
+
+BREAKER_ALERTS = {
+    "competitor": BreakerAlerts(
+        {"tripped": AlertKind.PULL_ITEM, "probation_failed": AlertKind.PULL_ITEM,
+         "restored": AlertKind.ITEM_RESTORED},
+        ("competitor_price_drop", "max_drop", "competitor_price", "competitor_reference_price")),
+    "low_stock": BreakerAlerts(
+        {"tripped": AlertKind.LOW_STOCK, "probation_failed": AlertKind.LOW_STOCK,
+         "restored": AlertKind.STOCK_RECOVERED},
+        ("days_of_stock", "min_days", "stock_units", "sales_per_day"), Severity.WARNING),
 }
 
 
 def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEvent | None:
     """The alert an operator should get for `event` (None: none), with its figures and drivers."""
-    kind = _KINDS.get(event.kind)
+    breaker = BREAKER_ALERTS.get(event.guard)
+    kind = breaker.kinds.get(event.kind) if breaker is not None else _KINDS.get(event.kind)
     if kind is None:
         return None
     figures = dict(event.figures)
-    payload = {k: figures[k] for k in ("pred_roi", "realised_roi", "floor") if k in figures}
-    if "spend_per_hour" in figures:
+    shown = breaker.evidence if breaker is not None else ("pred_roi", "realised_roi", "floor")
+    payload = {k: figures[k] for k in shown if k in figures}
+    if "spend_per_hour" in figures and breaker is None:
         payload["spend_at_risk"] = figures["spend_per_hour"]  # yuan per hour the model is spending
     payload["guard_event_id"] = event_id
     payload["mode"] = event.mode_after.value
@@ -63,7 +97,10 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
         payload["drivers"] = drivers
     # A stale feed is its own condition: fresh data must not resolve a trip, nor a restore the staleness.
     condition = f"{event.guard}:{event.campaign_id}" + (":stale" if event.kind in _STALE_KINDS else "")
-    return AlertEvent(kind=kind, severity=Severity(event.severity), occurred_ts=event.ts,
+    severity = Severity(event.severity)
+    if breaker is not None and breaker.severity is not None and PHASE[kind] is AlertPhase.FIRING:
+        severity = breaker.severity
+    return AlertEvent(kind=kind, severity=severity, occurred_ts=event.ts,
                       campaign_id=event.campaign_id, guard=event.guard, condition_key=condition,
                       payload=payload)
 

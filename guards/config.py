@@ -35,7 +35,7 @@ class MachineConfig:
     require_approval: bool = False
     stale_after_s: int = 600
     stale_action: str = "hold"
-    action: str = "pool"          # what a trip does with the traffic: pool | bid_cut | pause (a signal may choose)
+    action: str = "pool"          # what a trip does with the traffic: pool | bid_cut | pause | alert (a signal may choose)
     max_probation_failures: int = 3  # failed probations in a day after which only a person releases the campaign
 
 
@@ -50,6 +50,8 @@ class ObserveConfig:
     lag_cdf: tuple[float, ...] = (0.35, 0.55, 0.69, 0.80, 0.89, 0.95, 0.98, 1.0)
     tz_offset_s: int = PROMOTION_TZ_OFFSET_S
     bucket_s: int = 60            # a decision bucket's length: a bucket's outcomes are known from its end
+    sales_window_s: int = 21600   # the sales rate behind days of stock: orders that became known this far back
+    feed_max_age_s: int = 21600   # a competitor price or stock reading older than this says nothing
 
     @property
     def maturity_s(self) -> int:
@@ -112,6 +114,27 @@ class InventoryConfig:
     machine: MachineConfig = field(default_factory=MachineConfig)
 
 
+@dataclass(frozen=True, slots=True)
+class CompetitorConfig:
+    """Competitor price drop: a competitor more than `max_drop` below its reference price -> pull the item."""
+
+    enabled: bool = True
+    max_drop: float = 0.15
+    hysteresis: float = 0.05      # back when every drop is at most max_drop - hysteresis
+    feature: str = "competitor_price_index"
+    machine: MachineConfig = field(default_factory=MachineConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class LowStockConfig:
+    """Safety stock: fewer than `min_days` of sales left at the current rate -> a replenishment alert."""
+
+    enabled: bool = True
+    min_days: float = 7.0
+    hysteresis: float = 1.0       # days: back once stock covers min_days + hysteresis
+    machine: MachineConfig = field(default_factory=MachineConfig)
+
+
 # (minimum, maximum) per field; None = unbounded on that side.
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "consecutive": (1, 1000), "cooldown_s": (0, None), "cooldown_backoff": (1.0, 100.0),
@@ -126,8 +149,9 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_ahead": (0.0, None), "min_elapsed_s": (0, None), "min_level": (0.0, 1.0),
     "tz_offset_s": (-86400, 86400), "bucket_s": (1, 86400), "calibration_consecutive": (1, 1000), "calibration_min_orders": (1.0, None),
     "calibration_confidence": (0.5, 0.999999), "order_value_cv": (0.0, 10.0),
+    "max_drop": (0.0, 0.99), "min_days": (0.0, 365.0), "sales_window_s": (600, None), "feed_max_age_s": (60, None),
 }
-_CHOICES = {"stale_action": ("pool", "hold"), "action": ("pool", "bid_cut", "pause"),
+_CHOICES = {"stale_action": ("pool", "hold"), "action": ("pool", "bid_cut", "pause", "alert"),
             "action_choice": ("profit", "pool", "bid_cut", "pause")}
 
 
@@ -200,7 +224,8 @@ def _check(prefix: str, config) -> None:
         raise InvalidValue(f"{prefix}.max_cooldown_s", machine.max_cooldown_s, "must be >= cooldown_s")
 
 
-GUARD_CONFIG_TYPES = {"roi": RoiConfig, "pacing": PacingConfig, "inventory": InventoryConfig}
+GUARD_CONFIG_TYPES = {"roi": RoiConfig, "pacing": PacingConfig, "inventory": InventoryConfig,
+                      "competitor": CompetitorConfig, "low_stock": LowStockConfig}
 
 
 @dataclass(frozen=True)
@@ -213,6 +238,12 @@ class GuardSettings:
 
     def for_campaign(self, guard: str, campaign_id: str):
         return self.per_campaign.get(guard, {}).get(campaign_id, self.defaults[guard])
+
+    def feature_names(self) -> dict[str, str]:
+        """Observation column (guards.observe.FEATURE_COLUMNS) -> the feature that carries it in decisions."""
+        return {"spend_pace": self.defaults["pacing"].feature,
+                "inventory_level": self.defaults["inventory"].feature,
+                "competitor_price_index": self.defaults["competitor"].feature}
 
 
 def _merge(base: dict, top: dict) -> dict:

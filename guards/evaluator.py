@@ -8,6 +8,7 @@ the campaign on the manual rule pool from the next bucket on.
 
 Use, once per simulated bucket:
     evaluator.feed(decisions, outcomes, features)   # what the bidder decided / learnt this bucket
+    evaluator.feed_stock(...), feed_competitor_prices(...)  # the breakers' feeds, when there are readings
     events = evaluator.tick(now_ts)
     sim.step(guards=evaluator.guard_states(), ...)
 """
@@ -21,8 +22,10 @@ import pandas as pd
 
 from control.domain import Campaign, GuardState, most_restrictive
 from guards.config import GuardSettings
+from guards.feeds import breaker_frame, sales_per_day, worst_competitor
 from guards.machine import GuardEvent, GuardTripped, MachineState
 from guards.observe import (
+    BREAKER_COLUMNS,
     FEATURE_COLUMNS,
     CalibrationPrior,
     Feeds,
@@ -30,7 +33,7 @@ from guards.observe import (
     observations_from,
     observe_feeds,
 )
-from guards.registry import GUARDS, enabled, evaluate
+from guards.registry import GUARDS, enabled, evaluate, feeds_stale_after_s
 from guards.roi import sequential_for
 
 _DECISION_SUMS = ("w", "roi_w", "pool_w", "pool_n")
@@ -53,8 +56,7 @@ class GuardEvaluator:
                  guards: Iterable[str] = tuple(GUARDS), prior: CalibrationPrior | None = None):
         self.settings = settings
         self.guards = tuple(guards)
-        machines = [settings.defaults[g].machine for g in self.guards]
-        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines),
+        self.lookback = lookback_s(settings.observe, feeds_stale_after_s(settings, self.guards),
                                    settings.defaults["roi"].cusum_window_s)
         self.campaign_ids = [c.campaign_id for c in campaigns]
         self._index = pd.Index(self.campaign_ids, dtype=object)
@@ -70,6 +72,13 @@ class GuardEvaluator:
         self._features: dict[str, np.ndarray] = {}
         # bucket_ts -> pred_value by (campaign_id, audience_package): what `feed` joins outcome rows to.
         self._values: dict[int, pd.Series] = {}
+        # The breakers' feeds (guards.feeds): orders by the time they became known, the newest stock
+        # reading and each competitor's newest price per campaign.
+        self._known_orders: dict[int, np.ndarray] = {}
+        self._known_total = np.zeros(len(self.campaign_ids))  # the sum of _known_orders (one add per tick)
+        self._feed_start: int | None = None
+        self._stock = np.full((len(self.campaign_ids), 2), np.nan)            # (observed_ts, units)
+        self._prices: dict[tuple[int, str], tuple[int, float, float]] = {}    # -> (observed_ts, price, reference)
 
     def codes(self, campaign_ids) -> np.ndarray:
         """Campaign ids -> positions in the driver's campaign list (-1: unknown)."""
@@ -97,8 +106,54 @@ class GuardEvaluator:
         """Outcome increments (conversion lag: each with the time it became known); pred_gmv is their
         clicks x the pred_value of their slot's decision."""
         values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (spend, orders, gmv, pred_gmv)])
+        known = np.asarray(known_ts, dtype=np.int64)
         self._add(self._outcomes, len(self._index), codes, np.asarray(bucket_ts, dtype=np.int64), values,
-                  np.asarray(known_ts, dtype=np.float64))
+                  known.astype(np.float64))
+        ok = codes >= 0
+        for when in np.unique(known[ok]).tolist():
+            rows = ok & (known == when)
+            acc = self._known_orders.setdefault(when, np.zeros(len(self._index)))
+            before = acc.copy()
+            np.add.at(acc, codes[rows], values[rows, 1])
+            self._known_total += acc - before
+            self._feed_start = when if self._feed_start is None else min(self._feed_start, when)
+
+    def feed_stock(self, codes: np.ndarray, observed_ts: np.ndarray, stock_units: np.ndarray) -> None:
+        """Stock readings (control.rows.STOCK_FIELDS) per campaign code; the newest per campaign counts."""
+        for code, ts, units in zip(np.asarray(codes).tolist(), np.asarray(observed_ts).tolist(),
+                                   np.asarray(stock_units, dtype=np.float64).tolist(), strict=True):
+            seen, had = self._stock[code] if code >= 0 else (np.nan, np.nan)
+            if code >= 0 and (seen != seen or ts > seen or (ts == seen and units < had)):  # ties: the lower count
+                self._stock[code] = (ts, units)
+
+    def feed_competitor_prices(self, codes: np.ndarray, competitor, observed_ts: np.ndarray, price: np.ndarray,
+                               reference_price: np.ndarray) -> None:
+        """Competitor price readings (control.rows.COMPETITOR_PRICE_FIELDS); the newest per competitor counts."""
+        for code, who, ts, p, r in zip(np.asarray(codes).tolist(), list(competitor), np.asarray(observed_ts).tolist(),
+                                       np.asarray(price, dtype=np.float64).tolist(),
+                                       np.asarray(reference_price, dtype=np.float64).tolist(), strict=True):
+            old = self._prices.get((code, who))
+            # The newest reading counts; two of one time: the lower price (the worker's query sees both).
+            if code >= 0 and (old is None or ts > old[0] or (ts == old[0] and p * old[2] < old[1] * r)):
+                self._prices[(code, who)] = (int(ts), p, r)
+
+    def _breakers(self, now_ts: int) -> dict[str, np.ndarray]:
+        """BREAKER_COLUMNS at now_ts from the fed readings, as guards.feeds.load_breaker_inputs reads the store."""
+        config = self.settings.observe
+        n = len(self._index)
+        for when in [t for t in self._known_orders if t <= now_ts - config.sales_window_s]:
+            self._known_total -= self._known_orders.pop(when)
+        orders = self._known_total - sum((v for t, v in self._known_orders.items() if t > now_ts), np.zeros(n))
+        first = min((t for t in self._known_orders if t <= now_ts), default=None)
+        fresh = now_ts - config.feed_max_age_s
+        live = (self._stock[:, 0] > fresh) & (self._stock[:, 0] <= now_ts)
+        stock = (np.where(live, self._stock[:, 1], np.nan), np.where(live, self._stock[:, 0], np.nan))
+        prices = [(code, ts, p, r) for (code, _), (ts, p, r) in self._prices.items() if fresh < ts <= now_ts]
+        competitor = worst_competitor(np.array([x[0] for x in prices], dtype=np.int64),
+                                      *(np.array([x[i] for x in prices], dtype=np.float64) for i in (1, 2, 3)), n)
+        frame = breaker_frame(self.campaign_ids, competitor, stock,
+                              sales_per_day(orders, first, now_ts, config.sales_window_s))
+        return {c: frame[c].to_numpy() for c in BREAKER_COLUMNS}
 
     def feed_features(self, features: dict[str, np.ndarray]) -> None:
         """Per campaign (driver order) values of FEATURE_COLUMNS, from the newest bucket."""
@@ -117,8 +172,9 @@ class GuardEvaluator:
             self.feed_outcomes(self.codes(outcomes["campaign_id"]), outcomes["bucket_ts"], outcomes["known_ts"],
                                outcomes["spend"], outcomes["orders"], outcomes["gmv"], self._pred_gmv(outcomes))
         if features is not None:
-            by = features.groupby("campaign_id")[list(FEATURE_COLUMNS)].max().reindex(self._index)
-            self.feed_features({c: by[c].to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS})
+            columns = [c for c in FEATURE_COLUMNS if c in features]
+            by = features.groupby("campaign_id")[columns].max().reindex(self._index)
+            self.feed_features({c: by[c].to_numpy(dtype=np.float64) for c in columns})
 
     def _pred_gmv(self, outcomes: pd.DataFrame) -> np.ndarray:
         """Per outcome row: clicks x the pred_value of its slot's decision (0 without one), as the
@@ -161,7 +217,8 @@ class GuardEvaluator:
         d = d if len(d) else np.zeros((0, len(_DECISION_SUMS) + 1))
         o = o if len(o) else np.zeros((0, len(_OUTCOME_SUMS) + 1))
         feeds = Feeds(d_codes, d_bucket, d[:, 0], d[:, 1], d[:, 2], d[:, 3],
-                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features)
+                      o_codes, o_bucket, o[:, 0], o[:, 1], o[:, 2], o[:, 3], o[:, 4], self._features,
+                      self._breakers(now_ts))
         columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback, self._margin,
                                 self._sequential, self.prior)
         observed = observations_from(self.campaign_ids, columns)

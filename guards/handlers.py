@@ -10,9 +10,14 @@ Loss avoided (ledger, estimate; `bidlens stress` measures it exactly from two ar
   profit_model  = the model's ROI at the trip x margin x S_model - S_model,
   with S_model = the model's spend per hour just before the trip x the trip's length;
   loss avoided = profit_served - profit_model. The model's ROI at the trip is the
-  realised (lag-corrected) ROI when the realised evidence tripped it, the calibrated
-  predicted ROI of the clicks bought for the pooled calibration rule, else the predicted
-  ROI; the served ROI is lag-corrected like the guard's.
+  realised (lag-corrected) ROI when the realised evidence (cusum) tripped it, the
+  calibrated predicted ROI of the clicks bought for the pooled calibration rule, else
+  the predicted ROI; the served ROI is lag-corrected like the guard's. What served is
+  the rule pool, the model's cut bids, or nothing (a pause spends nothing, so its
+  profit is 0). For a breaker watching a fact outside the model (competitor prices,
+  stock) the model's own prediction does not know that fact, so its realised ROI at
+  the trip is used when there is one. A breaker that only alerts changed no traffic:
+  it avoided nothing by itself (0).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from sqlalchemy import Connection, insert, select, text, update
 
 from control.audit import AuditRecord
-from control.domain import GuardMode
+from control.domain import GuardAction, GuardMode
 from guards.config import ObserveConfig
 from guards.machine import ActionChanged, GuardEvent, GuardTripped, MachineState, ProbationFailed
 from guards.observe import lag_share
@@ -74,16 +79,30 @@ def _insert_event(conn: Connection, event: GuardEvent) -> int:
     return int(result.inserted_primary_key[0])
 
 
-def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
+# Breakers that watch a fact outside the model: their ledger holds the model's realised ROI at the trip.
+OUTSIDE_FACT_GUARDS = frozenset({"competitor", "low_stock"})
+# How a closed trip's loss avoided was found (guard_trips.details.loss_method).
+LOSS_METHODS = {
+    "estimate": "what served during the trip against the model at its ROI and spend rate of the trip's moment",
+    "alert_only": "an alert only: the model kept the traffic, so the breaker itself changed no money",
+}
+
+
+def _roi_at_trip(event: GuardTripped) -> float | None:
     figures = dict(event.figures)
-    before = figures.get("realised_roi") if event.cause in ("realised_roi", "cusum") else figures.get("pred_roi")
     if event.cause == "model_calibration":
-        before = calibrated_bought_roi(figures)
+        return calibrated_bought_roi(figures)
+    if event.cause == "cusum" or event.guard in OUTSIDE_FACT_GUARDS:
+        return figures.get("realised_roi", figures.get("pred_roi"))
+    return figures.get("pred_roi")
+
+
+def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
     conn.execute(insert(s.guard_trips).values(
         guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
-        roi_before=before, detection_delay_s=event.detection_delay_s,
+        roi_before=_roi_at_trip(event), detection_delay_s=event.detection_delay_s,
         details={"cause": event.cause, "action": event.action, "bid_factor": event.bid_factor,
-                 "figures_at_trip": figures}))
+                 "figures_at_trip": dict(event.figures)}))
 
 
 def trip_outcome(conn: Connection, campaign_id: str, since_ts: int, until_ts: int,
@@ -137,14 +156,16 @@ def _close_trip(conn: Connection, event: GuardEvent, observe: ObserveConfig) -> 
     at_trip = open_trip.details.get("figures_at_trip", {})
     hours = (event.ts - open_trip.tripped_ts) / 3600
     model_spend = float(at_trip.get("spend_per_hour", 0.0)) * hours
-    loss = None
-    if open_trip.roi_before is not None and campaign is not None and roi_after == roi_after:
+    loss, method = None, "estimate"
+    if open_trip.details.get("action") == GuardAction.ALERT.value:
+        loss, method = 0.0, "alert_only"
+    elif open_trip.roi_before is not None and campaign is not None and (roi_after == roi_after or pool_spend == 0):
         loss = round(loss_avoided(open_trip.roi_before, model_spend, roi_after, pool_spend,
                                   campaign.gross_margin), 2)
     conn.execute(update(t).where(t.c.trip_id == open_trip.trip_id).values(
         restored_ts=event.ts, roi_after=None if roi_after != roi_after else roi_after, loss_avoided=loss,
         details={**open_trip.details, "pool_spend": round(pool_spend, 2), "model_spend_est": round(model_spend, 2),
-                 "figures_at_restore": dict(event.figures), "closed_by": event.kind}))
+                 "figures_at_restore": dict(event.figures), "closed_by": event.kind, "loss_method": method}))
 
 
 def record_events(conn: Connection, events: Sequence[GuardEvent], *, actor: str, observe: ObserveConfig,

@@ -43,6 +43,9 @@ Definitions (docs/GUARDS.md has the reasoning):
 - data age: now minus the older of the campaign's newest decision bucket and
   newest outcome known_ts, looked up within `lookback_s`; None when the campaign
   has neither (nothing to guard).
+- for the sibling breakers: the newest bucket's features (spend pace, inventory
+  level, competitor price index) and the feeds' figures (guards.feeds: the worst
+  competitor price drop, stock units, the sales rate), one value per campaign.
 
 `observe` is pure over small aggregated frames (one row per campaign x bucket);
 `load_inputs` makes those frames from the store with GROUP BY queries.
@@ -51,7 +54,8 @@ Definitions (docs/GUARDS.md has the reasoning):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -91,10 +95,25 @@ class Observation:
     cusum: float = 0.0
     gross_margin: float = float("nan")
     model_calibration_prior_share: float = 0.0  # the launch gate's prior's share of the pooled evidence
+    # The sibling breakers' figures (guards.feeds), per campaign; NaN: nothing to measure.
+    competitor_price_index: float = math.nan      # the decisions' feature: competitors' price / their usual one
+    competitor_price_drop: float = math.nan       # the feed's worst 1 - price / reference over the competitors
+    competitor_price: float = math.nan            # that competitor's price, yuan
+    competitor_reference_price: float = math.nan  # and its reference, yuan
+    stock_units: float = math.nan                 # the stock feed's newest reading
+    sales_per_day: float = math.nan               # orders known over the sales window, per day
+    # How old each breaker's evidence is (its own staleness: a paused campaign's outcomes stop, its
+    # competitors' prices and its stock do not); None: no evidence.
+    competitor_age_s: int | None = None           # the fresher of the decisions' index and the price feed
+    stock_age_s: int | None = None                # the stock reading
 
 
 OBSERVATION_COLUMNS = tuple(f.name for f in fields(Observation))
-FEATURE_COLUMNS = ("spend_pace", "inventory_level")
+FEATURE_COLUMNS = ("spend_pace", "inventory_level", "competitor_price_index")
+# guards.feeds' figures per campaign (observed as they are) and the times of the readings behind them.
+BREAKER_FIGURES = ("competitor_price_drop", "competitor_price", "competitor_reference_price", "stock_units",
+                   "sales_per_day")
+BREAKER_COLUMNS = BREAKER_FIGURES + ("competitor_observed_ts", "stock_observed_ts")
 
 
 def lag_share(age_s: np.ndarray, config: ObserveConfig) -> np.ndarray:
@@ -180,6 +199,7 @@ class Feeds:
     pred_gmv: np.ndarray    # sum over the entry's slots of clicks x the model's pred_value
     last_known: np.ndarray
     features: dict[str, np.ndarray]  # FEATURE_COLUMNS -> (n,)
+    breakers: dict[str, np.ndarray] = field(default_factory=dict)  # BREAKER_COLUMNS -> (n,) (guards.feeds)
 
 
 @dataclass(frozen=True)
@@ -249,6 +269,8 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         _sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
         _sum_by(o_codes, n, feeds.pred_gmv * share * cal), prior)
 
+    breakers = {c: feeds.breakers.get(c, np.full(n, np.nan)) for c in BREAKER_COLUMNS}
+    index = feeds.features.get("competitor_price_index", np.full(n, np.nan))
     # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
     oldest = np.fmin(np.where(np.isnan(latest), now_ts - lookback, latest),
@@ -274,24 +296,31 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
                   sequential_evidence(feeds, watermark, avg_order_value, config, sequential)),
         "gross_margin": np.full(n, np.nan) if gross_margin is None else np.asarray(gross_margin, dtype=np.float64),
         "model_calibration_prior_share": np.full(n, prior_share),
+        **{c: breakers[c] for c in BREAKER_FIGURES},
+        "competitor_age_s": np.fmin(now_ts - breakers["competitor_observed_ts"],
+                                    np.where(np.isnan(index), np.nan, now_ts - latest)),
+        "stock_age_s": now_ts - breakers["stock_observed_ts"],
     }
 
 
 def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFrame,
             campaigns: pd.DataFrame, now_ts: int, config: ObserveConfig, lookback: int,
-            sequential: Sequential | None = None, prior: CalibrationPrior | None = None) -> pd.DataFrame:
+            sequential: Sequential | None = None, prior: CalibrationPrior | None = None,
+            breakers: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per campaign of `campaigns` (index campaign_id), columns OBSERVATION_COLUMNS.
 
     decisions: campaign_id, bucket_ts, w, roi_w, pool_w, pool_n (sums per campaign x bucket)
     outcomes:  campaign_id, bucket_ts, spend, orders, gmv, pred_gmv, last_known_ts (sums per campaign x
                bucket; pred_gmv = clicks x the slot's decision's pred_value)
-    features:  campaign_id, spend_pace, inventory_level (the newest bucket's values)
+    features:  campaign_id and FEATURE_COLUMNS (the newest bucket's values; a missing column is NaN)
     campaigns: campaign_id, avg_order_value, gross_margin (optional)
     sequential: the CUSUM's floors (in `campaigns`' order) and settings; None: no sequential evidence
     prior:     the serving model version's calibration from its launch gate (load_calibration_prior)
+    breakers:  indexed by campaign_id, BREAKER_COLUMNS (guards.feeds.load_breaker_inputs); None: NaN
     """
     index = pd.Index(campaigns["campaign_id"].array)
-    feat = features.groupby("campaign_id", sort=False)[list(FEATURE_COLUMNS)].max() if len(features) else None
+    feat = features.groupby("campaign_id", sort=False)[[c for c in FEATURE_COLUMNS if c in features]].max() \
+        if len(features) else None
 
     def col(frame: pd.DataFrame, name: str, dtype=np.float64) -> np.ndarray:
         return frame[name].to_numpy(dtype=dtype)
@@ -301,7 +330,9 @@ def observe(decisions: pd.DataFrame, outcomes: pd.DataFrame, features: pd.DataFr
         col(decisions, "roi_w"), col(decisions, "pool_w"), col(decisions, "pool_n"),
         _codes(outcomes, index), col(outcomes, "bucket_ts", np.int64), col(outcomes, "spend"),
         col(outcomes, "orders"), col(outcomes, "gmv"), col(outcomes, "pred_gmv"), col(outcomes, "last_known_ts"),
-        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in FEATURE_COLUMNS} if feat is not None else {})
+        {c: feat[c].reindex(index).to_numpy(dtype=np.float64) for c in feat.columns} if feat is not None else {},
+        {c: breakers[c].reindex(index).to_numpy(dtype=np.float64) for c in BREAKER_COLUMNS}
+        if breakers is not None else {})
     margin = campaigns["gross_margin"].to_numpy(dtype=np.float64) if "gross_margin" in campaigns else None
     columns = observe_feeds(feeds, campaigns["avg_order_value"].to_numpy(dtype=np.float64), now_ts, config,
                             lookback, margin, sequential, prior)
@@ -317,7 +348,8 @@ def observations(frame: pd.DataFrame) -> list[Observation]:
 def observations_from(campaign_ids: list[str], columns: dict[str, np.ndarray]) -> list[Observation]:
     """Observation values from observe_feeds' columns (NaN ages and buckets become None)."""
     lists = [columns[c].tolist() for c in OBSERVATION_COLUMNS[1:]]
-    whole = [OBSERVATION_COLUMNS.index(c) - 1 for c in ("latest_bucket_ts", "data_age_s")]
+    whole = [OBSERVATION_COLUMNS.index(c) - 1
+             for c in ("latest_bucket_ts", "data_age_s", "competitor_age_s", "stock_age_s")]
     out = []
     for cid, *values in zip(campaign_ids, *lists, strict=True):
         for i in whole:
@@ -345,8 +377,8 @@ def load_inputs(conn: Connection, now_ts: int, config: ObserveConfig, lookback: 
                 feature_names: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The frames `observe` takes, aggregated in the database.
 
-    feature_names maps an observation column (spend_pace, inventory_level) to the
-    feature name in decisions.features.
+    feature_names maps an observation column (FEATURE_COLUMNS) to the feature name in
+    decisions.features (GuardSettings.feature_names).
     """
     since = now_ts - lookback
     decisions = pd.DataFrame(conn.execute(text(

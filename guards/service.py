@@ -47,11 +47,14 @@ class GuardService:
         self.bounds = bounds
         self.alert_sink = alert_sink
 
-    def force(self, actor: User, campaign_id: str, mode: str, reason: str) -> list[dict]:
-        """Pin every guard of the campaign to the pool or the model, or hand it back ('auto').
+    def force(self, actor: User, campaign_id: str, mode: str, reason: str, guard: str | None = None) -> list[dict]:
+        """Pin every guard of the campaign (or only `guard`) to the pool or the model, or hand it back ('auto').
 
-        'auto' on a tripped guard is the manager's release (config require_approval).
+        'auto' on a tripped guard is the manager's release (config require_approval). One guard:
+        a person putting a pulled item back on sale (`competitor`, mode model) leaves the ROI guard on.
         """
+        if guard is not None and guard not in GUARDS:
+            raise InvalidValue("guard", guard, f"must be one of {list(GUARDS)}")
         now = int(self.clock())
         changed = []
         with self.engine.begin() as conn:
@@ -59,18 +62,18 @@ class GuardService:
             require(actor, Action.FORCE_GUARD)
             self._known_campaign(conn, campaign_id)
             stored = load_states(conn)
-            for guard in GUARDS:
-                row = stored.get((guard, campaign_id))
+            for name in GUARDS if guard is None else (guard,):
+                row = stored.get((name, campaign_id))
                 before = row.state if row is not None else MachineState(since_ts=now)
                 if mode == "auto" and before.mode.value in ("model", "probation"):
                     continue  # already automatic: nothing to hand back
-                after, events = force(before, mode, actor.username, reason, now, guard=guard,
+                after, events = force(before, mode, actor.username, reason, now, guard=name,
                                       campaign_id=campaign_id)
                 event_id = record_events(conn, events, actor=actor.username, observe=self.settings.observe,
                                          alert_sink=self.alert_sink)
-                save_state(conn, guard, campaign_id, after, row,
+                save_state(conn, name, campaign_id, after, row,
                            event_id if event_id is not None else (row.event_id if row else None), now)
-                changed.append({"guard": guard, "mode_before": before.mode.value, "mode_after": after.mode.value})
+                changed.append({"guard": name, "mode_before": before.mode.value, "mode_after": after.mode.value})
         if not changed:
             raise InvalidValue("mode", mode, f"every guard of {campaign_id} is already automatic")
         return changed
@@ -153,7 +156,8 @@ class GuardService:
         for (guard, campaign_id), row in sorted(states.items()):
             entry = campaigns.setdefault(campaign_id, {"campaign_id": campaign_id, "guards": {}})
             st = row.state
-            entry["guards"][guard] = {"mode": st.mode.value, "since_ts": st.since_ts, "cause": st.cause,
+            entry["guards"][guard] = {"mode": st.mode.value, "action": st.action.value, "since_ts": st.since_ts,
+                                      "cause": st.cause,
                                       "stale": st.stale, "counts": dict(st.counts),
                                       "cooldown_s": st.cooldown_s, "event_id": row.event_id}
         for campaign_id, entry in campaigns.items():

@@ -28,6 +28,8 @@ EDITABLE: dict[str, tuple[str, ...]] = {
     "roi": ("floor", "hysteresis", "min_pred_spend", "realised_min_spend", "consecutive", "cooldown_s"),
     "pacing": ("max_ahead", "hysteresis", "min_elapsed_s", "consecutive", "cooldown_s"),
     "inventory": ("min_level", "hysteresis", "consecutive", "cooldown_s"),
+    "competitor": ("max_drop", "hysteresis", "consecutive", "cooldown_s"),
+    "low_stock": ("min_days", "hysteresis", "consecutive"),
 }
 _MACHINE_FIELDS = frozenset(f.name for f in fields(MachineConfig))
 

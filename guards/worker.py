@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select, update
 
 from guards.config import GuardSettings
+from guards.feeds import load_breaker_inputs
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
 from guards.observe import load_calibration_prior, load_inputs, lookback_s, observations, observe
-from guards.registry import GUARDS, enabled, evaluate
+from guards.registry import GUARDS, enabled, evaluate, feeds_stale_after_s
 from guards.roi import sequential_for
 from guards.threshold_store import ThresholdReader
 from store import repo
@@ -156,11 +157,9 @@ class GuardWorker:
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
-        machines = [settings.defaults[g].machine for g in GUARDS]
-        self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines),
+        self.lookback = lookback_s(settings.observe, feeds_stale_after_s(settings, GUARDS),
                                    settings.defaults["roi"].cusum_window_s)
-        self.feature_names = {"spend_pace": settings.defaults["pacing"].feature,
-                              "inventory_level": settings.defaults["inventory"].feature}
+        self.feature_names = settings.feature_names()
 
     def tick(self) -> TickReport:
         """One evaluation; LeaseLost (nothing written) when another worker holds the store's lease now."""
@@ -171,8 +170,10 @@ class GuardWorker:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)
             prior = load_calibration_prior(conn)
+            breakers = load_breaker_inputs(conn, now, self.settings.observe, frames[3]["campaign_id"].tolist())
         sequential = sequential_for(settings, frames[3]["campaign_id"].tolist())
-        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential, prior))
+        obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential, prior,
+                                        breakers=breakers))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
                             thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
         try:

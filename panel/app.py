@@ -26,7 +26,7 @@ from app.wiring import control_room, open_control  # noqa: E402
 from control.permissions import Action  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
 from panel.ui import Ctx, Session, check_session, end_session, fmt_ts, show_flash  # noqa: E402
-from panel.views import alerts, audit, explorer, guards, live, overrides, stress  # noqa: E402
+from panel.views import alerts, audit, explorer, guards, live, overrides, review, stress  # noqa: E402
 from panel.views.live import DEFAULT_REFRESH_S  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
@@ -38,11 +38,12 @@ PAGES = {
     "alerts": (alerts, Action.VIEW),
     "audit": (audit, Action.VIEW_AUDIT),
     "stress": (stress, Action.RUN_STRESS_TEST),
+    "review": (review, Action.VIEW),
 }
 ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
          "overrides": ":material/pan_tool:", "guards": ":material/shield:",
          "alerts": ":material/notifications:", "audit": ":material/history:",
-         "stress": ":material/science:"}
+         "stress": ":material/science:", "review": ":material/event_note:"}
 
 
 def _visible(ctx: Ctx, key: str) -> bool:

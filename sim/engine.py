@@ -120,11 +120,17 @@ class BucketResult:
     pool_on: np.ndarray | None = None                 # (S,) the rule pool's (its bid is columns["pool_bid"])
     budget_left: np.ndarray | None = None             # (C,) yuan, before this bucket
     competitor_bid_spread: float = 0.0
+    stock: np.ndarray | None = None  # (C,) units in stock at now_ts, as a stock feed reads them (0 while sold out)
 
     @cached_property
     def outcomes_frame(self) -> pd.DataFrame:
         """`outcomes` as rows (OUTCOME_COLUMNS), as the store's outcomes table holds them."""
         return self.outcomes.rows(self.columns["campaign_id"], self.columns["audience_package"])
+
+    def stock_frame(self, campaign_ids: Sequence[str]) -> pd.DataFrame:
+        """`stock` as stock feed rows (control.rows.STOCK_FIELDS), given the catalog's campaign ids."""
+        return pd.DataFrame({"campaign_id": list(campaign_ids), "observed_ts": self.now_ts,
+                             "stock_units": np.asarray(self.stock, dtype=np.int64)})
 
     @cached_property
     def decisions(self) -> pd.DataFrame:
@@ -345,7 +351,8 @@ class Simulation:
                             outcomes, campaign_spend, np.bincount(self.campaign_of, weights=gmv, minlength=C),
                             truth=truth, expected_opportunities=w.expected_opportunities(m), plan_on=plan.audience_on,
                             pool_on=pool_on, budget_left=remaining,
-                            competitor_bid_spread=w.sigma)
+                            competitor_bid_spread=w.sigma,
+                            stock=np.where(w.stockout_mask(m), 0, self.stock))
 
     def _model_policy(self, plan: Plan) -> dict[str, np.ndarray]:
         """What resolve_policy answers when nothing but the model can decide (no override in the

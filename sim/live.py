@@ -3,7 +3,8 @@
 Each bucket, `step_live` reads what the control core says (approved overrides,
 guard states, the kill switch) from the store, steps the simulation with them,
 and writes the served decisions (with the model's features, and SHAP values when
-an `explain` hook is given) and the outcome increments that became known. So an
+an `explain` hook is given), the outcome increments that became known and the
+campaigns' stock (the safety-stock guard's feed). So an
 approved override, a guard trip or the kill switch changes what happens next.
 `api.sim_bidder.ApiBidder` plays the same bidder through the bidder HTTP API instead
 (docs/INTEGRATION.md, section 9): policy polled, decisions and outcomes posted.
@@ -25,6 +26,7 @@ from typing import Protocol
 import pandas as pd
 from sqlalchemy import Engine, delete, insert
 
+from control import rows
 from control.clock import AcceleratedClock, Clock
 from control.config import Settings
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS
@@ -73,9 +75,12 @@ def step_live(engine: Engine, sim: Simulation, explain: ExplainHook | None = Non
         inputs = repo.load_policy_inputs(conn)
     result = sim.step(overrides=inputs.overrides, guards=inputs.guards, kill_switch=inputs.kill_switch)
     explanation = explain(result) if explain is not None else None
-    ids = repo.write_decisions(engine, decisions_for_store(result), received_ts=result.now_ts, source="sim",
-                               explanation=explanation)
-    written = repo.write_outcomes(engine, result.outcomes_frame, source="sim")
+    with repo.write_transaction(engine) as conn:  # the bucket is stored whole or not at all
+        ids = repo.insert_decisions(conn, decisions_for_store(result), received_ts=result.now_ts, source="sim",
+                                    explanation=explanation)
+        written = repo.insert_outcomes(conn, result.outcomes_frame, source="sim")
+        repo.insert_feed(conn, s.stock_levels, rows.STOCK_FIELDS, result.stock_frame(sim.catalog.campaign_ids),
+                         received_ts=result.now_ts, source="sim")
     return result, len(ids), written
 
 

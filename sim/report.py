@@ -69,10 +69,33 @@ def report_dir(data_dir: str | Path, scenario_name: str, seed: int) -> Path:
     name such as "../../etc" from a scenario file stays a folder name inside the data folder."""
     slug = re.sub(r"[^\w-]+", "-", scenario_name).strip("-")[:64] or "scenario"
     return Path(data_dir).resolve() / "reports" / f"stress-{slug}-{int(seed)}"
+BREAKER_COLUMNS = ("guard", "action", "interceptions", "restores", "announced_again", "loss_avoided",
+                   "loss_avoided_tripped", "method", "campaigns")
+
+
+def breakers_frame(report: dict) -> pd.DataFrame:
+    """The per-breaker section (app.stress_breakers) as rows; empty without one."""
+    rows = [{**b, "campaigns": " ".join(b["campaigns"])} for b in report.get("breakers", [])]
+    return pd.DataFrame(rows, columns=list(BREAKER_COLUMNS))
+
+
+def _breakers_html(report: dict) -> str:
+    frame = breakers_frame(report)
+    if frame.empty:
+        return ""
+    cells = "".join(
+        f"<tr><td>{html.escape(r.guard)}</td><td>{html.escape(r.action)}</td><td>{r.interceptions}</td>"
+        f"<td>{r.restores}</td><td>{r.loss_avoided:,.0f}</td><td>{html.escape(r.method)}</td>"
+        f"<td>{html.escape(r.campaigns)}</td></tr>" for r in frame.itertuples())
+    return ("<h2>Breakers 熔断器 (each alone against the model arm 各自单独对比模型组)</h2>"
+            "<table border='1' cellpadding='4'><tr><th>breaker 熔断器</th><th>action 动作</th>"
+            "<th>interceptions 拦截</th><th>restores 恢复</th><th>loss avoided 避免损失 (元)</th>"
+            f"<th>method 方法</th><th>campaigns 计划</th></tr>{cells}</table>")
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write report.json, by_hour.csv, by_campaign.csv and report.html; returns their paths."""
+    """Write report.json, by_hour.csv, by_campaign.csv, breakers.csv (with a per-breaker section) and
+    report.html; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "by_hour_csv": out / "by_hour.csv",
@@ -80,11 +103,24 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     paths["json"].write_text(report_json(report), encoding="utf-8")
     hourly_frame(report).to_csv(paths["by_hour_csv"], index=False)
     campaign_frame(report).to_csv(paths["by_campaign_csv"], index=False)
+    if report.get("breakers"):
+        paths["breakers_csv"] = out / "breakers.csv"
+        breakers_frame(report).to_csv(paths["breakers_csv"], index=False)
+    paths["html"].write_text(report_html(report), encoding="utf-8")
+    return paths
+
+
+def standalone_html(chart: alt.TopLevelMixin, head: str) -> str:
+    """An Altair chart's page with `head` (HTML) before it, the chart libraries inlined when vl-convert is
+    installed, so the page opens offline."""
     try:
         import vl_convert  # noqa: F401  (inlining the chart libraries needs it)
-        page = charts(report).to_html(inline=True)
+        page = chart.to_html(inline=True)
     except ImportError:
-        page = charts(report).to_html()  # loads Vega from a CDN: needs a network to draw
-    page = page.replace("<body>", "<body>\n" + _headline(report), 1)
-    paths["html"].write_text(page, encoding="utf-8")
-    return paths
+        page = chart.to_html()  # loads Vega from a CDN: needs a network to draw
+    return page.replace("<body>", '<body>\n<meta charset="utf-8">' + head, 1)
+
+
+def report_html(report: dict) -> str:
+    """The stress report as one self-contained page: the arms, the breakers, the charts."""
+    return standalone_html(charts(report), _headline(report) + _breakers_html(report))

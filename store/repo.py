@@ -289,6 +289,15 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+def insert_feed(conn: Connection, table, fields: tuple[rows.Field, ...], frame: pd.DataFrame, *,
+                received_ts: int, source: str) -> int:
+    """Insert validated feed rows (competitor prices, stock: `fields` of control.rows) into `table`, in the
+    caller's write transaction."""
+    if len(frame) == 0:
+        return 0
+    records = frame[list(rows.names(fields))].to_dict("records")
+    conn.execute(insert(table), [{**r, "source": source, "received_ts": received_ts} for r in records])
+    return len(records)
 
 
 def write_quarantine(conn: Connection, kind: str, source: str, refusals: Sequence[Refusal],
@@ -418,9 +427,12 @@ def insert_user(conn: Connection, user: User, password_hash: str, now_ts: int) -
                                         password_hash=password_hash, active=user.active, created_ts=now_ts))
 
 
+def _user(r) -> User:
+    return User(r.username, r.display_name, Role(r.role), bool(r.active), frozenset(r.grants or ()))
+
+
 def _user_record(r) -> UserRecord:
-    return UserRecord(User(r.username, r.display_name, Role(r.role), bool(r.active)),
-                      r.password_hash, r.failed_logins, r.locked_until_ts)
+    return UserRecord(_user(r), r.password_hash, r.failed_logins, r.locked_until_ts)
 
 
 def get_user_record(conn: Connection, username: str) -> UserRecord | None:
@@ -456,8 +468,11 @@ def verified_actor(conn: Connection, actor: User) -> User:
 
 
 def list_users(conn: Connection) -> list[User]:
-    return [User(r.username, r.display_name, Role(r.role), bool(r.active))
-            for r in conn.execute(select(s.users).order_by(s.users.c.username))]
+    return [_user(r) for r in conn.execute(select(s.users).order_by(s.users.c.username))]
+
+
+def set_grants(conn: Connection, username: str, grants: frozenset[str]) -> None:
+    conn.execute(update(s.users).where(s.users.c.username == username).values(grants=sorted(grants)))
 
 
 def count_active_admins(conn: Connection) -> int:
@@ -603,9 +618,9 @@ def store_clock(conn: Connection) -> Clock:
 
 
 # Tables that hold one promotion day's traffic and what the guard and alerts made of it.
-PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.board_rollups, s.board_series, s.quarantine,
-                        s.guard_trips, s.guard_events, s.guard_states, s.alert_attempts, s.alert_notifications,
-                        s.alerts, s.idempotency_keys, s.ingest_files)
+PROMOTION_DAY_TABLES = (s.explanations, s.decisions, s.outcomes, s.board_rollups, s.board_series, s.competitor_prices,
+                        s.stock_levels, s.quarantine, s.guard_trips, s.guard_events, s.guard_states, s.alert_attempts,
+                        s.alert_notifications, s.alerts, s.idempotency_keys, s.ingest_files)
 
 
 def clear_promotion_day(conn: Connection) -> int:

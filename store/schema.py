@@ -125,11 +125,31 @@ board_series = Table(
     *_sum_columns(),
 )
 
+# The sibling breakers' feeds (guards.feeds), columns from control.rows: competitor prices and stock
+# per campaign (the item it sells), as a crawler, a market feed or a stock API reads them.
+competitor_prices = Table(
+    "competitor_prices", metadata,
+    Column("price_id", ID, primary_key=True, autoincrement=True),
+    *(_row_column(f) for f in rows.COMPETITOR_PRICE_FIELDS),
+    Column("source", String(32), nullable=False),
+    Column("received_ts", BigInteger, nullable=False),
+    Index("ix_competitor_prices_campaign_observed", "campaign_id", "competitor", "observed_ts"),
+)
+
+stock_levels = Table(
+    "stock_levels", metadata,
+    Column("stock_id", ID, primary_key=True, autoincrement=True),
+    *(_row_column(f) for f in rows.STOCK_FIELDS),
+    Column("source", String(32), nullable=False),
+    Column("received_ts", BigInteger, nullable=False),
+    Index("ix_stock_levels_campaign_observed", "campaign_id", "observed_ts"),
+)
+
 # Rows refused by validation, kept with the reason: nothing is silently dropped.
 quarantine = Table(
     "quarantine", metadata,
     Column("quarantine_id", ID, primary_key=True, autoincrement=True),
-    Column("kind", String(16), nullable=False),  # decision | outcome
+    Column("kind", String(16), nullable=False),  # decision | outcome | competitor_price | stock
     Column("source", String(200), nullable=False),
     Column("received_ts", BigInteger, nullable=False),
     Column("row_index", BigInteger),
@@ -174,6 +194,8 @@ users = Table(
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("locked_until_ts", BigInteger, nullable=False, server_default="0"),
     Column("created_ts", BigInteger, nullable=False),
+    # 0007: actions granted to this person beyond the role's (control.permissions.GRANTABLE), a JSON list.
+    Column("grants", JSON, nullable=False, server_default="[]"),
 )
 
 # 0005_hardening: failed logins per source (a browser's address, a CLI host), per window.

@@ -184,9 +184,12 @@ def test_the_documented_example_config_is_valid():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "ALERTS.md").read_text(encoding="utf-8")
     [example] = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
     cfg = parse_config(tomllib.loads(example))
-    assert set(cfg.channels) == {"ops", "oncall", "hook", "file"} and cfg.promotions[0].name == "818"
+    assert set(cfg.channels) == {"ops", "oncall", "hook", "file", "replenishment"}
+    assert cfg.promotions[0].name == "818" and cfg.channels["replenishment"].repeat_interval_s == 86400
     ev = AlertEvent(AlertKind.GUARD_TRIPPED, "critical", T, campaign_id="818-shoes", guard="roi")
     assert cfg.route(ev) == ("file", "oncall", "ops")
+    low = AlertEvent(AlertKind.LOW_STOCK, "warning", T, campaign_id="818-shoes", guard="low_stock")
+    assert cfg.route(low) == ("file", "replenishment")  # the replenishment group only, and the log
 
 
 def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval():

@@ -297,8 +297,10 @@ def test_health_and_readiness(api, tmp_path):
 
 def test_openapi_documents_every_route_and_the_batch_rows(api):
     doc = requests.get(api["url"] + "/openapi.json", timeout=10).json()
-    assert set(doc["paths"]) == {"/v1/decisions", "/v1/outcomes", "/v1/policy", "/v1/guards", "/healthz", "/readyz"}
+    assert set(doc["paths"]) == {"/v1/decisions", "/v1/outcomes", "/v1/competitor-prices", "/v1/stock", "/v1/policy",
+                                 "/v1/guards", "/healthz", "/readyz"}
     assert {"200", "207", "400", "401", "403", "413", "422"} <= set(doc["paths"]["/v1/decisions"]["post"]["responses"])
     row = doc["components"]["schemas"]["DecisionRow"]
     assert row["properties"]["bid"]["maximum"] == 1000.0
     assert "bid" in row["required"]
+    assert doc["components"]["schemas"]["StockRow"]["required"] == ["campaign_id", "observed_ts", "stock_units"]

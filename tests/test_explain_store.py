@@ -147,16 +147,27 @@ def test_cli_prints_a_decision_breakdown(engine, sqlite_url, monkeypatch, capsys
         from explain.store import register_model
         register_model(conn, model, "/models/v1", PROMOTION_START)
     monkeypatch.setenv("BIDLENS_DB_URL", sqlite_url)
-    assert main(["explain", "decision", str(int(ids[2])), "--lang", "en", "--json"]) == 0
+    for user, role in (("ethan", "engineer"), ("olivia", "operator")):
+        assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
+    monkeypatch.setenv("BIDLENS_PASSWORD", "correct horse battery")
+    capsys.readouterr()
+    assert main(["explain", "decision", str(int(ids[2])), "--lang", "en", "--json", "--user", "ethan"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["steps"][-1]["label"] == "manual rule pool bid (guard tripped, rule R3)"
     assert abs(data["steps"][-1]["total"] - 0.55) < 1e-9 and data["bid_formula"] == MIX_FORMULA.to_json()
-    assert main(["explain", "decision", str(int(ids[0]))]) == 0
+    assert main(["explain", "decision", str(int(ids[0])), "--user", "ethan"]) == 0
     assert "出价" in capsys.readouterr().out
-    assert main(["explain", "decision", "424242"]) == 2
-    assert main(["explain", "drift", "--ref-from", str(PROMOTION_START), "--ref-to", str(PROMOTION_START + 2),
-                 "--now-from", str(PROMOTION_START + 2), "--now-to", str(PROMOTION_START + 4), "--json"]) == 0
+    assert main(["explain", "decision", "424242", "--user", "ethan"]) == 2
+    drift = ["explain", "drift", "--ref-from", str(PROMOTION_START), "--ref-to", str(PROMOTION_START + 2),
+             "--now-from", str(PROMOTION_START + 2), "--now-to", str(PROMOTION_START + 4), "--json"]
+    assert main([*drift, "--user", "ethan"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 8
+    # An operator reads the reasons in words: no steps, no yuan per reason; the drift of contributions is refused.
+    assert main(["explain", "decision", str(int(ids[2])), "--lang", "en", "--json", "--user", "olivia"]) == 0
+    words = json.loads(capsys.readouterr().out)
+    assert "steps" not in words and words["reasons"] and not any("¥" in r for r in words["reasons"])
+    assert main([*drift, "--user", "olivia"]) == 2
+    assert "view_explanation_detail" in capsys.readouterr().err
 
 
 def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_sends(tmp_path, monkeypatch,

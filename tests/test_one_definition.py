@@ -27,19 +27,23 @@ def test_the_migrated_store_has_exactly_the_tables_the_code_reads(engine):
     assert diff == []
 
 
-@pytest.mark.parametrize("fields,table", [(rows.DECISION_FIELDS, schema.decisions),
-                                          (rows.OUTCOME_FIELDS, schema.outcomes)])
-def test_every_place_that_names_the_row_fields_reads_them_from_control_rows(fields, table):
+@pytest.mark.parametrize("kind,table,api_model", [
+    (ingest.Kind.DECISION, schema.decisions, api_models.DecisionRow),
+    (ingest.Kind.OUTCOME, schema.outcomes, api_models.OutcomeRow),
+    (ingest.Kind.COMPETITOR_PRICE, schema.competitor_prices, api_models.CompetitorPriceRow),
+    (ingest.Kind.STOCK, schema.stock_levels, api_models.StockRow)])
+def test_every_place_that_names_the_row_fields_reads_them_from_control_rows(kind, table, api_model):
+    spec = ingest.SPECS[kind]
+    fields = spec.fields
     names = rows.names(fields)
     assert set(names) <= set(table.columns.keys())
-    api_model = api_models.DecisionRow if fields is rows.DECISION_FIELDS else api_models.OutcomeRow
     required = [n for n, f in api_model.model_fields.items() if f.is_required()]
     assert required == [f.name for f in fields if f.required]
     assert list(api_model.model_fields) == list(names)
-    spec = ingest.SPECS[ingest.Kind.DECISION if fields is rows.DECISION_FIELDS else ingest.Kind.OUTCOME]
     assert spec.all_columns == {f.name: f.kind for f in fields}
-    write = repo.DECISION_WRITE_COLUMNS if fields is rows.DECISION_FIELDS else repo.OUTCOME_WRITE_COLUMNS
-    assert write[: len(names)] == names
+    write = {ingest.Kind.DECISION: repo.DECISION_WRITE_COLUMNS, ingest.Kind.OUTCOME: repo.OUTCOME_WRITE_COLUMNS}
+    assert write.get(kind, names)[: len(names)] == names
+    assert spec.table in (None, table)  # a feed is written to its own table
 
 
 def test_validation_reads_the_choices_of_a_field_from_its_definition():

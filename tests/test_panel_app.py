@@ -19,10 +19,10 @@ from panel.ui import fmt_ts
 from store import repo
 
 ROLES_PAGES = {
-    "operator": ["board", "explorer", "overrides", "guards"],
-    "engineer": ["board", "explorer", "guards", "stress"],
-    "manager": ["board", "explorer", "overrides", "guards", "audit", "stress"],
-    "admin": ["board", "explorer", "overrides", "guards", "audit", "stress"],
+    "operator": ["board", "explorer", "overrides", "guards", "review"],
+    "engineer": ["board", "explorer", "guards", "stress", "review"],
+    "manager": ["board", "explorer", "overrides", "guards", "audit", "stress", "review"],
+    "admin": ["board", "explorer", "overrides", "guards", "audit", "stress", "review"],
 }
 
 
@@ -433,6 +433,28 @@ def test_audit_page_shows_the_chain_and_offers_csv(store):
     n = control.verify_audit().entries
     assert zh("au.chain_ok", n=n) in panel.texts()
     assert panel.at.get("download_button")
+    admin = Panel(control).login("admin").open("audit")  # reads the trail; taking it out needs EXPORT
+    assert zh("au.chain_ok", n=control.verify_audit().entries) in admin.texts() and not admin.at.get("download_button")
+
+
+def test_an_operator_reads_a_decisions_reasons_in_words_not_its_contributions(store):
+    control, seeded, _ = store
+    panel = Panel(control).login("operator")
+    panel.at.session_state["explore_campaign"] = seeded.tripped[0]
+    panel.open("explorer")
+    text = panel.texts()
+    assert zh("ex.top_reasons") in text and "竞品出价" in text and zh("ex.words_only") in text
+    assert "元:" not in text  # no yuan per reason
+    assert not panel.at.dataframe and not panel.at.get("button_group")  # no steps, no other views
+
+
+def test_the_review_page_shows_the_period_and_offers_the_export_to_those_who_may(store):
+    control, _, _ = store
+    manager = Panel(control).login("manager").open("review")
+    assert zh("rv.breakers") in manager.texts() and len(manager.at.dataframe) == 9
+    assert len(manager.at.get("download_button")) == 2
+    operator = Panel(control).login("operator").open("review")
+    assert zh("rv.breakers") in operator.texts() and not operator.at.get("download_button")
 
 
 @pytest.mark.slow

@@ -6,12 +6,15 @@ import re
 import string
 from pathlib import Path
 
+from app.stress_jobs import PHASES
 from control.domain import DecidedBy, GuardAction, GuardMode, OverrideField, OverrideStatus, Role
 from control.permissions import Action
+from guards.handlers import LOSS_METHODS
 from guards.pool_store import ACTIVE, REFUSED, SUPERSEDED
 from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
 from panel.app import PAGES
+from panel.views import review
 from panel.views.guards import FIGURES
 
 PANEL = Path(__file__).resolve().parent.parent / "panel"
@@ -43,7 +46,9 @@ def test_every_key_the_pages_use_exists():
         "gd.outbox_": ["pending", "delivered", "dead"],
         "gd.ask_force_": ["pool", "model", "auto"], "gd.force_": ["pool", "model", "auto"],
         "st.source_": ["shipped", "upload"], "st.variant_": ["scenario", "roi", "gmv"],
-        "st.phase_": ["preparing", "baselines", "guarded", "done", "failed"],
+        "st.phase_": list(PHASES), "st.method_": ["guarded_arm", "own_arm", "model_arm"],
+        "st.action_": [a.value for a in GuardAction], "gd.loss_method_": list(LOSS_METHODS),
+        "rv.": list(review.TABLES),
         "gd.th_guard_": list(EDITABLE), "gd.th_scope_": ["all", "campaign"],
         "gd.th_source_": [FROM_FILE, FROM_ALL, FROM_CAMPAIGN], "th.": sorted({n for v in EDITABLE.values() for n in v}),
         "au.problem_": ["missing", "link", "unsigned", "no_key", "other_key", "contents", "anchor", "truncated"],

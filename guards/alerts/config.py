@@ -150,9 +150,13 @@ class AlertsConfig:
         return self.channels[name]
 
 
+# Without a file: every alert to DATA_DIR/alerts.log; the safety-stock breaker's to a replenishment log of
+# its own, repeated at most daily (the plan's replenishment group).
 DEFAULT_DOCUMENT = {
-    "channels": {"log": {"type": "log_file", "path": "alerts.log", "group_wait_s": 0}},
-    "routes": [{"channels": ["log"]}],
+    "channels": {"log": {"type": "log_file", "path": "alerts.log", "group_wait_s": 0},
+                 "replenishment": {"type": "log_file", "path": "replenishment.log", "group_wait_s": 0,
+                                   "repeat_interval_s": 86400}},
+    "routes": [{"guard": ["low_stock"], "channels": ["replenishment"]}, {"channels": ["log"]}],
 }
 
 

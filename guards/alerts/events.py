@@ -24,6 +24,10 @@ class AlertKind(StrEnum):
     DATA_FRESH = "data_fresh"
     KILL_SWITCH_ON = "kill_switch_on"
     KILL_SWITCH_OFF = "kill_switch_off"
+    PULL_ITEM = "pull_item"              # the competitor price guard paused a campaign (下架)
+    ITEM_RESTORED = "item_restored"      # ... and put it back on sale
+    LOW_STOCK = "low_stock"              # the safety-stock guard: replenish (补货)
+    STOCK_RECOVERED = "stock_recovered"  # ... stock covers the safety stock again
     OVERRIDE_APPROVED = "override_approved"
     OVERRIDE_EXPIRED = "override_expired"
     TEST = "test"
@@ -40,7 +44,11 @@ PHASE = {
     AlertKind.PROBATION_FAILED: AlertPhase.FIRING,
     AlertKind.DATA_STALE: AlertPhase.FIRING,
     AlertKind.KILL_SWITCH_ON: AlertPhase.FIRING,
+    AlertKind.PULL_ITEM: AlertPhase.FIRING,
+    AlertKind.LOW_STOCK: AlertPhase.FIRING,
     AlertKind.GUARD_RESTORED: AlertPhase.RESOLVING,
+    AlertKind.ITEM_RESTORED: AlertPhase.RESOLVING,
+    AlertKind.STOCK_RECOVERED: AlertPhase.RESOLVING,
     AlertKind.DATA_FRESH: AlertPhase.RESOLVING,
     AlertKind.KILL_SWITCH_OFF: AlertPhase.RESOLVING,
     AlertKind.OVERRIDE_APPROVED: AlertPhase.INFO,
@@ -74,7 +82,10 @@ class AlertEvent:
     payload holds the figures the templates show; known keys: pred_roi, calibrated_roi
     (a model_calibration trip's calibrated ROI of the clicks bought), realised_roi,
     floor, spend_at_risk (yuan), action (what the guard did, zh/en dict or text),
-    drivers (list of {feature, display_zh, display_en, delta}), detail (free text).
+    drivers (list of {feature, display_zh, display_en, delta}), detail (free text);
+    the competitor price evidence competitor_price_drop (share), max_drop,
+    competitor_price and competitor_reference_price (yuan); the stock evidence
+    days_of_stock, min_days, stock_units and sales_per_day.
     """
 
     kind: AlertKind

@@ -24,6 +24,8 @@ TITLES = {
         AlertKind.DATA_FRESH: "数据已恢复", AlertKind.KILL_SWITCH_ON: "全局急停已开启",
         AlertKind.KILL_SWITCH_OFF: "全局急停已关闭", AlertKind.OVERRIDE_APPROVED: "人工干预已批准",
         AlertKind.OVERRIDE_EXPIRED: "人工干预已到期", AlertKind.TEST: "测试消息",
+        AlertKind.PULL_ITEM: "竞品降价，商品已下架", AlertKind.ITEM_RESTORED: "竞品价格回升，商品已恢复",
+        AlertKind.LOW_STOCK: "库存低于安全库存，请补货", AlertKind.STOCK_RECOVERED: "库存已恢复",
     },
     "en": {
         AlertKind.GUARD_TRIPPED: "ROI guard tripped", AlertKind.GUARD_RESTORED: "ROI guard restored",
@@ -31,6 +33,8 @@ TITLES = {
         AlertKind.DATA_FRESH: "Data fresh again", AlertKind.KILL_SWITCH_ON: "Kill switch ON",
         AlertKind.KILL_SWITCH_OFF: "Kill switch off", AlertKind.OVERRIDE_APPROVED: "Override approved",
         AlertKind.OVERRIDE_EXPIRED: "Override expired", AlertKind.TEST: "Test message",
+        AlertKind.PULL_ITEM: "Competitor price drop: item pulled", AlertKind.ITEM_RESTORED: "Competitor prices back: item on sale",
+        AlertKind.LOW_STOCK: "Stock below safety stock: replenish", AlertKind.STOCK_RECOVERED: "Stock recovered",
     },
 }
 ACTIONS = {
@@ -38,12 +42,20 @@ ACTIONS = {
            AlertKind.PROBATION_FAILED: "流量已回到人工规则池",
            AlertKind.KILL_SWITCH_ON: "所有计划由人工规则池接管",
            AlertKind.DATA_STALE: "数据过期按危险处理",
-           AlertKind.GUARD_RESTORED: "模型已恢复出价"},
+           AlertKind.GUARD_RESTORED: "模型已恢复出价",
+           AlertKind.PULL_ITEM: "已暂停该计划全部人群包的出价（下架）",
+           AlertKind.ITEM_RESTORED: "恢复出价",
+           AlertKind.LOW_STOCK: "请补货",
+           AlertKind.STOCK_RECOVERED: "无需补货"},
     "en": {AlertKind.GUARD_TRIPPED: "traffic switched to the manual rule pool",
            AlertKind.PROBATION_FAILED: "traffic back on the manual rule pool",
            AlertKind.KILL_SWITCH_ON: "the manual rule pool serves every campaign",
            AlertKind.DATA_STALE: "stale data is treated as danger",
-           AlertKind.GUARD_RESTORED: "the model bids again"},
+           AlertKind.GUARD_RESTORED: "the model bids again",
+           AlertKind.PULL_ITEM: "bidding paused on every audience package (item pulled)",
+           AlertKind.ITEM_RESTORED: "bidding resumed",
+           AlertKind.LOW_STOCK: "replenish the stock",
+           AlertKind.STOCK_RECOVERED: "no replenishment needed"},
 }
 WORDS = {
     "zh": {"critical": "严重", "warning": "警告", "info": "通知", "resolved": "已恢复",
@@ -53,7 +65,9 @@ WORDS = {
            "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
            "still": "重复提醒：自 {t} 起仍未恢复、未确认",
            "repeat": "重发：ref {ref} 发出后未收到答复，可能已送达（重复请忽略）",
-           "more": "……另有 {n} 条，见面板"},
+           "more": "……另有 {n} 条，见面板",
+           "drop": "竞品降价", "price": "竞品价", "ref": "参考价", "max_drop": "下架线",
+           "days": "可售天数", "min_days": "安全库存（天）", "stock": "库存", "sales": "日销量"},
     "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO", "resolved": "RESOLVED",
            "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "cal": "Calibrated ROI", "real": "Realised ROI",
            "floor": "Floor", "risk": "Spend at risk", "action": "Action",
@@ -62,7 +76,9 @@ WORDS = {
            "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail",
            "still": "Reminder: firing since {t}, not acknowledged",
            "repeat": "Repeat of ref {ref}: sent without an answer, it may have arrived (ignore if so)",
-           "more": "… and {n} more (see the panel)"},
+           "more": "… and {n} more (see the panel)",
+           "drop": "Competitor price drop", "price": "Competitor price", "ref": "reference", "max_drop": "pull at",
+           "days": "Days of stock", "min_days": "safety stock (days)", "stock": "Stock", "sales": "sales per day"},
 }
 COLOURS = {"critical": "warning", "warning": "warning", "info": "info", "resolved": "info"}
 
@@ -106,6 +122,24 @@ def _figures(a: AlertRecord, lang: str) -> list[str]:
     risk = _num(p.get("spend_at_risk"), ",.0f")
     if risk is not None:
         parts.append(f"{w['risk']} ¥{risk}")
+    return parts + _evidence(p, w)
+
+
+def _evidence(p: Mapping, w: Mapping[str, str]) -> list[str]:
+    """The sibling breakers' evidence: a competitor's price against its reference; days of stock."""
+    parts = []
+    drop, limit = _num(p.get("competitor_price_drop"), ".1%"), _num(p.get("max_drop"), ".0%")
+    if drop is not None:
+        parts.append(f"{w['drop']} {drop}" + (f" ({w['max_drop']} {limit})" if limit is not None else ""))
+    price, ref = _num(p.get("competitor_price"), ",.2f"), _num(p.get("competitor_reference_price"), ",.2f")
+    if price is not None and ref is not None:
+        parts.append(f"{w['price']} ¥{price} / {w['ref']} ¥{ref}")
+    days, floor = _num(p.get("days_of_stock"), ".1f"), _num(p.get("min_days"), ".0f")
+    if days is not None:
+        parts.append(f"{w['days']} {days}" + (f" ({w['min_days']} {floor})" if floor is not None else ""))
+    stock, sales = _num(p.get("stock_units"), ",.0f"), _num(p.get("sales_per_day"), ",.0f")
+    if stock is not None:
+        parts.append(f"{w['stock']} {stock}" + (f", {w['sales']} {sales}" if sales is not None else ""))
     return parts
 
 

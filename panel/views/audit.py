@@ -1,7 +1,8 @@
 """Audit (审计): the hash-chained log in words, filterable, with its chain status and a CSV export.
 
 Each entry is said as what happened (the action by its name, what it changed in
-a sentence); the CSV export keeps the documents as recorded, for machines.
+a sentence); the CSV export keeps the documents as recorded, for machines (EXPORT;
+audited, stamped with who and when).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 
 from app.service import SYSTEM_ACTOR
 from control.domain import AuditEntry
+from control.permissions import Action
 from panel.ui import Ctx, fmt_num, fmt_ts
 
 
@@ -113,5 +115,9 @@ def render(ctx: Ctx) -> None:
         column_config={ctx.t("au.detail"): st.column_config.TextColumn(width="large"),
                        ctx.t("au.hash"): st.column_config.TextColumn(width="large")})
     st.caption(ctx.t("au.hash_help"))
-    st.download_button(ctx.t("au.csv"), frame.drop(columns=["detail"]).to_csv(index=False).encode("utf-8-sig"),
-                       file_name="bidlens-audit.csv", mime="text/csv", key="au_csv")
+    if ctx.may(Action.EXPORT):
+        # Made when clicked: the core checks EXPORT, stamps the file with who and when, and audits it.
+        filters = {"actors": actors, "actions": actions, "search": text}
+        st.download_button(ctx.t("au.csv"), lambda: ctx.room.export_audit_csv(ctx.user, frame.drop(columns=["detail"]),
+                                                                                ctx.lang, filters),
+                           file_name=f"bidlens-audit-{ctx.user.username}.csv", mime="text/csv", key="au_csv")

@@ -1,7 +1,9 @@
 """Decision explorer (决策解释): one decision's explanation in bid units, why it changed, global drivers.
 
 The explanation is the stored one (what the model saw then, under that model
-version), decomposed by explain/ into steps that add up to the served bid.
+version), decomposed by explain/ into steps that add up to the served bid. The raw
+contributions are strategy: people without VIEW_EXPLANATION_DETAIL (operators, unless
+granted) read the decision and its reasons in words; the core refuses them the rest.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def render(ctx: Ctx) -> None:
     asked = st.session_state.get("explore_bucket")  # from the board or an alert: the decision then
     at = next((i for i, b in enumerate(buckets) if asked is not None and b <= asked), 0)
     bucket = c3.selectbox(ctx.t("ex.time"), buckets, index=at, key="ex_bucket", format_func=fmt_ts)
+    if not ctx.room.may_see_detail(ctx.user):
+        _in_words(ctx, ctx.room.decision_reasons(ctx.user, campaign_id, package, bucket, ctx.lang))
+        return
     try:
         explanation = ctx.room.explanation(ctx.user, campaign_id, package, bucket, ctx.lang)
     except InvalidValue as exc:  # no recorded bid formula, or a model bid the formula does not give
@@ -74,15 +79,33 @@ def _steps_table(explanation) -> pd.DataFrame:
     return steps_frame(explanation.steps).assign(shown=explanation.shown_values)
 
 
-def _decision(ctx: Ctx, ex) -> None:
-    d = ex.decision
-    formula = ex.breakdown.formula
+def _figures(ctx: Ctx, d: dict) -> None:
     cols = st.columns([1, 1, 1, 1, 1.6])  # "decided by" reads 人工规则池: room for it
     cols[0].metric(ctx.t("ex.served_bid"), fmt_num(d["bid"], 2))
     cols[1].metric(ctx.t("ex.model_bid"), fmt_num(d["model_bid"], 2))
     cols[2].metric(ctx.t("ex.pred_roi"), fmt_num(d["pred_roi"]))
     cols[3].metric(ctx.t("ex.pacing"), fmt_num(d["pacing"]))
     cols[4].metric(ctx.t("ex.decided_by"), decided_by_label(ctx, d["decided_by"]))
+
+
+def _in_words(ctx: Ctx, said) -> None:
+    """The decision and its reasons in words: what a person without the raw explanations sees."""
+    if said is None:
+        st.warning(ctx.t("ex.no_explanation"))
+        return
+    d = said.decision
+    _figures(ctx, d)
+    st.markdown(ctx.t("ex.top_reasons") + "\n" + "\n".join(f"- {line}" for line in said.reasons))
+    st.caption(ctx.t("ex.budget_audience", share=fmt_num(d["budget_share"] * 100, 2),
+                     on=ctx.t("ov.on") if d["audience_on"] else ctx.t("ov.off"),
+                     margin=fmt_num(d["pred_roi"] - said.roi_floor), floor=f"{said.roi_floor:g}"))
+    st.info(ctx.t("ex.words_only"))
+
+
+def _decision(ctx: Ctx, ex) -> None:
+    d = ex.decision
+    formula = ex.breakdown.formula
+    _figures(ctx, d)
     steps = _steps_table(ex)
     st.altair_chart(charts.waterfall(steps, ctx.lang), width="stretch", key="ex_waterfall")
     cap = ctx.t("ex.no_cap") if formula.max_bid is None else fmt_num(formula.max_bid, 2)

@@ -250,6 +250,19 @@ def _rule_pool(ctx: Ctx) -> None:
 
 def _trips(ctx: Ctx) -> None:
     trips = ctx.room.trip_ledger(ctx.user)
+    per_breaker = ctx.room.breaker_ledger(ctx.user)
+    if per_breaker:
+        st.markdown(f"**{ctx.t('gd.per_breaker')}**")
+        st.dataframe(pd.DataFrame({
+            ctx.t("st.breaker"): [ctx.t(f"gd.th_guard_{r['guard']}") for r in per_breaker],
+            ctx.t("st.interceptions"): [r["interceptions"] for r in per_breaker],
+            ctx.t("st.restores"): [r["restored"] for r in per_breaker],
+            ctx.t("gd.open"): [r["open"] for r in per_breaker],
+            ctx.t("st.announced_again"): [r["announced_again"] for r in per_breaker],
+            ctx.t("gd.loss_avoided"): [fmt_num(r["loss_avoided"], 0) for r in per_breaker],
+            ctx.t("st.method"): [", ".join(ctx.t(f"gd.loss_method_{m}") for m in r["methods"])
+                                 for r in per_breaker],
+        }), hide_index=True)
     c1, c2, c3 = st.columns(3)
     c1.metric(ctx.t("gd.trips"), len(trips))
     c2.metric(ctx.t("gd.loss_avoided"), fmt_num(float(trips["loss_avoided"].fillna(0).sum()), 0))

@@ -16,6 +16,7 @@ from app.stress_jobs import (
     start_stress,
 )
 from control.domain import InvalidValue
+from control.permissions import Action
 from panel.ui import Ctx, attempt, fmt_num, fragment, invalid_text
 
 
@@ -124,6 +125,16 @@ def _report(ctx: Ctx, report: dict) -> None:
             ctx.t("st.delay"): [fmt_num(t.get("detection_delay_min"), 0) if t.get("detection_delay_min") is not None
                                 else ctx.t("st.no_drop") for t in trips],
         }), hide_index=True, key="st_trips")
+    _breakers(ctx, report.get("breakers", []))
+    if ctx.may(Action.EXPORT):  # made when clicked: checked, stamped with who and when, audited by the core
+        c1, c2 = st.columns(2)
+        name = f"bidlens-stress-{report['scenario']}-{report['seed']}-{ctx.user.username}"
+        c1.download_button(ctx.t("st.download_html"),
+                           lambda: ctx.room.export_stress_report(ctx.user, report, "html", ctx.lang),
+                           file_name=f"{name}.html", mime="text/html", key="st_dl_html")
+        c2.download_button(ctx.t("st.download_json"),
+                           lambda: ctx.room.export_stress_report(ctx.user, report, "json", ctx.lang),
+                           file_name=f"{name}.json", mime="application/json", key="st_dl_json")
 
 
 def _charts(ctx: Ctx, report: dict) -> None:
@@ -153,3 +164,20 @@ def _charts(ctx: Ctx, report: dict) -> None:
                  alt.Tooltip("roi:Q", format=".2f", title="ROI")],
     ).properties(title=ctx.t("st.chart_campaigns"), height=220)
     st.altair_chart(alt.vconcat(roi + floor, profit, per_campaign + floor), width="stretch", key="st_charts")
+
+
+def _breakers(ctx: Ctx, rows: list[dict]) -> None:
+    """Each breaker alone against the model arm: interceptions, restores and the loss it avoided."""
+    if not rows:
+        return
+    st.markdown(f"**{ctx.t('st.breakers')}**")
+    st.dataframe(pd.DataFrame({
+        ctx.t("st.breaker"): [ctx.t(f"gd.th_guard_{r['guard']}") for r in rows],
+        ctx.t("st.breaker_action"): [ctx.t(f"st.action_{r['action']}") for r in rows],
+        ctx.t("st.interceptions"): [r["interceptions"] for r in rows],
+        ctx.t("st.restores"): [r["restores"] for r in rows],
+        ctx.t("st.announced_again"): [r["announced_again"] for r in rows],
+        ctx.t("gd.loss_avoided"): [fmt_num(r["loss_avoided"], 0) for r in rows],
+        ctx.t("st.method"): [ctx.t(f"st.method_{r['method']}") for r in rows],
+        ctx.t("st.campaigns"): [" ".join(r["campaigns"]) for r in rows],
+    }), hide_index=True, key="st_breakers")
