@@ -31,6 +31,14 @@ class InvalidValue(ValueError):
         self.params = params
         super().__init__(f"{field_name}={value!r}: {reason}")
 
+    def __reduce__(self):
+        # Whole across processes (a stress or bench worker's refusal reaches its parent as raised).
+        return _invalid_value, (self.field, self.value, self.reason, self.code, self.params)
+
+
+def _invalid_value(field_name: str, value: object, reason: str, code: str, params: dict) -> InvalidValue:
+    return InvalidValue(field_name, value, reason, code, **params)
+
 
 class ConflictError(RuntimeError):
     """Someone else changed the row first (optimistic concurrency): reload and try again."""
