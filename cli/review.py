@@ -6,9 +6,8 @@ from pathlib import Path
 
 from app.review import load_review
 from app.wiring import control_room, open_control
+from cli.auth import REFUSALS, add_login, login
 from cli.output import add_json_flag, emit, fail
-from control.domain import InvalidValue
-from control.permissions import PermissionDenied
 
 
 def _text(review: dict, written: list[Path]) -> str:
@@ -45,7 +44,7 @@ def cmd_review(args) -> int:
         return fail("--out exports the review: name the store user who exports it (--user; needs export)")
     try:
         if args.user:
-            actor = control.user(args.user)
+            actor = login(control, args.user)
             review = room.review(actor, args.date_from, args.date_to)
         else:  # read on this machine, like `bidlens guard status`
             review = load_review(control.engine, args.date_from, args.date_to)
@@ -58,7 +57,7 @@ def cmd_review(args) -> int:
                               + (".json" if fmt == "json" else f".{lang}.html"))
                 path.write_bytes(room.export_review(actor, review, fmt, lang))
                 written.append(path)
-    except (InvalidValue, PermissionDenied, ValueError) as exc:
+    except (*REFUSALS, ValueError) as exc:
         return fail(str(exc))
     emit(args, review, _text(review, written))
     return 0
@@ -69,7 +68,7 @@ def register(sub) -> None:
                                       "campaign (breakers, overrides, alert response, models, the joint KPI)")
     p.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD (China time)")
     p.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument("--user", help="the store user asking; with --out, the one exporting (needs export)")
+    add_login(p, required=False)  # with --out, the one exporting (needs export)
     p.add_argument("--out", help="folder: review JSON and self-contained HTML reports, stamped and audited")
     p.add_argument("--lang", default="zh,en", choices=("zh", "en", "zh,en"), help="the HTML reports' languages")
     add_json_flag(p)

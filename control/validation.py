@@ -124,10 +124,7 @@ def _catalogue_checks(f: pd.DataFrame, known_campaigns: Collection[str] | None,
     if known_packages is not None:
         yield ("audience_package", ~f["audience_package"].isin(list(known_packages)).to_numpy(),
                "unknown audience package")
-def _known(f: pd.DataFrame, known_campaigns: Collection[str] | None):
-    """A row naming a campaign BidLens does not know is refused."""
-    if known_campaigns is not None:
-        yield "campaign_id", ~f["campaign_id"].isin(list(known_campaigns)).to_numpy(), "unknown campaign"
+
 
 
 def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
@@ -165,8 +162,8 @@ def validate_outcomes(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Coll
 def validate_competitor_prices(frame: pd.DataFrame, now_ts: int, *,
                                known_campaigns: Collection[str] | None = None,
                                limits: Limits = Limits()) -> ValidationResult:
-    def checks(f: pd.DataFrame):
-        yield from _known(f, known_campaigns)
+    def checks(f: pd.DataFrame, _still_ok: Callable[[], np.ndarray]):
+        yield from _catalogue_checks(f, known_campaigns, None)
         reference = pd.to_numeric(f["reference_price"], errors="coerce").to_numpy(dtype=np.float64)
         yield "reference_price", reference == 0, "must be > 0 (the drop is measured against it)"
     return _validate(frame, rows.required_kinds(rows.COMPETITOR_PRICE_FIELDS), {}, now_ts, limits, checks)
@@ -175,4 +172,4 @@ def validate_competitor_prices(frame: pd.DataFrame, now_ts: int, *,
 def validate_stock(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
                    limits: Limits = Limits()) -> ValidationResult:
     return _validate(frame, rows.required_kinds(rows.STOCK_FIELDS), {}, now_ts, limits,
-                     lambda f: _known(f, known_campaigns))
+                     lambda f, _still_ok: _catalogue_checks(f, known_campaigns, None))

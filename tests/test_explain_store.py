@@ -233,7 +233,7 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
     assert np.abs(np.sort(totals) - np.sort(value)).max() <= 1e-4  # explained under the model that decided
     assert {stored[i].formula for i in ids} == {BidFormula(2.5, 0.0, 40.0)}  # recorded with each decision
     capsys.readouterr()
-    assert main(["explain", "decision", str(ids[0]), "--json"]) == 0
+    assert main(["explain", "decision", str(ids[0]), "--json", "--user", "ethan"]) == 0
     explained = json.loads(capsys.readouterr().out)
     assert explained["steps"][0]["label"] == "模型基准出价"
     assert abs(explained["steps"][-1]["total"] - explained["served_bid"]) <= 1e-6
@@ -242,7 +242,7 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
     from cli.explain_cmd import explanation_document
     from control.domain import Role
     room = control_room(open_control())
-    viewer = room.control.add_user(None, "viewer", "Viewer", Role.OPERATOR, "pw-viewer-1")
+    viewer = room.control.add_user(None, "viewer", "Viewer", Role.ENGINEER, "pw-viewer-1")
     with store.connect() as conn:
         slot = conn.exec_driver_sql(f"SELECT campaign_id, audience_package, bucket_ts FROM decisions "
                                     f"WHERE decision_id = {ids[0]}").one()

@@ -32,6 +32,7 @@ from guards.registry import evaluate
 from guards.worker import GuardWorker
 from store import schema as s
 from tests.guards_helpers import T0, feed_minute, make_store, minute_frames, obs
+from tests.helpers import add_users
 
 SETTINGS = parse_guard_settings()
 COMPETITOR = SETTINGS.defaults["competitor"]
@@ -251,6 +252,7 @@ def test_a_person_puts_one_pulled_item_back_without_touching_its_other_guards(tm
     engine = make_store(tmp_path / "p.db")
     service = GuardService(engine, ManualClock(T0), SETTINGS, PoolBounds(), alert_sink=enqueue_guard_alert)
     manager = User("mia", "Mia", Role.MANAGER)
+    add_users(engine, manager)
     changed = service.force(manager, "c1", "model", "the competitor's sale is a misprint", guard="competitor")
     assert changed == [{"guard": "competitor", "mode_before": "model", "mode_after": "forced_model"}]
     with pytest.raises(InvalidValue, match="guard"):

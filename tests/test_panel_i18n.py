@@ -87,7 +87,7 @@ def test_a_trip_reason_missing_a_figure_reads_a_dash_and_a_new_cause_reads_in_wo
     from panel.views.live import hold_text
 
     for lang in ("zh", "en"):
-        ctx = Ctx(room=None, user=None, lang=lang)  # the wording needs only the catalogue
+        ctx = Ctx(room=None, user=None, lang=lang, session=None)  # the wording needs only the catalogue
         said = hold_text(ctx, HoldReason("roi", "tripped", "model_calibration", {"floor": 2.0}, None, "bid_cut", 0.7))
         assert "—" in said and "2.00" in said and "0.70" in said
         assert i18n.translate(lang, "cause.other") in hold_text(ctx, HoldReason("roi", "tripped", "brand_new", {},

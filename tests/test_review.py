@@ -96,6 +96,7 @@ def _review(folder, monkeypatch, capsys, *args: str) -> tuple[int, dict | str]:
     monkeypatch.setenv("BIDLENS_DATA_DIR", str(folder))
     monkeypatch.setenv("BIDLENS_DB_URL", f"sqlite:///{folder / 'bidlens.db'}")
     monkeypatch.delenv("BIDLENS_ALERTS_CONFIG", raising=False)
+    monkeypatch.setenv("BIDLENS_PASSWORD", "correct horse battery")
     code = main(["review", "--from", "2026-08-18", "--to", "2026-08-18", "--json", *args])
     printed = capsys.readouterr()
     return code, json.loads(printed.out) if code == 0 else printed.err

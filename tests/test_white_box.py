@@ -16,6 +16,10 @@ from store import repo
 from tests.panel_support import room_for, seeded_control
 
 
+def _user(control, name: str) -> User:
+    return next(u for u in control.users() if u.username == name)
+
+
 @pytest.fixture
 def seeded(tmp_path):
     return seeded_control(tmp_path)
@@ -24,8 +28,8 @@ def seeded(tmp_path):
 def _slot(control, seeded):
     room = room_for(control)
     campaign = seeded.tripped[0]
-    package = sorted(room.packages(control.user("manager")))[0]
-    return room, campaign, package, room.latest_bucket(control.user("manager"))
+    package = sorted(room.packages(_user(control, "manager")))[0]
+    return room, campaign, package, room.latest_bucket(_user(control, "manager"))
 
 
 def test_raw_explanations_are_for_engineers_and_managers_by_default():
@@ -44,8 +48,8 @@ def test_raw_explanations_are_for_engineers_and_managers_by_default():
 def test_the_core_refuses_an_operator_the_contributions_and_gives_the_reasons_in_words(seeded):
     control, data, _ = seeded
     room, campaign, package, bucket = _slot(control, data)
-    operator, engineer = control.user("operator"), control.user("engineer")
-    for read in (lambda u: room.breakdown(u, campaign, package, bucket),
+    operator, engineer = _user(control, "operator"), _user(control, "engineer")
+    for read in (lambda u: room.explanation(u, campaign, package, bucket, "en"),
                  lambda u: room.explanation_window(u, bucket - 3600, bucket + 1),
                  lambda u: room.decision_model(u, campaign, package, bucket)):
         with pytest.raises(PermissionDenied):
@@ -61,16 +65,16 @@ def test_the_core_refuses_an_operator_the_contributions_and_gives_the_reasons_in
 def test_a_grant_opens_the_detail_at_once_and_its_withdrawal_closes_it_at_once(seeded):
     control, data, _ = seeded
     room, campaign, package, bucket = _slot(control, data)
-    operator, admin, manager = control.user("operator"), control.user("admin"), control.user("manager")
+    operator, admin, manager = _user(control, "operator"), _user(control, "admin"), _user(control, "manager")
     with pytest.raises(PermissionDenied):
         control.set_grant(manager, "operator", Action.VIEW_EXPLANATION_DETAIL, True)  # admins grant
     with pytest.raises(InvalidValue, match="action"):
         control.set_grant(admin, "operator", Action.APPROVE_OVERRIDE, True)
     control.set_grant(admin, "operator", Action.VIEW_EXPLANATION_DETAIL, True)
-    assert room.breakdown(operator, campaign, package, bucket) is not None  # the session's User is stale: the store counts
+    assert room.explanation(operator, campaign, package, bucket, "en") is not None  # the session's User is stale: the store counts
     control.set_grant(admin, "operator", Action.VIEW_EXPLANATION_DETAIL, False)
     with pytest.raises(PermissionDenied):
-        room.breakdown(operator, campaign, package, bucket)
+        room.explanation(operator, campaign, package, bucket, "en")
     with control.engine.connect() as conn:
         grants = [(e.action, e.after["grants"]) for e in repo.load_audit(conn, entity="user") if "grant" in e.action]
     assert grants == [("user.grant", ["view_explanation_detail"]), ("user.revoke_grant", [])]
@@ -79,7 +83,7 @@ def test_a_grant_opens_the_detail_at_once_and_its_withdrawal_closes_it_at_once(s
 def test_every_export_is_stamped_with_who_and_when_and_audited(seeded):
     control, _, clock = seeded
     room = room_for(control)
-    manager, admin = control.user("manager"), control.user("admin")
+    manager, admin = _user(control, "manager"), _user(control, "admin")
     frame = pd.DataFrame({"entry_id": [1, 2], "action": ["a", "b"]})
     data = room.export_audit_csv(manager, frame, "en", {"actors": []})
     lines = data.decode("utf-8-sig").splitlines()
