@@ -24,7 +24,7 @@ from guards.alerts import (
 from guards.alerts.core import AlertRecord
 from guards.alerts.events import AlertKind
 from guards.alerts.local_server import LocalRobotServer
-from guards.alerts.outbox import channels_from_settings, get_alert
+from guards.alerts.outbox import channels_from_settings, get_alert, send_now
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, redact
 from store.engine import make_engine
@@ -51,9 +51,13 @@ def cmd_test(args) -> int:
                         created_ts=now, next_attempt_ts=now,
                         payload={"detail": "BidLens → WeCom 连接测试 / connection test"})
     message_id = f"{args.robot}-test-{now}"
-    content = render([probe], message_id, channels.style(args.robot))
-    outcome = channels.transports[args.robot].send(OutboundMessage(message_id, args.robot, content, ()))
+    cfg = channels.config.channel(args.robot)
+    content = render([probe], message_id, channels.style(args.robot), max_bytes=cfg.max_bytes)
+    # Through the store: the test message counts in the robot's rate window like every other send.
+    outcome = send_now(_engine(), channels, args.robot, OutboundMessage(message_id, args.robot, content, ()),
+                       time.time)
     data = {"robot": args.robot, "ok": outcome.ok, "retryable": outcome.retryable,
+            "rate_limited": outcome.rate_limited, "maybe_delivered": outcome.ambiguous,
             "error": redact(outcome.error), "errcode": outcome.errcode, "http_status": outcome.http_status}
     emit(args, data, f"{args.robot}: sent" if outcome.ok else f"{args.robot}: FAILED {data['error']}")
     return 0 if outcome.ok else 1
@@ -61,7 +65,7 @@ def cmd_test(args) -> int:
 
 def _line(a: AlertRecord) -> str:
     ack = f"acked by {a.acked_by}" if a.acked_by else "not acked"
-    err = f" ! {a.last_error}" if a.status == "dead" else ""
+    err = f" ! {redact(a.last_error)}" if a.last_error and a.status != "pending" else ""
     return (f"#{a.alert_id:<6} {a.status:<9} {a.channel:<10} {a.severity:<8} {a.kind.value:<18} "
             f"{a.campaign_id or '-':<14} {ack}{err}")
 
@@ -107,7 +111,10 @@ def cmd_send(args) -> int:
                          wall_clock=time.time)
     data = report.as_json()
     text = (f"sent {report.messages_sent} messages ({report.alerts_delivered} alerts), resent {report.resent}, "
-            f"retrying {report.retries}, dead {report.dead_alerts}")
+            f"unanswered {report.unconfirmed}, probes {report.probes}, retrying {report.retries}, "
+            f"dead {report.dead_alerts}")
+    for error in report.errors:
+        text += f"\n  {redact(error)}"
     for name, why in report.unavailable.items():
         text += f"\n{name}: cannot send: {why}"
     emit(args, data, text)

@@ -283,6 +283,8 @@ alert_notifications = Table(
     Column("lease_until_ts", BigInteger),
     Column("sent_ts", BigInteger),
     Column("last_error", Text, nullable=False, server_default=""),
+    # 0004_alert_delivery: the earlier message (same alerts) this one repeats after no answer came
+    Column("repeat_of", String(200)),
     Index("ix_alert_notifications_channel_status", "channel", "status"),
 )
 
@@ -293,8 +295,14 @@ alert_attempts = Table(
     Column("message_id", String(200), nullable=False),
     Column("channel", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Column("outcome", String(16), nullable=False),  # sending | sent | retry | throttled | dead
+    # sending | sent | retry | down | unanswered | crashed | throttled | dead; probes: probing | probe_ok | probe_down
+    Column("outcome", String(16), nullable=False),
     Column("error", Text, nullable=False, server_default=""),
+    # 0004_alert_delivery: exact epoch seconds: the request left no earlier than started_at and reached the
+    # receiver no later than ended_at (the answer, or the longest the send could take): the rate window
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("took_s", Float),  # real seconds the request took: how slow the robot answers
     Index("ix_alert_attempts_channel_ts", "channel", "ts"),
 )
 

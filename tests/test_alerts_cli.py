@@ -138,3 +138,22 @@ def test_local_robot_command_prints_what_it_receives(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert KEY not in first
+
+
+def test_robot_test_command_counts_in_the_rate_window(env, capsys):
+    """`alerts test` sends through the robot's rate window: the 21st within a minute is not sent."""
+    srv, engine, tmp_path = env
+    for _ in range(20):
+        assert run(["alerts", "test", "--robot", "ops"]) == 0
+    capsys.readouterr()
+    assert run(["alerts", "test", "--robot", "ops", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["rate_limited"] and "rate window full" in out["error"]
+    assert len(srv.state.requests) == 20 and set(srv.state.errcodes()) == {0}, "WeCom never saw the 21st"
+    config = load_config(str(tmp_path / "alerts.toml"), str(tmp_path))
+    with engine.begin() as conn:
+        enqueue_alert(conn, trip("c001", START), START, config=config)
+    assert run(["alerts", "send", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["messages_sent"] == 1 and "ops" in report["waiting"]  # the log file went; the robot waits
+    assert len(srv.state.requests) == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -195,3 +197,41 @@ def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval()
              OpenAlert("ops", 5, T, False, "roi:c3"), OpenAlert("file", 6, T, True, "roi:c3")]  # acked
     assert due_reminders(open_, hour, T + 3599) == (3,)
     assert due_reminders(open_, hour, T + 6600) == (2, 3)
+
+
+def test_a_storm_in_one_message_says_how_many_more_in_both_languages():
+    alerts = [record(i) for i in range(1, 151)]
+    for style, limit in ((Style("both", "markdown", "https://p.example"), 4096),
+                         (Style("both", "text", "https://p.example"), 2048)):
+        text = render(alerts, "ops-1", style, repeat_of="ops-0", max_bytes=limit)
+        assert len(text.encode()) <= limit
+        zh_more = int(re.search(r"……另有 (\d+) 条", text).group(1))
+        en_more = int(re.search(r"… and (\d+) more", text).group(1))
+        assert zh_more + sum(1 for line in text.splitlines() if "ROI 守护熔断" in line) == 150
+        assert en_more + sum(1 for line in text.splitlines() if "ROI guard tripped" in line) == 150
+        assert text.count("https://p.example/alerts?alert=1") == 2 and "ref ops-1 · " in text
+        assert "重发：ref ops-0" in text and "Repeat of ref ops-0" in text
+
+
+@pytest.mark.parametrize("fmt, limit", [("markdown", 4096), ("text", 2048)])
+def test_a_long_single_alert_gives_way_in_its_body_only(fmt, limit):
+    detail = {"zh": "出价说明。" * 2000, "en": "Bid explanation. " * 1000}
+    big = record(7, payload={**record().payload, "detail": detail}, repeats=3)
+    text = render([big], "ops-7", Style("both", fmt, "https://p.example"), repeat_of="ops-6", max_bytes=limit)
+    assert len(text.encode()) <= limit
+    assert text.count("https://p.example/alerts?alert=7") == 2 and "ref ops-7 · " in text
+    assert "ROI 守护熔断" in text and "ROI guard tripped" in text and "c007" in text
+    assert "重发：ref ops-6" in text and "Repeat of ref ops-6" in text
+    assert len(text.encode()) > limit - 16, "the detail is cut to the room left, not dropped"
+    assert "说明：出价说明。" in text and "Detail: Bid explanation." in text and "Competitor bid -0.420" in text
+
+
+@given(st.integers(min_value=1, max_value=60), st.integers(min_value=0, max_value=20_000),
+       st.sampled_from(["zh", "en", "both"]), st.sampled_from([("markdown", 4096), ("text", 2048), ("markdown", 700)]))
+def test_fitted_messages_always_keep_what_must_stay(n, detail_len, language, fmt_limit):
+    fmt, limit = fmt_limit
+    alerts = [record(i, payload={**record().payload, "detail": "说" * detail_len}) for i in range(1, n + 1)]
+    text = render(alerts, "ops-1", Style(language, fmt, "https://p.example"), max_bytes=limit)
+    assert len(text.encode()) <= limit
+    langs = 2 if language == "both" else 1
+    assert text.count("https://p.example/alerts?alert=1") == langs and "ref ops-1 · " in text

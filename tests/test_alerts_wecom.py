@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import traceback
 
 import pytest
@@ -131,3 +133,65 @@ def test_markdown_mentions_user_ids_and_survive_truncation(server):
     content = server.state.received[-1].content
     assert content.endswith("\n<@zhangsan> <@lisi>") and TRUNCATION_MARK in content
     assert len(content.encode()) <= 4096
+
+
+def test_probe_asks_the_robot_without_showing_anything(server):
+    robot = WeComRobot("ops", KEY, base_url=server.base_url)
+    out = robot.probe()
+    assert out.ok and out.errcode == 44004 and server.state.received == []
+    server.set_mode("drop")
+    out = robot.probe()
+    assert not out.ok and out.down and out.ambiguous
+    server.set_mode("http500")
+    assert robot.probe().down and not robot.probe().ambiguous
+    server.set_mode("errcode")  # -1: WeCom busy
+    assert not robot.probe().ok
+
+
+def test_only_a_request_that_may_have_arrived_is_ambiguous(server):
+    robot = WeComRobot("ops", KEY, base_url=server.base_url, timeout=(1.0, 0.2))
+    server.state.slow_s = 0.5
+    for mode, ambiguous in (("slow", True), ("accept_drop", True), ("drop", True), ("http500", False),
+                            ("rate_limit", False), ("invalid_key", False)):
+        server.set_mode(mode)
+        assert robot.send(OutboundMessage("m", "ops", "hi", ())).ambiguous is ambiguous, mode
+    port = server.port
+    server.stop()
+    refused = WeComRobot("ops", KEY, base_url=f"http://127.0.0.1:{port}/cgi-bin/webhook/send", timeout=(0.2, 0.2))
+    out = refused.send(OutboundMessage("m", "ops", "hi", ()))
+    assert out.down and not out.ambiguous, "a refused connection sent nothing"
+
+
+def test_every_encoding_of_a_key_is_redacted_in_text_and_in_any_logger():
+    from urllib.parse import quote, quote_plus
+
+    from guards.alerts.transport import redact, register_secret
+
+    key = "Ab3Q+Cd4R/Ef5S=Gh6T+"
+    register_secret(key)
+    encoded = quote(key, safe="")
+    lower = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)
+    for form in (key, encoded, lower, quote_plus(key), quote(encoded, safe=""), json.dumps(key).replace("/", "\\/")):
+        text = redact(f"POST /cgi-bin/webhook/send?key={form} HTTP/1.1")
+        assert not any(part in text for part in ("Ab3Q", "Cd4R", "Ef5S", "Gh6T")), form
+    assert redact("https://gw.example/send?token=unregistered-t0ken&x=1") == "https://gw.example/send?token=***&x=1"
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    other = logging.getLogger("urllib3.some_new_module")  # a logger nobody put a filter on
+    handler = Keep()
+    other.addHandler(handler)
+    other.setLevel(logging.DEBUG)
+    try:
+        other.debug('"POST %s HTTP/1.1" 200', f"/send?key={lower}")
+        try:
+            raise ValueError(f"bad url /send?key={encoded}")
+        except ValueError:
+            other.exception("failed")
+    finally:
+        other.removeHandler(handler)
+    assert len(records) == 2 and "key=***" in records[0]
+    assert not any(part in "".join(records) for part in ("Ab3Q", "Cd4R", "Ef5S", "Gh6T"))

@@ -26,7 +26,7 @@ from guards.alerts.transport import (
     register_url_secrets,
     request_failure,
 )
-from guards.alerts.wecom import JSON_HEADERS, WeComRobot
+from guards.alerts.wecom import CONNECT_TIMEOUT_S, JSON_HEADERS, WeComRobot
 
 
 class JsonWebhook:
@@ -35,6 +35,8 @@ class JsonWebhook:
     The message id also goes in an Idempotency-Key header, so a receiver can drop
     the resend that follows a crash between sending and recording it.
     """
+
+    idempotent = True  # a resend is the same message with the same id: the receiver drops it
 
     def __init__(self, name: str, url: str, *, timeout: float = 10.0, session: requests.Session | None = None):
         self.name = name
@@ -62,6 +64,8 @@ class JsonWebhook:
 
 class LogFile:
     """Appends one JSON line per message (with its message id) to a file."""
+
+    idempotent = True  # a line written twice carries the same message id
 
     def __init__(self, name: str, path: Path):
         self.name = name
@@ -104,7 +108,7 @@ def build_transport(c: ChannelConfig, environ: Mapping[str, str], data_dir: str,
         if not key:
             raise LookupError(f"channel {c.name}: environment variable {c.key_env} is not set")
         return WeComRobot(c.name, key, base_url=c.base_url, msgtype=c.msgtype, mentioned_list=c.mentioned_list,
-                          mentioned_mobile_list=c.mentioned_mobile_list, timeout=(3.05, c.timeout_s),
+                          mentioned_mobile_list=c.mentioned_mobile_list, timeout=(CONNECT_TIMEOUT_S, c.timeout_s),
                           session=session)
     if c.type == "webhook":
         url = environ.get(c.url_env, "") if c.url_env else c.url

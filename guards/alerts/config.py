@@ -39,7 +39,13 @@ from pathlib import Path
 from control.clock import PROMOTION_TZ
 from control.domain import InvalidValue
 from guards.alerts.events import AlertEvent, AlertKind, Severity
-from guards.alerts.wecom import DEFAULT_BASE_URL, MAX_BYTES, RATE_LIMIT_PER_MIN
+from guards.alerts.wecom import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_BASE_URL,
+    MAX_BYTES,
+    RATE_LIMIT_PER_MIN,
+    content_limit,
+)
 
 CHANNEL_TYPES = ("wecom", "webhook", "log_file")
 LANGUAGES = ("zh", "en", "both")
@@ -68,7 +74,12 @@ class ChannelConfig:
 
     @property
     def max_bytes(self) -> int:
-        return MAX_BYTES[self.msgtype] if self.type == "wecom" else JSON_MAX_BYTES
+        """Bytes of UTF-8 a rendered message may take (WeCom: its limit less the markdown @ tail)."""
+        return content_limit(self.msgtype, self.mentioned_list) if self.type == "wecom" else JSON_MAX_BYTES
+
+    def send_bound_s(self, read_timeout_s: float | None = None) -> float:
+        """The longest a send can take (connect + read timeouts, and a margin): it may reach the robot until then."""
+        return CONNECT_TIMEOUT_S + (self.timeout_s if read_timeout_s is None else read_timeout_s) + 1.0
 
     @property
     def fmt(self) -> str:
@@ -97,7 +108,13 @@ class DeliveryPolicy:
     backoff_base_s: int = 5
     backoff_max_s: int = 300
     give_up_after_s: int = 86400   # a message still failing after this is dead (visible)
-    lease_s: int = 60              # a send not recorded within this is presumed crashed and resent
+    lease_s: int = 60              # a send not recorded within this is presumed crashed (maybe delivered)
+    probe_max_s: int = 15          # while a robot does not answer, probe it at least this often
+
+    @property
+    def slow_read_timeout_s(self) -> float:
+        """The longest read timeout for a robot that answers late: a send must end well within its lease."""
+        return self.lease_s / 2 - CONNECT_TIMEOUT_S - 1.0
     pass_budget_s: float = 20.0    # one delivery pass stops starting sends after this
 
 

@@ -149,13 +149,15 @@ class RateWindow:
     A sliding window over the logged send times, not a refilling token bucket: a
     bucket of 20 refilled at 20/min lets up to 40 through in one minute, which
     WeCom refuses. The log is in the store, so the limit survives a restart and is
-    shared by every sender process.
+    shared by every sender process. Times are exact (sub-second): counted in whole
+    seconds, 21 sends fit in 59.05 s. Pass each send's latest possible arrival (its
+    answer, or the longest it could take) and compare with the new send's start.
     """
 
     limit: int = 20
     window_s: int = 60
 
-    def ready_ts(self, attempt_ts: Sequence[int], throttled_ts: Sequence[int], now_ts: int) -> int:
+    def ready_ts(self, attempt_ts: Sequence[float], throttled_ts: Sequence[float], now_ts: float) -> float:
         """The earliest time a new send may start (<= now_ts: now)."""
         ready = now_ts
         if throttled_ts:  # the receiver said "too many": wait out a whole window from its refusal

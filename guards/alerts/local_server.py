@@ -3,8 +3,12 @@
 It checks each request as WeCom does (key, JSON shape per msgtype, content bytes,
 20 messages a minute per key on the clock it is given) and answers in WeCom's way
 (HTTP 200, errcode in the body). It can be told to misbehave: answer the
-rate-limit errcode, the invalid-key errcode, HTTP 500, answer slowly, or drop
-the connection. `/hook` is a generic JSON webhook that drops repeats of an
+rate-limit errcode, the invalid-key errcode, any errcode, HTTP 500, take the
+message and answer late (as WeCom does: a message is shown even when its sender
+timed out), drop the connection without taking the message, or take it and drop
+the connection. `then(...)` queues modes for the next requests only. Every request
+is logged with the server's own receive time (`requests`), so tests judge the rate
+by what the robot saw. `/hook` is a generic JSON webhook that drops repeats of an
 Idempotency-Key. Nothing it receives is printed (the URL carries the key).
 """
 
@@ -22,7 +26,7 @@ from guards.alerts.wecom import MAX_BYTES, RATE_LIMIT_PER_MIN
 
 ROBOT_PATH = "/cgi-bin/webhook/send"
 HOOK_PATH = "/hook"
-MODES = ("ok", "rate_limit", "invalid_key", "http500", "slow", "drop")
+MODES = ("ok", "rate_limit", "invalid_key", "errcode", "http500", "slow", "drop", "accept_drop")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,18 @@ class Received:
     body: dict
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request to the robot path, as the server saw it."""
+
+    ts: float
+    mode: str
+    http_status: int | None      # None: the connection was dropped without an answer
+    errcode: int | None
+    probe: bool                  # empty content: asks for an answer, shows nothing
+    accepted: bool               # shown in the group
+
+
 @dataclass
 class RobotState:
     keys: set[str]
@@ -42,15 +58,32 @@ class RobotState:
     window_s: float = 60.0
     mode: str = "ok"
     slow_s: float = 0.5
+    errcode: int = -1                                             # the answer in mode "errcode"
+    script: list[str] = field(default_factory=list)               # modes for the next requests, first first
     received: list[Received] = field(default_factory=list)       # accepted robot messages
     answers: list[tuple[float, int, int | None]] = field(default_factory=list)  # (ts, http, errcode)
+    requests: list[Request] = field(default_factory=list)        # every robot request, answered or not
     hook_received: list[dict] = field(default_factory=list)       # first delivery of each id
     hook_duplicates: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)  # wakes slow answers at stop
 
     def errcodes(self) -> list[int | None]:
         with self.lock:
             return [e for _, _, e in self.answers]
+
+    def next_mode(self) -> str:
+        with self.lock:
+            return self.script.pop(0) if self.script else self.mode
+
+
+def _is_probe(raw: bytes) -> bool:
+    try:
+        body = json.loads(raw.decode("utf-8"))
+        inner = body.get(body.get("msgtype")) if isinstance(body, dict) else None
+        return isinstance(inner, dict) and inner.get("content") == ""
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return False
 
 
 def _check(state: RobotState, key: str | None, raw: bytes) -> tuple[int, str, Received | None]:
@@ -105,27 +138,39 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hook(state, raw)
         if url.path != ROBOT_PATH:
             return self._reply(404, {"error": "not found"})
-        mode = state.mode
-        if mode == "drop":
-            self.close_connection = True
-            return None
-        if mode == "slow":
-            time.sleep(state.slow_s)
-        if mode == "http500":
-            with state.lock:
-                state.answers.append((state.clock(), 500, None))
-            return self._reply(500, {"error": "internal"})
+        mode = state.next_mode()
         key = (parse_qs(url.query).get("key") or [None])[0]
+        probe = _is_probe(raw)
+        if mode in ("drop", "http500"):
+            with state.lock:
+                status = 500 if mode == "http500" else None
+                state.requests.append(Request(state.clock(), mode, status, None, probe, False))
+                if status:
+                    state.answers.append((state.clock(), 500, None))
+            if mode == "drop":
+                self.close_connection = True
+                return None
+            return self._reply(500, {"error": "internal"})
         with state.lock:
             if mode == "rate_limit":
                 code, msg, rec = 45009, "api freq out of limit", None
             elif mode == "invalid_key":
                 code, msg, rec = 93000, "invalid webhook url", None
-            else:
+            elif mode == "errcode":
+                code, msg, rec = state.errcode, "error", None
+            else:  # ok, slow, accept_drop: checked and taken as WeCom does
                 code, msg, rec = _check(state, key, raw)
             if rec is not None:
                 state.received.append(rec)
-            state.answers.append((state.clock(), 200, code))
+            state.requests.append(Request(state.clock(), mode, None if mode == "accept_drop" else 200, code, probe,
+                                          rec is not None))
+            if mode != "accept_drop":
+                state.answers.append((state.clock(), 200, code))
+        if mode == "accept_drop":  # taken and shown, but the answer never comes
+            self.close_connection = True
+            return None
+        if mode == "slow":  # taken and shown at once, answered late (after the client may have given up)
+            state.release.wait(state.slow_s)
         return self._reply(200, {"errcode": code, "errmsg": msg})
 
     def _hook(self, state: RobotState, raw: bytes):
@@ -167,11 +212,25 @@ class LocalRobotServer:
             raise ValueError(f"mode={mode!r}: must be one of {MODES}")
         self.state.mode = mode
 
+    def then(self, *modes: str) -> None:
+        """Answer the next requests in these modes, one each, then go back to the standing mode."""
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"mode={mode!r}: must be one of {MODES}")
+        with self.state.lock:
+            self.state.script.extend(modes)
+
+    def messages(self) -> list[Request]:
+        """Requests that were messages (not probes), answered or not."""
+        with self.state.lock:
+            return [r for r in self.state.requests if not r.probe]
+
     def start(self) -> LocalRobotServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.state.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 

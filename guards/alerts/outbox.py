@@ -1,19 +1,27 @@
-"""The durable alert outbox: enqueue in the caller's transaction, deliver at least once.
+"""The durable alert outbox: enqueue in the caller's transaction, deliver exactly once as far as people can tell.
 
 Delivery per channel, in order:
 1. pending alerts wait out their group wait, then are packed into as few
    messages as fit the channel's byte limit (a notification each, content fixed);
-2. a notification is claimed (status `sending`, a lease, an attempt logged) and
-   committed BEFORE the HTTP call; the answer is recorded after it;
-3. a notification left `sending` past its lease (the sender crashed between
-   sending and recording) is sent again as the same message with the same id,
-   so a duplicate is recognisable and receivers that honour the id drop it;
-4. retryable failures back off (exponential, jittered) until the give-up deadline,
+2. under the channel's lock the rate window is read from the attempt log (exact,
+   sub-second times) and the send is claimed (status `sending`, a lease, an attempt
+   logged with its start time) and committed BEFORE the HTTP call; the answer is
+   recorded after it;
+3. a send that may have reached a WeCom robot without an answer (a read timeout,
+   a connection closed after the request, a sender that died mid-send) is
+   *unconfirmed*: never sent again as itself (WeCom shows every copy); its alerts go
+   once more in a message marked as the repeat of its ref, and a repeat is never
+   repeated. Receivers that drop a repeated id (JSON webhook, log file) get the
+   same message again instead;
+4. while a robot does not answer, it is probed (a request WeCom refuses without
+   showing anything) instead of sent to; the first answered probe or send makes
+   every waiting message of the channel due at once;
+5. retryable failures back off (exponential, jittered) until the give-up deadline,
    a rate-limit answer waits for the next window, permanent failures are dead
    (kept, listed, never retried by themselves). A channel's messages go in order:
    nothing is sent past a message that is still being retried.
 The rate window per robot is read from the attempt log, so it holds across
-restarts and across sender processes.
+restarts and across sender processes (and counts `bidlens alerts test`).
 """
 
 from __future__ import annotations
@@ -21,19 +29,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from control.audit import AuditRecord
 from control.config import load_settings
 from control.domain import InvalidValue
 from guards.alerts.channels import Channels, build_channels
-from guards.alerts.config import AlertsConfig, ChannelConfig, load_config
+from guards.alerts.config import AlertsConfig, ChannelConfig, DeliveryPolicy, load_config
 from guards.alerts.core import (
     AlertRecord,
     OpenAlert,
@@ -267,18 +277,20 @@ class DeliveryReport:
     messages_sent: int = 0
     reminders: int = 0              # repeats made for open, unacknowledged conditions
     alerts_delivered: int = 0
-    resent: int = 0                 # messages sent again after a sender died mid-send
+    resent: int = 0                 # messages sent again after a send with no answer or a crash mid-send
+    unconfirmed: int = 0            # sends that got no answer (maybe shown): repeated once, marked
+    probes: int = 0                 # invisible requests asking a robot that did not answer whether it is back
     retries: int = 0                # retryable failures this pass (will be tried again)
     throttled: int = 0              # rate-limit answers from the receiver
     dead_messages: int = 0
     dead_alerts: int = 0
     errors: list[str] = field(default_factory=list)           # redacted
-    waiting: dict[str, int] = field(default_factory=dict)     # channel -> earliest next send ts
+    waiting: dict[str, float] = field(default_factory=dict)   # channel -> earliest next send ts
     unavailable: dict[str, str] = field(default_factory=dict)  # channel -> why it cannot send
     out_of_time: bool = False
 
     @property
-    def next_due_ts(self) -> int | None:
+    def next_due_ts(self) -> float | None:
         return min(self.waiting.values()) if self.waiting else None
 
     def as_json(self) -> dict:
@@ -287,24 +299,115 @@ class DeliveryReport:
 
 @dataclass(frozen=True, slots=True)
 class Now:
-    """The time in both domains: events (alerts' own times) and wall (what the receiver sees)."""
+    """The time in both domains: events (alerts' own times) and wall (what the receiver sees, exact)."""
 
-    now: int
-    wall: int
+    now: int        # events time as stored (whole seconds)
+    wall: float
+    events: float   # events time, exact
 
     @staticmethod
     def read(clock: Callable[[], float], wall_clock: Callable[[], float]) -> Now:
-        return Now(int(clock()), int(wall_clock()))
+        events = float(clock())
+        return Now(int(events), float(wall_clock()), events)
 
-    def later(self, wall_ts: int) -> int:
+    def later(self, wall_ts: float) -> float:
         """A wall time as the same moment on the events clock (for `waiting`)."""
-        return self.now + (wall_ts - self.wall)
+        return self.events + (wall_ts - self.wall)
+
+
+# Attempt outcomes that say the robot did not answer as a robot (no answer, a dropped connection,
+# a server error): the channel is down until a probe or a send is answered.
+DOWN_OUTCOMES = ("down", "unanswered", "probe_down")
+IN_FLIGHT = ("sending", "probing")
+
+
+def _lock_channel(conn: Connection, channel: str) -> None:
+    """Serialise the channel's senders across processes: the window is read and the attempt logged under it."""
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"bidlens.alerts:{channel}".encode()).digest()[:8], "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, before the window is read
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    ready: float           # earliest exact time a request may leave
+    in_flight_until: float  # a request of another sender may still reach the robot until then
+    down_for: int          # consecutive requests the robot did not answer (0: up)
+    last_end: float        # when the last answered-or-not request ended
+    answer_s: float        # how long the robot took to answer the last request it answered
+
+    def read_timeout_s(self, cfg: ChannelConfig, policy: DeliveryPolicy, *, probe: bool = False) -> float:
+        """How long to wait for the answer: longer for a probe, and for a robot that answers late.
+
+        A robot slower than the timeout still shows what it takes; waiting for its
+        answer (within the lease) is what keeps a late answer from becoming a repeat.
+        """
+        if probe:
+            return max(cfg.timeout_s, policy.slow_read_timeout_s)
+        if self.answer_s > cfg.timeout_s / 2:
+            return max(cfg.timeout_s, min(policy.slow_read_timeout_s, 2 * self.answer_s + 1))
+        return cfg.timeout_s
+
+
+def _window(conn: Connection, cfg: ChannelConfig, policy: DeliveryPolicy, wall: float) -> _Window:
+    """The channel's rate window and health from its attempt log (every request: sends, probes, tests).
+
+    A request counts from when it left to when its answer came (or the longest it
+    could take): the robot received it somewhere in between. So a new request may
+    leave only when the limit-th latest *end* is a whole window old, which holds in
+    the robot's own receive times too, whatever the clocks' whole seconds say.
+    """
+    at = s.alert_attempts
+    horizon = int(wall) - cfg.rate_window_s - int(cfg.send_bound_s(policy.slow_read_timeout_s)) - 2
+    recent = conn.execute(select(at.c.ts, at.c.outcome, at.c.ended_at)
+                          .where(at.c.channel == cfg.name, at.c.ts >= horizon)).all()
+
+    def end(r) -> float:
+        return float(r.ended_at) if r.ended_at is not None else float(r.ts + 1)  # rows from before 0004
+
+    ready = RateWindow(cfg.rate_limit, cfg.rate_window_s).ready_ts(
+        [end(r) for r in recent], [end(r) for r in recent if r.outcome == "throttled"], wall)
+    in_flight = max((end(r) for r in recent if r.outcome in IN_FLIGHT and end(r) > wall), default=0.0)
+    last = conn.execute(select(at.c.ts, at.c.outcome, at.c.ended_at, at.c.took_s)
+                        .where(at.c.channel == cfg.name, at.c.outcome.notin_((*IN_FLIGHT, "crashed")))
+                        .order_by(at.c.ts.desc(), at.c.attempt_id.desc()).limit(16)).all()
+    down = 0
+    for r in last:
+        if r.outcome not in DOWN_OUTCOMES:
+            break
+        down += 1
+    answer_s = next((float(r.took_s) for r in last if r.outcome not in DOWN_OUTCOMES and r.took_s is not None), 0.0)
+    return _Window(ready, in_flight, down, end(last[0]) if last else 0.0, answer_s)
+
+
+def _log_attempt(conn: Connection, cfg: ChannelConfig, message_id: str, started: float, outcome: str,
+                 read_timeout_s: float | None = None) -> int:
+    at = s.alert_attempts
+    return conn.execute(insert(at).values(message_id=message_id, channel=cfg.name, ts=int(started), outcome=outcome,
+                                          started_at=started, ended_at=started + cfg.send_bound_s(read_timeout_s))
+                        .returning(at.c.attempt_id)).scalar_one()
+
+
+def _end_attempt(conn: Connection, attempt_id: int, outcome: str, ended: float, took_s: float,
+                 error: str = "") -> None:
+    at = s.alert_attempts
+    conn.execute(update(at).where(at.c.attempt_id == attempt_id)
+                 .values(outcome=outcome, ended_at=ended, took_s=took_s, error=error))
 
 
 def _open_notifications(conn: Connection, channel: str) -> list:
     n = s.alert_notifications
     rows = conn.execute(select(n).where(n.c.channel == channel, n.c.status.in_(OPEN_NOTIFICATION))).all()
     return sorted(rows, key=lambda r: min(r.alert_ids))
+
+
+def _unique_message_id(conn: Connection, mid: str) -> str:
+    """A message id not used before: a requeued or repeated alert's message never reuses an old id."""
+    n = s.alert_notifications
+    taken = set(conn.execute(select(n.c.message_id).where(n.c.message_id.like(f"{mid}%"))).scalars())
+    return mid if mid not in taken else next(f"{mid}.{k}" for k in range(2, 10**6) if f"{mid}.{k}" not in taken)
 
 
 def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now) -> bool:
@@ -320,17 +423,16 @@ def _plan_messages(conn: Connection, channels: Channels, cfg: ChannelConfig, t: 
     def message_id(group) -> str:
         return f"{cfg.name}-{group[0].alert_id}"
 
-    def unique(mid: str) -> str:
-        """A requeued dead alert makes a new message: suffix the id so it never reuses the dead one's."""
-        taken = set(conn.execute(select(n.c.message_id).where(n.c.message_id.like(f"{mid}%"))).scalars())
-        return mid if mid not in taken else next(f"{mid}.{k}" for k in range(2, 10**6) if f"{mid}.{k}" not in taken)
+    def measure(group) -> str:  # room kept for the repeat mark, so a repeat never has to cut its body
+        return render(group, message_id(group) + ".99", style, repeat_of=message_id(group) + ".99")
 
-    for group in pack(pending, lambda g: render(g, message_id(g) + ".99", style), cfg.max_bytes):
-        mid = unique(message_id(group))
+    for group in pack(pending, measure, cfg.max_bytes):
+        mid = _unique_message_id(conn, message_id(group))
         ids = [x.alert_id for x in group]
         made = _insert_ignore(conn, n, dict(message_id=mid, channel=cfg.name, alert_ids=ids,
-                                            content=render(group, mid, style), status="queued", attempts=0,
-                                            created_ts=t.wall, next_attempt_ts=t.wall))
+                                            content=render(group, mid, style, max_bytes=cfg.max_bytes),
+                                            status="queued", attempts=0, created_ts=int(t.wall),
+                                            next_attempt_ts=int(t.wall)))
         taken = conn.execute(update(a).where(a.c.alert_id.in_(ids), a.c.message_id.is_(None))
                              .values(message_id=mid))
         if made is None or taken.rowcount != len(ids):
@@ -349,18 +451,95 @@ def _summary(conn: Connection, ids: list[int]) -> tuple[dict, ...]:
                                                "condition_key", "occurred_ts", "payload")} for r in rows)
 
 
-def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now,
-           report: DeliveryReport) -> tuple[OutboundMessage, bool] | None:
-    """Take the channel's next message if it may go now; None (with `waiting` set) if not."""
-    at, n = s.alert_attempts, s.alert_notifications
-    window = RateWindow(cfg.rate_limit, cfg.rate_window_s)
-    recent = conn.execute(select(at.c.ts, at.c.outcome)
-                          .where(at.c.channel == cfg.name, at.c.ts > t.wall - cfg.rate_window_s)).all()
-    ready = window.ready_ts([r.ts for r in recent], [r.ts for r in recent if r.outcome == "throttled"], t.wall)
+def _unconfirmed(conn: Connection, channels: Channels, cfg: ChannelConfig, head, t: Now, why: str,
+                 report: DeliveryReport) -> None:
+    """A message that may have been shown (no answer came, or its sender died mid-send).
+
+    It is never sent again as itself: WeCom shows every copy it accepts. Its alerts go
+    once more, in a new message marked as the repeat of its ref; a repeat that gets no
+    answer either is left at that (its alerts count as delivered, the doubt kept in
+    last_error): at most two copies, the second one saying what it is.
+    """
+    a, n = s.alerts, s.alert_notifications
+    conn.execute(update(n).where(n.c.message_id == head.message_id)
+                 .values(status="unconfirmed", lease_until_ts=None, last_error=f"no answer, maybe shown: {why}"))
+    mine = and_(a.c.message_id == head.message_id, a.c.status == "pending")
+    report.unconfirmed += 1
+    if head.repeat_of:
+        note = (f"unconfirmed: no answer to ref {head.repeat_of} nor to its repeat ref {head.message_id}; "
+                f"see the panel ({why})")
+        settled = conn.execute(update(a).where(mine).values(status="delivered", delivered_ts=t.now, last_error=note))
+        report.alerts_delivered += settled.rowcount
+        log.warning("alert message %s to %s: no answer to it nor to %s; not sent a third time",
+                    head.message_id, cfg.name, head.repeat_of)
+        return
+    records = [_record(r) for r in conn.execute(select(a).where(mine).order_by(a.c.alert_id))]
+    if not records:
+        return
+    mid = _unique_message_id(conn, head.message_id)
+    content = render(records, mid, channels.style(cfg.name), repeat_of=head.message_id, max_bytes=cfg.max_bytes)
+    conn.execute(insert(n).values(message_id=mid, channel=cfg.name, alert_ids=[r.alert_id for r in records],
+                                  content=content, status="queued", attempts=0, repeat_of=head.message_id,
+                                  created_ts=head.created_ts, next_attempt_ts=int(t.wall)))
+    conn.execute(update(a).where(mine).values(message_id=mid, last_error=f"maybe shown as {head.message_id}: {why}"))
+    log.warning("alert message %s to %s got no answer (%s); its alerts go once more as %s, marked as a repeat",
+                head.message_id, cfg.name, why, mid)
+
+
+def _recover_crashed(conn: Connection, channels: Channels, cfg: ChannelConfig, idempotent: bool, t: Now,
+                     report: DeliveryReport) -> None:
+    """Messages left `sending` past their lease: their sender died, maybe after the robot took them."""
+    n, at = s.alert_notifications, s.alert_attempts
+    crashed = conn.execute(select(n).where(n.c.channel == cfg.name, n.c.status == "sending",
+                                           n.c.lease_until_ts <= t.wall)).all()
+    for head in crashed:
+        last = conn.execute(select(func.max(at.c.attempt_id)).where(at.c.message_id == head.message_id)).scalar()
+        if last is not None:
+            conn.execute(update(at).where(at.c.attempt_id == last, at.c.outcome == "sending")
+                         .values(outcome="crashed", error="the sender stopped mid-send"))
+        if idempotent:  # the receiver drops a repeated id: send the very same message again
+            conn.execute(update(n).where(n.c.message_id == head.message_id)
+                         .values(status="retry", next_attempt_ts=int(t.wall), lease_until_ts=None,
+                                 last_error="the sender stopped mid-send; sent again as the same message"))
+        else:
+            _unconfirmed(conn, channels, cfg, head, t, "the sender stopped mid-send", report)
+
+
+def _give_up(conn: Connection, cfg: ChannelConfig, head, why: str, t: Now, report: DeliveryReport) -> None:
+    a, n = s.alerts, s.alert_notifications
+    conn.execute(update(n).where(n.c.message_id == head.message_id)
+                 .values(status="dead", lease_until_ts=None, last_error=why))
+    dead = conn.execute(update(a).where(a.c.message_id == head.message_id, a.c.status == "pending")
+                        .values(status="dead", last_error=why))
+    report.dead_messages += 1
+    report.dead_alerts += dead.rowcount
+    report.errors.append(f"{cfg.name}: {why}")
+    log.error("alert message %s to %s is dead (%d alerts): %s", head.message_id, cfg.name, dead.rowcount, why)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    attempt_id: int
+    read_timeout_s: float
+    msg: OutboundMessage | None = None  # None: a probe
+    resend: bool = False
+
+
+def _next_step(conn: Connection, channels: Channels, cfg: ChannelConfig, transport, clock: Callable[[], float],
+               wall_clock: Callable[[], float], report: DeliveryReport) -> _Step | None:
+    """Under the channel's lock: what to do now (send the next message, or probe), or None (with `waiting`)."""
+    n = s.alert_notifications
+    policy = channels.config.delivery
+    idempotent = bool(getattr(transport, "idempotent", False))
+    probes = callable(getattr(transport, "probe", None))
+    _lock_channel(conn, cfg.name)
+    t = Now.read(clock, wall_clock)
+    _recover_crashed(conn, channels, cfg, idempotent, t, report)
+    w = _window(conn, cfg, policy, t.wall)
     queue = _open_notifications(conn, cfg.name)
     if not queue:
-        if ready > t.wall:  # let more alerts join the group while the window is full
-            report.waiting[cfg.name] = t.later(ready)
+        if w.ready > t.wall:  # let more alerts join the group while the window is full
+            report.waiting[cfg.name] = t.later(w.ready)
             return None
         if not _plan_messages(conn, channels, cfg, t):
             nxt = conn.execute(select(func.min(s.alerts.c.next_attempt_ts)).where(
@@ -370,66 +549,108 @@ def _claim(conn: Connection, channels: Channels, cfg: ChannelConfig, t: Now,
             return None
         queue = _open_notifications(conn, cfg.name)
     head = queue[0]
-    resend = head.status == "sending"
-    due = max(head.lease_until_ts if resend else head.next_attempt_ts, ready)
+    if head.status == "sending":  # another sender has it in flight
+        report.waiting[cfg.name] = t.later(head.lease_until_ts)
+        return None
+    if head.status == "retry" and t.wall - head.created_ts >= policy.give_up_after_s:
+        _give_up(conn, cfg, head, f"gave up after {policy.give_up_after_s} s: {head.last_error}", t, report)
+        return _next_step(conn, channels, cfg, transport, clock, wall_clock, report)
+    if probes and w.down_for:
+        # The robot did not answer: ask it, invisibly, before anything visible goes (again).
+        delay = min(policy.probe_max_s, policy.backoff_base_s * 2 ** (w.down_for - 1))
+        due = max(w.last_end + delay, w.ready, w.in_flight_until)
+        if due > t.wall:
+            report.waiting[cfg.name] = t.later(due)
+            return None
+        timeout = w.read_timeout_s(cfg, policy, probe=True)
+        return _Step(_log_attempt(conn, cfg, head.message_id, float(wall_clock()), "probing", timeout), timeout)
+    due = max(head.next_attempt_ts, w.ready)
     if due > t.wall:
         report.waiting[cfg.name] = t.later(due)
         return None
     claimed = conn.execute(update(n).where(n.c.message_id == head.message_id, n.c.status == head.status,
                                            n.c.attempts == head.attempts)
-                           .values(status="sending", lease_until_ts=t.wall + channels.config.delivery.lease_s,
+                           .values(status="sending", lease_until_ts=int(t.wall) + policy.lease_s,
                                    attempts=head.attempts + 1))
     if claimed.rowcount != 1:  # another sender took it between our read and write
         return None
-    conn.execute(insert(at).values(message_id=head.message_id, channel=cfg.name, ts=t.wall, outcome="sending"))
+    last = conn.execute(select(s.alert_attempts.c.outcome).where(s.alert_attempts.c.message_id == head.message_id)
+                        .order_by(s.alert_attempts.c.attempt_id.desc()).limit(1)).scalar()
+    resend = (bool(head.repeat_of) and head.attempts == 0) or last in ("crashed", "unanswered")
+    # The send's own time, read last: the request leaves after this (commit, then POST), never before.
+    timeout = w.read_timeout_s(cfg, policy) if probes else cfg.timeout_s
+    attempt_id = _log_attempt(conn, cfg, head.message_id, float(wall_clock()), "sending", timeout)
     msg = OutboundMessage(head.message_id, cfg.name, head.content, tuple(head.alert_ids),
                           _summary(conn, head.alert_ids))
-    return msg, resend
+    return _Step(attempt_id, timeout, msg, resend)
 
 
-def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, msg: OutboundMessage,
-                    outcome: SendOutcome, t: Now, rng: np.random.Generator, report: DeliveryReport) -> bool:
+def _due_now(conn: Connection, channel: str, t: Now) -> int:
+    """The robot answers again: every message of the channel waiting out a backoff is due now."""
+    n = s.alert_notifications
+    return conn.execute(update(n).where(n.c.channel == channel, n.c.status.in_(("queued", "retry")),
+                                        n.c.next_attempt_ts > t.wall)
+                        .values(next_attempt_ts=int(t.wall))).rowcount
+
+
+def _record_probe(conn: Connection, cfg: ChannelConfig, step: _Step, outcome: SendOutcome, t: Now,
+                  took_s: float, report: DeliveryReport) -> bool:
+    report.probes += 1
+    error = redact(outcome.error)
+    if outcome.ok:
+        _end_attempt(conn, step.attempt_id, "probe_ok", t.wall, took_s)
+        woken = _due_now(conn, cfg.name, t)
+        log.info("robot %s answers again: %d waiting messages are due now", cfg.name, woken)
+        return True
+    _end_attempt(conn, step.attempt_id, "throttled" if outcome.rate_limited else "probe_down", t.wall, took_s, error)
+    log.info("robot %s still does not answer: %s", cfg.name, error)
+    return False
+
+
+def _record_outcome(conn: Connection, channels: Channels, cfg: ChannelConfig, step: _Step, outcome: SendOutcome,
+                    idempotent: bool, t: Now, took_s: float, rng: np.random.Generator,
+                    report: DeliveryReport) -> bool:
     """Write what happened; True if the channel may go on to its next message now."""
-    a, n, at = s.alerts, s.alert_notifications, s.alert_attempts
+    a, n = s.alerts, s.alert_notifications
+    msg = step.msg
     policy = channels.config.delivery
     head = conn.execute(select(n).where(n.c.message_id == msg.message_id)).one()
-    last_attempt = conn.execute(select(func.max(at.c.attempt_id)).where(at.c.message_id == msg.message_id)).scalar()
     error = redact(outcome.error)
     mine = and_(a.c.message_id == msg.message_id, a.c.status == "pending")
     if outcome.ok:
         conn.execute(update(n).where(n.c.message_id == msg.message_id)
-                     .values(status="sent", sent_ts=t.wall, lease_until_ts=None, last_error=""))
+                     .values(status="sent", sent_ts=int(t.wall), lease_until_ts=None, last_error=""))
         delivered = conn.execute(update(a).where(mine).values(status="delivered", delivered_ts=t.now,
-                                                              attempts=a.c.attempts + 1))
-        conn.execute(update(at).where(at.c.attempt_id == last_attempt).values(outcome="sent"))
+                                                              attempts=a.c.attempts + 1, last_error=""))
+        _end_attempt(conn, step.attempt_id, "sent", t.wall, took_s)
+        _due_now(conn, cfg.name, t)  # the first success after an outage: the backlog goes at once
         report.messages_sent += 1
         report.alerts_delivered += delivered.rowcount
         log.info("alert message %s delivered to %s (%d alerts)", msg.message_id, cfg.name, delivered.rowcount)
         return True
+    conn.execute(update(a).where(mine).values(attempts=a.c.attempts + 1, last_error=error))
+    if outcome.ambiguous and not idempotent:
+        _end_attempt(conn, step.attempt_id, "unanswered", t.wall, took_s, error)
+        _unconfirmed(conn, channels, cfg, head, t, error, report)
+        report.errors.append(f"{cfg.name}: {error}")
+        return False
     gave_up = outcome.retryable and t.wall - head.created_ts >= policy.give_up_after_s
     if outcome.permanent or gave_up:
         why = error if outcome.permanent else f"gave up after {policy.give_up_after_s} s: {error}"
-        conn.execute(update(n).where(n.c.message_id == msg.message_id)
-                     .values(status="dead", lease_until_ts=None, last_error=why))
-        dead = conn.execute(update(a).where(mine).values(status="dead", last_error=why,
-                                                         attempts=a.c.attempts + 1))
-        conn.execute(update(at).where(at.c.attempt_id == last_attempt).values(outcome="dead", error=why))
-        report.dead_messages += 1
-        report.dead_alerts += dead.rowcount
-        report.errors.append(f"{cfg.name}: {why}")
-        log.error("alert message %s to %s is dead (%d alerts): %s", msg.message_id, cfg.name, dead.rowcount, why)
+        _end_attempt(conn, step.attempt_id, "dead", t.wall, took_s, why)
+        _give_up(conn, cfg, head, why, t, report)
         return True
     if outcome.rate_limited:
         wait = cfg.rate_window_s
         report.throttled += 1
+        name = "throttled"
     else:
         wait = backoff_s(head.attempts, policy.backoff_base_s, policy.backoff_max_s, float(rng.random()))
-    retry_ts = t.wall + wait
+        name = "unanswered" if outcome.ambiguous else "down" if outcome.down else "retry"
+    retry_ts = int(math.ceil(t.wall + wait))
     conn.execute(update(n).where(n.c.message_id == msg.message_id)
                  .values(status="retry", next_attempt_ts=retry_ts, lease_until_ts=None, last_error=error))
-    conn.execute(update(a).where(mine).values(attempts=a.c.attempts + 1, last_error=error))
-    conn.execute(update(at).where(at.c.attempt_id == last_attempt)
-                 .values(outcome="throttled" if outcome.rate_limited else "retry", error=error))
+    _end_attempt(conn, step.attempt_id, name, t.wall, took_s, error)
     report.retries += 1
     report.waiting[cfg.name] = t.later(retry_ts)
     report.errors.append(f"{cfg.name}: {error}")
@@ -443,13 +664,14 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
     """One delivery pass over every channel: send what is due, record every answer.
 
     Safe to run in several processes at once and after a crash (claims are
-    conditional updates; a crashed send is resent as the same message). Returns
-    what happened and `next_due_ts`, when calling again can do something.
+    conditional updates under a per-channel lock; a crashed send is treated as maybe
+    delivered). Returns what happened and `next_due_ts`, when calling again can do something.
 
     `clock` is the time of the events (enqueue's now_ts; in the demo, the promotion
     clock); `wall_clock` (default: the same) times what the receiver sees: the rate
-    window, backoff, the crash lease and this pass's budget. A demo on an accelerated
-    clock passes time.time here, or it would send 60 times too fast for WeCom.
+    window (in exact, sub-second time), backoff, probes, the crash lease and this
+    pass's budget. A demo on an accelerated clock passes time.time here, or it would
+    send 60 times too fast for WeCom.
     """
     wall_clock = wall_clock or clock
     report = DeliveryReport()
@@ -467,27 +689,68 @@ def deliver_due(engine: Engine, channels: Channels, clock: Callable[[], float],
             if waiting:
                 report.unavailable[name] = channels.errors.get(name, "not built")
             continue
+        idempotent = bool(getattr(transport, "idempotent", False))
         while True:
             if wall_clock() - start > budget:
                 report.out_of_time = True
                 return report
             try:
                 with engine.begin() as conn:
-                    claimed = _claim(conn, channels, cfg, Now.read(clock, wall_clock), report)
+                    step = _next_step(conn, channels, cfg, transport, clock, wall_clock, report)
             except Contended:
-                claimed = None
-            if claimed is None:
+                step = None
+            if step is None:
                 break
-            msg, resend = claimed
-            report.resent += resend
-            if resend:
-                log.warning("alert message %s to %s: previous send unrecorded, sending again", msg.message_id, name)
-            outcome = transport.send(msg)
-            with engine.begin() as conn:
-                go_on = _record_outcome(conn, channels, cfg, msg, outcome, Now.read(clock, wall_clock), rng, report)
+            took = time.monotonic()
+            if step.msg is None:
+                outcome = transport.probe(read_timeout_s=step.read_timeout_s)
+                t = Now.read(clock, wall_clock)
+                with engine.begin() as conn:
+                    go_on = _record_probe(conn, cfg, step, outcome, t, time.monotonic() - took, report)
+            else:
+                report.resent += step.resend
+                if step.resend:
+                    log.warning("alert message %s to %s: sending again after no answer", step.msg.message_id, name)
+                if callable(getattr(transport, "probe", None)):  # a robot: it may need longer to answer
+                    outcome = transport.send(step.msg, read_timeout_s=step.read_timeout_s)
+                else:
+                    outcome = transport.send(step.msg)
+                t = Now.read(clock, wall_clock)
+                with engine.begin() as conn:
+                    go_on = _record_outcome(conn, channels, cfg, step, outcome, idempotent, t,
+                                            time.monotonic() - took, rng, report)
             if not go_on:
                 break
     return report
+
+
+def send_now(engine: Engine, channels: Channels, name: str, message: OutboundMessage,
+             wall_clock: Callable[[], float]) -> SendOutcome:
+    """Send one message outside the outbox (`bidlens alerts test`), inside the channel's rate window.
+
+    The send is logged like every other, so the window counts it for the outbox's
+    senders too; when the window is full nothing is sent (a rate-limited outcome says
+    when the next slot opens).
+    """
+    cfg = channels.config.channel(name)
+    with engine.begin() as conn:
+        _lock_channel(conn, name)
+        wall = float(wall_clock())
+        ready = _window(conn, cfg, channels.config.delivery, wall).ready
+        if ready > wall:
+            return SendOutcome(False, retryable=True, rate_limited=True,
+                               error=f"rate window full ({cfg.rate_limit} sends in {cfg.rate_window_s} s): "
+                                     f"next slot in {ready - wall:.1f} s")
+        attempt_id = _log_attempt(conn, cfg, message.message_id, float(wall_clock()), "sending")
+    took = time.monotonic()
+    outcome = channels.transports[name].send(message)
+    took_s = time.monotonic() - took
+    name_of = ("sent" if outcome.ok else "throttled" if outcome.rate_limited else
+               "unanswered" if outcome.ambiguous else "down" if outcome.down else
+               "retry" if outcome.retryable else "dead")
+    with engine.begin() as conn:
+        _end_attempt(conn, attempt_id, name_of, float(wall_clock()), took_s, redact(outcome.error))
+    return outcome
 
 
 def deliver_until(stop: Callable[[], bool], engine: Engine, channels: Callable[[], Channels],

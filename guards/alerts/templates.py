@@ -51,14 +51,18 @@ WORDS = {
            "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
            "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
            "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
-           "still": "重复提醒：自 {t} 起仍未恢复、未确认"},
+           "still": "重复提醒：自 {t} 起仍未恢复、未确认",
+           "repeat": "重发：ref {ref} 发出后未收到答复，可能已送达（重复请忽略）",
+           "more": "……另有 {n} 条，见面板"},
     "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO", "resolved": "RESOLVED",
            "campaign": "Campaign", "guard": "Guard", "pred": "Predicted ROI", "cal": "Calibrated ROI", "real": "Realised ROI",
            "floor": "Floor", "risk": "Spend at risk", "action": "Action",
            "drivers": "Top drivers (SHAP, yuan per click)", "repeats": "{n} more firings of the same condition",
            "open": "Open in the panel to acknowledge", "alerts": "BidLens alerts",
            "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail",
-           "still": "Reminder: firing since {t}, not acknowledged"},
+           "still": "Reminder: firing since {t}, not acknowledged",
+           "repeat": "Repeat of ref {ref}: sent without an answer, it may have arrived (ignore if so)",
+           "more": "… and {n} more (see the panel)"},
 }
 COLOURS = {"critical": "warning", "warning": "warning", "info": "info", "resolved": "info"}
 
@@ -137,39 +141,70 @@ def link(panel_url: str, alert_id: int) -> str:
     return f"{panel_url.rstrip('/')}/alerts?alert={alert_id}"
 
 
-def _single(a: AlertRecord, lang: str, style: Style) -> list[str]:
+@dataclass
+class _Block:
+    """One language's part of a message: what must stay (head, tail) and the body that gives way.
+
+    body holds items (each a few lines that go together, e.g. the drivers' heading with
+    the first driver); when the message is too long the last items go first, replaced
+    by one "… and N more" line.
+    """
+
+    lang: str
+    head: list[str]
+    body: list[list[str]]
+    tail: list[str]
+    omitted: int = 0
+
+    def lines(self) -> list[str]:
+        more = [WORDS[self.lang]["more"].format(n=self.omitted)] if self.omitted else []
+        return [*self.head, *(x for item in self.body for x in item), *more, *self.tail]
+
+
+def _link_line(style: Style, alert_id: int, lang: str) -> str:
+    w, url = WORDS[lang], link(style.panel_url, alert_id)
+    return f"[{w['open']}]({url})" if style.fmt == "markdown" else f"{w['open']}: {url}"
+
+
+def _repeat_line(repeat_of: str, lang: str, md: bool) -> str:
+    text = WORDS[lang]["repeat"].format(ref=repeat_of)
+    return f"> **{text}**" if md else text
+
+
+def _single(a: AlertRecord, lang: str, style: Style, repeat_of: str | None = None) -> _Block:
     w, md = WORDS[lang], style.fmt == "markdown"
     label = w[_label(a)]
     head = f"【{label}】{_title(a, lang, style)}"
-    lines = [f'### <font color="{COLOURS[_label(a)]}">{head}</font>' if md else head]
+    top = [f'### <font color="{COLOURS[_label(a)]}">{head}</font>' if md else head]
+    if repeat_of:
+        top.append(_repeat_line(repeat_of, lang, md))
+    if a.payload.get("repeat_of") and isinstance(a.payload.get("fired_ts"), int):
+        top.append(w["still"].format(t=_when(a.payload["fired_ts"])))
     q = "> " if md else ""
     b = "**" if md else ""
+    body: list[list[str]] = []
     who = [f"{w['campaign']}{w['sep']}{b}{a.campaign_id}{b}" if a.campaign_id else "",
            f"{w['guard']}{w['sep']}{a.guard}" if a.guard else "", _lasted(a, lang)]
     if any(who):
-        lines.append(q + " · ".join(x for x in who if x))
+        body.append([q + " · ".join(x for x in who if x)])
     figures = _figures(a, lang)
     if figures:
-        lines.append(q + " · ".join(figures))
+        body.append([q + " · ".join(figures)])
     action = _action(a, lang)
     if action:
-        lines.append(f"{q}{w['action']}{w['sep']}{action}")
+        body.append([f"{q}{w['action']}{w['sep']}{action}"])
+    if a.repeats:
+        body.append([w["repeats"].format(n=a.repeats)])
     detail = _in_language(a.payload.get("detail"), lang)
     if detail:
-        lines.append(f"{q}{w['detail']}{w['sep']}{detail}")
+        body.append([f"{q}{w['detail']}{w['sep']}{detail}"])
     drivers = _drivers(a, lang)
-    if drivers:
-        lines += [f"{b}{w['drivers']}{b}", *drivers]
-    if a.payload.get("repeat_of") and isinstance(a.payload.get("fired_ts"), int):
-        lines.append(w["still"].format(t=_when(a.payload["fired_ts"])))
-    if a.repeats:
-        lines.append(w["repeats"].format(n=a.repeats))
-    url = link(style.panel_url, a.alert_id)
-    lines.append(f"[{w['open']}]({url})" if md else f"{w['open']}: {url}")
-    return lines
+    if drivers:  # the heading goes with the first driver, never alone
+        body += [[f"{b}{w['drivers']}{b}", drivers[0]], *([d] for d in drivers[1:])]
+    return _Block(lang, top, body, [_link_line(style, a.alert_id, lang)])
 
 
-def _group(alerts: Sequence[AlertRecord], lang: str, style: Style) -> list[str]:
+def _group(alerts: Sequence[AlertRecord], lang: str, style: Style, repeat_of: str | None = None) -> _Block:
     w, md = WORDS[lang], style.fmt == "markdown"
     counts = {}
     for a in alerts:
@@ -178,26 +213,100 @@ def _group(alerts: Sequence[AlertRecord], lang: str, style: Style) -> list[str]:
         ", ".join(f"{w[k]} {n}" for k, n in counts.items())
     worst = "critical" if "critical" in counts else next(iter(counts))
     head = f"{w['alerts']} ×{len(alerts)} ({summary})"
-    lines = [f'### <font color="{COLOURS[worst]}">{head}</font>' if md else head]
+    top = [f'### <font color="{COLOURS[worst]}">{head}</font>' if md else head]
+    if repeat_of:
+        top.append(_repeat_line(repeat_of, lang, md))
+    body = []
     for a in alerts:
         bits = [f"【{w[_label(a)]}】{_title(a, lang, style)}",
                 f"**{a.campaign_id}**" if md and a.campaign_id else (a.campaign_id or ""),
                 " / ".join(_figures(a, lang)), _lasted(a, lang)]
-        lines.append(("- " if md else "") + " · ".join(x for x in bits if x))
-    url = link(style.panel_url, alerts[0].alert_id)
-    lines.append(f"[{w['open']}]({url})" if md else f"{w['open']}: {url}")
-    return lines
+        body.append([("- " if md else "") + " · ".join(x for x in bits if x)])
+    return _Block(lang, top, body, [_link_line(style, alerts[0].alert_id, lang)])
 
 
-def render(alerts: Sequence[AlertRecord], message_id: str, style: Style) -> str:
-    """The message for a group of alerts (one alert: the detailed form)."""
+def _compose(blocks: Sequence[_Block], footer: str) -> str:
+    return "\n\n".join("\n".join(b.lines()) for b in blocks) + "\n" + footer
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _clip(line: str, max_bytes: int) -> str:
+    """One line cut to max_bytes of UTF-8 on a character boundary, ending with an ellipsis."""
+    if _size(line) <= max_bytes:
+        return line
+    return line.encode("utf-8")[:max(0, max_bytes - 3)].decode("utf-8", errors="ignore") + "…"
+
+
+def _shorten_long_lines(blocks: list[_Block], footer: str, max_bytes: int, cap: int) -> None:
+    """Clip the longest body lines (a long free-text detail) to one common length, no shorter than cap.
+
+    The length is the highest that saves enough bytes (water-filling), so the zh and
+    en details keep as much as each other.
+    """
+    for _ in range(8):  # a cut on a character boundary may leave a few bytes over: one more round
+        over = _size(_compose(blocks, footer)) - max_bytes
+        long = sorted((_size(x) for b in blocks for item in b.body for x in item if _size(x) > cap), reverse=True)
+        if over <= 0 or not long:
+            return
+        length = cap
+        for k in range(1, len(long) + 1):
+            common = (sum(long[:k]) - over) // k
+            if common >= (long[k] if k < len(long) else cap):
+                length = max(cap, common)
+                break
+        for b in blocks:
+            b.body = [[_clip(x, length) for x in item] for item in b.body]
+
+
+def _fit(blocks: list[_Block], footer: str, max_bytes: int) -> str:
+    """The message within max_bytes: the bodies give way, never the heads, links or the reference.
+
+    The longest body lines are clipped first, no shorter than a quarter of the room
+    (a long free-text detail); then items go from the end of the longest body, so
+    both languages keep as much as each other.
+    """
+    text = _compose(blocks, footer)
+    if _size(text) <= max_bytes:
+        return text
+    _shorten_long_lines(blocks, footer, max_bytes, cap=max(64, max_bytes // (4 * len(blocks))))
+    body_bytes = {id(b): sum(_size(x) + 1 for item in b.body for x in item) for b in blocks}
+    while (over := _size(text := _compose(blocks, footer)) - max_bytes) > 0:
+        if not any(b.body for b in blocks):
+            break
+        while over > 0:  # drop about enough at once, then measure again (the "more" lines change too)
+            longest = max((b for b in blocks if b.body), default=None, key=lambda b: body_bytes[id(b)])
+            if longest is None:
+                break
+            dropped = sum(_size(x) + 1 for x in longest.body.pop())
+            body_bytes[id(longest)] -= dropped
+            longest.omitted += 1
+            over -= dropped
+    if _size(text) > max_bytes:  # only absurd titles get here (a configured one): clip the heads too
+        for b in blocks:
+            b.head = [_clip(x, max(32, max_bytes // (8 * len(blocks)))) for x in b.head]
+        text = _compose(blocks, footer)
+    return text
+
+
+def render(alerts: Sequence[AlertRecord], message_id: str, style: Style, *, repeat_of: str | None = None,
+           max_bytes: int | None = None) -> str:
+    """The message for a group of alerts (one alert: the detailed form).
+
+    repeat_of: the ref of an earlier message with the same alerts that may have been
+    shown (no answer came): this one says it is its repeat. max_bytes: fit the message
+    within that many bytes of UTF-8 by giving way in the body ("… and N more"); the
+    title, the repeat mark, the panel link, the second language and the reference stay.
+    """
     if not alerts:
         raise ValueError("render needs at least one alert")
     langs = ("zh", "en") if style.language == "both" else (style.language,)
-    blocks = []
-    for lang in langs:
-        lines = _single(alerts[0], lang, style) if len(alerts) == 1 else _group(alerts, lang, style)
-        blocks.append("\n".join(lines))
+    blocks = [_single(alerts[0], lang, style, repeat_of) if len(alerts) == 1 else
+              _group(alerts, lang, style, repeat_of) for lang in langs]
     footer = f"ref {message_id} · {_when(max(a.occurred_ts for a in alerts))} (UTC+8)"
     footer = f'<font color="comment">{footer}</font>' if style.fmt == "markdown" else footer
-    return "\n\n".join(blocks) + "\n" + footer
+    if max_bytes is None:
+        return _compose(blocks, footer)
+    return _fit(blocks, footer, max_bytes)
