@@ -1,8 +1,10 @@
 """The control core's imperative shell: permission-checked, audited operations.
 
 Each method opens one transaction, loads what the pure functions need, applies
-them, writes the result and its audit entry together. The clock is passed in.
-The panel, the CLI and the HTTP API all go through here.
+them, writes the result and its audit entry together, with the alert people must
+hear of (kill switch, an override awaiting approval, its approval, rejection,
+revocation or expiry, told to its proposer) through the alert sink passed in. The
+clock is passed in. The panel, the CLI and the HTTP API all go through here.
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ from control.domain import (
 from control.permissions import Action, require
 from control.policy import KillSwitch, resolve_policy
 from control.users import LoginState, attempt_login, hash_password, verify_password
+from guards.alerts.events import AlertEvent, AlertKind
+from guards.alerts.notices import kill_switch_alerts, override_alert
 from store import repo
 from store import schema as s
+
+# (conn, event, now_ts) -> None: put the alert in the outbox in the caller's transaction
+# (guards.alerts.enqueue_alert); None: no alerts (tests, the demo's set-up).
+AlertSink = Callable[[Connection, AlertEvent, int], object]
+_REVIEW_ALERTS = {"override.approve": AlertKind.OVERRIDE_APPROVED, "override.reject": AlertKind.OVERRIDE_REJECTED,
+                  "override.revoke": AlertKind.OVERRIDE_REVOKED}
 
 
 class LoginFailed(PermissionError):
@@ -43,11 +53,17 @@ SYSTEM_ACTOR = "system"
 
 
 class Control:
-    def __init__(self, engine: Engine, clock: Clock, settings: Settings):
+    def __init__(self, engine: Engine, clock: Clock, settings: Settings, alert_sink: AlertSink | None = None):
         self.engine = engine
         self.clock = clock
         self.settings = settings
         self.bounds = ov.bounds_for(settings)
+        self.alert_sink = alert_sink
+
+    def _alert(self, conn: Connection, events: list[AlertEvent]) -> None:
+        if self.alert_sink is not None:
+            for event in events:
+                self.alert_sink(conn, event, event.occurred_ts)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -126,6 +142,7 @@ class Control:
             stored = repo.insert_override(conn, proposal)
             self._audit(conn, actor, "override.propose", "override", str(stored.override_id), None,
                         repo.override_document(stored))
+            self._alert(conn, [override_alert(AlertKind.OVERRIDE_PENDING, stored, now)])
         return stored
 
     def edit_override(self, actor: User, override_id: int, expected_version: int, *, value: float,
@@ -162,7 +179,9 @@ class Control:
                 raise repo.ConflictError(
                     f"override {override_id} was changed by someone else (now version {current.version}, "
                     f"status {current.status.value}); reload and try again")
-            return self._store_override(conn, actor, action, current, step(current, now), expected_version)
+            stored = self._store_override(conn, actor, action, current, step(current, now), expected_version)
+            self._alert(conn, [override_alert(_REVIEW_ALERTS[action], stored, now, actor=actor.username)])
+            return stored
 
     def _store_override(self, conn: Connection, actor: User | None, action: str, before: Override,
                         after: Override, expected_version: int) -> Override:
@@ -179,8 +198,9 @@ class Control:
             live = repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED])
             for done in ov.expire_due(live, now):
                 before = next(o for o in live if o.override_id == done.override_id)
-                expired.append(self._store_override(conn, None, "override.expire", before, done,
-                                                    before.version))
+                stored = self._store_override(conn, None, "override.expire", before, done, before.version)
+                self._alert(conn, [override_alert(AlertKind.OVERRIDE_EXPIRED, stored, now)])
+                expired.append(stored)
         return expired
 
     def overrides(self, statuses: list[OverrideStatus] | None = None,
@@ -215,6 +235,7 @@ class Control:
             self._audit(conn, actor, "kill_switch.set", "kill_switch", campaign_id or "*",
                         {"global": before.global_on, "campaigns": sorted(before.campaigns)},
                         {**doc, "reason": reason})
+            self._alert(conn, kill_switch_alerts(before, after, actor.username, reason, now))
         return after
 
     # --- a new promotion day (the demo) ------------------------------------------------------

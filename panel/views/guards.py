@@ -213,5 +213,5 @@ def _alerts(ctx: Ctx) -> None:
             ctx.t("gd.ack_p90"): [None if x.ack_p90_s is None else round(x.ack_p90_s / 60, 1) for x in stats],
         }), hide_index=True)
     st.dataframe(recent.assign(occurred_ts=recent["occurred_ts"].map(fmt_ts), acked_ts=recent["acked_ts"].map(fmt_ts))
-                 [["alert_id", "kind", "severity", "campaign_id", "channel", "status", "attempts", "occurred_ts",
+                 [["alert_id", "kind", "severity", "campaigns", "channels", "delivery", "attempts", "occurred_ts",
                    "acked_by", "acked_ts", "last_error"]], hide_index=True)
