@@ -240,8 +240,11 @@ class Control:
 
     # --- a new promotion day (the demo) ------------------------------------------------------
 
-    def start_promotion_day(self, actor: User | None, reason: str) -> int:
-        """Clear the previous day's traffic, end its live overrides and kill switches; audited."""
+    def start_promotion_day(self, actor: User | None, reason: str, *, ends_ts: int | None = None) -> int:
+        """Clear the previous day's traffic, end its live overrides and kill switches; audited.
+
+        ends_ts: when the new day ends (the guard worker stops evaluating then and says so);
+        None: it runs on."""
         now = self.clock()
         with self.engine.begin() as conn:
             for live in repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED]):
@@ -252,10 +255,12 @@ class Control:
                 repo.set_flag(conn, repo.KILL_SWITCH_KEY, {"global": False, "campaigns": []},
                               actor.username if actor else SYSTEM_ACTOR, now)
             cleared = repo.clear_promotion_day(conn)
+            repo.set_flag(conn, repo.PROMOTION_DAY_KEY, {"start_ts": now, "end_ts": ends_ts},
+                          actor.username if actor else SYSTEM_ACTOR, now)
             self._audit(conn, actor, "promotion.new_day", "promotion", "*",
                         {"rows_cleared": cleared, "kill_switch": {"global": kill.global_on,
                                                                   "campaigns": sorted(kill.campaigns)}},
-                        {"reason": reason})
+                        {"reason": reason, "ends_ts": ends_ts})
         return cleared
 
     # --- effective policy -----------------------------------------------------------------

@@ -8,6 +8,9 @@ events (guards.handlers) in ONE transaction with the new states. A restart reads
 the states back from guard_states: a trip is not forgotten, and an event (with
 its alert) is written once, in the tick that made it.
 
+After the promotion day recorded in the store is over, it evaluates nothing more
+and says so once (guards.day_end).
+
 Exactly one active worker per store: a file lock next to a SQLite store, a
 PostgreSQL advisory lock (held by a dedicated session) for a shared store. A
 second worker waits for the lock (or gives up after `timeout_s`).
@@ -27,6 +30,7 @@ from filelock import FileLock, Timeout
 from sqlalchemy import Engine, text
 
 from guards.config import GuardSettings
+from guards.day_end import DayOverSink, day_over
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe
@@ -107,17 +111,19 @@ class TickReport:
     seconds: float = 0.0
     thresholds_version: int = 0
     thresholds_error: str | None = None
+    day_over: int | None = None  # the promotion day ended then: nothing was evaluated
 
 
 class GuardWorker:
     """Evaluates every guard of every campaign each `interval_s` of `clock`.
 
-    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers.
+    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers;
+    day_over_sink: see guards.day_end.
     """
 
     def __init__(self, engine: Engine, clock: Clock, settings: GuardSettings, *, interval_s: int = 60,
                  expire_overrides: Callable[[], list] | None = None, alert_sink: AlertSink | None = None,
-                 drivers_fn: DriversFn | None = None):
+                 drivers_fn: DriversFn | None = None, day_over_sink: DayOverSink | None = None):
         self.engine = engine
         self.clock = clock
         self.settings = settings  # the config file's; each tick evaluates with self.thresholds'
@@ -126,6 +132,7 @@ class GuardWorker:
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
+        self.day_over_sink = day_over_sink
         machines = [settings.defaults[g].machine for g in GUARDS]
         self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines))
         self.feature_names = {"spend_pace": settings.defaults["pacing"].feature,
@@ -135,6 +142,10 @@ class GuardWorker:
         started = time.perf_counter()
         now = int(self.clock())
         expired = self.expire_overrides() if self.expire_overrides is not None else []
+        ended = day_over(self.engine, now, WORKER_ACTOR, self.day_over_sink)
+        if ended is not None:
+            return TickReport(now, 0, expired_overrides=len(expired), day_over=ended,
+                              seconds=time.perf_counter() - started)
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)

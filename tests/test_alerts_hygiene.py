@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from app import board
 from app.service import Control
@@ -28,7 +29,7 @@ from control.clock import ManualClock
 from control.config import Settings
 from control.domain import GuardMode, OverrideField, Role, User
 from control.policy import KillSwitch
-from guards.alert_bridge import alert_for
+from guards.alert_bridge import alert_for, enqueue_day_over_alert, enqueue_guard_alert
 from guards.alerts import AlertEvent, AlertKind, Severity, deliver_due, enqueue_alert, list_alerts
 from guards.alerts.config import parse_config
 from guards.alerts.core import AlertRecord, OpenAlert, most_severe, plan_enqueue
@@ -36,6 +37,9 @@ from guards.alerts.notices import kill_switch_alerts
 from guards.alerts.templates import Style, render
 from guards.alerts.wecom import WeComRobot
 from guards.machine import DataFresh, DataStale, GuardEvent, GuardTripped, ProbationFailed
+from guards.worker import GuardWorker
+from store import repo
+from store import schema as s
 from tests.alerts_support import (  # noqa: F401 - the *_fixture names: pytest fixtures
     KEY,
     KEY_ENV,
@@ -50,6 +54,7 @@ from tests.alerts_support import (  # noqa: F401 - the *_fixture names: pytest f
     trip,
 )
 from tests.guards_helpers import T0, make_store
+from tests.test_guards_worker import SETTINGS, play
 
 T = START
 HOUR = {"ops": 3600, "file": 3600}.__getitem__
@@ -363,3 +368,27 @@ def test_an_override_that_expires_tells_its_proposer(tmp_path, env_config):
     with engine.connect() as conn:
         [notice] = board.notices_for(conn, "olivia", since_ts=T0).itertuples()
         assert notice.kind == "override_expired" and board.open_alert_count(conn) == 0
+
+
+def test_the_worker_stops_at_the_end_of_the_day_and_says_so_once(tmp_path, env_config):
+    engine = make_store(tmp_path / "b.db")
+    clock = ManualClock(T0)
+    control = Control(engine, clock, Settings(), alert_sink=enqueue_alert)
+    control.start_promotion_day(None, "test day", ends_ts=T0 + 60 * 10)
+    w = GuardWorker(engine, clock, SETTINGS, expire_overrides=control.expire_overrides,
+                    alert_sink=enqueue_guard_alert, day_over_sink=enqueue_day_over_alert)
+    events = play(engine, clock, 9, 1.5, w=w)  # c1 trips within the day
+    assert [e.kind for e in events] == ["tripped"]
+    after = play(engine, clock, 20, 1.0, w=w, start=9)  # the clock runs on past the end; no more evaluation
+    assert after == []
+    reports = [w.tick(), w.tick()]
+    assert all(r.day_over == T0 + 600 and r.campaigns == 0 for r in reports)
+    with engine.connect() as conn:
+        day_over = [a for a in list_alerts(conn) if a.kind is AlertKind.DAY_OVER]
+        audit = [e.action for e in repo.load_audit(conn, entity="guard")]
+        trips = conn.execute(select(s.guard_trips)).all()
+        config = parse_config({"channels": {"log": {"type": "log_file", "path": "x.log"}}}, str(tmp_path))
+        from guards.alerts.outbox import enqueue_reminders
+        assert enqueue_reminders(conn, config, T0 + 99 * 3600) == ()  # the day is over: no reminders
+    assert len(day_over) == 1 and day_over[0].payload["trips"] == 1 and day_over[0].payload["held"] == 1
+    assert audit.count("guard.day_over") == 1 and len(trips) == 1
