@@ -31,6 +31,7 @@ from pathlib import Path
 
 from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
+from app.demo_day import DEMO_KEY_ENV, demo_alerts_config, ensure_rule_pool
 from app.service import Control
 from app.tokens import TokenRole, Tokens
 from cli.output import fail
@@ -38,9 +39,7 @@ from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
 from explain.store import explain_hook
-from guards.pool_store import active_version, submit_pool
-from guards.rule_pool import PoolBounds
-from sim.catalog import DAY_START_TS
+from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
 from sim.kit import prepare
 from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
@@ -48,32 +47,6 @@ from store import repo
 from store.engine import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_KEY_ENV = "BIDLENS_WECOM_KEY_DEMO"
-
-
-def demo_alerts_config(data_dir: Path, robot_port: int) -> Path:
-    """Alerts to the local robot (as WeCom markdown) and to the log file."""
-    path = data_dir / "demo-alerts.toml"
-    path.write_text(f"""# Written by `bidlens demo`: the guard's alerts go to a local WeCom-protocol robot.
-[channels.demo_robot]
-type = "wecom"
-key_env = "{DEMO_KEY_ENV}"
-base_url = "http://127.0.0.1:{robot_port}/cgi-bin/webhook/send"
-language = "both"
-group_wait_s = 30
-
-[channels.file]
-type = "log_file"
-path = "alerts.log"
-
-[[routes]]
-channels = ["file"]
-continue = true
-
-[[routes]]
-channels = ["demo_robot"]
-""", encoding="utf-8")
-    return path
 
 
 def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
@@ -105,11 +78,10 @@ def cmd_demo(args) -> int:
     scenario = load_scenario(args.scenario)
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
-    cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
+    cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day",
+                                          ends_ts=DAY_START_TS + MINUTES_PER_DAY * BUCKET_SECONDS)
+    ensure_rule_pool(engine, system_clock())
     with engine.begin() as conn:
-        if active_version(conn) is None:
-            submit_pool(conn, (ROOT / "sim" / "rule_pool_default.toml").read_text(encoding="utf-8"),
-                        "system", system_clock(), PoolBounds())
         clock = AcceleratedClock(DAY_START_TS + args.start_minute * 60, time.time(), speed)
         repo.set_flag(conn, repo.DEMO_CLOCK_KEY, clock.anchor(), "system", system_clock())
 
@@ -120,7 +92,8 @@ def cmd_demo(args) -> int:
     children: dict[str, subprocess.Popen] = {}
     if not settings.alerts_config:
         env[DEMO_KEY_ENV] = secrets.token_hex(16)
-        env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(data_dir, args.robot_port))
+        env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(
+            data_dir, f"http://127.0.0.1:{args.robot_port}/cgi-bin/webhook/send"))
         children["robot"] = start("robot", [python, "-m", "cli.main", "alerts", "local-robot",
                                             "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
                                   env, data_dir)
