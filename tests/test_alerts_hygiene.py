@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -392,3 +393,19 @@ def test_the_worker_stops_at_the_end_of_the_day_and_says_so_once(tmp_path, env_c
         assert enqueue_reminders(conn, config, T0 + 99 * 3600) == ()  # the day is over: no reminders
     assert len(day_over) == 1 and day_over[0].payload["trips"] == 1 and day_over[0].payload["held"] == 1
     assert audit.count("guard.day_over") == 1 and len(trips) == 1
+
+
+@pytest.mark.slow
+def test_the_demo_day_meets_the_targets(capsys):
+    """`bidlens alerts demo-day`: the demo's day (its first 90 minutes: the incident and most of its trips, a
+    start 15 minutes late) played through the worker and the outbox, and half an hour past its end
+    (docs/ALERTS.md, "The demo day's alerts")."""
+    from cli.main import main
+    from tests.sim_support import _DATA_DIR  # the simulator tests' trained models
+    assert main(["alerts", "demo-day", "--minutes", "90", "--after-minutes", "30", "--dir", _DATA_DIR, "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    assert c["trips"] >= 20 and c["messages"] <= 2 * c["trips"]
+    assert c["open_alerts"] <= c["open_conditions"] and c["open_alerts_after"] <= c["open_conditions_after"]
+    assert c["stale_alerts"] <= 2  # the late start: one stale data alert for every campaign, one fresh again
+    assert c["trips_after"] == 0 and c["messages_after"] == 1  # the day over, said once
+    assert c["first_trip_link"].get("kind") == "guard_tripped" and c["panel_rows"] == c["alert_events"]
