@@ -187,6 +187,8 @@ def test_the_documented_example_config_is_valid():
     assert set(cfg.channels) == {"ops", "oncall", "hook", "file"} and cfg.promotions[0].name == "818"
     ev = AlertEvent(AlertKind.GUARD_TRIPPED, "critical", T, campaign_id="818-shoes", guard="roi")
     assert cfg.route(ev) == ("file", "oncall", "ops")
+    pending = AlertEvent(AlertKind.OVERRIDE_PENDING, "warning", T, campaign_id="c1", guard="override")
+    assert cfg.route(pending) == ("file", "oncall") and cfg.people["olivia"].mobile == "13800002222"
 
 
 def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval():
