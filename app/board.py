@@ -38,7 +38,8 @@ from control.domain import (
     RuleAnswer,
 )
 from control.policy import KillSwitch, held_campaigns, resolve_policy
-from guards.alerts.events import PHASE, AlertPhase
+from guards.alerts.core import SEVERITY_RANK
+from guards.alerts.events import OPENING_KINDS, AlertKind
 from guards.roi import calibrated_bought_roi
 from store import repo
 from store import schema as s
@@ -179,27 +180,100 @@ def trip_ledger(conn: Connection, since_ts: int | None = None) -> pd.DataFrame:
                         columns=[c.name for c in s.guard_trips.columns])
 
 
-ALERT_COLUMNS = ("alert_id", "event_key", "severity", "kind", "campaign_id", "channel", "status", "attempts",
-                 "occurred_ts", "created_ts", "delivered_ts", "acked_ts", "acked_by", "resolved_ts", "last_error",
-                 "payload")
-FIRING_KINDS = tuple(k.value for k, phase in PHASE.items() if phase is AlertPhase.FIRING)
+ALERT_COLUMNS = ("alert_id", "event_key", "condition_key", "severity", "kind", "campaign_id", "channel", "status",
+                 "attempts", "repeats", "occurred_ts", "created_ts", "last_seen_ts", "delivered_ts", "acked_ts",
+                 "acked_by", "resolved_ts", "last_error", "payload")
+# What the panel lists: one row per alert (an event, or an open condition), its channels named.
+EVENT_COLUMNS = ("alert_id", "event_key", "condition_key", "severity", "kind", "campaign_id", "campaigns", "channels",
+                 "status", "delivery", "attempts", "repeats", "occurred_ts", "created_ts", "last_ts", "delivered_ts",
+                 "acked_ts", "acked_by", "resolved_ts", "last_error", "payload")
+_STATUS_ORDER = ("dead", "pending", "delivered")
+NOTICE_KINDS = tuple(k.value for k in (AlertKind.OVERRIDE_APPROVED, AlertKind.OVERRIDE_REJECTED,
+                                      AlertKind.OVERRIDE_REVOKED, AlertKind.OVERRIDE_EXPIRED))  # the worst channel's status stands for the alert
 
 
-def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int = 500) -> pd.DataFrame:
-    """Alert outbox rows newest first; open_only: firing events nobody acknowledged and not resolved,
-    one row per event (an event sent to several channels is one alert)."""
+def _campaigns(campaign_id: object, payload: object) -> str:
+    """The campaign, or a shared condition's members' campaigns (the first few, and how many)."""
+    members = payload.get("members") if isinstance(payload, dict) else None
+    if not isinstance(members, dict) or not members:
+        return campaign_id if isinstance(campaign_id, str) else ""
+    names = sorted({str(c) for c in members.values() if c})
+    return ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:3])} … ({len(names)})"
+
+
+def fold_alerts(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Outbox rows (ALERT_COLUMNS) folded into one row per `by` (event_key: an event sent to several channels;
+    condition_key: an open condition with its repeats and reminders), newest first, channels listed.
+
+    The row keeps the first alert's id (where links and acknowledgement land), kind and figures; the
+    worst channel's delivery status; repeats counts the later events and the firings folded into them.
+    """
+    if rows.empty:
+        return pd.DataFrame(columns=list(EVENT_COLUMNS))
+    rows = rows.sort_values("alert_id")
+    g = rows.groupby(by, sort=False)
+    out = rows.drop_duplicates(by).set_index(by)  # the first alert of each
+    rank = rows["status"].map(_STATUS_ORDER.index)
+    per_channel = rank.groupby([rows[by], rows["channel"]]).min().reset_index(name="rank").sort_values([by, "channel"])
+    named = per_channel["channel"] + ": " + per_channel["rank"].map(_STATUS_ORDER.__getitem__)
+    out["channels"] = per_channel.groupby(by)["channel"].agg(", ".join)
+    out["delivery"] = named.groupby(per_channel[by]).agg(" · ".join)
+    out["status"] = per_channel.groupby(by)["rank"].min().map(_STATUS_ORDER.__getitem__)
+    out["severity"] = rows["severity"].map(lambda v: SEVERITY_RANK.get(v, len(SEVERITY_RANK))).groupby(
+        rows[by]).min().map({v: k for k, v in SEVERITY_RANK.items()})
+    events = rows.groupby([by, "event_key"])["repeats"].max().groupby(level=0).agg(["count", "sum"])
+    out["repeats"] = events["count"] - 1 + events["sum"]
+    out["attempts"] = g["attempts"].max()
+    out["occurred_ts"] = g["occurred_ts"].min()
+    out["last_ts"] = pd.concat([g["created_ts"].max(), g["last_seen_ts"].max()], axis=1).max(axis=1)
+    for col in ("delivered_ts", "acked_ts", "resolved_ts"):
+        out[col] = g[col].min()
+    out["acked_by"] = g["acked_by"].first()
+    errors = rows[rows["last_error"].fillna("") != ""].drop_duplicates([by, "last_error"])
+    out["last_error"] = errors.groupby(by)["last_error"].agg("; ".join).reindex(out.index).fillna("")
+    newest = rows.drop_duplicates(by, keep="last").set_index(by)["payload"]  # members as they stand now
+    out["campaigns"] = [_campaigns(c, p) for c, p in zip(out["campaign_id"], newest.reindex(out.index), strict=True)]
+    out = out.reset_index()
+    return out[list(EVENT_COLUMNS)].sort_values("alert_id", ascending=False, ignore_index=True)
+
+
+def _open_rows(conn: Connection) -> pd.DataFrame:
     a = s.alerts.c
-    q = select(*[a[c] for c in ALERT_COLUMNS]).order_by(a.alert_id.desc()).limit(limit)
+    q = select(*[a[c] for c in ALERT_COLUMNS]).where(a.acked_ts.is_(None), a.resolved_ts.is_(None),
+                                                       a.kind.in_(OPENING_KINDS))
+    return pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
+
+
+def alerts_frame(conn: Connection, *, open_only: bool = False, limit: int | None = 500) -> pd.DataFrame:
+    """Alerts newest first, one row per event with its channels (EVENT_COLUMNS); open_only: one row per
+    open condition (firing, nobody acknowledged, not resolved), its repeats and reminders folded in."""
+    a = s.alerts.c
     if open_only:
-        q = q.where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))
-    frame = pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS))
-    return frame.drop_duplicates("event_key") if open_only else frame
+        folded = fold_alerts(_open_rows(conn), "condition_key")
+        return folded if limit is None else folded.head(limit)
+    q = select(*[a[c] for c in ALERT_COLUMNS])
+    if limit is not None:  # the newest `limit` events, each with all its channels' rows
+        newest = select(a.event_key).group_by(a.event_key).order_by(func.max(a.alert_id).desc()).limit(limit)
+        q = q.where(a.event_key.in_(newest))
+    return fold_alerts(pd.DataFrame(conn.execute(q).all(), columns=list(ALERT_COLUMNS)), "event_key")
+
+
+def notices_for(conn: Connection, username: str, *, since_ts: int, limit: int = 10) -> pd.DataFrame:
+    """Alerts addressed to a person (payload `notify`: e.g. their override approved, rejected, revoked or
+    expired) since `since_ts`, one row per event, newest first."""
+    a = s.alerts.c
+    rows = pd.DataFrame(conn.execute(select(*[a[c] for c in ALERT_COLUMNS]).where(
+        a.occurred_ts >= since_ts, a.kind.in_(NOTICE_KINDS)).order_by(a.alert_id.desc()).limit(50 * limit)).all(),
+        columns=list(ALERT_COLUMNS))
+    mine = rows[[username in ((p or {}).get("notify") or ()) for p in rows["payload"]]]
+    return fold_alerts(mine, "event_key").head(limit)
 
 
 def open_alert_count(conn: Connection) -> int:
+    """Open alerts as the panel counts them: one per open condition."""
     a = s.alerts.c
-    return conn.execute(select(func.count(func.distinct(a.event_key)))
-                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(FIRING_KINDS))).scalar() or 0
+    return conn.execute(select(func.count(func.distinct(a.condition_key)))
+                        .where(a.acked_ts.is_(None), a.resolved_ts.is_(None), a.kind.in_(OPENING_KINDS))).scalar() or 0
 
 
 def outbox_counts(conn: Connection) -> dict[str, int]:

@@ -199,9 +199,21 @@ class ControlRoom:
     # --- alerts ------------------------------------------------------------------------------------
 
     def open_alerts(self, actor: User, limit: int = 20) -> pd.DataFrame:
-        """Open alerts (firing, not acknowledged, not resolved), newest first, one row per event."""
+        """Open alerts (firing, not acknowledged, not resolved), newest first, one row per condition with
+        its channels (app.board.EVENT_COLUMNS)."""
         with self._read(actor) as conn:
             return board.alerts_frame(conn, open_only=True, limit=limit)
+
+    def notices(self, actor: User, hours: int = 24) -> pd.DataFrame:
+        """Alerts addressed to the person asking (their overrides' approval, rejection, revocation or expiry)
+        of the last `hours`, newest first."""
+        with self._read(actor) as conn:
+            return board.notices_for(conn, actor.username, since_ts=self.control.clock() - hours * 3600)
+
+    @staticmethod
+    def notice_text(payload: dict, lang: str) -> str:
+        """What a notice says, in `lang` (its detail as the message gave it)."""
+        return templates.in_language(payload.get("detail"), lang)
 
     def alert(self, actor: User, alert_id: int) -> AlertRecord:
         with self._read(actor) as conn:

@@ -1,8 +1,10 @@
 """The control core's imperative shell: permission-checked, audited operations.
 
 Each method opens one transaction, loads what the pure functions need, applies
-them, writes the result and its audit entry together. The clock is passed in.
-The panel, the CLI and the HTTP API all go through here.
+them, writes the result and its audit entry together, with the alert people must
+hear of (kill switch, an override awaiting approval, its approval, rejection,
+revocation or expiry, told to its proposer) through the alert sink passed in. The
+clock is passed in. The panel, the CLI and the HTTP API all go through here.
 """
 
 from __future__ import annotations
@@ -45,12 +47,20 @@ from control.users import (
     reserve_try,
     verify_password,
 )
+from guards.alerts.events import AlertEvent, AlertKind
+from guards.alerts.notices import kill_switch_alerts, override_alert
 from store import repo
 from store import schema as s
 from store.audit_files import anchor, audit_files, read_anchors, read_key
 
 if TYPE_CHECKING:
     from explain.artifacts import ModelArtifact
+
+# (conn, event, now_ts) -> None: put the alert in the outbox in the caller's transaction
+# (guards.alerts.enqueue_alert); None: no alerts (tests, the demo's set-up).
+AlertSink = Callable[[Connection, AlertEvent, int], object]
+_REVIEW_ALERTS = {"override.approve": AlertKind.OVERRIDE_APPROVED, "override.reject": AlertKind.OVERRIDE_REJECTED,
+                  "override.revoke": AlertKind.OVERRIDE_REVOKED}
 
 
 class LoginFailed(PermissionError):
@@ -88,11 +98,17 @@ def acting_admin(conn: Connection, actor: User | None, action: Action, *, machin
 
 
 class Control:
-    def __init__(self, engine: Engine, clock: Clock, settings: Settings):
+    def __init__(self, engine: Engine, clock: Clock, settings: Settings, alert_sink: AlertSink | None = None):
         self.engine = engine
         self.clock = clock
         self.settings = settings
         self.bounds = ov.bounds_for(settings)
+        self.alert_sink = alert_sink
+
+    def _alert(self, conn: Connection, events: list[AlertEvent]) -> None:
+        if self.alert_sink is not None:
+            for event in events:
+                self.alert_sink(conn, event, event.occurred_ts)
 
     # --- users ----------------------------------------------------------------------------
 
@@ -262,6 +278,7 @@ class Control:
             stored = repo.insert_override(conn, proposal)
             self._audit(conn, actor, "override.propose", "override", str(stored.override_id), None,
                         repo.override_document(stored))
+            self._alert(conn, [override_alert(AlertKind.OVERRIDE_PENDING, stored, now)])
         return stored
 
     def edit_override(self, actor: User, override_id: int, expected_version: int, *, value: float,
@@ -300,7 +317,9 @@ class Control:
                 raise repo.ConflictError(
                     f"override {override_id} was changed by someone else (now version {current.version}, "
                     f"status {current.status.value}); reload and try again")
-            return self._store_override(conn, actor, action, current, step(current, actor, now), expected_version)
+            stored = self._store_override(conn, actor, action, current, step(current, actor, now), expected_version)
+            self._alert(conn, [override_alert(_REVIEW_ALERTS[action], stored, now, actor=actor.username)])
+            return stored
 
     def _store_override(self, conn: Connection, actor: User | None, action: str, before: Override,
                         after: Override, expected_version: int) -> Override:
@@ -317,8 +336,9 @@ class Control:
             live = repo.list_overrides(conn, [OverrideStatus.PROPOSED, OverrideStatus.APPROVED])
             for done in ov.expire_due(live, now):
                 before = next(o for o in live if o.override_id == done.override_id)
-                expired.append(self._store_override(conn, None, "override.expire", before, done,
-                                                    before.version))
+                stored = self._store_override(conn, None, "override.expire", before, done, before.version)
+                self._alert(conn, [override_alert(AlertKind.OVERRIDE_EXPIRED, stored, now)])
+                expired.append(stored)
         return expired
 
     def overrides(self, statuses: list[OverrideStatus] | None = None,
@@ -354,12 +374,16 @@ class Control:
             self._audit(conn, actor, "kill_switch.set", "kill_switch", campaign_id or "*",
                         {"global": before.global_on, "campaigns": sorted(before.campaigns)},
                         {**doc, "reason": reason})
+            self._alert(conn, kill_switch_alerts(before, after, actor.username, reason, now))
         return after
 
     # --- a new promotion day (the demo) ------------------------------------------------------
 
-    def start_promotion_day(self, actor: User | None, reason: str) -> int:
-        """Clear the previous day's traffic, end its live overrides and kill switches; audited."""
+    def start_promotion_day(self, actor: User | None, reason: str, *, ends_ts: int | None = None) -> int:
+        """Clear the previous day's traffic, end its live overrides and kill switches; audited.
+
+        ends_ts: when the new day ends (the guard worker stops evaluating then and says so);
+        None: it runs on."""
         now = self.clock()
         with self.engine.begin() as conn:
             actor = None if actor is None else repo.verified_actor(conn, actor)
@@ -371,10 +395,12 @@ class Control:
                 repo.set_flag(conn, repo.KILL_SWITCH_KEY, {"global": False, "campaigns": []},
                               actor.username if actor else SYSTEM_ACTOR, now)
             cleared = repo.clear_promotion_day(conn)
+            repo.set_flag(conn, repo.PROMOTION_DAY_KEY, {"start_ts": now, "end_ts": ends_ts},
+                          actor.username if actor else SYSTEM_ACTOR, now)
             self._audit(conn, actor, "promotion.new_day", "promotion", "*",
                         {"rows_cleared": cleared, "kill_switch": {"global": kill.global_on,
                                                                   "campaigns": sorted(kill.campaigns)}},
-                        {"reason": reason})
+                        {"reason": reason, "ends_ts": ends_ts})
         return cleared
 
     # --- models ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from app.service import Control
 from control.clock import Clock
 from control.config import Settings, load_settings
 from guards.alert_bridge import enqueue_guard_alert
+from guards.alerts import enqueue_alert
 from guards.config import GuardSettings, load_guard_settings
 from guards.pool_store import load_active_pool
 from guards.rule_pool import PoolBounds, hour_of
@@ -50,10 +51,11 @@ def fixed_store_clock(engine: Engine) -> Clock:
 
 
 def open_control(settings: Settings | None = None) -> Control:
-    """The control core on the configured store, on the store's clock (the demo's promotion time if set)."""
+    """The control core on the configured store, on the store's clock (the demo's promotion time if set);
+    its alerts (kill switch, overrides) go to the outbox."""
     settings = settings or load_settings()
     engine = open_engine(settings)
-    return Control(engine, fixed_store_clock(engine), settings)
+    return Control(engine, fixed_store_clock(engine), settings, alert_sink=enqueue_alert)
 
 
 def file_guard_settings(settings: Settings) -> GuardSettings:

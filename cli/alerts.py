@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -160,6 +161,25 @@ def cmd_local_robot(args) -> int:
         server.stop()
 
 
+def cmd_demo_day(args) -> int:
+    """Play the demo's day fast through the guard worker and the outbox; print what people would get."""
+    from app.demo_day import replay_demo_day  # loads the simulator and its models: only for this command
+    folder = args.dir or str(Path(load_settings().data_dir) / "demo-day")
+    counts = replay_demo_day(folder, seed=args.seed, speed=args.speed, minutes=args.minutes,
+                             after_minutes=args.after_minutes, explain=args.explain)
+    c = counts.as_json()
+    emit(args, c, f"{c['minutes']} minutes played (+{c['after_minutes']} after the day)\n"
+                  f"WeCom messages: {c['messages']} during the day, {c['messages_after']} after it\n"
+                  f"trips in the ledger: {c['trips']} (after the day: {c['trips_after']}); trip alerts to the "
+                  f"robot: {c['trip_alerts']} in {c['messages_with_trips']} messages; stale / fresh data alerts: "
+                  f"{c['stale_alerts']}\n"
+                  f"open alerts at the day's end: {c['open_alerts']} for {c['open_conditions']} open conditions "
+                  f"(most during the day: {c['open_alerts_max']})\n"
+                  f"panel rows: {c['panel_rows']} for {c['alert_events']} alert events\n"
+                  f"the first trip message links to: {c['first_trip_link']}")
+    return 0
+
+
 def _guarded(fn):
     def run(args) -> int:
         try:
@@ -198,6 +218,17 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8700)
     p.add_argument("--key-env", default="BIDLENS_WECOM_KEY_OPS", help="variable holding the key it accepts")
     p.set_defaults(func=cmd_local_robot)
+    p = sub.add_parser("demo-day", help="play the demo's day fast through the guard and the outbox, count the "
+                                        "messages, trips and open alerts (docs/ALERTS.md)")
+    p.add_argument("--minutes", type=int, default=None, help="play only the day's first minutes (default: all)")
+    p.add_argument("--after-minutes", type=int, default=60, help="let the clock run on this long after the day")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed", type=float, default=60.0, help="the demo's speed: WeCom's rate window runs this "
+                                                               "many times slower than the promotion clock")
+    p.add_argument("--explain", action="store_true", help="explain every decision, as the demo does (slower)")
+    p.add_argument("--dir", help="folder for its store and models (default DATA_DIR/demo-day)")
+    add_json_flag(p)
+    p.set_defaults(func=_guarded(cmd_demo_day))
     p = sub.add_parser("stats", help="time to acknowledge / resolve, median and p90")
     p.add_argument("--by", choices=["day", "promotion"], default="day")
     add_json_flag(p)

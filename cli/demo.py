@@ -31,6 +31,7 @@ from pathlib import Path
 
 from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
+from app.demo_day import DEMO_KEY_ENV, demo_alerts_config, ensure_rule_pool
 from app.explanations import reference_formulas
 from app.service import Control
 from app.tokens import TokenRole, Tokens
@@ -39,9 +40,7 @@ from cli.store_cmds import ensure_demo_users
 from control.clock import AcceleratedClock, system_clock
 from control.config import load_settings
 from explain.store import explain_hook, record_bid_formula
-from guards.pool_store import active_version, submit_pool
-from guards.rule_pool import PoolBounds
-from sim.catalog import DAY_START_TS
+from sim.catalog import BUCKET_SECONDS, DAY_START_TS, MINUTES_PER_DAY
 from sim.kit import prepare
 from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
@@ -49,42 +48,6 @@ from store import repo
 from store.engine import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_KEY_ENV = "BIDLENS_WECOM_KEY_DEMO"
-
-
-def demo_alerts_config(data_dir: Path, robot_port: int) -> Path:
-    """Alerts to the local robot (as WeCom markdown) and to the log file; replenishment alerts to a log of
-    their own (the replenishment group), at most daily."""
-    path = data_dir / "demo-alerts.toml"
-    path.write_text(f"""# Written by `bidlens demo`: the guard's alerts go to a local WeCom-protocol robot.
-[channels.demo_robot]
-type = "wecom"
-key_env = "{DEMO_KEY_ENV}"
-base_url = "http://127.0.0.1:{robot_port}/cgi-bin/webhook/send"
-language = "both"
-group_wait_s = 30
-
-[channels.file]
-type = "log_file"
-path = "alerts.log"
-
-[channels.replenishment]
-type = "log_file"
-path = "demo-replenishment.log"
-repeat_interval_s = 86400
-
-[[routes]]
-channels = ["file"]
-continue = true
-
-[[routes]]
-guard = ["low_stock"]
-channels = ["replenishment"]
-
-[[routes]]
-channels = ["demo_robot"]
-""", encoding="utf-8")
-    return path
 
 
 def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
@@ -118,13 +81,12 @@ def cmd_demo(args) -> int:
     register_catalog(engine, kit, f"{settings.data_dir}/models")
     formulas = reference_formulas(scenario.bidder, kit.bidders)
     explain = explain_hook((b.artifact for b in kit.bidders.values()), formulas)  # before the clock starts
-    cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
+    cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day",
+                                          ends_ts=DAY_START_TS + MINUTES_PER_DAY * BUCKET_SECONDS)
+    ensure_rule_pool(engine, system_clock())
     with engine.begin() as conn:
         for version, formula in formulas.items():  # also for the API, which explains at ingest with --api
             record_bid_formula(conn, version, formula, "system", system_clock())
-        if active_version(conn) is None:
-            submit_pool(conn, (ROOT / "sim" / "rule_pool_default.toml").read_text(encoding="utf-8"),
-                        "system", system_clock(), PoolBounds())
         clock = AcceleratedClock(DAY_START_TS + args.start_minute * 60, time.time(), speed)
         repo.set_flag(conn, repo.DEMO_CLOCK_KEY, clock.anchor(), "system", system_clock())
 
@@ -142,7 +104,8 @@ def cmd_demo(args) -> int:
     try:
         if not settings.alerts_config:
             env[DEMO_KEY_ENV] = secrets.token_hex(16)
-            env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(data_dir, args.robot_port))
+            env["BIDLENS_ALERTS_CONFIG"] = str(demo_alerts_config(
+                data_dir, f"http://127.0.0.1:{args.robot_port}/cgi-bin/webhook/send"))
             children["robot"] = start("robot", [python, "-m", "cli.main", "alerts", "local-robot",
                                                 "--port", str(args.robot_port), "--key-env", DEMO_KEY_ENV],
                                       env, data_dir)

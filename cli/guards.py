@@ -18,7 +18,7 @@ from cli.output import add_json_flag, emit, fail
 from control.clock import AcceleratedClock
 from control.config import load_settings
 from control.domain import InvalidValue
-from guards.alert_bridge import enqueue_guard_alert
+from guards.alert_bridge import enqueue_day_over_alert, enqueue_guard_alert
 from guards.alerts import deliver_until
 from guards.alerts.outbox import channels_from_settings
 from guards.pool_store import list_versions
@@ -70,9 +70,14 @@ def cmd_run(args) -> int:
     worker = GuardWorker(control.engine, clock, settings,
                          interval_s=args.interval or control.settings.guard_interval_s,
                          expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert,
-                         drivers_fn=trip_drivers)
+                         drivers_fn=trip_drivers, day_over_sink=enqueue_day_over_alert)
+    said_day_over: list[int] = []
 
     def on_tick(report) -> None:
+        if report.day_over is not None and report.day_over not in said_day_over:
+            said_day_over.append(report.day_over)
+            print(f"[{report.now_ts}] the promotion day ended at {report.day_over}: the guard has stopped "
+                  f"evaluating until a new day starts", flush=True)
         if report.thresholds_error:
             print(f"thresholds: {report.thresholds_error}", file=sys.stderr, flush=True)
         for e in report.events:
@@ -114,6 +119,9 @@ def _status_text(status: dict) -> str:
     lines = [f"kill switch: global {'ON' if kill['global'] else 'off'}; campaigns {kill['campaigns'] or '-'}",
              f"worker heartbeat: {status['worker']['ts'] if status['worker'] else 'never'}; "
              f"rule pool version: {status['rule_pool_version']}"]
+    if status.get("day_over"):
+        lines.append(f"promotion day over at {status['day_over']['day_end_ts']}: the guard has stopped evaluating "
+                     f"(last seen {status['day_over']['ts']})")
     for c in status["campaigns"]:
         modes = ", ".join(f"{g}={v['mode']}{'/' + v['action'] if v['mode'] in ('tripped', 'probation') else ''}"
                           f"{'(stale)' if v['stale'] else ''}" for g, v in c["guards"].items())

@@ -16,18 +16,19 @@ from sqlalchemy import Connection
 
 from guards.alerts import AlertEvent, AlertKind, Severity, enqueue_alert
 from guards.alerts.events import PHASE, AlertPhase
+from guards.alerts.notices import day_over_alert
 from guards.machine import GuardEvent
 from guards.roi import calibrated_bought_roi
 
 _KINDS = {"tripped": AlertKind.GUARD_TRIPPED, "probation_failed": AlertKind.PROBATION_FAILED,
-          "action_changed": AlertKind.GUARD_TRIPPED,
+          "action_changed": AlertKind.ACTION_CHANGED,
           "restored": AlertKind.GUARD_RESTORED, "data_stale": AlertKind.DATA_STALE,
           "data_fresh": AlertKind.DATA_FRESH}
 _STALE_KINDS = ("data_stale", "data_fresh")
+STALE_CONDITION = "data:stale"
 # Why the guard left the model, as the alert says it (the trip rules of guards.roi and the machine).
 CAUSES = {
     "pred_roi": {"zh": "模型计划的预测 ROI 连续低于底线", "en": "the model's plan predicts ROI below the floor, evaluation after evaluation"},
-    "realised_roi": {"zh": "已成熟数据的实际 ROI 显著低于底线", "en": "realised ROI on mature outcomes is significantly below the floor"},
     "cusum": {"zh": "陆续到账的实际 GMV 累积成证据：ROI 低于底线",
               "en": "the realised GMV, counted as it arrived, adds up to evidence that ROI is below the floor"},
     "model_calibration": {"zh": "模型整体高估 ROI：按其全部活动的实际结果校准后，预测 ROI 低于底线",
@@ -95,14 +96,19 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
             payload["prior_share"] = round(figures["calibration_prior_share"], 3)
     if drivers:
         payload["drivers"] = drivers
-    # A stale feed is its own condition: fresh data must not resolve a trip, nor a restore the staleness.
-    condition = f"{event.guard}:{event.campaign_id}" + (":stale" if event.kind in _STALE_KINDS else "")
+    for name in ("action_before", "action_after", "bid_factor"):  # an action change says what it changed
+        if hasattr(event, name):
+            payload[name] = getattr(event, name)
     severity = Severity(event.severity)
     if breaker is not None and breaker.severity is not None and PHASE[kind] is AlertPhase.FIRING:
         severity = breaker.severity
+    # A stale feed is one condition however many campaigns and guards see it (each guard's view of a
+    # campaign a member), apart from the trips: fresh data must not resolve a trip, nor a restore the staleness.
+    stale = event.kind in _STALE_KINDS
     return AlertEvent(kind=kind, severity=severity, occurred_ts=event.ts,
-                      campaign_id=event.campaign_id, guard=event.guard, condition_key=condition,
-                      payload=payload)
+                      campaign_id=event.campaign_id, guard=event.guard,
+                      condition_key=STALE_CONDITION if stale else f"{event.guard}:{event.campaign_id}",
+                      member=f"{event.guard}:{event.campaign_id}" if stale else "", payload=payload)
 
 
 def enqueue_guard_alert(conn: Connection, event: GuardEvent, event_id: int, drivers: list[dict]) -> None:
@@ -110,3 +116,8 @@ def enqueue_guard_alert(conn: Connection, event: GuardEvent, event_id: int, driv
     alert = alert_for(event, event_id, drivers)
     if alert is not None:
         enqueue_alert(conn, alert, event.ts)
+
+
+def enqueue_day_over_alert(conn: Connection, day_end_ts: int, trips: int, held: int) -> None:
+    """guards.worker.DayOverSink: tell people the promotion day is over and the guard has stopped."""
+    enqueue_alert(conn, day_over_alert(day_end_ts, trips, held), day_end_ts)

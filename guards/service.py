@@ -15,6 +15,7 @@ from control.audit import AuditRecord
 from control.domain import InvalidValue, User
 from control.permissions import Action, require
 from guards.config import GuardSettings
+from guards.day_end import DAY_OVER_KEY
 from guards.handlers import AlertSink, load_states, record_events, save_state
 from guards.machine import MachineState, force
 from guards.pool_store import PoolVersion, active_version, submit_pool
@@ -147,6 +148,7 @@ class GuardService:
             states = load_states(conn)
             kill = repo.load_kill_switch(conn)
             heartbeat, _ = repo.get_flag(conn, HEARTBEAT_KEY, None)
+            day_over, _ = repo.get_flag(conn, DAY_OVER_KEY, None)
             pool = active_version(conn)
             trips = conn.execute(select(s.guard_trips).order_by(s.guard_trips.c.trip_id)).all()
             effective = repo.load_guard_states(conn)
@@ -167,6 +169,7 @@ class GuardService:
         return {
             "kill_switch": {"global": kill.global_on, "campaigns": sorted(kill.campaigns)},
             "worker": heartbeat,
+            "day_over": day_over,  # the worker stopped at the promotion day's end: {day_end_ts, ts}
             "rule_pool_version": pool.version if pool else None,
             "thresholds": {"version": thresholds_version,
                            "all_campaigns": {g: values_of(c, g) for g, c in settings.defaults.items()}},

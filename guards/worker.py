@@ -9,6 +9,9 @@ audit trail's end outside the store (store.audit_files). A restart reads the
 states back from guard_states: a trip is not forgotten, and an event (with its
 alert) is written once, in the tick that made it.
 
+After the promotion day recorded in the store is over, it evaluates nothing more
+and says so once (guards.day_end).
+
 Exactly one acting worker per store, on SQLite and PostgreSQL alike: a lease row in the store
 (`worker_leases`) with an expiry and a generation number. A worker takes the lease when it is free or
 has expired (generation + 1) and renews it every third of its length; every tick's transaction proves,
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select, update
 
 from guards.config import GuardSettings
+from guards.day_end import DayOverSink, day_over
 from guards.feeds import load_breaker_inputs
 from guards.handlers import WORKER_ACTOR, AlertSink, DriversFn, load_states, record_events, save_state
 from guards.machine import GuardEvent, MachineState
@@ -137,17 +141,20 @@ class TickReport:
     seconds: float = 0.0
     thresholds_version: int = 0
     thresholds_error: str | None = None
+    day_over: int | None = None  # the promotion day ended then: nothing was evaluated
 
 
 class GuardWorker:
     """Evaluates every guard of every campaign each `interval_s` of `clock`.
 
-    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers.
+    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers;
+    day_over_sink: see guards.day_end.
     """
 
     def __init__(self, engine: Engine, clock: Clock, settings: GuardSettings, *, interval_s: int = 60,
                  expire_overrides: Callable[[], list] | None = None, alert_sink: AlertSink | None = None,
-                 drivers_fn: DriversFn | None = None, lease: Lease | None = None):
+                 drivers_fn: DriversFn | None = None, lease: Lease | None = None,
+                 day_over_sink: DayOverSink | None = None):
         self.engine = engine
         self.lease = lease  # the store's worker lease (worker_lock); None: tests and in-memory runs
         self.clock = clock
@@ -157,6 +164,7 @@ class GuardWorker:
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
+        self.day_over_sink = day_over_sink
         self.lookback = lookback_s(settings.observe, feeds_stale_after_s(settings, GUARDS),
                                    settings.defaults["roi"].cusum_window_s)
         self.feature_names = settings.feature_names()
@@ -166,6 +174,11 @@ class GuardWorker:
         started = time.perf_counter()
         now = int(self.clock())
         expired = self.expire_overrides() if self.expire_overrides is not None else []
+        ended = day_over(self.engine, now, WORKER_ACTOR, self.day_over_sink,
+                         fence=self.lease.fence if self.lease is not None else None)
+        if ended is not None:
+            return TickReport(now, 0, expired_overrides=len(expired), day_over=ended,
+                              seconds=time.perf_counter() - started)
         with self.engine.connect() as conn:
             settings = self.thresholds.read(conn)
             frames = load_inputs(conn, now, self.settings.observe, self.lookback, self.feature_names)

@@ -609,6 +609,14 @@ def load_policy_inputs(conn: Connection) -> PolicyInputs:
 # --- the demo's promotion clock, shared by every process of the demo ----------------------------
 
 DEMO_CLOCK_KEY = "demo_clock"
+PROMOTION_DAY_KEY = "promotion_day"  # {"start_ts", "end_ts"}: the day a demo (or an operator) started
+
+
+def promotion_day_end(conn: Connection) -> int | None:
+    """When the current promotion day ends (the guard worker stops then), or None: no end set."""
+    day, _ = get_flag(conn, PROMOTION_DAY_KEY)
+    end = (day or {}).get("end_ts") if isinstance(day, dict) else None
+    return int(end) if end is not None else None
 
 
 def store_clock(conn: Connection) -> Clock:

@@ -342,6 +342,8 @@ alerts = Table(
     Column("repeats", Integer, nullable=False, server_default="0"),
     Column("last_seen_ts", BigInteger),
     Column("ack_source", String(16)),
+    # 0008_alert_hygiene: the last reminder that covered the condition on this channel.
+    Column("reminded_ts", BigInteger),
     UniqueConstraint("dedupe_key", name="uq_alerts_dedupe_key"),
     Index("ix_alerts_status_next", "status", "next_attempt_ts"),
     Index("ix_alerts_condition", "condition_key", "resolved_ts"),

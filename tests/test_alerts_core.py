@@ -190,6 +190,8 @@ def test_the_documented_example_config_is_valid():
     assert cfg.route(ev) == ("file", "oncall", "ops")
     low = AlertEvent(AlertKind.LOW_STOCK, "warning", T, campaign_id="818-shoes", guard="low_stock")
     assert cfg.route(low) == ("file", "replenishment")  # the replenishment group only, and the log
+    pending = AlertEvent(AlertKind.OVERRIDE_PENDING, "warning", T, campaign_id="c1", guard="override")
+    assert cfg.route(pending) == ("file", "oncall") and cfg.people["olivia"].mobile == "13800002222"
 
 
 def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval():
@@ -198,8 +200,19 @@ def test_due_reminders_only_for_unacked_delivered_conditions_past_the_interval()
              OpenAlert("file", 3, T, False, "roi:c1"),
              OpenAlert("ops", 4, T, False, "roi:c2", delivered=False),   # still on its way (or dead)
              OpenAlert("ops", 5, T, False, "roi:c3"), OpenAlert("file", 6, T, True, "roi:c3")]  # acked
-    assert due_reminders(open_, hour, T + 3599) == (3,)
-    assert due_reminders(open_, hour, T + 6600) == (2, 3)
+    assert due_reminders(open_, hour, T + 3599) == {"file": (3,)}
+    assert due_reminders(open_, hour, T + 6600) == {"ops": (2,), "file": (3,)}
+
+
+def test_reminders_of_a_channel_go_together_most_severe_first():
+    hour = {"ops": 3600}.__getitem__
+    open_ = [OpenAlert("ops", 1, T, False, "roi:c1", severity="warning"),
+             OpenAlert("ops", 2, T + 1700, False, "roi:c2", severity="critical"),
+             OpenAlert("ops", 3, T + 2000, False, "roi:c3", severity="critical"),
+             OpenAlert("ops", 4, T - 9000, False, "roi:c4", reminded_ts=T + 3000)]  # reminded lately
+    # c1 is due; c2 was told more than half an interval ago and goes with it, c3 and c4 wait
+    assert due_reminders(open_, hour, T + 3600) == {"ops": (2, 1)}
+    assert due_reminders(open_, hour, T + 3599) == {}
 
 
 def test_a_storm_in_one_message_says_how_many_more_in_both_languages():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from guards.alerts.config import AlertsConfig, ChannelConfig
+from guards.alerts.config import AlertsConfig, ChannelConfig, Person
 from guards.alerts.templates import Style
 from guards.alerts.transport import (
     Channel,
@@ -98,18 +98,19 @@ class Channels:
 
     def style(self, name: str) -> Style:
         c = self.config.channel(name)
-        return Style(language=c.language, fmt=c.fmt, panel_url=self.panel_url, titles=self.config.templates)
+        return Style(language=c.language, fmt=c.fmt, panel_url=self.panel_url, titles=self.config.templates,
+                     userids={n: p.wecom_userid for n, p in self.config.people.items() if p.wecom_userid})
 
 
 def build_transport(c: ChannelConfig, environ: Mapping[str, str], data_dir: str,
-                    session: requests.Session | None = None) -> Channel:
+                    session: requests.Session | None = None, people: Mapping[str, Person] | None = None) -> Channel:
     if c.type == "wecom":
         key = environ.get(c.key_env, "")
         if not key:
             raise LookupError(f"channel {c.name}: environment variable {c.key_env} is not set")
         return WeComRobot(c.name, key, base_url=c.base_url, msgtype=c.msgtype, mentioned_list=c.mentioned_list,
                           mentioned_mobile_list=c.mentioned_mobile_list, timeout=(CONNECT_TIMEOUT_S, c.timeout_s),
-                          session=session)
+                          session=session, people={n: (p.wecom_userid, p.mobile) for n, p in (people or {}).items()})
     if c.type == "webhook":
         url = environ.get(c.url_env, "") if c.url_env else c.url
         if not url:
@@ -125,7 +126,7 @@ def build_channels(config: AlertsConfig, environ: Mapping[str, str] | None = Non
     transports, errors = {}, {}
     for name, c in config.channels.items():
         try:
-            transports[name] = build_transport(c, environ, config.data_dir, session)
+            transports[name] = build_transport(c, environ, config.data_dir, session, config.people)
         except (LookupError, ValueError) as exc:
             errors[name] = str(exc)
     return Channels(config, transports, errors, panel_url)

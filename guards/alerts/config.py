@@ -21,6 +21,10 @@ that holds its key (`key_env`), a webhook channel its URL's (`url_env`).
     campaign = ["818-*"]           # glob patterns
     channels = ["ops", "audit_file"]
 
+    [people.operator]              # a person alerts are addressed to (e.g. an override's proposer)
+    wecom_userid = "zhangsan"      # mentioned as <@zhangsan> in markdown, in mentioned_list in text
+    mobile = "13800001111"         # text messages: mentioned_mobile_list
+
     [[promotions]]                 # for response-time figures per promotion
     name = "818"
     start = "2026-08-10"           # dates in China time (UTC+8), end inclusive
@@ -119,6 +123,14 @@ class DeliveryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """How to mention a user of BidLens in WeCom (both optional: unknown people are named, not mentioned)."""
+
+    wecom_userid: str = ""
+    mobile: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Promotion:
     name: str
     start_ts: int
@@ -133,6 +145,7 @@ class AlertsConfig:
     templates: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # lang -> kind -> title
     promotions: tuple[Promotion, ...] = ()
     data_dir: str = "."
+    people: Mapping[str, Person] = field(default_factory=dict)  # username -> how to mention them
 
     def route(self, event: AlertEvent) -> tuple[str, ...]:
         """The channels an event goes to: routes in order, first match wins unless `continue`."""
@@ -218,6 +231,19 @@ def _channel(name: str, doc: object) -> ChannelConfig:
     return cfg
 
 
+def _person(name: str, doc: object) -> Person:
+    where = f"people.{name}"
+    if not isinstance(doc, dict):
+        raise InvalidValue(where, doc, "must be a table")
+    unknown = set(doc) - set(Person.__slots__)
+    if unknown:
+        raise InvalidValue(f"{where}.{sorted(unknown)[0]}", "…", "unknown setting; known: wecom_userid, mobile")
+    person = Person(**{k: str(v) for k, v in doc.items()})
+    if person.mobile and not (person.mobile.isdigit() and 5 <= len(person.mobile) <= 15):
+        raise InvalidValue(f"{where}.mobile", person.mobile, "must be a phone number (digits only)")
+    return person
+
+
 def _route(i: int, doc: object, channels: Mapping[str, ChannelConfig]) -> Route:
     where = f"routes[{i}]"
     if not isinstance(doc, dict):
@@ -276,8 +302,12 @@ def parse_config(doc: Mapping, data_dir: str = ".") -> AlertsConfig:
     slowest = max(c.timeout_s for c in channels.values())
     if delivery.lease_s <= 2 * slowest:  # a live send must never look crashed
         raise InvalidValue("delivery.lease_s", delivery.lease_s, f"must exceed twice the longest timeout_s ({slowest})")
+    people_doc = doc.get("people") or {}
+    if not isinstance(people_doc, dict):
+        raise InvalidValue("people", people_doc, "must be tables [people.USERNAME]")
+    people = {name: _person(name, p) for name, p in people_doc.items()}
     return AlertsConfig(channels=channels, routes=routes, delivery=delivery,
-                        templates=templates, promotions=promotions, data_dir=data_dir)
+                        templates=templates, promotions=promotions, data_dir=data_dir, people=people)
 
 
 def load_config(path: str, data_dir: str = ".") -> AlertsConfig:

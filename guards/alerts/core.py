@@ -48,7 +48,7 @@ class AlertRecord:
         return {f: getattr(self, f) for f in self.__slots__}
 
 
-# ---- enqueue: repeat and resolution ------------------------------------------------------------
+# ---- enqueue: repeat, members, updates and resolution ----------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class OpenAlert:
@@ -60,57 +60,124 @@ class OpenAlert:
     acked: bool
     condition_key: str = ""
     delivered: bool = True  # False: still on its way, or dead (a broken channel is not retried by reminders)
+    queued: bool = False    # still waiting for its group: no message says it yet
+    reminded_ts: int | None = None  # the last reminder that covered the condition on this channel
+    severity: str = "warning"
+
+    @property
+    def told_ts(self) -> int:
+        """When people on the channel last heard of the condition: its newest alert or a reminder."""
+        return max(self.created_ts, self.reminded_ts or 0)
+
+
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def due_reminders(open_alerts: Sequence[OpenAlert], repeat_interval_s: Callable[[str], int],
-                  now_ts: int) -> tuple[int, ...]:
-    """Open conditions nobody has acknowledged, last notified a repeat interval ago or more.
+                  now_ts: int) -> dict[str, tuple[int, ...]]:
+    """Per channel, the open conditions one reminder now covers (the newest alert of each), most severe first.
 
-    Returns, per (condition, channel), the newest alert to repeat. A condition
-    acknowledged on any channel, or whose last notice is still on its way or dead, waits.
+    Only conditions nobody has acknowledged and whose last notice was delivered count
+    (a condition acknowledged on any channel, or whose notice is still on its way or
+    dead, waits). A channel's reminder is due when one of them was last told a repeat
+    interval ago; it then covers every one told at least half an interval ago. So the
+    reminders of conditions that fired at different times go together: one message a
+    channel at most every half interval, and one an interval once they are in step.
     """
     acked = {a.condition_key for a in open_alerts if a.acked}
     newest: dict[tuple[str, str], OpenAlert] = {}
+    told: dict[tuple[str, str], int] = {}
     for a in open_alerts:
         k = (a.condition_key, a.channel)
         if k not in newest or a.created_ts > newest[k].created_ts:
             newest[k] = a
-    return tuple(sorted(a.alert_id for (cond, ch), a in newest.items()
-                        if cond not in acked and a.delivered and now_ts - a.created_ts >= repeat_interval_s(ch)))
+        told[k] = max(told.get(k, 0), a.told_ts)
+    out: dict[str, tuple[int, ...]] = {}
+    for channel in sorted({ch for _, ch in newest}):
+        interval = repeat_interval_s(channel)
+        waiting = [(k, a) for k, a in newest.items()
+                   if k[1] == channel and k[0] not in acked and a.delivered]
+        if not any(now_ts - told[k] >= interval for k, _ in waiting):
+            continue
+        covered = [a for k, a in waiting if now_ts - told[k] >= interval / 2]
+        out[channel] = tuple(a.alert_id for a in sorted(
+            covered, key=lambda a: (SEVERITY_RANK.get(a.severity, 3), a.created_ts, a.alert_id)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class EnqueuePlan:
     insert: tuple[str, ...]                    # channels that get a new alert row
-    suppressed: tuple[tuple[str, int], ...]    # (channel, open alert it folds into)
+    suppressed: tuple[tuple[str, int], ...]    # (channel, open alert it folds into: a repeat counted on it)
     resolve: bool                              # the event closes its condition's open alerts
+    updated: tuple[tuple[str, int], ...] = ()  # (channel, queued alert whose payload takes the update)
+    members: frozenset[str] | None = None      # the condition's open members after the event (None: no members)
 
 
 def plan_enqueue(event: AlertEvent, routed: Sequence[str], open_alerts: Sequence[OpenAlert],
-                 repeat_interval_s: Callable[[str], int], now_ts: int) -> EnqueuePlan:
-    """What enqueueing `event` does.
+                 repeat_interval_s: Callable[[str], int], now_ts: int,
+                 members: frozenset[str] = frozenset()) -> EnqueuePlan:
+    """What enqueueing `event` does, given its condition's open alerts and open members.
 
-    firing: a channel whose condition is open, and was notified less than the
-    repeat interval ago (or was acknowledged), folds the event into the open alert;
-    otherwise a new alert. resolving: announced once, on the channels the open
-    condition went to; with nothing open it is a repeat and is dropped. info: new.
+    firing: a channel whose condition is open, and was notified less than the repeat
+    interval ago (or was acknowledged), folds the event into the open alert; otherwise a
+    new alert. A new member of an open shared condition always folds (the alert lists
+    its members). repeat: folds into the open condition on every channel it is open on,
+    never a message; with nothing open it fires (nothing is lost). update: folds into an
+    alert still waiting for its group (its message will say the new state), else one new
+    alert a channel saying what changed; with nothing open it is delivered as info.
+    resolving: announced once, on the channels the open condition went to; with nothing
+    open it is a repeat and is dropped; a member leaving a condition others still hold
+    only leaves it. info: new.
     """
-    newest = {}
+    newest: dict[str, OpenAlert] = {}
     for a in open_alerts:
         if a.channel not in newest or a.created_ts > newest[a.channel].created_ts:
             newest[a.channel] = a
-    if event.phase is AlertPhase.RESOLVING:
-        return EnqueuePlan(insert=tuple(sorted(newest)), suppressed=(), resolve=bool(newest))
-    if event.phase is AlertPhase.INFO:
+    phase = event.phase
+    if phase is AlertPhase.REPEAT and not newest:
+        phase = AlertPhase.FIRING
+    if phase is AlertPhase.RESOLVING:
+        if event.member and newest:
+            left = members - {event.member}
+            if left:
+                return EnqueuePlan(insert=(), suppressed=(), resolve=False, members=left)
+        return EnqueuePlan(insert=tuple(sorted(newest)), suppressed=(), resolve=bool(newest),
+                           members=frozenset() if event.member else None)
+    if phase is AlertPhase.INFO or (phase is AlertPhase.UPDATE and not newest):
         return EnqueuePlan(insert=tuple(routed), suppressed=(), resolve=False)
+    if phase is AlertPhase.REPEAT:
+        return EnqueuePlan(insert=(), suppressed=tuple((ch, a.alert_id) for ch, a in sorted(newest.items())),
+                           resolve=False)
+    if phase is AlertPhase.UPDATE:
+        queued = tuple((ch, a.alert_id) for ch, a in sorted(newest.items()) if a.queued)
+        return EnqueuePlan(insert=tuple(ch for ch in sorted(newest) if not newest[ch].queued), suppressed=(),
+                           resolve=False, updated=queued)
+    joined = members | {event.member} if event.member else None
     insert, suppressed = [], []
     for ch in routed:
         o = newest.get(ch)
-        if o is not None and (o.acked or now_ts - o.created_ts < repeat_interval_s(ch)):
+        if o is not None and (event.member or o.acked or now_ts - o.created_ts < repeat_interval_s(ch)):
             suppressed.append((ch, o.alert_id))
         else:
             insert.append(ch)
-    return EnqueuePlan(insert=tuple(insert), suppressed=tuple(suppressed), resolve=False)
+    return EnqueuePlan(insert=tuple(insert), suppressed=tuple(suppressed), resolve=False, members=joined)
+
+
+def most_severe(alerts: Sequence[AlertRecord]) -> AlertRecord:
+    """The alert a grouped message links to: a firing still open before a change, an info or a resolution
+    (a firing already resolved counts as one), then the highest severity, then the most spend at risk,
+    then the first."""
+    order = {AlertPhase.FIRING: 0, AlertPhase.REPEAT: 0, AlertPhase.UPDATE: 1, AlertPhase.INFO: 2,
+             AlertPhase.RESOLVING: 3}
+
+    def rank(a: AlertRecord) -> tuple:
+        risk = a.payload.get("spend_at_risk")
+        risk = float(risk) if isinstance(risk, (int, float)) and not isinstance(risk, bool) else 0.0
+        phase = AlertPhase.RESOLVING if a.resolved_ts is not None else a.phase
+        return order[phase], SEVERITY_RANK.get(a.severity, 3), -risk, a.alert_id
+
+    return min(alerts, key=rank)
 
 
 # ---- grouping into messages ---------------------------------------------------------------------

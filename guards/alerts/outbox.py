@@ -54,7 +54,7 @@ from guards.alerts.core import (
     pack,
     plan_enqueue,
 )
-from guards.alerts.events import PHASE, AlertEvent, AlertKind, AlertPhase
+from guards.alerts.events import OPENING_KINDS, AlertEvent, AlertKind, AlertPhase
 from guards.alerts.templates import render
 from guards.alerts.transport import OutboundMessage, SendOutcome, redact
 from store import repo
@@ -62,7 +62,6 @@ from store import schema as s
 
 log = logging.getLogger("guards.alerts")
 
-FIRING_KINDS = tuple(k.value for k, r in PHASE.items() if r is AlertPhase.FIRING)
 OPEN_NOTIFICATION = ("queued", "retry", "sending")
 
 
@@ -75,6 +74,7 @@ class EnqueueResult:
     suppressed: tuple[int, ...] = ()   # open alerts this firing was folded into (repeat interval)
     resolved: tuple[int, ...] = ()     # firing alerts this event closed
     duplicate: bool = False            # this very event was enqueued before: nothing done
+    updated: tuple[int, ...] = ()      # alerts not sent yet that now say the update
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,7 +114,7 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
                   config: AlertsConfig | None = None) -> EnqueueResult:
     """Record an alert for `event` in the caller's transaction (commit it with the event itself).
 
-    Routes the event to its channels, applies repeat suppression and resolution
+    Routes the event to its channels, applies repeats, members, updates and resolution
     (see core.plan_enqueue) and is idempotent: the same event twice is one alert.
     """
     if config is None:
@@ -129,62 +129,116 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
     existing = conn.execute(select(a.c.alert_id).where(a.c.event_key == key)).scalars().all()
     if existing:
         return EnqueueResult(key, tuple(existing), duplicate=True)
+    closed = close_condition(conn, event.closes, now_ts) if event.closes else ()
     open_rows = conn.execute(
-        select(a.c.alert_id, a.c.channel, a.c.created_ts, a.c.acked_ts, a.c.occurred_ts)
-        .where(a.c.condition_key == event.condition_key, a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS))
+        select(a.c.alert_id, a.c.channel, a.c.created_ts, a.c.acked_ts, a.c.occurred_ts, a.c.status,
+               a.c.message_id, a.c.payload)
+        .where(a.c.condition_key == event.condition_key, a.c.resolved_ts.is_(None), a.c.kind.in_(OPENING_KINDS))
     ).all()
+    newest = max(open_rows, key=lambda r: r.created_ts, default=None)
+    held = (newest.payload or {}) if newest is not None else {}
     plan = plan_enqueue(
         event, [c for c in config.route(event) if c in config.channels],
-        [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None) for r in open_rows],
-        lambda ch: config.channels[ch].repeat_interval_s, now_ts)
+        [OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None,
+                   queued=r.status == "pending" and r.message_id is None) for r in open_rows],
+        lambda ch: config.channels[ch].repeat_interval_s, now_ts, frozenset(held.get("open_members", ())))
     payload = dict(event.payload)
+    if open_rows and event.phase is not AlertPhase.INFO:  # said against the open condition: since when
+        payload["fired_ts"] = min(r.occurred_ts for r in open_rows)
     if event.phase is AlertPhase.FIRING and open_rows:  # the interval has passed: a repeat of the open condition
-        newest = max(open_rows, key=lambda r: r.created_ts)
-        payload.update(repeat_of=newest.alert_id, fired_ts=min(r.occurred_ts for r in open_rows))
+        payload["repeat_of"] = newest.alert_id
+    members = dict(held.get("members", {}))
+    if plan.members is not None:
+        if event.phase is AlertPhase.FIRING:
+            members[event.member] = event.campaign_id
+        payload.update(members=members, open_members=sorted(plan.members))
+        for r in open_rows:  # the open alerts list who holds the condition now
+            conn.execute(update(a).where(a.c.alert_id == r.alert_id)
+                         .values(payload={**(r.payload or {}), "members": members,
+                                          "open_members": sorted(plan.members)}))
     resolved: tuple[int, ...] = ()
     if plan.resolve:
         resolved = tuple(sorted(r.alert_id for r in open_rows))
-        payload.update(fired_ts=min(r.occurred_ts for r in open_rows), resolves=list(resolved))
+        payload.update(resolves=list(resolved))
         conn.execute(update(a).where(a.c.alert_id.in_(resolved)).values(resolved_ts=now_ts))
     new_ids = []
     for ch in plan.insert:
         wait = config.channels[ch].group_wait_s if ch in config.channels else 0
         result = _insert_ignore(conn, a, dict(
             dedupe_key=f"{key}:{ch}", group_key=ch, channel=ch, severity=event.severity.value,
-            kind=event.kind.value, campaign_id=event.campaign_id, guard=event.guard,
-            condition_key=event.condition_key, event_key=key, payload=payload, status="pending",
-            attempts=0, next_attempt_ts=now_ts + wait, created_ts=now_ts, occurred_ts=event.occurred_ts))
+            # a shared condition's alert is no one campaign's or guard's: its members say whose it is
+            kind=event.kind.value, campaign_id=None if event.member else event.campaign_id,
+            guard=None if event.member else event.guard,
+            condition_key=event.condition_key, event_key=key, payload={**payload, **_notify(event)},
+            status="pending", attempts=0, next_attempt_ts=now_ts + wait, created_ts=now_ts,
+            occurred_ts=event.occurred_ts))
         if result is not None:
             new_ids.append(result)
+    repeat = 0 if event.member else 1  # a member joining is listed, not counted as a repeat
     for _, alert_id in plan.suppressed:
         conn.execute(update(a).where(a.c.alert_id == alert_id)
-                     .values(repeats=a.c.repeats + 1, last_seen_ts=now_ts))
-    return EnqueueResult(key, tuple(new_ids), tuple(i for _, i in plan.suppressed), resolved)
+                     .values(repeats=a.c.repeats + repeat, last_seen_ts=now_ts))
+    for _, alert_id in plan.updated:  # not sent yet: its message will say the new state
+        kept = conn.execute(select(a.c.payload).where(a.c.alert_id == alert_id)).scalar() or {}
+        conn.execute(update(a).where(a.c.alert_id == alert_id)
+                     .values(payload={**kept, **event.payload, "guard_event_id": kept.get("guard_event_id")},
+                             last_seen_ts=now_ts))
+    return EnqueueResult(key, tuple(new_ids), tuple(i for _, i in plan.suppressed), resolved + closed,
+                         updated=tuple(i for _, i in plan.updated))
+
+
+def _notify(event: AlertEvent) -> dict:
+    return {"notify": list(event.notify)} if event.notify else {}
+
+
+def close_condition(conn: Connection, condition_key: str, now_ts: int) -> tuple[int, ...]:
+    """End a condition's open alerts without an announcement (the event that ends it says so itself)."""
+    a = s.alerts
+    ids = tuple(conn.execute(select(a.c.alert_id).where(
+        a.c.condition_key == condition_key, a.c.resolved_ts.is_(None), a.c.kind.in_(OPENING_KINDS))).scalars())
+    if ids:
+        conn.execute(update(a).where(a.c.alert_id.in_(ids)).values(resolved_ts=now_ts))
+    return ids
 
 
 def enqueue_reminders(conn: Connection, config: AlertsConfig, now_ts: int) -> tuple[int, ...]:
-    """Repeat every open, unacknowledged condition whose last notice is a repeat interval old.
+    """Remind each channel of its open, unacknowledged conditions, all in one alert (see core.due_reminders).
 
-    Run by each delivery pass, so a trip nobody acknowledges is said again every
-    repeat interval (default 1 h) until someone acknowledges it or it resolves.
+    Run by each delivery pass, so a trip nobody acknowledges is said again about every
+    repeat interval (default 1 h) until someone acknowledges it or it resolves; the
+    conditions due on a channel go together, most severe first, each with since when it fires.
+    Once the promotion day recorded in the store is over, the guard has stopped and said so:
+    what is still open waits in the panel, unreminded.
     """
+    end = repo.promotion_day_end(conn)
+    if end is not None and now_ts >= end:
+        return ()
     a = s.alerts
     rows = {r.alert_id: r for r in conn.execute(
-        select(a).where(a.c.resolved_ts.is_(None), a.c.kind.in_(FIRING_KINDS), a.c.channel.in_(list(config.channels))))}
+        select(a).where(a.c.resolved_ts.is_(None), a.c.kind.in_(OPENING_KINDS), a.c.channel.in_(list(config.channels))))}
     due = due_reminders([OpenAlert(r.channel, r.alert_id, r.created_ts, r.acked_ts is not None, r.condition_key,
-                                   r.status == "delivered") for r in rows.values()],
+                                   r.status == "delivered", reminded_ts=r.reminded_ts, severity=r.severity)
+                         for r in rows.values()],
                         lambda ch: config.channels[ch].repeat_interval_s, now_ts)
     made = []
-    for alert_id in due:
-        r = rows[alert_id]
-        fired = min(x.occurred_ts for x in rows.values() if x.condition_key == r.condition_key)
-        key = hashlib.sha256(f"reminder|{r.condition_key}|{r.channel}|{now_ts}".encode()).hexdigest()[:32]
-        new_id = _insert_ignore(conn, a, dict(
-            dedupe_key=f"{key}:{r.channel}", group_key=r.channel, channel=r.channel, severity=r.severity,
-            kind=r.kind, campaign_id=r.campaign_id, guard=r.guard, condition_key=r.condition_key, event_key=key,
-            payload={**(r.payload or {}), "repeat_of": alert_id, "fired_ts": fired}, status="pending", attempts=0,
-            next_attempt_ts=now_ts, created_ts=now_ts, occurred_ts=now_ts))
+    for channel, ids in due.items():
+        items = []
+        for alert_id in ids:
+            r = rows[alert_id]
+            same = [x for x in rows.values() if x.condition_key == r.condition_key and x.channel == channel]
+            first = min(same, key=lambda x: x.alert_id)
+            items.append({"alert_id": first.alert_id, "kind": first.kind, "severity": r.severity,
+                          "campaign_id": first.campaign_id, "condition_key": r.condition_key,
+                          "fired_ts": min(x.occurred_ts for x in same), "repeats": sum(x.repeats for x in same),
+                          "members": len((r.payload or {}).get("open_members", ()))})
+        key = hashlib.sha256(f"reminder|{channel}|{now_ts}".encode()).hexdigest()[:32]
+        new_id = _insert_ignore(conn, a, dict(  # its severity: the first (most severe) item's
+            dedupe_key=f"{key}:{channel}", group_key=channel, channel=channel, severity=items[0]["severity"],
+            kind=AlertKind.REMINDER.value, campaign_id=None, guard=None, condition_key=f"reminder:{channel}",
+            event_key=key, payload={"items": items}, status="pending", attempts=0, next_attempt_ts=now_ts,
+            created_ts=now_ts, occurred_ts=now_ts))
         if new_id is not None:
+            conn.execute(update(a).where(a.c.alert_id.in_(ids)).values(reminded_ts=now_ts))
             made.append(new_id)
     return tuple(made)
 
@@ -244,9 +298,11 @@ def acknowledge(conn: Connection, alert_id: int, by: str, now_ts: int, *, source
     a = s.alerts
     # The event on every channel, and the rest of its open condition (repeats): someone is on it.
     same = a.c.event_key == alert.event_key
-    if alert.phase is AlertPhase.FIRING and alert.resolved_ts is None:
-        same = or_(same, and_(a.c.condition_key == alert.condition_key, a.c.resolved_ts.is_(None),
-                              a.c.kind.in_(FIRING_KINDS)))
+    conditions = [i["condition_key"] for i in alert.payload.get("items", ())] if alert.kind is AlertKind.REMINDER \
+        else [alert.condition_key] if alert.kind.value in OPENING_KINDS and alert.resolved_ts is None else []
+    if conditions:  # a reminder is acknowledged for every condition it reminded of
+        same = or_(same, and_(a.c.condition_key.in_(conditions), a.c.resolved_ts.is_(None),
+                              a.c.kind.in_(OPENING_KINDS)))
     conn.execute(update(a).where(same, a.c.acked_ts.is_(None)).values(acked_ts=now_ts, acked_by=by, ack_source=source))
     repo.append_audit(conn, AuditRecord(
         ts=now_ts, actor=by, action="alert.ack", entity="alert", entity_id=str(alert_id),

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from control.clock import PROMOTION_TZ
-from guards.alerts.core import AlertRecord
+from guards.alerts.core import AlertRecord, most_severe
 from guards.alerts.events import AlertKind, AlertPhase
 
 TOP_DRIVERS = 3
@@ -20,23 +20,37 @@ TOP_DRIVERS = 3
 TITLES = {
     "zh": {
         AlertKind.GUARD_TRIPPED: "ROI 守护熔断", AlertKind.GUARD_RESTORED: "ROI 守护已恢复",
-        AlertKind.PROBATION_FAILED: "试运行失败，重新熔断", AlertKind.DATA_STALE: "数据过期",
-        AlertKind.DATA_FRESH: "数据已恢复", AlertKind.KILL_SWITCH_ON: "全局急停已开启",
-        AlertKind.KILL_SWITCH_OFF: "全局急停已关闭", AlertKind.OVERRIDE_APPROVED: "人工干预已批准",
-        AlertKind.OVERRIDE_EXPIRED: "人工干预已到期", AlertKind.TEST: "测试消息",
+        AlertKind.PROBATION_FAILED: "试运行失败，重新熔断", AlertKind.ACTION_CHANGED: "守护处理方式已变更",
+        AlertKind.DATA_STALE: "数据过期",
+        AlertKind.DATA_FRESH: "数据已恢复", AlertKind.KILL_SWITCH_ON: "急停已开启",
+        AlertKind.KILL_SWITCH_OFF: "急停已关闭", AlertKind.OVERRIDE_PENDING: "人工干预待审批",
+        AlertKind.OVERRIDE_APPROVED: "人工干预已批准", AlertKind.OVERRIDE_REJECTED: "人工干预已驳回",
+        AlertKind.OVERRIDE_REVOKED: "人工干预已撤销",
+        AlertKind.OVERRIDE_EXPIRED: "人工干预已到期", AlertKind.REMINDER: "未确认告警提醒",
+        AlertKind.DAY_OVER: "促销日结束，守护已停止", AlertKind.TEST: "测试消息",
         AlertKind.PULL_ITEM: "竞品降价，商品已下架", AlertKind.ITEM_RESTORED: "竞品价格回升，商品已恢复",
         AlertKind.LOW_STOCK: "库存低于安全库存，请补货", AlertKind.STOCK_RECOVERED: "库存已恢复",
     },
     "en": {
         AlertKind.GUARD_TRIPPED: "ROI guard tripped", AlertKind.GUARD_RESTORED: "ROI guard restored",
-        AlertKind.PROBATION_FAILED: "Probation failed, tripped again", AlertKind.DATA_STALE: "Data stale",
+        AlertKind.PROBATION_FAILED: "Probation failed, tripped again", AlertKind.ACTION_CHANGED: "Guard action changed",
+        AlertKind.DATA_STALE: "Data stale",
         AlertKind.DATA_FRESH: "Data fresh again", AlertKind.KILL_SWITCH_ON: "Kill switch ON",
-        AlertKind.KILL_SWITCH_OFF: "Kill switch off", AlertKind.OVERRIDE_APPROVED: "Override approved",
-        AlertKind.OVERRIDE_EXPIRED: "Override expired", AlertKind.TEST: "Test message",
+        AlertKind.KILL_SWITCH_OFF: "Kill switch off", AlertKind.OVERRIDE_PENDING: "Override awaiting approval",
+        AlertKind.OVERRIDE_APPROVED: "Override approved", AlertKind.OVERRIDE_REJECTED: "Override rejected",
+        AlertKind.OVERRIDE_REVOKED: "Override revoked",
+        AlertKind.OVERRIDE_EXPIRED: "Override expired", AlertKind.REMINDER: "Open alerts not acknowledged",
+        AlertKind.DAY_OVER: "Promotion day over: the guard has stopped", AlertKind.TEST: "Test message",
         AlertKind.PULL_ITEM: "Competitor price drop: item pulled", AlertKind.ITEM_RESTORED: "Competitor prices back: item on sale",
         AlertKind.LOW_STOCK: "Stock below safety stock: replenish", AlertKind.STOCK_RECOVERED: "Stock recovered",
     },
 }
+# What a guard does with the traffic it holds (payload "action" as a code, as the guard reports it).
+GUARD_ACTIONS = {
+    "zh": {"pool": "人工规则池接管", "bid_cut": "模型出价下调", "pause": "暂停投放"},
+    "en": {"pool": "the manual rule pool serves", "bid_cut": "the model's bid is cut", "pause": "paused"},
+}
+MAX_MEMBERS_SHOWN = 10
 ACTIONS = {
     "zh": {AlertKind.GUARD_TRIPPED: "流量已切换到人工规则池",
            AlertKind.PROBATION_FAILED: "流量已回到人工规则池",
@@ -62,6 +76,8 @@ WORDS = {
            "campaign": "计划", "guard": "守护", "pred": "预测 ROI", "cal": "校准后 ROI", "real": "实际 ROI", "floor": "底线",
            "risk": "风险花费", "action": "处理", "drivers": "主要驱动因素（SHAP，元/点击）",
            "repeats": "同一情况另有 {n} 次触发", "open": "在面板中查看并确认", "alerts": "BidLens 告警",
+           "campaigns": "{shown} 等 {n} 个计划", "changed": "处理方式变更", "factor": "出价 ×{f}",
+           "notify": "通知", "since": "自 {t} 起", "open_items": "{n} 个告警仍未恢复、未确认",
            "lasted": "持续 {m} 分钟", "sep": "：", "detail": "说明",
            "still": "重复提醒：自 {t} 起仍未恢复、未确认",
            "repeat": "重发：ref {ref} 发出后未收到答复，可能已送达（重复请忽略）",
@@ -73,6 +89,8 @@ WORDS = {
            "floor": "Floor", "risk": "Spend at risk", "action": "Action",
            "drivers": "Top drivers (SHAP, yuan per click)", "repeats": "{n} more firings of the same condition",
            "open": "Open in the panel to acknowledge", "alerts": "BidLens alerts",
+           "campaigns": "{shown} and others, {n} campaigns", "changed": "Action changed", "factor": "bid x{f}",
+           "notify": "For", "since": "since {t}", "open_items": "{n} alerts still firing, not acknowledged",
            "lasted": "lasted {m} min", "sep": ": ", "detail": "Detail",
            "still": "Reminder: firing since {t}, not acknowledged",
            "repeat": "Repeat of ref {ref}: sent without an answer, it may have arrived (ignore if so)",
@@ -91,6 +109,7 @@ class Style:
     fmt: str = "markdown"
     panel_url: str = "http://localhost:8501"
     titles: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # config overrides
+    userids: Mapping[str, str] = field(default_factory=dict)  # username -> WeCom userid: <@userid> in markdown
 
 
 def _label(a: AlertRecord) -> str:
@@ -115,6 +134,8 @@ def _num(value: object, fmt: str) -> str | None:
 
 def _figures(a: AlertRecord, lang: str) -> list[str]:
     w, p = WORDS[lang], a.payload
+    if p.get("members"):  # a shared condition: one member's figures would speak for all of them
+        return []
     parts = [f"{w[k]} {v}" for k, v in (("pred", _num(p.get("pred_roi"), ".2f")),
                                          ("cal", _num(p.get("calibrated_roi"), ".2f")),
                                          ("real", _num(p.get("realised_roi"), ".2f")),
@@ -143,15 +164,77 @@ def _evidence(p: Mapping, w: Mapping[str, str]) -> list[str]:
     return parts
 
 
-def _in_language(given: object, lang: str) -> str:
+def in_language(given: object, lang: str) -> str:
     """A payload text given per language ({"zh": ..., "en": ...}) or as one string."""
     if isinstance(given, dict):
         return str(given.get(lang) or next(iter(given.values()), ""))
     return str(given) if given else ""
 
 
+def _guard_action(code: object, factor: object, lang: str) -> str:
+    """A guard action code in words (with the bid factor of a cut); any other text as given."""
+    if not isinstance(code, str) or code not in GUARD_ACTIONS[lang]:
+        return in_language(code, lang)
+    words = GUARD_ACTIONS[lang][code]
+    f = _num(factor, ".2f")
+    if code != "bid_cut" or f is None:
+        return words
+    return f"{words}（{WORDS[lang]['factor'].format(f=f)}）" if lang == "zh" else \
+        f"{words} ({WORDS[lang]['factor'].format(f=f)})"
+
+
 def _action(a: AlertRecord, lang: str) -> str:
-    return _in_language(a.payload.get("action"), lang) or ACTIONS[lang].get(AlertKind(a.kind), "")
+    p = a.payload
+    return _guard_action(p.get("action"), p.get("bid_factor"), lang) or ACTIONS[lang].get(AlertKind(a.kind), "")
+
+
+def _change(a: AlertRecord, lang: str) -> str:
+    """What an action change changed: before -> after."""
+    p = a.payload
+    if "action_before" not in p or "action_after" not in p:
+        return ""
+    return (f"{WORDS[lang]['changed']}{WORDS[lang]['sep']}{_guard_action(p['action_before'], None, lang)} → "
+            f"{_guard_action(p['action_after'], p.get('bid_factor'), lang)}")
+
+
+def _campaigns(a: AlertRecord, lang: str) -> str:
+    """The campaign, or the campaigns of a shared condition (its members), the first few by name."""
+    members = a.payload.get("members")
+    if not isinstance(members, dict) or not members:
+        return a.campaign_id or ""
+    names = sorted({str(c) for c in members.values() if c})
+    if len(names) <= MAX_MEMBERS_SHOWN:
+        return "、".join(names) if lang == "zh" else ", ".join(names)
+    shown = ("、" if lang == "zh" else ", ").join(names[:MAX_MEMBERS_SHOWN])
+    return WORDS[lang]["campaigns"].format(shown=shown, n=len(names))
+
+
+def _notify(a: AlertRecord, lang: str, style: Style, md: bool) -> str:
+    """Who the alert is addressed to: a markdown mention where their WeCom userid is known (a text
+    message mentions them in its lists, see guards.alerts.wecom)."""
+    names = a.payload.get("notify") or []
+    if not names:
+        return ""
+    shown = [f"<@{style.userids[n]}>" if md and n in style.userids else n for n in names]
+    return f"{WORDS[lang]['notify']}{WORDS[lang]['sep']}{' '.join(shown)}"
+
+
+def _reminder_items(a: AlertRecord, lang: str, md: bool) -> list[list[str]]:
+    w = WORDS[lang]
+    items = []
+    for i in a.payload.get("items") or []:
+        kind = i.get("kind")
+        try:
+            title = TITLES[lang][AlertKind(kind)]
+        except ValueError:
+            title = str(kind)
+        who = f"**{i.get('campaign_id')}**" if md and i.get("campaign_id") else (i.get("campaign_id") or "")
+        if i.get("members", 0) > 1:
+            who = w["campaigns"].format(shown=who or "-", n=i["members"])
+        since = w["since"].format(t=_when(i["fired_ts"])) if isinstance(i.get("fired_ts"), int) else ""
+        bits = [f"【{w.get(i.get('severity'), i.get('severity'))}】{title}", who, since]
+        items.append([("- " if md else "") + " · ".join(x for x in bits if x)])
+    return items
 
 
 def _drivers(a: AlertRecord, lang: str) -> list[str]:
@@ -217,19 +300,30 @@ def _single(a: AlertRecord, lang: str, style: Style, repeat_of: str | None = Non
     q = "> " if md else ""
     b = "**" if md else ""
     body: list[list[str]] = []
-    who = [f"{w['campaign']}{w['sep']}{b}{a.campaign_id}{b}" if a.campaign_id else "",
+    if AlertKind(a.kind) is AlertKind.REMINDER:
+        body.append([q + w["open_items"].format(n=len(a.payload.get("items") or []))])
+        body += _reminder_items(a, lang, md)
+        return _Block(lang, top, body, [_link_line(style, _reminder_target(a), lang)])
+    campaigns = _campaigns(a, lang)
+    who = [f"{w['campaign']}{w['sep']}{b}{campaigns}{b}" if campaigns else "",
            f"{w['guard']}{w['sep']}{a.guard}" if a.guard else "", _lasted(a, lang)]
     if any(who):
         body.append([q + " · ".join(x for x in who if x)])
+    notify = _notify(a, lang, style, md)
+    if notify:
+        body.append([q + notify])
+    change = _change(a, lang)
+    if change:
+        body.append([q + change])
     figures = _figures(a, lang)
     if figures:
         body.append([q + " · ".join(figures)])
-    action = _action(a, lang)
+    action = "" if change else _action(a, lang)
     if action:
         body.append([f"{q}{w['action']}{w['sep']}{action}"])
     if a.repeats:
         body.append([w["repeats"].format(n=a.repeats)])
-    detail = _in_language(a.payload.get("detail"), lang)
+    detail = in_language(a.payload.get("detail"), lang)
     if detail:
         body.append([f"{q}{w['detail']}{w['sep']}{detail}"])
     drivers = _drivers(a, lang)
@@ -252,11 +346,20 @@ def _group(alerts: Sequence[AlertRecord], lang: str, style: Style, repeat_of: st
         top.append(_repeat_line(repeat_of, lang, md))
     body = []
     for a in alerts:
-        bits = [f"【{w[_label(a)]}】{_title(a, lang, style)}",
-                f"**{a.campaign_id}**" if md and a.campaign_id else (a.campaign_id or ""),
-                " / ".join(_figures(a, lang)), _lasted(a, lang)]
+        campaigns = w["open_items"].format(n=len(a.payload.get("items") or [])) \
+            if AlertKind(a.kind) is AlertKind.REMINDER else _campaigns(a, lang)
+        bits = [f"【{w[_label(a)]}】{_title(a, lang, style)}", f"**{campaigns}**" if md and campaigns else campaigns,
+                " / ".join(_figures(a, lang)), _change(a, lang), _lasted(a, lang), _notify(a, lang, style, md)]
         body.append([("- " if md else "") + " · ".join(x for x in bits if x)])
-    return _Block(lang, top, body, [_link_line(style, alerts[0].alert_id, lang)])
+    severest = most_severe(alerts)
+    target = _reminder_target(severest) if AlertKind(severest.kind) is AlertKind.REMINDER else severest.alert_id
+    return _Block(lang, top, body, [_link_line(style, target, lang)])
+
+
+def _reminder_target(a: AlertRecord) -> int:
+    """A reminder links to the first (most severe) condition it reminds of."""
+    items = a.payload.get("items") or []
+    return int(items[0]["alert_id"]) if items else a.alert_id
 
 
 def _compose(blocks: Sequence[_Block], footer: str) -> str:

@@ -14,7 +14,7 @@ tells whether the robot answers again before anything visible is resent.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import requests
 
@@ -109,6 +109,10 @@ def classify_answer(status: int, body: object) -> SendOutcome:
                        error=f"errcode {code} ({why}): {errmsg}")
 
 
+def _unique(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
 class WeComRobot:
     """One group robot. The key is kept out of repr, errors and logs."""
 
@@ -116,7 +120,8 @@ class WeComRobot:
 
     def __init__(self, name: str, key: str, *, base_url: str = DEFAULT_BASE_URL, msgtype: str = "markdown",
                  mentioned_list: Sequence[str] = (), mentioned_mobile_list: Sequence[str] = (),
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, 10.0), session: requests.Session | None = None):
+                 timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, 10.0), session: requests.Session | None = None,
+                 people: Mapping[str, tuple[str, str]] | None = None):
         if msgtype not in MAX_BYTES:
             raise ValueError(f"msgtype={msgtype!r}: must be one of {sorted(MAX_BYTES)}")
         if not key:
@@ -127,6 +132,7 @@ class WeComRobot:
         self.mentioned_list = list(mentioned_list)
         self.mentioned_mobile_list = list(mentioned_mobile_list)
         self.timeout = timeout
+        self.people = dict(people or {})  # username -> (WeCom userid, mobile): whom a text message mentions
         self._key = key
         self._session = session or requests.Session()
         register_secret(key)
@@ -140,7 +146,9 @@ class WeComRobot:
     def max_bytes(self) -> int:
         return MAX_BYTES[self.msgtype]
 
-    def body(self, content: str) -> dict:
+    def body(self, content: str, notify: Sequence[str] = ()) -> dict:
+        """The request body; `notify`: usernames the message is addressed to (a text message mentions those
+        the config knows; markdown mentions them in its content, see guards.alerts.templates)."""
         # Messages are fitted to content_limit when rendered; cutting here is the last resort.
         tail = mention_tail(self.msgtype, self.mentioned_list)
         if tail:  # markdown @-mentions are <@userid> in the content; kept whole, after the text
@@ -148,10 +156,13 @@ class WeComRobot:
                 "content": truncate_utf8(content, self.max_bytes - len(tail.encode("utf-8"))) + tail}}
         inner: dict = {"content": truncate_utf8(content, self.max_bytes)}
         if self.msgtype == "text":
-            if self.mentioned_list:
-                inner["mentioned_list"] = self.mentioned_list
-            if self.mentioned_mobile_list:
-                inner["mentioned_mobile_list"] = self.mentioned_mobile_list
+            known = [self.people[n] for n in notify if n in self.people]
+            users = _unique([*self.mentioned_list, *(u for u, _ in known if u)])
+            mobiles = _unique([*self.mentioned_mobile_list, *(m for _, m in known if m)])
+            if users:
+                inner["mentioned_list"] = users
+            if mobiles:
+                inner["mentioned_mobile_list"] = mobiles
         return {"msgtype": self.msgtype, self.msgtype: inner}
 
     def _request(self, body: dict, read_timeout_s: float | None) -> tuple[int, object] | SendOutcome:
@@ -171,13 +182,14 @@ class WeComRobot:
             answer = None
         return response.status_code, answer
 
-    def post(self, content: str, *, read_timeout_s: float | None = None) -> SendOutcome:
-        answer = self._request(self.body(content), read_timeout_s)
+    def post(self, content: str, *, read_timeout_s: float | None = None, notify: Sequence[str] = ()) -> SendOutcome:
+        answer = self._request(self.body(content, notify), read_timeout_s)
         return answer if isinstance(answer, SendOutcome) else classify_answer(*answer)
 
     def send(self, message: OutboundMessage, *, read_timeout_s: float | None = None) -> SendOutcome:
         """Post the message; read_timeout_s replaces the read timeout (the outbox waits longer for a slow robot)."""
-        return self.post(message.content, read_timeout_s=read_timeout_s)
+        notify = _unique([n for alert in message.alerts for n in (alert.get("payload") or {}).get("notify") or ()])
+        return self.post(message.content, read_timeout_s=read_timeout_s, notify=notify)
 
     def probe(self, *, read_timeout_s: float | None = None) -> SendOutcome:
         """Ask whether the robot answers, showing nothing: an empty text is refused with 44004."""

@@ -35,7 +35,11 @@ def severity_name(ctx: Ctx, severity: str) -> str:
 
 
 def alert_feed(ctx: Ctx, *, key: str) -> None:
-    """Open alerts (firing, not acknowledged, not resolved), newest first, each with acknowledge."""
+    """Open alerts (firing, not acknowledged, not resolved), newest first, one per condition with its
+    channels, each with acknowledge."""
+    for n in ctx.room.notices(ctx.user).itertuples():  # addressed to this person: their overrides' fate
+        st.info(ctx.t("board.notice_line", title=title(ctx, n.kind), ts=fmt_ts(n.occurred_ts),
+                      text=ctx.room.notice_text(n.payload, ctx.lang)))
     alerts = ctx.room.open_alerts(ctx.user, limit=20)
     if alerts.empty:
         st.caption(ctx.t("board.no_alerts"))
@@ -43,7 +47,7 @@ def alert_feed(ctx: Ctx, *, key: str) -> None:
     for a in alerts.itertuples():
         c1, c2 = st.columns([5, 1])
         c1.markdown(ctx.t("board.alert_line", severity=severity_name(ctx, a.severity), title=title(ctx, a.kind),
-                          campaign=a.campaign_id or "—", ts=fmt_ts(a.occurred_ts),
+                          campaign=a.campaigns or "—", ts=fmt_ts(a.occurred_ts),
                           status=ctx.t(f"gd.outbox_{a.status}")))
         if c2.button(ctx.t("board.ack"), key=f"{key}_ack_{a.alert_id}"):
             attempt(ctx, lambda aid=int(a.alert_id): ctx.room.acknowledge_alert(ctx.user, aid),
