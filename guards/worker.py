@@ -108,17 +108,19 @@ class TickReport:
     seconds: float = 0.0
     thresholds_version: int = 0
     thresholds_error: str | None = None
+    rollout: object | None = None  # what the rollout step decided (control.rollout.RolloutDecision), if one runs
 
 
 class GuardWorker:
     """Evaluates every guard of every campaign each `interval_s` of `clock`.
 
-    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers.
+    expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers;
+    rollout: a launched version's guarded rollout step (app.launch.Launches.rollout_tick), run each tick.
     """
 
     def __init__(self, engine: Engine, clock: Clock, settings: GuardSettings, *, interval_s: int = 60,
                  expire_overrides: Callable[[], list] | None = None, alert_sink: AlertSink | None = None,
-                 drivers_fn: DriversFn | None = None):
+                 drivers_fn: DriversFn | None = None, rollout: Callable[[], object] | None = None):
         self.engine = engine
         self.clock = clock
         self.settings = settings  # the config file's; each tick evaluates with self.thresholds'
@@ -127,6 +129,7 @@ class GuardWorker:
         self.expire_overrides = expire_overrides
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
+        self.rollout = rollout
         machines = [settings.defaults[g].machine for g in GUARDS]
         self.lookback = lookback_s(settings.observe, max(m.stale_after_s for m in machines),
                                    settings.defaults["roi"].cusum_window_s)
@@ -144,7 +147,8 @@ class GuardWorker:
         sequential = sequential_for(settings, frames[3]["campaign_id"].tolist())
         obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential, prior))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
-                            thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
+                            thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error,
+                            rollout=self.rollout() if self.rollout is not None else None)
         try:
             with self.engine.begin() as conn:
                 stored = load_states(conn)

@@ -26,6 +26,8 @@ class AlertKind(StrEnum):
     KILL_SWITCH_OFF = "kill_switch_off"
     OVERRIDE_APPROVED = "override_approved"
     OVERRIDE_EXPIRED = "override_expired"
+    MODEL_LAUNCHED = "model_launched"        # a launch approved (app.launch); flagged when its gate failed
+    MODEL_ROLLED_BACK = "model_rolled_back"  # the previous model version serves again
     TEST = "test"
 
 
@@ -45,6 +47,8 @@ PHASE = {
     AlertKind.KILL_SWITCH_OFF: AlertPhase.RESOLVING,
     AlertKind.OVERRIDE_APPROVED: AlertPhase.INFO,
     AlertKind.OVERRIDE_EXPIRED: AlertPhase.INFO,
+    AlertKind.MODEL_LAUNCHED: AlertPhase.INFO,
+    AlertKind.MODEL_ROLLED_BACK: AlertPhase.INFO,
     AlertKind.TEST: AlertPhase.INFO,
 }
 

@@ -24,6 +24,7 @@ TITLES = {
         AlertKind.DATA_FRESH: "数据已恢复", AlertKind.KILL_SWITCH_ON: "全局急停已开启",
         AlertKind.KILL_SWITCH_OFF: "全局急停已关闭", AlertKind.OVERRIDE_APPROVED: "人工干预已批准",
         AlertKind.OVERRIDE_EXPIRED: "人工干预已到期", AlertKind.TEST: "测试消息",
+        AlertKind.MODEL_LAUNCHED: "模型版本已上线", AlertKind.MODEL_ROLLED_BACK: "模型版本已回滚",
     },
     "en": {
         AlertKind.GUARD_TRIPPED: "ROI guard tripped", AlertKind.GUARD_RESTORED: "ROI guard restored",
@@ -31,6 +32,7 @@ TITLES = {
         AlertKind.DATA_FRESH: "Data fresh again", AlertKind.KILL_SWITCH_ON: "Kill switch ON",
         AlertKind.KILL_SWITCH_OFF: "Kill switch off", AlertKind.OVERRIDE_APPROVED: "Override approved",
         AlertKind.OVERRIDE_EXPIRED: "Override expired", AlertKind.TEST: "Test message",
+        AlertKind.MODEL_LAUNCHED: "Model version launched", AlertKind.MODEL_ROLLED_BACK: "Model version rolled back",
     },
 }
 ACTIONS = {
