@@ -292,7 +292,8 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
                  positions: np.ndarray | None = None,
                  extra_refusals: Sequence[Refusal] = (),
                  enrich: Enrich | None = None,
-                 explain: ExplainRows | None = None) -> tuple[int, list[Refusal]]:
+                 explain: ExplainRows | None = None,
+                 servable_versions: Collection[str] | None = None) -> tuple[int, list[Refusal]]:
     """Store the valid rows of `frame`, quarantine the rest; returns (accepted, refusals).
 
     Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can
@@ -300,14 +301,16 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
     lines) are quarantined with them. `enrich` completes accepted decision rows before
     they are stored (the rule pool's shadow score); `explain` gives the SHAP values of
     accepted decision rows of one model version, stored with them
-    (explain.store.explain_registered).
+    (explain.store.explain_registered). `servable_versions`: the launch gate's versions whose
+    decisions are accepted (None: any); the others are quarantined with the reason.
     """
     kind = Kind(kind)
     spec = SPECS[kind]
     typed, type_refusals = prepare(frame, kind, from_text=from_text)
     kept_index = typed.index.to_numpy()
+    gate = {"servable_versions": servable_versions} if kind is Kind.DECISION else {}
     result = spec.validate(typed.reset_index(drop=True), now_ts, known_campaigns=known_campaigns,
-                           limits=limits)
+                           limits=limits, **gate)
     where = np.arange(len(frame)) if positions is None else np.asarray(positions)
     refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
     refusals += [Refusal(int(where[kept_index[r.row_index]]), r.field, r.value, r.reason, r.row)
@@ -437,8 +440,10 @@ READERS = {".csv": _csv_chunks, ".jsonl": _jsonl_chunks, ".ndjson": _jsonl_chunk
 def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
                 known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                 progress: Callable[[IngestReport], None] | None = None,
-                enrich: Enrich | None = None, explain: ExplainRows | None = None) -> IngestReport:
-    """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk."""
+                enrich: Enrich | None = None, explain: ExplainRows | None = None,
+                servable_versions: Collection[str] | None = None) -> IngestReport:
+    """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk (`servable_versions`:
+    ingest_frame's launch gate)."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -451,7 +456,7 @@ def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, bu
             engine, kind, chunk.frame, now_ts=now_ts, source="file",
             quarantine_source=report.source, known_campaigns=known, limits=limits,
             from_text=reader is _csv_chunks, positions=chunk.positions, extra_refusals=chunk.malformed,
-            enrich=enrich, explain=explain)
+            enrich=enrich, explain=explain, servable_versions=servable_versions)
         report.add(accepted, refusals)
         if progress is not None:
             progress(report)

@@ -155,7 +155,9 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
     from api.client import BidLensClient
     from api.server import serve_in_thread
     from api.sim_bidder import ApiBidder
+    from app.launch import Launches
     from app.tokens import Tokens
+    from control.domain import Role, User
     from explain.store import explain_hook
     from sim.catalog import DAY_START_TS
 
@@ -183,6 +185,8 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
     register_catalog(remote, kit, models)
     clock = lambda: DAY_START_TS + 86_400  # noqa: E731 - the API's now: every bucket is in the past
     _, secret = Tokens(remote, clock).create(None, "bidder", "bench")
+    # As `bidlens demo --api`: the simulated models were never launched through the gate.
+    Launches(remote, clock, settings).set_gate(User("admin", "Admin", Role.ADMIN), False, "benchmark")
     with serve_in_thread(store_app(remote, clock, settings)) as url:
         bidder = ApiBidder(BidLensClient(url, secret, retries=0))
         through_api = timed(bidder.step)

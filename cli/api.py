@@ -63,15 +63,18 @@ def cmd_token_list(args) -> int:
 
 def cmd_ingest(args) -> int:
     from api.shadow import shadow_filler
+    from app.launch import servable_versions
     from explain.store import explain_registered
 
     settings = load_settings()
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
     engine = _engine()
+    with engine.connect() as conn:
+        servable = servable_versions(conn)  # the launch gate: other versions' decisions are quarantined
     try:
         report = ingest_file(engine, Kind(args.kind.rstrip("s")), args.file, now_ts=store_clock(engine)(),
                              budget_bytes=budget, enrich=shadow_filler(engine),
-                             explain=explain_registered(engine))
+                             explain=explain_registered(engine), servable_versions=servable)
     except (OSError, ValueError) as exc:
         return fail(str(exc))
     data = report.as_json()

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
+from app.launch import Launches
 from app.service import Control
 from app.tokens import TokenRole, Tokens
 from cli.output import fail
@@ -46,6 +47,7 @@ from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
 from store import repo
 from store.engine import open_store
+from store.launch_repo import LAUNCH_GATE_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_KEY_ENV = "BIDLENS_WECOM_KEY_DEMO"
@@ -92,6 +94,18 @@ def api_bidder_for(control: Control, port: int, api: subprocess.Popen, stop: thr
     return ApiBidder(client)
 
 
+def demo_launch_gate(control: Control) -> None:
+    """The demo replays 818 as it happened: the GMV model switched on without a gate. So the first demo
+    on a store has its admin switch the launch gate off (audited); switched on again in the panel or
+    with `bidlens model gate-switch on`, it stays on, and the GMV model's decisions through the API are
+    then quarantined."""
+    with control.engine.connect() as conn:
+        _, version = repo.get_flag(conn, LAUNCH_GATE_KEY)
+    if version == 0:
+        Launches(control.engine, control.clock, control.settings).set_gate(
+            control.user("admin"), False, "bidlens demo replays 818: a model switched on without a launch gate")
+
+
 def cmd_demo(args) -> int:
     settings = load_settings()
     speed = args.speed or settings.demo_speed
@@ -105,6 +119,7 @@ def cmd_demo(args) -> int:
     scenario = load_scenario(args.scenario)
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
+    demo_launch_gate(control)
     cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day")
     with engine.begin() as conn:
         if active_version(conn) is None:
