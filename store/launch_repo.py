@@ -216,9 +216,3 @@ def serving_version(conn: Connection) -> str | None:
     return conn.execute(select(s.models.c.model_version).where(s.models.c.status == VersionStatus.SERVING.value)
                         .order_by(s.models.c.status_ts.desc()).limit(1)).scalar()
 
-
-def launches_version(conn: Connection) -> int:
-    """Changes when any launch or version status changes (the policy's ETag reads it)."""
-    a = conn.execute(select(func.coalesce(func.sum(s.model_launches.c.version), 0))).scalar()
-    b = conn.execute(select(func.coalesce(func.sum(s.models.c.version), 0))).scalar()
-    return int(a or 0) * 1_000_003 + int(b or 0)
