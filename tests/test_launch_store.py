@@ -16,6 +16,9 @@ from control.launch import LaunchStateError, LaunchStatus, VersionStatus
 from control.overrides import FourEyesViolation
 from control.permissions import PermissionDenied
 from control.rollout import in_share
+from guards.alerts import AlertKind
+from guards.alerts.core import AlertRecord
+from guards.alerts.templates import Style, render
 from guards.config import load_guard_settings
 from guards.observe import load_calibration_prior
 from guards.worker import GuardWorker
@@ -239,3 +242,15 @@ def test_a_rollout_the_evidence_goes_against_is_rolled_back_by_the_worker(engine
         assert lr.live_launch(conn).model_version == "v1"
     assert (entry.action, entry.actor) == ("launch.rollback", "launch-rollout")
     assert worker.tick().rollout is None  # nothing rolls out any more
+
+
+@pytest.mark.parametrize("kind, zh, en", [(AlertKind.MODEL_LAUNCHED, "模型版本已上线", "Model version launched"),
+                                          (AlertKind.MODEL_ROLLED_BACK, "模型版本已回滚", "Model version rolled back")])
+def test_launch_alerts_read_in_both_languages(kind, zh, en):
+    detail = {"zh": "v2 在闸门判定“不通过”的情况下由 boss 批准上线", "en": "v2 launched by boss against a FAILING gate"}
+    record = AlertRecord(alert_id=1, event_key="e1", channel="ops", kind=kind, severity="critical", campaign_id=None,
+                         guard=None, condition_key="launch:2:live:1.0", status="pending", occurred_ts=1_787_000_000,
+                         created_ts=1_787_000_000, next_attempt_ts=1_787_000_000,
+                         payload={"launch_id": 2, "model_version": "v2", "verdict": "fail", "detail": detail})
+    text = render([record], "ops-1", Style(language="both", fmt="text"))
+    assert zh in text and en in text and detail["zh"] in text and detail["en"] in text
