@@ -273,6 +273,19 @@ def cmd_history(args) -> int:
     return 0
 
 
+def _action(inner, name: str, func, helptext: str, *positional: str, reason: bool = True):
+    """A subcommand someone answers for: positional arguments, --reason (unless not), --user, --json."""
+    p = inner.add_parser(name, help=helptext)
+    for arg in positional:
+        p.add_argument(arg)
+    if reason:
+        p.add_argument("--reason", required=True)
+    p.add_argument("--user", required=True)
+    add_json_flag(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(sub) -> None:
     parser = sub.add_parser("model", help="the launch gate: gate, launch under four eyes, roll back (docs/LAUNCH.md)")
     inner = parser.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -304,51 +317,30 @@ def register(sub) -> None:
     add_json_flag(show)
     show.set_defaults(func=cmd_show)
 
-    request = inner.add_parser("request", help="ask for a gated version to serve (an engineer)")
-    request.add_argument("version")
-    request.add_argument("--reason", required=True)
+    request = _action(inner, "request", cmd_request, "ask for a gated version to serve (an engineer)", "version")
     request.add_argument("--rollout-share", type=float, default=1.0,
                          help="serve this share of slots first, widened by the guard worker on evidence (default 1)")
-    request.add_argument("--user", required=True)
-    add_json_flag(request)
-    request.set_defaults(func=cmd_request)
 
     for name, func, helptext in (("approve", cmd_approve, "approve a launch (a manager, not the requester); a "
                                                           "failing gate needs --comment"),
                                  ("reject", cmd_reject, "reject a launch request"),
                                  ("withdraw", cmd_withdraw, "withdraw one's own launch request")):
-        p = inner.add_parser(name, help=helptext)
+        p = _action(inner, name, func, helptext, reason=False)
         p.add_argument("launch_id", type=int)
         if name != "withdraw":
             p.add_argument("--comment", default="", help="the review's reason (required to approve a failing gate)")
         p.add_argument("--expected-version", type=int, help="the launch's version as you saw it (default: now)")
-        p.add_argument("--user", required=True)
-        add_json_flag(p)
-        p.set_defaults(func=func)
 
-    rollback = inner.add_parser("rollback", help="one action: the previous version serves again")
-    rollback.add_argument("--reason", required=True)
-    rollback.add_argument("--user", required=True)
-    add_json_flag(rollback)
-    rollback.set_defaults(func=cmd_rollback)
+    _action(inner, "rollback", cmd_rollback, "one action: the previous version serves again")
 
     launches = inner.add_parser("launches", help="launch requests and their review")
     add_json_flag(launches)
     launches.set_defaults(func=cmd_launches)
 
-    retire = inner.add_parser("retire", help="a version never to serve again (a manager)")
-    retire.add_argument("version")
-    retire.add_argument("--reason", required=True)
-    retire.add_argument("--user", required=True)
-    add_json_flag(retire)
-    retire.set_defaults(func=cmd_retire)
-
-    switch = inner.add_parser("gate-switch", help="an admin switches the launch gate off (or on) for this deployment")
+    _action(inner, "retire", cmd_retire, "a version never to serve again (a manager)", "version")
+    switch = _action(inner, "gate-switch", cmd_switch, "an admin switches the launch gate off (or on) for this "
+                                                       "deployment")
     switch.add_argument("state", choices=("on", "off"))
-    switch.add_argument("--reason", required=True)
-    switch.add_argument("--user", required=True)
-    add_json_flag(switch)
-    switch.set_defaults(func=cmd_switch)
 
     thresholds = inner.add_parser("thresholds", help="show or set (a manager) the gate's thresholds")
     thresholds.add_argument("--set", nargs="+", metavar="KEY=VALUE")

@@ -5,8 +5,6 @@ recorded as app.gate writes it."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from app.launch import Launches
@@ -14,6 +12,7 @@ from cli.main import main
 from control.config import load_settings
 from store import repo
 from tests.guards_helpers import init_cli_store
+from tests.guards_helpers import run_cli as run
 from tests.launch_support import ENGINEER, FAILING, gate_report, register
 
 
@@ -27,13 +26,6 @@ def store(tmp_path, monkeypatch):
     launches.record_gate(ENGINEER, "v1", gate_report("v1"))
     launches.record_gate(ENGINEER, "v2", gate_report("v2", "fail", FAILING))
     return engine
-
-
-def run(capsys, *argv) -> tuple[int, object]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if "--json" in argv and out.strip() else out
 
 
 def test_lifecycle_four_eyes_and_rollback_from_the_cli(store, capsys, tmp_path):
