@@ -40,6 +40,7 @@ from app.ingest import (
     safe_value,
     store_checked,
 )
+from app.launch import servable_versions
 from app.tokens import Grant, ServiceToken, Tokens
 from app.wiring import store_rule_pool
 from control.config import Settings
@@ -50,6 +51,8 @@ from store import api_repo, migrate, repo
 log = logging.getLogger("bidlens.api")
 
 PoolProvider = Callable[[Connection], PoolAnswers]
+# The launch gate: the model versions whose decisions are accepted (None: any, the gate is off).
+ServableProvider = Callable[[Connection], "frozenset[str] | None"]
 
 # POST path, row kind, documented batch, summary: every batch goes through app.ingest the same way.
 INGEST_ROUTES = (
@@ -127,10 +130,11 @@ def policy_slots_json(policy: pd.DataFrame) -> str:
 
 def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | None = None,
                pool_provider: PoolProvider = no_rule_pool, enrich: Enrich | None = None,
-               explain: ExplainRows | None = None) -> FastAPI:
+               explain: ExplainRows | None = None, servable: ServableProvider | None = None) -> FastAPI:
     """The API over `engine`; `clock` gives epoch seconds; `pool_provider` the rule pool's answers;
     `enrich` completes accepted decision rows before they are stored (api.shadow.shadow_filler);
-    `explain` stores their SHAP values with them (explain.store.explain_registered)."""
+    `explain` stores their SHAP values with them (explain.store.explain_registered); `servable` the
+    launch gate's versions (app.launch.servable_versions): other versions' decisions are quarantined."""
     config = config or ApiConfig()
     tokens = Tokens(engine, clock)
     cache = _PolicyCache()
@@ -209,11 +213,15 @@ def create_app(engine: Engine, clock: Callable[[], int], *, config: ApiConfig | 
         ignored = sorted({safe_value(k) for _, r in objects for k in r if k not in known})
         quarantine_source = f"api:token:{token.token_id}:{token.name}"[:200]
         frame = records_frame([r for _, r in objects], kind)
+        versions = None
+        if servable is not None and kind is Kind.DECISION:
+            with engine.connect() as conn:
+                versions = servable(conn)
         known_here = catalogue(engine)
         batch = check_frame(kind, frame, now_ts=now, known_campaigns=known_here.campaigns,
                             known_packages=known_here.packages, limits=config.limits,
                             positions=[i for i, _ in objects], extra_refusals=not_objects, enrich=enrich,
-                            explain=explain)
+                            explain=explain, servable_versions=versions)
         refusals = sorted(batch.refusals, key=lambda r: r.row_index)
         body = {"accepted": batch.accepted, "refused": len(refusals),
                 "refusals": [refusal_json(r) for r in refusals],
@@ -361,6 +369,8 @@ def api_config(settings: Settings) -> ApiConfig:
 
 def store_app(engine: Engine, clock: Callable[[], int], settings: Settings) -> FastAPI:
     """The bidder API over a store as `bidlens api` serves it: the rule pool in force, its shadow
-    score on every decision, and SHAP values stored with the decisions of registered models."""
+    score on every decision, SHAP values stored with the decisions of registered models, and the launch
+    gate: decisions of a version not approved to serve are quarantined (unless an admin switched it off)."""
     return create_app(engine, clock, config=api_config(settings), pool_provider=store_rule_pool(),
-                      enrich=shadow_filler(engine), explain=explain_registered(engine))
+                      enrich=shadow_filler(engine), explain=explain_registered(engine),
+                      servable=servable_versions)

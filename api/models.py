@@ -112,6 +112,9 @@ class PolicySlot(BaseModel):
     canary_share: float = Field(description="In probation: share of the slot's traffic to send to the model.")
     daily_budget: float | None = Field(description="Set by a budget override, yuan; null: unchanged.")
     bid_factor: float = Field(description="A guard's bid cut (降价): serve your fresh bid x this; 1: no cut.")
+    model_version: str | None = Field(description="The model version that should decide the slot (the launch "
+                                                  "gate's serving version, or during a guarded rollout the new "
+                                                  "one for its share of slots); null: none launched yet.")
 
 
 class PolicyResponse(BaseModel):

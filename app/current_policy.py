@@ -12,7 +12,7 @@ The rule pool answers only for the slots whose campaign it serves (guard on the
 pool or kill switch on), so asking it costs nothing while every guard is on the model.
 
 `policy_version` names the inputs (newest decision, in-force overrides, guard
-states, kill switch, active rule pool) in one cheap query: a bidder that
+states, kill switch, active rule pool, launches) in one cheap query: a bidder that
 polls gets "nothing changed" without the policy being resolved again.
 """
 
@@ -23,12 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select, text
 
 from control.domain import OverrideStatus, RuleAnswer
 from control.policy import PLAN_COLUMNS, pool_campaigns, resolve_policy
-from store import repo
+from control.rollout import slot_versions
+from store import launch_repo, repo
 from store import schema as s
 
 # The rule pool's answer for one slot: (campaign_id, audience_package, bucket_ts, reference_bid).
@@ -97,6 +99,9 @@ def policy_version(conn: Connection, now_ts: int, window_s: int = DEFAULT_WINDOW
         one(func.count(g.campaign_id)), one(func.coalesce(func.sum(g.version), 0)), one(func.max(g.updated_ts)),
         one(f.version, where=f.key == repo.KILL_SWITCH_KEY),
         one(func.max(pool.version), where=pool.status == "active"),
+        # A launch, a rollout step or a rollback changes which version decides a slot.
+        one(func.coalesce(func.sum(s.model_launches.c.version), 0)),
+        one(func.coalesce(func.sum(s.models.c.version), 0)),
     )).one()
     return hashlib.sha256(repr(tuple(int(p or 0) for p in parts)).encode()).hexdigest()[:20]
 
@@ -115,14 +120,29 @@ def _pool_for(plan: pd.DataFrame, answers: PoolAnswers, served: set[str]) -> dic
     return out
 
 
+def serving_versions(conn: Connection, plan: pd.DataFrame) -> np.ndarray:
+    """Per plan slot, the model version that decides it (the launch gate): the live launch's version, or
+    during its guarded rollout its share of the slots (control.rollout, by slot hash) and the previous
+    version for the rest; None when no version has been launched."""
+    live = launch_repo.live_launch(conn)
+    if live is None:
+        return np.full(len(plan), launch_repo.serving_version(conn), dtype=object)
+    if not live.rolling_out:
+        return np.full(len(plan), live.model_version, dtype=object)
+    return slot_versions(plan["campaign_id"].tolist(), plan["audience_package"].tolist(), live.model_version,
+                         live.previous_version, live.share)
+
+
 def current_policy(conn: Connection, now_ts: int, pool_answers: PoolAnswers, *,
                    window_s: int = DEFAULT_WINDOW_S, where: PolicyFilter = NO_FILTER) -> pd.DataFrame:
-    """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS)."""
+    """The effective policy now, one row per live slot (columns control.policy.POLICY_COLUMNS and the
+    `model_version` that should decide the slot)."""
     plan = load_plan(conn, now_ts, window_s=window_s, where=where)
     inputs = repo.load_policy_inputs(conn)
     served = pool_campaigns(plan["campaign_id"].unique(), inputs.guards, inputs.kill_switch)
     pool = _pool_for(plan, pool_answers, served) if served else {}
-    return resolve_policy(plan, inputs.overrides, inputs.guards, inputs.kill_switch, pool, now_ts)
+    policy = resolve_policy(plan, inputs.overrides, inputs.guards, inputs.kill_switch, pool, now_ts)
+    return policy.assign(model_version=serving_versions(conn, plan))
 
 
 

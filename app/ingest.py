@@ -317,13 +317,15 @@ def check_frame(kind: Kind, frame: pd.DataFrame, *, now_ts: int, known_campaigns
                 known_packages: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                 from_text: bool = False, positions: np.ndarray | None = None,
                 extra_refusals: Sequence[Refusal] = (), enrich: Enrich | None = None,
-                explain: ExplainRows | None = None) -> CheckedBatch:
+                explain: ExplainRows | None = None,
+                servable_versions: Collection[str] | None = None) -> CheckedBatch:
     """Type, validate, complete and explain a batch; nothing is stored.
 
     Refusal indexes are `positions[i]` for row i of `frame` (default: i), so they can name a row of a
     whole file; `extra_refusals` (already positioned, e.g. malformed lines) join them. `enrich`
     completes accepted decision rows (the rule pool's shadow score); `explain` gives the SHAP values of
-    accepted decision rows of one model version (explain.store.explain_registered).
+    accepted decision rows of one model version (explain.store.explain_registered). `servable_versions`:
+    the launch gate's versions whose decisions are accepted (None: any); the others are refused.
     """
     kind = Kind(kind)
     spec = SPECS[kind]
@@ -332,6 +334,8 @@ def check_frame(kind: Kind, frame: pd.DataFrame, *, now_ts: int, known_campaigns
     catalogue = {"known_campaigns": known_campaigns}
     if kind in (Kind.DECISION, Kind.OUTCOME):  # feeds name campaigns only
         catalogue["known_packages"] = known_packages
+    if kind is Kind.DECISION:
+        catalogue["servable_versions"] = servable_versions
     result = spec.validate(typed.reset_index(drop=True), now_ts, limits=limits, **catalogue)
     where = np.arange(len(frame)) if positions is None else np.asarray(positions)
     refusals = [Refusal(int(where[r.row_index]), r.field, r.value, r.reason, r.row) for r in type_refusals]
@@ -376,11 +380,12 @@ def ingest_frame(engine: Engine, kind: Kind, frame: pd.DataFrame, *, now_ts: int
                  from_text: bool = False, positions: np.ndarray | None = None,
                  extra_refusals: Sequence[Refusal] = (), enrich: Enrich | None = None,
                  explain: ExplainRows | None = None,
-                 then: Callable[[Connection], None] | None = None) -> tuple[int, list[Refusal]]:
+                 then: Callable[[Connection], None] | None = None,
+                 servable_versions: Collection[str] | None = None) -> tuple[int, list[Refusal]]:
     """check_frame, then store_checked: returns (accepted, refusals)."""
     batch = check_frame(kind, frame, now_ts=now_ts, known_campaigns=known_campaigns, known_packages=known_packages,
                         limits=limits, from_text=from_text, positions=positions, extra_refusals=extra_refusals,
-                        enrich=enrich, explain=explain)
+                        enrich=enrich, explain=explain, servable_versions=servable_versions)
     store_checked(engine, batch, now_ts=now_ts, source=source, quarantine_source=quarantine_source, then=then)
     return batch.accepted, batch.refusals
 
@@ -577,13 +582,15 @@ def _after(chunk: Chunk, done: int) -> Chunk:
 def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, budget_bytes: int,
                 known_campaigns: Collection[str] | None = None, limits: Limits = DEFAULT_LIMITS,
                 progress: Callable[[IngestReport], None] | None = None,
-                enrich: Enrich | None = None, explain: ExplainRows | None = None) -> IngestReport:
+                enrich: Enrich | None = None, explain: ExplainRows | None = None,
+                servable_versions: Collection[str] | None = None) -> IngestReport:
     """Stream a CSV, JSON Lines or Parquet file into the store, chunk by chunk, each chunk all or nothing.
 
     The file's progress is stored with each chunk (by its SHA-256), so a second run of the same file
     stores nothing twice: it resumes after the last chunk an interrupted run stored, and does nothing
     for a file stored whole. Unreadable lines (bad UTF-8, too long, malformed) are quarantined with the
     rest of their chunk's refusals; a header naming a column twice refuses the file, nothing stored.
+    `servable_versions`: check_frame's launch gate.
     """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
@@ -610,7 +617,8 @@ def ingest_file(engine: Engine, kind: Kind, path: str | Path, *, now_ts: int, bu
             engine, kind, chunk.frame, now_ts=now_ts, source="file", quarantine_source=report.source,
             known_campaigns=known.campaigns if known_campaigns is None else known_campaigns,
             known_packages=known.packages, limits=limits, from_text=reader is _csv_chunks,
-            positions=chunk.positions, extra_refusals=chunk.malformed, enrich=enrich, explain=explain, then=then)
+            positions=chunk.positions, extra_refusals=chunk.malformed, enrich=enrich, explain=explain, then=then,
+            servable_versions=servable_versions)
         done = chunk.end
         report.add(accepted, refusals)
         if progress is not None:

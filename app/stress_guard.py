@@ -6,7 +6,8 @@ and state machine, no store) and answers the guard states the bucket's effective
 policy reads. The ROI floor is the scenario's (bidder.floor_roi); everything else
 comes from the same guard configuration as the worker (BIDLENS_GUARD_CONFIG). The
 stress arm runs the ROI guard (the report measures it); the sibling guards are the
-worker's too and can be passed in `guards`.
+worker's too and can be passed in `guards`. A launched version's gate calibration arms the guard as
+a prior (`prior`), as it does the worker's.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from control.config import load_settings
 from control.domain import GuardState
 from guards.config import GuardSettings, load_guard_settings
 from guards.evaluator import GuardEvaluator
-from guards.observe import FEATURE_COLUMNS
+from guards.observe import FEATURE_COLUMNS, CalibrationPrior
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS
 
 
 class SimGuardHook:
     """sim.stress.GuardHook: reads each BucketResult's arrays straight into a GuardEvaluator."""
 
-    def __init__(self, catalog, settings: GuardSettings, guards: tuple[str, ...] = ("roi",)):
-        self.evaluator = GuardEvaluator(catalog.campaigns, settings, guards)
+    def __init__(self, catalog, settings: GuardSettings, guards: tuple[str, ...] = ("roi",),
+                 prior: CalibrationPrior | None = None):
+        self.evaluator = GuardEvaluator(catalog.campaigns, settings, guards, prior=prior)
         self.packages = len(catalog.packages)
         self._feature_names = settings.feature_names()
         self._campaign_codes = self.evaluator.codes([c.campaign_id for c in catalog.campaigns])
@@ -81,11 +83,13 @@ class SimGuardHook:
         return [(e.campaign_id, (e.ts - DAY_START_TS) // BUCKET_SECONDS) for e in self.evaluator.trips]
 
 
-def make_guard_hook(scenario, catalog) -> SimGuardHook:
+def make_guard_hook(scenario, catalog, prior: CalibrationPrior | None = None) -> SimGuardHook:
+    """The guarded arm's hook; `prior`: the serving version's calibration from its launch gate, as the worker
+    reads it from the store (guards.observe.load_calibration_prior), so the stress run starts armed too."""
     settings = load_guard_settings(load_settings().guard_config)
     floor = scenario.bidder.floor_roi
     roi = settings.defaults["roi"]
     defaults = {**settings.defaults, "roi": replace(roi, floor=floor)}
     per_campaign = {**settings.per_campaign,
                     "roi": {c: replace(cfg, floor=floor) for c, cfg in settings.per_campaign.get("roi", {}).items()}}
-    return SimGuardHook(catalog, GuardSettings(settings.observe, defaults, per_campaign))
+    return SimGuardHook(catalog, GuardSettings(settings.observe, defaults, per_campaign), prior=prior)

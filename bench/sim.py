@@ -156,7 +156,10 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
     from api.server import serve_in_thread
     from api.sim_bidder import ApiBidder
     from app.explanations import reference_formulas
+    from app.launch import Launches
+    from app.service import Control
     from app.tokens import Tokens
+    from control.domain import Role
     from explain.store import explain_hook, record_bid_formula
     from sim.catalog import DAY_START_TS
 
@@ -188,6 +191,9 @@ def sim_api_bucket(ctx: BenchContext) -> list[BenchResult]:
             record_bid_formula(conn, version, formula, "bench", DAY_START_TS)
     clock = lambda: DAY_START_TS + 86_400  # noqa: E731 - the API's now: every bucket is in the past
     _, secret = Tokens(remote, clock).create(None, "bidder", "bench")
+    # As `bidlens demo --api`: the simulated models were never launched through the gate.
+    admin = Control(remote, clock, settings).add_user(None, "admin", "Admin", Role.ADMIN, "bench-admin-password")
+    Launches(remote, clock, settings).set_gate(admin, False, "benchmark")
     with serve_in_thread(store_app(remote, clock, settings)) as url:
         bidder = ApiBidder(BidLensClient(url, secret, retries=0))
         through_api = timed(bidder.step)

@@ -72,15 +72,18 @@ INGEST_KINDS = {"decisions": Kind.DECISION, "outcomes": Kind.OUTCOME, "competito
 
 def cmd_ingest(args) -> int:
     from api.shadow import shadow_filler
+    from app.launch import servable_versions
     from explain.store import explain_registered
 
     settings = load_settings()
     budget = (args.memory_mb or settings.ingest_memory_mb) << 20
     engine = _engine()
+    with engine.connect() as conn:
+        servable = servable_versions(conn)  # the launch gate: other versions' decisions are quarantined
     try:
         report = ingest_file(engine, INGEST_KINDS[args.kind], args.file, now_ts=store_clock(engine)(),
                              budget_bytes=budget, limits=limits_for(settings), enrich=shadow_filler(engine),
-                             explain=explain_registered(engine))
+                             explain=explain_registered(engine), servable_versions=servable)
     except (OSError, ValueError, ConflictError) as exc:
         return fail(str(exc))
     data = report.as_json()

@@ -33,6 +33,7 @@ from api.client import BidLensClient
 from api.sim_bidder import ApiBidder
 from app.demo_day import DEMO_KEY_ENV, demo_alerts_config, ensure_rule_pool
 from app.explanations import reference_formulas
+from app.launch import Launches
 from app.service import Control
 from app.tokens import TokenRole, Tokens
 from cli.output import fail
@@ -46,6 +47,7 @@ from sim.live import register_catalog, run_live
 from sim.scenario import load_scenario
 from store import repo
 from store.engine import open_store
+from store.launch_repo import LAUNCH_GATE_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +68,19 @@ def api_bidder_for(control: Control, port: int, api: subprocess.Popen, stop: thr
     return ApiBidder(client)
 
 
+def demo_launch_gate(control: Control) -> None:
+    """The demo replays 818 as it happened: the GMV model switched on without a gate. So the first demo
+    on a store has its admin switch the launch gate off (audited); switched on again in the panel or
+    with `bidlens model gate-switch on`, it stays on, and the GMV model's decisions through the API are
+    then quarantined."""
+    with control.engine.connect() as conn:
+        _, version = repo.get_flag(conn, LAUNCH_GATE_KEY)
+    if version == 0:
+        admin = next(u for u in control.users() if u.username == "admin")
+        Launches(control.engine, control.clock, control.settings).set_gate(
+            admin, False, "bidlens demo replays 818: a model switched on without a launch gate")
+
+
 def cmd_demo(args) -> int:
     settings = load_settings()
     speed = args.speed or settings.demo_speed
@@ -79,6 +94,7 @@ def cmd_demo(args) -> int:
     scenario = load_scenario(args.scenario)
     kit = prepare(scenario, settings.data_dir)
     register_catalog(engine, kit, f"{settings.data_dir}/models")
+    demo_launch_gate(control)
     formulas = reference_formulas(scenario.bidder, kit.bidders)
     explain = explain_hook((b.artifact for b in kit.bidders.values()), formulas)  # before the clock starts
     cleared = control.start_promotion_day(None, "bidlens demo: a new promotion day",

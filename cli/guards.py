@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.launch import Launches
 from app.service import Control
 from app.wiring import file_guard_settings, guard_service, open_control
 from cli.auth import REFUSALS, add_login, login
@@ -67,10 +68,12 @@ def cmd_run(args) -> int:
     else:  # open_control's: the demo's promotion clock when one is anchored in the store, else real time
         clock = control.clock
     control.clock = clock
+    launches = Launches(control.engine, clock, control.settings, settings)
     worker = GuardWorker(control.engine, clock, settings,
                          interval_s=args.interval or control.settings.guard_interval_s,
                          expire_overrides=control.expire_overrides, alert_sink=enqueue_guard_alert,
-                         drivers_fn=trip_drivers, day_over_sink=enqueue_day_over_alert)
+                         drivers_fn=trip_drivers, day_over_sink=enqueue_day_over_alert,
+                         rollout=launches.rollout_tick)
     said_day_over: list[int] = []
 
     def on_tick(report) -> None:
@@ -83,6 +86,9 @@ def cmd_run(args) -> int:
         for e in report.events:
             print(f"[{e.ts}] {e.guard} {e.campaign_id}: {e.kind} ({e.mode_before.value} -> {e.mode_after.value})",
                   flush=True)
+        if report.rollout is not None and report.rollout.action != "hold":
+            print(f"[{report.now_ts}] rollout: {report.rollout.action} to {report.rollout.share_after:.0%} "
+                  f"({report.rollout.reason})", flush=True)
 
     try:
         with worker_lock(control.engine, timeout_s=args.lock_timeout, lease_s=control.settings.guard_lease_s,

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 CLI_MODULES = ["cli.store_cmds", "cli.bench_cmd", "cli.alerts", "cli.sim", "cli.guards", "cli.api", "cli.explain_cmd",
-               "cli.review", "cli.demo"]
+               "cli.review", "cli.demo", "cli.model_cmd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,10 @@ from control.domain import InvalidValue
 
 def _stress_text(report: dict, paths: dict) -> str:
     lines = [f"stress test: scenario {report['scenario']}, seed {report['seed']}, floor ROI {report['floor_roi']}"]
+    if report.get("prior"):
+        p = report["prior"]
+        lines.append(f"  guard armed with {p['model_version']}'s launch-gate calibration prior: k {p['k']:.3f}, "
+                     f"{p['orders']:.0f} effective orders")
     for arm, d in report["arms"].items():
         lines.append(f"  {arm:<10} spend {d['spend']:>14,.0f}  GMV {d['gmv']:>14,.0f}  ROI {d['roi']}  "
                      f"profit {d['profit']:>13,.0f}  campaigns below floor {d['campaigns_below_floor']}")
@@ -43,8 +47,21 @@ def cmd_stress(args) -> int:
     except InvalidValue as exc:
         return fail(str(exc))
     settings = load_settings()
+    prior = None
+    if args.prior:
+        from app.launch import version_prior
+        from app.wiring import open_engine
+        from control.domain import NotFound
+
+        try:
+            with open_engine(settings).connect() as conn:
+                prior = version_prior(conn, args.prior)
+        except NotFound as exc:
+            return fail(str(exc))
+        if prior is None:
+            return fail(f"model {args.prior} has no calibration prior: run `bidlens model gate {args.prior}` first")
     kit = prepare(scenario, settings.data_dir)
-    hook = make_guard_hook(scenario, kit.catalog) if args.guard in ("on", "both") else None
+    hook = make_guard_hook(scenario, kit.catalog, prior) if args.guard in ("on", "both") else None
     arms = () if args.guard == "on" else ("model", "rule_pool")
     report = run_stress(scenario, args.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook, arms=arms,
                         minutes=args.minutes)
@@ -56,6 +73,8 @@ def cmd_stress(args) -> int:
                                                   minutes=args.minutes, roi_hook=hook)
         except ValueError as exc:
             return fail(str(exc))
+    if prior is not None:
+        report["prior"] = {"model_version": args.prior, "k": prior.k, "orders": prior.orders}
     out = Path(args.out) if args.out else report_dir(settings.data_dir, scenario.name, args.seed)
     paths = write_report(report, out)
     emit(args, report, _stress_text(report, paths))
@@ -125,6 +144,9 @@ def register(sub) -> None:
     p.add_argument("--breakers", default="all",
                    help="with the guard: each sibling breaker judged alone (interceptions, loss avoided): all "
                         "(default), none, or a list such as competitor,low_stock")
+    p.add_argument("--prior", metavar="VERSION",
+                   help="arm the guard with this model version's launch-gate calibration prior (as the worker "
+                        "does while that version serves; `bidlens model gate` writes it)")
     p.add_argument("--out", help="folder for report.json, CSVs and report.html (default DATA_DIR/reports/...)")
     add_json_flag(p)
     p.set_defaults(func=cmd_stress)

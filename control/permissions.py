@@ -1,7 +1,9 @@
 """Who may do what. Enforced here, in the core: the panel and the API only ask.
 
 Admins administer users and tokens; they are not managers and do not approve
-overrides (the approver must be someone who answers for the money).
+overrides (the approver must be someone who answers for the money). Launches follow
+the same line: engineers gate and request, managers approve, and only an admin may
+switch the launch gate off for a deployment.
 
 Explanations are strategy (the plan's white-box leak risk): a decision's raw feature
 contributions, the global drivers and the model's card need VIEW_EXPLANATION_DETAIL
@@ -34,21 +36,30 @@ class Action(StrEnum):
     REGISTER_MODEL = "register_model"       # register a bidder's model, so its decisions are explained
     VIEW_EXPLANATION_DETAIL = "view_explanation_detail"  # raw SHAP contributions, global drivers, the model card
     EXPORT = "export"                       # take data out as a file (CSV, review, stress report); audited
+    RUN_GATE = "run_gate"                   # run a model version's launch gate
+    REQUEST_LAUNCH = "request_launch"       # ask for a gated version to serve
+    APPROVE_LAUNCH = "approve_launch"       # approve or reject a launch (never one's own)
+    ROLLBACK_LAUNCH = "rollback_launch"     # put the previous version back (the safe direction)
+    RETIRE_MODEL = "retire_model"
+    SET_GATE_THRESHOLDS = "set_gate_thresholds"
+    SWITCH_LAUNCH_GATE = "switch_launch_gate"  # turn the gate off (or on) for the deployment
 
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.OPERATOR: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT}),
     Role.ENGINEER: frozenset({Action.VIEW, Action.ACK_ALERT, Action.RUN_STRESS_TEST,
                               Action.EDIT_RULE_POOL, Action.REGISTER_MODEL, Action.VIEW_EXPLANATION_DETAIL,
-                              Action.EXPORT}),
+                              Action.EXPORT, Action.RUN_GATE, Action.REQUEST_LAUNCH, Action.ROLLBACK_LAUNCH}),
     Role.MANAGER: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.APPROVE_OVERRIDE,
                              Action.REVOKE_OVERRIDE, Action.KILL_SWITCH, Action.FORCE_GUARD,
                              Action.EDIT_GUARD_CONFIG, Action.EDIT_RULE_POOL, Action.ACK_ALERT,
                              Action.RUN_STRESS_TEST, Action.VIEW_AUDIT, Action.REGISTER_MODEL,
-                             Action.VIEW_EXPLANATION_DETAIL, Action.EXPORT}),
+                             Action.VIEW_EXPLANATION_DETAIL, Action.EXPORT, Action.RUN_GATE,
+                             Action.REQUEST_LAUNCH, Action.APPROVE_LAUNCH, Action.ROLLBACK_LAUNCH,
+                             Action.RETIRE_MODEL, Action.SET_GATE_THRESHOLDS}),
     Role.ADMIN: frozenset({Action.VIEW, Action.PROPOSE_OVERRIDE, Action.ACK_ALERT,
                            Action.RUN_STRESS_TEST, Action.MANAGE_USERS, Action.MANAGE_TOKENS,
-                           Action.VIEW_AUDIT}),
+                           Action.VIEW_AUDIT, Action.SWITCH_LAUNCH_GATE}),
 }
 
 

@@ -126,14 +126,21 @@ def _catalogue_checks(f: pd.DataFrame, known_campaigns: Collection[str] | None,
                "unknown audience package")
 
 
+# Why a decision of a version the launch gate has not let serve is refused (control.launch).
+NOT_SERVABLE = ("model version not approved to serve: the launch gate lets a version serve once a manager "
+                "approved its launch (`bidlens model list`)")
+
 
 def validate_decisions(frame: pd.DataFrame, now_ts: int, *, known_campaigns: Collection[str] | None = None,
                        known_packages: Collection[str] | None = None,
-                       limits: Limits = Limits()) -> ValidationResult:
+                       limits: Limits = Limits(), servable_versions: Collection[str] | None = None) -> ValidationResult:
+    """`servable_versions`: the versions whose decisions are accepted (None: any, the gate is off)."""
     def checks(f: pd.DataFrame, still_ok: Callable[[], np.ndarray]):
         bids = pd.to_numeric(f["bid"], errors="coerce").to_numpy(dtype=np.float64)
         yield "bid", bids > limits.max_bid, f"bid above {limits.max_bid} yuan per click"
         yield from _catalogue_checks(f, known_campaigns, known_packages)
+        if servable_versions is not None:
+            yield "model_version", ~f["model_version"].isin(list(servable_versions)).to_numpy(), NOT_SERVABLE
         for field in rows.DECISION_FIELDS:
             if field.choices and field.name in f:
                 col = f[field.name]

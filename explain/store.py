@@ -227,12 +227,18 @@ def stack(explanations: Sequence[StoredExplanation]) -> tuple[np.ndarray, np.nda
 
 def register_model(conn: Connection, artifact: ModelArtifact, path: str, now_ts: int, *,
                    active: bool = True) -> None:
-    """Record a model version (its meta, with the feature dictionary); `active` makes it the only active one."""
+    """Record a model version (its meta, with the feature dictionary); `active` makes it the only active one.
+
+    Registering a version again keeps its launch-gate lifecycle (status, gate report) and the meta
+    entries the gate added (the guard's calibration_prior)."""
     if active:
         conn.execute(update(s.models).values(active=False))
-    values = {"path": str(path), "created_ts": int(now_ts), "active": active, "meta": artifact.meta()}
-    if conn.execute(update(s.models).where(s.models.c.model_version == artifact.version)
-                    .values(values)).rowcount == 0:
+    before = conn.execute(select(s.models.c.meta).where(s.models.c.model_version == artifact.version)).scalar()
+    values = {"path": str(path), "created_ts": int(now_ts), "active": active,
+              "meta": {**(before or {}), **artifact.meta()}}
+    if before is not None:
+        conn.execute(update(s.models).where(s.models.c.model_version == artifact.version).values(values))
+    else:
         conn.execute(insert(s.models).values(model_version=artifact.version, **values))
 
 

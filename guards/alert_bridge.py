@@ -92,8 +92,13 @@ def alert_for(event: GuardEvent, event_id: int, drivers: list[dict]) -> AlertEve
         calibrated = calibrated_bought_roi(figures)
         if calibrated is not None:
             payload["calibrated_roi"] = calibrated
-        if figures.get("calibration_prior_share", 0.0) > 0:  # the trip leaned on the launch gate's calibration
-            payload["prior_share"] = round(figures["calibration_prior_share"], 3)
+        share = figures.get("calibration_prior_share", 0.0)
+        if share > 0:  # the trip leaned on the launch gate's calibration: say so in the message too
+            payload["prior_share"] = round(share, 3)
+            detail = payload["detail"]
+            payload["detail"] = {
+                "zh": f"{detail['zh']}（依赖上线闸门测得的校准先验：占证据的 {share:.0%}）",
+                "en": f"{detail['en']} (leaning on the launch gate's calibration prior: {share:.0%} of the evidence)"}
     if drivers:
         payload["drivers"] = drivers
     for name in ("action_before", "action_after", "bid_factor"):  # an action change says what it changed

@@ -98,11 +98,16 @@ def _roi_at_trip(event: GuardTripped) -> float | None:
 
 
 def _open_trip(conn: Connection, event: GuardTripped, event_id: int) -> None:
+    figures = dict(event.figures)
+    details = {"cause": event.cause, "action": event.action, "bid_factor": event.bid_factor,
+               "figures_at_trip": figures}
+    prior_share = figures.get("calibration_prior_share") or 0.0
+    if event.cause == "model_calibration" and prior_share > 0:  # the pooled k leaned on the launch gate's prior
+        details["leaned_on_prior"] = True
+        details["prior_share"] = round(prior_share, 4)
     conn.execute(insert(s.guard_trips).values(
         guard=event.guard, campaign_id=event.campaign_id, tripped_ts=event.ts, event_id=event_id,
-        roi_before=_roi_at_trip(event), detection_delay_s=event.detection_delay_s,
-        details={"cause": event.cause, "action": event.action, "bid_factor": event.bid_factor,
-                 "figures_at_trip": dict(event.figures)}))
+        roi_before=_roi_at_trip(event), detection_delay_s=event.detection_delay_s, details=details))
 
 
 def trip_outcome(conn: Connection, campaign_id: str, since_ts: int, until_ts: int,

@@ -142,6 +142,7 @@ class TickReport:
     thresholds_version: int = 0
     thresholds_error: str | None = None
     day_over: int | None = None  # the promotion day ended then: nothing was evaluated
+    rollout: object | None = None  # what the rollout step decided (control.rollout.RolloutDecision), if one runs
 
 
 class GuardWorker:
@@ -149,12 +150,13 @@ class GuardWorker:
 
     expire_overrides: Control.expire_overrides (or None); alert_sink / drivers_fn: see guards.handlers;
     day_over_sink: see guards.day_end.
+    rollout: a launched version's guarded rollout step (app.launch.Launches.rollout_tick), run each tick.
     """
 
     def __init__(self, engine: Engine, clock: Clock, settings: GuardSettings, *, interval_s: int = 60,
                  expire_overrides: Callable[[], list] | None = None, alert_sink: AlertSink | None = None,
                  drivers_fn: DriversFn | None = None, lease: Lease | None = None,
-                 day_over_sink: DayOverSink | None = None):
+                 day_over_sink: DayOverSink | None = None, rollout: Callable[[], object] | None = None):
         self.engine = engine
         self.lease = lease  # the store's worker lease (worker_lock); None: tests and in-memory runs
         self.clock = clock
@@ -165,6 +167,7 @@ class GuardWorker:
         self.alert_sink = alert_sink
         self.drivers_fn = drivers_fn
         self.day_over_sink = day_over_sink
+        self.rollout = rollout
         self.lookback = lookback_s(settings.observe, feeds_stale_after_s(settings, GUARDS),
                                    settings.defaults["roi"].cusum_window_s)
         self.feature_names = settings.feature_names()
@@ -188,7 +191,8 @@ class GuardWorker:
         obs_list = observations(observe(*frames, now, self.settings.observe, self.lookback, sequential, prior,
                                         breakers=breakers))
         report = TickReport(now, len(obs_list), expired_overrides=len(expired),
-                            thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error)
+                            thresholds_version=self.thresholds.version, thresholds_error=self.thresholds.error,
+                            rollout=self.rollout() if self.rollout is not None else None)
         try:
             with self.engine.begin() as conn:
                 stored = load_states(conn)

@@ -65,7 +65,9 @@ class Bidder:
         return self.artifact.version
 
     def predict_value(self, X: np.ndarray) -> np.ndarray:
-        return np.maximum(self._predict(X, num_threads=1), 0.0)
+        # LightGBM on one thread (the reference models); a user's XGBoost or scikit-learn model as it predicts.
+        raw = self._predict(X, num_threads=1) if self.artifact.kind == "lightgbm" else self.artifact.predict(X)
+        return np.maximum(raw, 0.0)
 
     def decide(self, X: np.ndarray, *, params: BidderParams, pacing: np.ndarray, paid_ratio: np.ndarray,
                campaign_of: np.ndarray, recent_ctr: np.ndarray, recent_reach: np.ndarray,

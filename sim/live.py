@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine
 
 from control import rows
 from control.clock import AcceleratedClock, Clock
 from control.config import Settings
+from explain.store import register_model
 from sim.catalog import BUCKET_SECONDS, DAY_START_TS
 from sim.engine import BucketResult, Simulation
 from sim.kit import Kit, prepare
@@ -55,10 +56,7 @@ def register_catalog(engine: Engine, kit: Kit, models_dir: str) -> None:
         repo.upsert_audience_packages(conn, kit.catalog.packages)
         for variant, bidder in kit.bidders.items():
             a = bidder.artifact
-            conn.execute(delete(s.models).where(s.models.c.model_version == a.version))
-            conn.execute(insert(s.models).values(
-                model_version=a.version, path=f"{models_dir}/{a.version}", created_ts=a.created_ts,
-                active=variant == "roi", meta=a.meta()))
+            register_model(conn, a, f"{models_dir}/{a.version}", a.created_ts, active=variant == "roi")
 
 
 def decisions_for_store(result: BucketResult):

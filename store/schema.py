@@ -180,6 +180,51 @@ models = Table(
     Column("created_ts", BigInteger, nullable=False),
     Column("active", Boolean, nullable=False, server_default="0"),
     Column("meta", JSON, nullable=False),
+    # 0009_launch_gate: the version's lifecycle (control.launch.VersionStatus), its newest gate report,
+    # when the status last changed, and the optimistic-concurrency version of the row.
+    Column("status", String(16), nullable=False, server_default="registered"),
+    Column("gate_id", BigInteger),
+    Column("status_ts", BigInteger),
+    Column("version", Integer, nullable=False, server_default="1"),
+)
+
+# A gate report per run (app.gate): the verdict and its reasons, the thresholds it was judged against,
+# the whole report (JSON) and its HTML page with the charts, stored with the version.
+model_gates = Table(
+    "model_gates", metadata,
+    Column("gate_id", ID, primary_key=True, autoincrement=True),
+    Column("model_version", String(64), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("thresholds", JSON, nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Index("ix_model_gates_model_version", "model_version"),
+)
+
+# Launch requests and their review (control.launch.Launch); one is live at a time.
+model_launches = Table(
+    "model_launches", metadata,
+    Column("launch_id", ID, primary_key=True, autoincrement=True),
+    Column("model_version", String(64), nullable=False),
+    Column("previous_version", String(64)),
+    Column("gate_id", BigInteger, nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("requested_by", String(64), nullable=False),
+    Column("requested_ts", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("rollout_share", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("share", Float, nullable=False),
+    Column("share_ts", BigInteger, nullable=False),
+    Column("reviewed_by", String(64)),
+    Column("reviewed_ts", BigInteger),
+    Column("review_comment", Text, nullable=False, server_default=""),
+    Column("version", Integer, nullable=False),  # optimistic concurrency
+    Index("ix_model_launches_status", "status"),
 )
 
 users = Table(

@@ -30,6 +30,16 @@ def seeded_store(url: str, campaigns=CAMPAIGNS):
     return engine
 
 
+def without_launch_gate(engine, now_ts: int = NOW) -> None:
+    """Switch the launch gate off, as an admin would (audited): the sample rows' version was never launched."""
+    from app.launch import Launches
+    from control.config import Settings
+    from control.domain import Role, User
+
+    Launches(engine, lambda: now_ts, Settings()).set_gate(User("root", "Ada", Role.ADMIN), False,
+                                                          "these tests send decisions of a version never launched")
+
+
 def decision_rows(n: int, *, bucket_ts: int = NOW - 600, seed: int = 1, campaigns=CAMPAIGNS) -> list[dict]:
     """n decisions, one per slot: every campaign x package at `bucket_ts`, then the minute before, ..."""
     rng = np.random.default_rng(seed)

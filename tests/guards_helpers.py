@@ -93,3 +93,15 @@ def init_cli_store(tmp_path, monkeypatch):
         assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
     monkeypatch.setenv("BIDLENS_PASSWORD", "correct horse battery")  # how they log in from a script
     return engine
+
+
+def run_cli(capsys, *argv) -> tuple[int, object]:
+    """`bidlens ARGV` in process: its exit code and what it printed (parsed when --json)."""
+    import json
+
+    from cli.main import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, json.loads(out) if "--json" in argv and out.strip() else out

@@ -59,7 +59,7 @@ def test_an_empty_store_has_an_empty_policy(tmp_path):
     engine = make_store(tmp_path)
     with engine.connect() as conn:
         policy = current_policy(conn, NOW, {})
-    assert len(policy) == 0 and tuple(policy.columns) == POLICY_COLUMNS
+    assert len(policy) == 0 and tuple(policy.columns) == (*POLICY_COLUMNS, "model_version")
 
 
 def test_the_pool_is_asked_only_for_campaigns_it_serves(tmp_path):

@@ -11,7 +11,15 @@ import pytest
 
 from app.ingest import Kind, ingest_file
 from cli.main import main
-from tests.api_support import CAMPAIGNS, NOW, count, decision_rows, make_store, outcome_rows
+from tests.api_support import (
+    CAMPAIGNS,
+    NOW,
+    count,
+    decision_rows,
+    make_store,
+    outcome_rows,
+    without_launch_gate,
+)
 
 
 def _csv_lines(rows: list[dict]) -> tuple[str, list[str]]:
@@ -123,10 +131,17 @@ def test_a_file_bigger_than_the_memory_budget_streams_in_chunks(tmp_path):
 
 def test_the_cli_prints_a_json_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BIDLENS_DATA_DIR", str(tmp_path))
-    make_store(tmp_path)
+    engine = make_store(tmp_path)
     rows = decision_rows(6)
     rows[0]["bid"] = 2000.0
     pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    # The launch gate is on: model m1 was never approved, so its decisions are quarantined, not lost.
+    assert main(["ingest", "decisions", str(tmp_path / "d.parquet"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["rows"], summary["accepted"], summary["refused"]) == (6, 0, 6)
+    assert [r["field"] for r in summary["first_refusals"]] == ["bid"] + ["model_version"] * 5
+    assert "not approved to serve" in summary["first_refusals"][1]["reason"]
+    without_launch_gate(engine)
     assert main(["ingest", "decisions", str(tmp_path / "d.parquet"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["rows"], summary["accepted"], summary["refused"]) == (6, 5, 1)

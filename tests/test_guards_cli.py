@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from cli.main import main
 from tests.guards_helpers import init_cli_store
+from tests.guards_helpers import run_cli as run
 
 POOL = """
 [[rules]]
@@ -21,13 +20,6 @@ value = 0.8
 def store(tmp_path, monkeypatch):
     init_cli_store(tmp_path, monkeypatch)
     return tmp_path
-
-
-def run(capsys, *argv) -> tuple[int, object]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if "--json" in argv and out.strip() else out
 
 
 def test_pool_force_kill_status_and_one_tick(store, capsys):

@@ -85,6 +85,7 @@ def test_the_simulator_as_an_api_bidder_serves_the_same_policy_and_the_api_expla
     from guards.rule_pool import PoolBounds
     from sim.kit import RULE_POOL_FILE
     from sim.live import register_catalog
+    from tests.api_support import without_launch_gate
 
     engine = open_store(sqlite_url)
     register_catalog(engine, sim_support.full_kit(), f"{sim_support._DATA_DIR}/models")  # as `bidlens demo`
@@ -94,6 +95,7 @@ def test_the_simulator_as_an_api_bidder_serves_the_same_policy_and_the_api_expla
                            PoolBounds()).status == "active"
         plant_override_and_trip(conn)
     _, secret = Tokens(engine, lambda: api_now).create(None, "bidder", "simulator")
+    without_launch_gate(engine, api_now)  # as `bidlens demo` does: the simulated 818 was never gated
     with serve_in_thread(store_app(engine, lambda: api_now, settings())) as url:
         bidder = ApiBidder(BidLensClient(url, secret, retries=0))
         summary = run_live(engine, settings(), clock=lambda: DAY_START_TS + 10**6, max_buckets=2,

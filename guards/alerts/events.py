@@ -37,6 +37,8 @@ class AlertKind(StrEnum):
     OVERRIDE_EXPIRED = "override_expired"
     REMINDER = "reminder"
     DAY_OVER = "day_over"
+    MODEL_LAUNCHED = "model_launched"        # a launch approved (app.launch); flagged when its gate failed
+    MODEL_ROLLED_BACK = "model_rolled_back"  # the previous model version serves again
     TEST = "test"
 
 
@@ -68,6 +70,8 @@ PHASE = {
     AlertKind.OVERRIDE_EXPIRED: AlertPhase.INFO,
     AlertKind.REMINDER: AlertPhase.INFO,
     AlertKind.DAY_OVER: AlertPhase.INFO,
+    AlertKind.MODEL_LAUNCHED: AlertPhase.INFO,
+    AlertKind.MODEL_ROLLED_BACK: AlertPhase.INFO,
     AlertKind.TEST: AlertPhase.INFO,
 }
 # Kinds whose alert holds its condition open until it resolves (a repeat opens it when nothing is open).

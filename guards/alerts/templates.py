@@ -30,6 +30,7 @@ TITLES = {
         AlertKind.DAY_OVER: "促销日结束，守护已停止", AlertKind.TEST: "测试消息",
         AlertKind.PULL_ITEM: "竞品降价，商品已下架", AlertKind.ITEM_RESTORED: "竞品价格回升，商品已恢复",
         AlertKind.LOW_STOCK: "库存低于安全库存，请补货", AlertKind.STOCK_RECOVERED: "库存已恢复",
+        AlertKind.MODEL_LAUNCHED: "模型版本已上线", AlertKind.MODEL_ROLLED_BACK: "模型版本已回滚",
     },
     "en": {
         AlertKind.GUARD_TRIPPED: "ROI guard tripped", AlertKind.GUARD_RESTORED: "ROI guard restored",
@@ -43,6 +44,7 @@ TITLES = {
         AlertKind.DAY_OVER: "Promotion day over: the guard has stopped", AlertKind.TEST: "Test message",
         AlertKind.PULL_ITEM: "Competitor price drop: item pulled", AlertKind.ITEM_RESTORED: "Competitor prices back: item on sale",
         AlertKind.LOW_STOCK: "Stock below safety stock: replenish", AlertKind.STOCK_RECOVERED: "Stock recovered",
+        AlertKind.MODEL_LAUNCHED: "Model version launched", AlertKind.MODEL_ROLLED_BACK: "Model version rolled back",
     },
 }
 # What a guard does with the traffic it holds (payload "action" as a code, as the guard reports it).
