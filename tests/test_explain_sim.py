@@ -39,6 +39,7 @@ def test_every_live_decision_is_explained_with_its_own_formula_and_the_panel_and
     control = Control(engine, lambda: DAY_START_TS + 60, settings)
     manager = control.add_user(None, "manager", "主管", Role.MANAGER, "pw-manager-1")
     operator = control.add_user(None, "operator", "运营", Role.OPERATOR, "pw-operator-1")
+    engineer = control.add_user(None, "engineer", "算法", Role.ENGINEER, "pw-engineer-1")  # sees the steps
     register_catalog(engine, kit, f"{sim_support._DATA_DIR}/models")
     ids = sorted(c.campaign_id for c in kit.catalog.campaigns)
     control.set_kill_switch(manager, True, "test: the pool serves one campaign", ids[0])
@@ -50,6 +51,7 @@ def test_every_live_decision_is_explained_with_its_own_formula_and_the_panel_and
                        scenario="demo")
     room = control_room(control)
     monkeypatch.setenv("BIDLENS_DB_URL", sqlite_url)
+    monkeypatch.setenv("BIDLENS_PASSWORD", "pw-engineer-1")
     with engine.connect() as conn:
         rows = conn.execute(select(s.decisions)).mappings().all()
         assert len(rows) == summary.decisions
@@ -72,8 +74,9 @@ def test_every_live_decision_is_explained_with_its_own_formula_and_the_panel_and
             continue
         compared.add(key)
         for lang in ("zh", "en"):
-            shown = room.explanation(operator, r["campaign_id"], r["audience_package"], r["bucket_ts"], lang)
-            assert main(["explain", "decision", str(r["decision_id"]), "--lang", lang, "--json"]) == 0
+            shown = room.explanation(engineer, r["campaign_id"], r["audience_package"], r["bucket_ts"], lang)
+            assert main(["explain", "decision", str(r["decision_id"]), "--lang", lang, "--json",
+                         "--user", "engineer"]) == 0
             assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(explanation_document(shown)))
     assert max(errors) <= 1e-6
     assert {k[1] for k in compared} == {"model", "rule_pool", "override"}
