@@ -28,6 +28,7 @@ from app import board, explorer
 from app.alert_desk import acknowledge_alert, resend_dead_alerts
 from app.explanations import DecisionExplainer, DecisionExplanation
 from app.exports import stamped_csv, stamped_html, stamped_json
+from app.guard_measures import GuardMeasures, guard_measures
 from app.review import breakers, load_review
 from app.review_report import review_html
 from app.service import Control
@@ -261,6 +262,11 @@ class ControlRoom:
     def trip_ledger(self, actor: User) -> pd.DataFrame:
         with self._read(actor) as conn:
             return board.trip_ledger(conn)
+
+    def guard_measures(self, actor: User) -> GuardMeasures:
+        """How well the ROI guard did against the oracle: the newest stress reports and benchmarks."""
+        require(actor, Action.VIEW)
+        return guard_measures(self.control.settings.data_dir)
 
     def breaker_ledger(self, actor: User) -> list[dict]:
         """Per guard, every trip in the ledger: interceptions, restores, announced again, loss avoided (app.review)."""

@@ -20,7 +20,7 @@ from control.domain import User
 from control.permissions import Action, require
 from sim.catalog import DAY_START_TS
 from sim.kit import prepare
-from sim.report import campaign_frame, hourly_frame  # noqa: F401 - the stress page draws the report from these
+from sim.report import campaign_frame, hourly_frame, report_dir, write_report  # noqa: F401 - the stress page draws the report from these
 from sim.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, shipped_scenarios
 from sim.stress import run_stress
 
@@ -103,6 +103,7 @@ def _run(job: StressJob, scenario: Scenario, data_dir: str) -> None:
         report["breakers"] = breakers_section(report, scenario, job.seed, kit, minutes=job.minutes,
                                               roi_hook=hook.hook,
                                               on_minute=lambda done: setattr(job, "progress", 0.75 + done / 4))
+        write_report(report, report_dir(data_dir, scenario.name, job.seed))  # the guard page reads it there
         job.report = report
         job.phase, job.progress = "done", 1.0
     except Exception as exc:  # the page must say why a background run failed, not lose it with the thread

@@ -641,3 +641,36 @@ def test_the_proposer_is_told_when_a_proposal_is_decided_or_expires(store):
               comment="—") in text
     operator.click("ov_dismiss")
     assert f"#{lapsing.override_id}" not in operator.texts()  # told once, until they dismiss it
+
+
+def test_the_guard_page_shows_the_guard_against_the_oracle_from_the_newest_measurements(store):
+    """Issue 14: the guard page shows oracle capture, from the stress reports and benchmarks on disk."""
+    import json
+    from pathlib import Path
+
+    control, _, _ = store
+    reports = Path(control.settings.data_dir) / "reports"
+    (reports / "stress-818-11").mkdir(parents=True)
+    (reports / "stress-818-11" / "report.json").write_text(json.dumps({
+        "scenario": "818", "seed": 11, "arms": {"model": {}, "guarded": {}}, "loss_avoided": 7_000_000.0,
+        "oracle_loss_avoided": 7_500_000.0, "oracle_capture": 0.9333, "false_trips": 0, "probation_failures": 4}))
+    (reports / "stress-normal-1").mkdir()
+    (reports / "stress-normal-1" / "report.json").write_text(json.dumps({  # a healthy day: judged by its false trips
+        "scenario": "normal", "seed": 1, "arms": {"guarded": {}}, "loss_avoided": 0.0, "oracle_loss_avoided": 0.0,
+        "oracle_capture": None, "false_trips": 0, "probation_failures": 0}))
+    (reports / "stress-broken-2").mkdir()
+    (reports / "stress-broken-2" / "report.json").write_text("{not json")  # skipped, not shown half
+    (reports / "guard-bench-1-60.json").write_text(json.dumps({
+        "seed": 1, "days": 60, "oracle_capture": 0.84, "detection_delay_min": {"median": 52.0, "p90": 190.0,
+                                                                                 "ideal": {"median": 41.0}},
+        "false_trips_per_100_healthy_campaign_days": 0.21, "restores_below_floor_plus_hysteresis": 0,
+        "failed_probations_per_campaign_day": 0.012}))
+    page = Panel(control).login("operator").open("guards")
+    frames = [d.value for d in page.at.dataframe]
+    [stress] = [f for f in frames if zh("st.scenario") in f.columns and zh("st.oracle_capture") in f.columns]
+    [bench] = [f for f in frames if zh("gd.delay_ideal") in f.columns]
+    by_scenario = stress.set_index(zh("st.scenario"))[zh("st.oracle_capture")]
+    assert by_scenario[zh("st.scenario_818")] == "93.3%" and by_scenario[zh("st.scenario_normal")] == zh("st.not_material")
+    assert len(stress) == 2
+    row = bench.iloc[0]
+    assert (row[zh("st.oracle_capture")], row[zh("gd.delay_median")], row[zh("gd.delay_ideal")]) == ("84.0%", "52", "41")

@@ -11,6 +11,7 @@ from control.permissions import Action
 from panel.ui import Ctx, attempt, fmt_num, fmt_ts
 from panel.views.alerts import severity_name
 from panel.views.live import Blank, hold_text
+from panel.views.stress import scenario_name
 
 
 def render(ctx: Ctx) -> None:
@@ -19,7 +20,8 @@ def render(ctx: Ctx) -> None:
     pending = st.session_state.get("confirm")
     if pending:
         _confirm_dialog(ctx, pending)
-    tabs = st.tabs([ctx.t("gd.tab_states"), ctx.t("gd.tab_pool"), ctx.t("gd.tab_trips"), ctx.t("gd.tab_alerts")])
+    tabs = st.tabs([ctx.t("gd.tab_states"), ctx.t("gd.tab_pool"), ctx.t("gd.tab_trips"), ctx.t("gd.tab_alerts"),
+                    ctx.t("gd.tab_measures")])
     with tabs[0]:
         _states(ctx)
     with tabs[1]:
@@ -28,6 +30,48 @@ def render(ctx: Ctx) -> None:
         _trips(ctx)
     with tabs[3]:
         _alerts(ctx)
+    with tabs[4]:
+        _measures(ctx)
+
+
+def _capture(ctx: Ctx, capture: float | None) -> str:
+    return ctx.t("st.not_material") if capture is None else f"{capture:.1%}"
+
+
+def _measures(ctx: Ctx) -> None:
+    """The guard against the oracle (a perfect guard on the same day), as the newest stress runs and
+    benchmarks measured it."""
+    measures = ctx.room.guard_measures(ctx.user)
+    st.caption(ctx.t("gd.measures_help"))
+    if not measures.stress and not measures.bench:
+        st.info(ctx.t("gd.measures_none"))
+        return
+    if measures.stress:
+        st.markdown(f"**{ctx.t('gd.measures_stress')}**")
+        st.dataframe(pd.DataFrame({
+            ctx.t("st.scenario"): [scenario_name(ctx, m.scenario) for m in measures.stress],
+            ctx.t("st.seed"): [m.seed for m in measures.stress],
+            ctx.t("gd.loss_avoided"): [fmt_num(m.loss_avoided, 0) for m in measures.stress],
+            ctx.t("st.oracle_loss_avoided"): [fmt_num(m.oracle_loss_avoided, 0) for m in measures.stress],
+            ctx.t("st.oracle_capture"): [_capture(ctx, m.oracle_capture) for m in measures.stress],
+            ctx.t("st.false_trips"): [m.false_trips for m in measures.stress],
+            ctx.t("st.probation_failures"): [m.probation_failures for m in measures.stress],
+            ctx.t("gd.measured_at"): [fmt_ts(m.written_ts) for m in measures.stress],
+        }), hide_index=True, key="gd_measures_stress")
+    if measures.bench:
+        st.markdown(f"**{ctx.t('gd.measures_bench')}**")
+        st.dataframe(pd.DataFrame({
+            ctx.t("st.seed"): [m.seed for m in measures.bench],
+            ctx.t("gd.bench_days"): [m.days for m in measures.bench],
+            ctx.t("st.oracle_capture"): [_capture(ctx, m.oracle_capture) for m in measures.bench],
+            ctx.t("gd.delay_median"): [fmt_num(m.delay_median_min, 0) for m in measures.bench],
+            ctx.t("gd.delay_p90"): [fmt_num(m.delay_p90_min, 0) for m in measures.bench],
+            ctx.t("gd.delay_ideal"): [fmt_num(m.ideal_median_min, 0) for m in measures.bench],
+            ctx.t("gd.false_per_100"): [fmt_num(m.false_trips_per_100, 2) for m in measures.bench],
+            ctx.t("gd.restores_below"): [m.restores_below for m in measures.bench],
+            ctx.t("gd.failed_per_day"): [fmt_num(m.failed_probations_per_campaign_day, 3) for m in measures.bench],
+            ctx.t("gd.measured_at"): [fmt_ts(m.written_ts) for m in measures.bench],
+        }), hide_index=True, key="gd_measures_bench")
 
 
 def _ask(kind: str, value: object, campaign_id: str | None) -> None:
