@@ -8,14 +8,15 @@ import datetime as dt
 import time
 from pathlib import Path
 
+from cli.auth import REFUSALS as LOGIN_REFUSALS
+from cli.auth import add_login, login
 from cli.output import add_json_flag, emit, fail
 from control.config import load_settings
-from control.domain import ConflictError, InvalidValue, NotFound
+from control.domain import NotFound
 from control.launch import LaunchStateError, LaunchStatus
 from control.overrides import FourEyesViolation
-from control.permissions import PermissionDenied
 
-REFUSALS = (InvalidValue, PermissionDenied, FourEyesViolation, LaunchStateError, ConflictError, NotFound)
+REFUSALS = (*LOGIN_REFUSALS, FourEyesViolation, LaunchStateError, NotFound)
 
 
 def _open():
@@ -27,7 +28,7 @@ def _open():
 
 
 def _actor(control, username: str | None):
-    return None if username is None else control.user(username)
+    return None if username is None else login(control, username)
 
 
 def _reasons_text(reasons: list[dict]) -> list[str]:
@@ -158,28 +159,28 @@ def _expected(launches, launch_id: int, given: int | None) -> int:
 
 
 def cmd_request(args) -> int:
-    return _act(args, lambda c, ls: ls.request_launch(c.user(args.user), args.version, args.reason, args.rollout_share))
+    return _act(args, lambda c, ls: ls.request_launch(login(c, args.user), args.version, args.reason, args.rollout_share))
 
 
 def cmd_approve(args) -> int:
-    return _act(args, lambda c, ls: ls.approve_launch(c.user(args.user), args.launch_id,
+    return _act(args, lambda c, ls: ls.approve_launch(login(c, args.user), args.launch_id,
                                                       _expected(ls, args.launch_id, args.expected_version),
                                                       args.comment))
 
 
 def cmd_reject(args) -> int:
-    return _act(args, lambda c, ls: ls.reject_launch(c.user(args.user), args.launch_id,
+    return _act(args, lambda c, ls: ls.reject_launch(login(c, args.user), args.launch_id,
                                                      _expected(ls, args.launch_id, args.expected_version),
                                                      args.comment))
 
 
 def cmd_withdraw(args) -> int:
-    return _act(args, lambda c, ls: ls.withdraw_launch(c.user(args.user), args.launch_id,
+    return _act(args, lambda c, ls: ls.withdraw_launch(login(c, args.user), args.launch_id,
                                                        _expected(ls, args.launch_id, args.expected_version)))
 
 
 def cmd_rollback(args) -> int:
-    return _act(args, lambda c, ls: ls.rollback(c.user(args.user), args.reason))
+    return _act(args, lambda c, ls: ls.rollback(login(c, args.user), args.reason))
 
 
 def cmd_launches(args) -> int:
@@ -194,7 +195,7 @@ def cmd_launches(args) -> int:
 def cmd_retire(args) -> int:
     control, launches = _open()
     try:
-        model = launches.retire(control.user(args.user), args.version, args.reason)
+        model = launches.retire(login(control, args.user), args.version, args.reason)
     except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"model_version": model.model_version, "status": model.status.value},
@@ -205,7 +206,7 @@ def cmd_retire(args) -> int:
 def cmd_switch(args) -> int:
     control, launches = _open()
     try:
-        on = launches.set_gate(control.user(args.user), args.state == "on", args.reason)
+        on = launches.set_gate(login(control, args.user), args.state == "on", args.reason)
     except REFUSALS as exc:
         return fail(str(exc))
     emit(args, {"enabled": on}, "launch gate: " + ("ON: only approved versions' decisions are accepted" if on else
@@ -241,7 +242,7 @@ def cmd_thresholds(args) -> int:
                 return fail(f"{item!r}: give KEY=VALUE")
             values[key.strip()] = _parse_value(value)
         try:
-            thresholds = launches.set_thresholds(control.user(args.user), values, args.reason or "")
+            thresholds = launches.set_thresholds(login(control, args.user), values, args.reason or "")
         except REFUSALS as exc:
             return fail(str(exc))
     else:
@@ -280,7 +281,7 @@ def _action(inner, name: str, func, helptext: str, *positional: str, reason: boo
         p.add_argument(arg)
     if reason:
         p.add_argument("--reason", required=True)
-    p.add_argument("--user", required=True)
+    add_login(p)
     add_json_flag(p)
     p.set_defaults(func=func)
     return p

@@ -8,12 +8,19 @@ from sqlalchemy import insert
 from control.domain import Role, User
 from control.gate import GateThresholds
 from store import schema as s
+from tests.helpers import add_users
 
 ENGINEER = User("eng", "Ethan", Role.ENGINEER)
 MANAGER = User("boss", "Mia", Role.MANAGER)
 MANAGER2 = User("boss2", "Max", Role.MANAGER)
 OPERATOR = User("op", "Olivia", Role.OPERATOR)
 ADMIN = User("root", "Ada", Role.ADMIN)
+PEOPLE = (ENGINEER, MANAGER, MANAGER2, OPERATOR, ADMIN)
+
+
+def add_people(engine) -> None:
+    """The people of a launch as users of the store (the core acts only for those; password helpers.PASSWORD)."""
+    add_users(engine, *PEOPLE)
 
 
 def register(engine, *versions: str, now_ts: int = 0, path: str = "/models") -> None:

@@ -17,7 +17,7 @@ from control.clock import ManualClock
 from control.config import Settings
 from store import schema as s
 from tests.api_support import NOW, count, decision_rows, make_store
-from tests.launch_support import ADMIN, ENGINEER, MANAGER, gate_report, register
+from tests.launch_support import ADMIN, ENGINEER, MANAGER, add_people, gate_report, register
 
 
 def post(url, secret, rows):
@@ -31,7 +31,8 @@ def test_an_unapproved_versions_decisions_are_quarantined_until_a_manager_approv
     settings = Settings(data_dir=str(tmp_path))
     launches = Launches(engine, clock, settings)
     register(engine, "m1", now_ts=NOW)
-    _, secret = Tokens(engine, clock).create(None, "bidder", "prod-bidder")
+    _, secret = Tokens(engine, clock).create(None, "bidder", "prod-bidder")  # the machine's, before an admin exists
+    add_people(engine)
     with serve_in_thread(store_app(engine, clock, settings)) as url:
         refused = post(url, secret, decision_rows(4))
         assert refused.status_code == 207

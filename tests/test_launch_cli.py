@@ -8,12 +8,13 @@ from __future__ import annotations
 import pytest
 
 from app.launch import Launches
+from app.service import Control
 from cli.main import main
 from control.config import load_settings
 from store import repo
 from tests.guards_helpers import init_cli_store
 from tests.guards_helpers import run_cli as run
-from tests.launch_support import ENGINEER, FAILING, gate_report, register
+from tests.launch_support import FAILING, gate_report, register
 
 
 @pytest.fixture
@@ -23,8 +24,9 @@ def store(tmp_path, monkeypatch):
         assert main(["user", "add", user, "--role", role, "--password", "correct horse battery"]) == 0
     register(engine, "v1", "v2")
     launches = Launches(engine, lambda: 1_000, load_settings())
-    launches.record_gate(ENGINEER, "v1", gate_report("v1"))
-    launches.record_gate(ENGINEER, "v2", gate_report("v2", "fail", FAILING))
+    ethan = next(u for u in Control(engine, lambda: 1_000, load_settings()).users() if u.username == "ethan")
+    launches.record_gate(ethan, "v1", gate_report("v1"))
+    launches.record_gate(ethan, "v2", gate_report("v2", "fail", FAILING))
     return engine
 
 

@@ -26,11 +26,22 @@ from store import launch_repo as lr
 from store import repo
 from store import schema as s
 from tests.helpers import PROMOTION_START, seed_campaigns
-from tests.launch_support import ADMIN, ENGINEER, FAILING, MANAGER, MANAGER2, OPERATOR, gate_report, register
+from tests.launch_support import (
+    ADMIN,
+    ENGINEER,
+    FAILING,
+    MANAGER,
+    MANAGER2,
+    OPERATOR,
+    add_people,
+    gate_report,
+    register,
+)
 
 
 @pytest.fixture
 def launches(engine, clock):
+    add_people(engine)
     return Launches(engine, clock, Settings())
 
 
@@ -216,7 +227,7 @@ def test_a_rollout_serves_its_share_of_slots_and_widens_on_evidence(engine, laun
         live = lr.live_launch(conn)
     _traffic(engine, PROMOTION_START - 12 * 3600, 120, new_value_ratio=1.0)
     with engine.connect() as conn:
-        policy = current_policy(conn, clock(), {})
+        policy = current_policy(conn, PROMOTION_START - 12 * 3600 + 120 * 60, {})  # as the traffic ended
     expected = ["v2" if in_share(c, p, live.share) else "v1" for c, p in zip(policy["campaign_id"],
                                                                              policy["audience_package"], strict=True)]
     assert policy["model_version"].tolist() == expected and set(expected) == {"v1", "v2"}
