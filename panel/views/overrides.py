@@ -161,12 +161,12 @@ def _model_side(ctx: Ctx, campaign_id: str, package: str | None, newest: int) ->
     pick = package or (scope.sort_values("pred_roi")["audience_package"].iloc[0] if len(scope) else None)
     if pick is None:
         return
-    explanation = ctx.room.explanation(ctx.user, campaign_id, pick, newest, ctx.lang)
-    if explanation is None:
+    said = ctx.room.decision_reasons(ctx.user, campaign_id, pick, newest, ctx.lang)  # in words for everyone
+    if said is None:
         st.caption(ctx.t("ex.no_explanation"))
         return
     st.caption(ctx.t("ov.why", package=package_name(ctx, pick)))
-    for line in explanation.reasons:
+    for line in said.reasons:
         st.markdown(f"- {line}")
 
 
