@@ -4,8 +4,8 @@ Every read takes the person asking and checks, in the core (control.permissions)
 that they may see it: the audit trail needs VIEW_AUDIT, a decision's raw
 contributions, the global drivers and the model card VIEW_EXPLANATION_DETAIL
 (everyone else reads the reasons in words), the rest VIEW. Every file handed out
-goes through Control.export (EXPORT, stamped, audited). Actions go to Control and
-GuardService, which check their own permissions. The pages never
+goes through Control.export (EXPORT, stamped, audited). Actions go to Control,
+GuardService and the launch gate's Launches, which check their own permissions. The pages never
 open a connection or reach the store, the guards' stores or the explanation
 store themselves (tests/test_architecture.py holds them to it).
 
@@ -29,9 +29,11 @@ from app.alert_desk import acknowledge_alert, resend_dead_alerts
 from app.explanations import DecisionExplainer, DecisionExplanation
 from app.exports import stamped_csv, stamped_html, stamped_json
 from app.guard_measures import GuardMeasures, guard_measures
+from app.launch import GateJob, Launches
 from app.review import breakers, load_review
 from app.review_report import review_html
 from app.service import Control
+from control import launch as lc
 from control.audit import ChainReport
 from control.domain import (
     AuditEntry,
@@ -44,6 +46,7 @@ from control.domain import (
     OverrideStatus,
     User,
 )
+from control.gate import GateThresholds
 from control.overrides import ProposalCheck, check_proposal, value_range
 from control.permissions import Action, allowed, require, verified
 from control.policy import KillSwitch
@@ -58,6 +61,7 @@ from guards.threshold_store import ThresholdReader
 from guards.thresholds import EDITABLE, ThresholdEdit
 from sim.report import report_html
 from store import repo
+from store.launch_repo import GateRecord, ModelRow
 
 DECIDED = (OverrideStatus.APPROVED, OverrideStatus.REJECTED, OverrideStatus.REVOKED, OverrideStatus.EXPIRED)
 _SLOT_CACHE = 8          # buckets whose slots stay cached (the board, the override page, a look back)
@@ -104,6 +108,8 @@ class ControlRoom:
         self.guards = guards
         self._thresholds = ThresholdReader(file_settings)
         self._monotonic = monotonic
+        # The launch gate's operations (docs/LAUNCH.md) on Control's store and clock.
+        self.launches = Launches(control.engine, control.clock, control.settings, file_settings)
         self._lock = threading.Lock()
         self._slots: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._catalogue: tuple[float, dict[str, Campaign], dict[str, tuple[str, str]]] | None = None
@@ -416,6 +422,68 @@ class ControlRoom:
         """What the value would change, served now → proposed, with the model's predicted ROI of each."""
         _, slots, _, _ = self._scope(actor, campaign_id)
         return board.proposal_effect(form.now, value, slots, audience_package)
+
+    # --- the launch gate: reads need VIEW (checked by Launches), actions are checked in the core ------------
+
+    def models(self, actor: User) -> list[ModelRow]:
+        """Every registered version with its lifecycle status, gate verdict and calibration prior."""
+        return self.launches.models(actor)
+
+    def model_launches(self, actor: User) -> list[lc.Launch]:
+        """Every launch, oldest first: the requests waiting, the live one, those decided."""
+        return self.launches.launches(actor)
+
+    def gate_report(self, actor: User, gate_id: int) -> GateRecord:
+        return self.launches.gate(actor, gate_id)
+
+    def launch_gate_on(self, actor: User) -> bool:
+        """Whether the gate holds (only approved versions' decisions accepted)."""
+        return self.launches.gate_switch(actor)
+
+    def gate_thresholds(self, actor: User) -> tuple[GateThresholds, int]:
+        """The manager's thresholds and their version (what an edit must have seen)."""
+        return self.launches.thresholds(actor)
+
+    def set_gate_thresholds(self, actor: User, values: dict, reason: str, seen_version: int) -> GateThresholds:
+        return self.launches.set_thresholds(actor, values, reason, seen_version)
+
+    def switch_launch_gate(self, actor: User, on: bool, reason: str) -> bool:
+        return self.launches.set_gate(actor, on, reason)
+
+    def start_gate(self, actor: User, model_version: str, *, scenarios: Sequence[str], seeds: Sequence[int],
+                   minutes: int) -> GateJob:
+        """The version's gate in the background (RUN_GATE checked before it starts), with its progress."""
+        return self.launches.start_gate(actor, model_version, scenarios=list(scenarios), seeds=list(seeds),
+                                        minutes=minutes)
+
+    def request_launch(self, actor: User, model_version: str, reason: str, rollout_share: float = 1.0) -> lc.Launch:
+        return self.launches.request_launch(actor, model_version, reason, rollout_share)
+
+    def approve_launch(self, actor: User, launch_id: int, seen_version: int, comment: str = "") -> lc.Launch:
+        return self.launches.approve_launch(actor, launch_id, seen_version, comment)
+
+    def reject_launch(self, actor: User, launch_id: int, seen_version: int, comment: str = "") -> lc.Launch:
+        return self.launches.reject_launch(actor, launch_id, seen_version, comment)
+
+    def withdraw_launch(self, actor: User, launch_id: int, seen_version: int) -> lc.Launch:
+        return self.launches.withdraw_launch(actor, launch_id, seen_version)
+
+    def rollback_launch(self, actor: User, reason: str, seen_version: int) -> lc.Launch:
+        return self.launches.rollback(actor, reason, seen_version)
+
+    def retire_model(self, actor: User, model_version: str, reason: str) -> lc.ModelVersion:
+        return self.launches.retire(actor, model_version, reason)
+
+    def export_gate_report(self, actor: User, gate_id: int, fmt: str, lang: str) -> bytes:
+        """A stored gate report as a file: fmt html (the page stored with the version) or json."""
+        if fmt not in ("html", "json"):
+            raise InvalidValue("fmt", fmt, "must be html or json")
+        gate = self.launches.gate(actor, gate_id)
+        page = self.launches.gate_html(actor, gate_id) if fmt == "html" else ""
+        render = (lambda st: stamped_html(page, st, lang).encode("utf-8")) if fmt == "html" \
+            else (lambda st: stamped_json(gate.report, st))
+        return self.control.export(actor, f"gate_report_{fmt}", render,
+                                   {"gate_id": gate_id, "model_version": gate.model_version, "format": fmt})
 
     # --- audit -------------------------------------------------------------------------------------
 

@@ -105,9 +105,11 @@ def request_launch(actor: User, model: ModelVersion, *, launch_id: int, serving:
     require_text("reason", reason)
     if isinstance(rollout_share, bool) or not isinstance(rollout_share, (int, float)) \
             or not 0.0 < rollout_share <= 1.0:
-        raise InvalidValue("rollout_share", rollout_share, "must be in (0, 1]: the share of slots it serves first")
+        raise InvalidValue("rollout_share", rollout_share, "must be in (0, 1]: the share of slots it serves first",
+                           "share_range")
     if rollout_share < 1.0 and serving is None:
-        raise InvalidValue("rollout_share", rollout_share, "a rollout needs a serving version to compare with")
+        raise InvalidValue("rollout_share", rollout_share, "a rollout needs a serving version to compare with",
+                           "rollout_needs_serving")
     return Launch(launch_id, model.model_version, serving, model.gate_id, model.verdict or Verdict.FAIL,
                   actor.username, now_ts, reason, float(rollout_share))
 
@@ -136,7 +138,8 @@ def approve_launch(launch: Launch, actor: User, now_ts: int, comment: str, *, se
         raise LaunchStateError(f"the serving version changed since the request (now {serving}, "
                                f"then {launch.previous_version}); request again")
     if launch.verdict is Verdict.FAIL and not comment.strip():
-        raise InvalidValue("comment", comment, "the gate's verdict is fail: approving it needs a written reason")
+        raise InvalidValue("comment", comment, "the gate's verdict is fail: approving it needs a written reason",
+                           "fail_needs_reason")
     return dataclasses.replace(launch, status=LaunchStatus.LIVE, share=launch.rollout_share, share_ts=now_ts,
                                reviewed_by=actor.username, reviewed_ts=now_ts, review_comment=comment)
 

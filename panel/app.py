@@ -26,7 +26,7 @@ from app.wiring import control_room, open_control  # noqa: E402
 from control.permissions import Action  # noqa: E402
 from panel.i18n import LANGUAGES, translate  # noqa: E402
 from panel.ui import Ctx, Session, check_session, end_session, fmt_ts, show_flash  # noqa: E402
-from panel.views import alerts, audit, explorer, guards, live, overrides, review, stress  # noqa: E402
+from panel.views import alerts, audit, explorer, guards, launch, live, overrides, review, stress  # noqa: E402
 from panel.views.live import DEFAULT_REFRESH_S  # noqa: E402
 
 # page key -> (module, the action a role needs to see it)
@@ -39,11 +39,13 @@ PAGES = {
     "audit": (audit, Action.VIEW_AUDIT),
     "stress": (stress, Action.RUN_STRESS_TEST),
     "review": (review, Action.VIEW),
+    "launch": (launch, Action.VIEW),  # everyone sees the versions; actions by role (hidden, and the core refuses)
 }
 ICONS = {"board": ":material/monitoring:", "explorer": ":material/query_stats:",
          "overrides": ":material/pan_tool:", "guards": ":material/shield:",
          "alerts": ":material/notifications:", "audit": ":material/history:",
-         "stress": ":material/science:", "review": ":material/event_note:"}
+         "stress": ":material/science:", "review": ":material/event_note:",
+         "launch": ":material/rocket_launch:"}
 
 
 def _visible(ctx: Ctx, key: str) -> bool:

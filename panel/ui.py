@@ -14,13 +14,14 @@ from app.room import ControlRoom
 from app.service import Control
 from control.clock import PROMOTION_TZ
 from control.domain import ConflictError, InvalidValue, NotFound, User
+from control.launch import LaunchStateError
 from control.overrides import FourEyesViolation, OverrideStateError
 from control.permissions import Action, ActorRefused, PermissionDenied, allowed
 from panel.i18n import CATALOGUE, fill, translate
 
 # What the core refuses with; the page shows why instead of failing.
-CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, ConflictError, InvalidValue, NotFound,
-                 ActorRefused)
+CORE_REFUSALS = (PermissionDenied, FourEyesViolation, OverrideStateError, LaunchStateError, ConflictError,
+                 InvalidValue, NotFound, ActorRefused)
 SESSION_KEYS = ("user", "last_seen", "goto")
 
 

@@ -197,9 +197,12 @@ def data_words(control) -> set[str]:
         versions = [r[0] for r in conn.exec_driver_sql("SELECT model_version FROM models")]
         channels = [r[0] for r in conn.exec_driver_sql("SELECT DISTINCT channel FROM alerts")]
         errors = [r[0] for r in conn.exec_driver_sql("SELECT DISTINCT last_error FROM alerts")]
+        launch_texts = [t for r in conn.exec_driver_sql("SELECT reason, review_comment FROM model_launches")
+                        for t in r if t]
     # Names and what people and robots wrote, whole (a Chinese campaign name on an English page is data) ...
     texts = {"简体中文", *(u.display_name for u in control.users()), *(c.name for c in campaigns.values()),
-             *(t for o in control.overrides() for t in (o.reason, o.review_comment) if t), *(e for e in errors if e)}
+             *(t for o in control.overrides() for t in (o.reason, o.review_comment) if t), *(e for e in errors if e),
+             *launch_texts}
     # ... and their ASCII words, with ids and versions.
     words = set(WORDS) | set(versions) | set(channels) | {u.username for u in control.users()} | set(campaigns)
     for text in texts:

@@ -19,10 +19,10 @@ from panel.ui import fmt_ts
 from store import repo
 
 ROLES_PAGES = {
-    "operator": ["board", "explorer", "overrides", "guards", "review"],
-    "engineer": ["board", "explorer", "guards", "stress", "review"],
-    "manager": ["board", "explorer", "overrides", "guards", "audit", "stress", "review"],
-    "admin": ["board", "explorer", "overrides", "guards", "audit", "stress", "review"],
+    "operator": ["board", "explorer", "overrides", "guards", "review", "launch"],
+    "engineer": ["board", "explorer", "guards", "stress", "review", "launch"],
+    "manager": ["board", "explorer", "overrides", "guards", "audit", "stress", "review", "launch"],
+    "admin": ["board", "explorer", "overrides", "guards", "audit", "stress", "review", "launch"],
 }
 
 

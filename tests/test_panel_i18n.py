@@ -8,13 +8,15 @@ from pathlib import Path
 
 from app.stress_jobs import PHASES
 from control.domain import DecidedBy, GuardAction, GuardMode, OverrideField, OverrideStatus, Role
+from control.gate import GateThresholds, Verdict
+from control.launch import LaunchStatus, VersionStatus
 from control.permissions import Action
 from guards.handlers import LOSS_METHODS
 from guards.pool_store import ACTIVE, REFUSED, SUPERSEDED
 from guards.thresholds import EDITABLE, FROM_ALL, FROM_CAMPAIGN, FROM_FILE
 from panel import i18n
 from panel.app import PAGES
-from panel.views import review
+from panel.views import launch, review
 from panel.views.guards import FIGURES
 
 PANEL = Path(__file__).resolve().parent.parent / "panel"
@@ -61,6 +63,9 @@ def test_every_key_the_pages_use_exists():
         "figure.": list(FIGURES),
         "pool.": [ACTIVE, SUPERSEDED, REFUSED],
         "metric.": [],  # shown only when the catalogue has the metric's name (panel/views/explorer.py)
+        "la.status_": [v.value for v in VersionStatus], "la.launch_": [v.value for v in LaunchStatus],
+        "la.verdict_": [v.value for v in Verdict], "la.arm_": list(launch.ARMS),
+        "la.phase_": [*launch.GATE_PHASES, "failed"], "la.th_": list(launch.THRESHOLDS),
     }
     prefixes = set(DYNAMIC_PREFIX.findall(sources))
     assert prefixes == set(dynamic)  # every computed key's prefix is enumerated here
@@ -68,6 +73,7 @@ def test_every_key_the_pages_use_exists():
         used |= {prefix + v for v in dynamic[prefix]}
     missing = sorted(k for k in used if k not in i18n.ZH)
     assert not missing
+    assert set(launch.THRESHOLDS) == set(GateThresholds().as_json())  # every gate threshold is shown
 
 
 def test_translate_formats_and_refuses_unknown_keys():

@@ -12,15 +12,16 @@ word that is not data is.
 from __future__ import annotations
 
 import pytest
-from panel_support import Panel, data_words, seeded_control, untranslated
+from launch_support import FAILING, gate_report, register
+from panel_support import Panel, data_words, room_for, seeded_control, untranslated
 
 from control.domain import OverrideField, OverrideStatus
 
 ROLES_PAGES = {
-    "operator": ["board", "explorer", "overrides", "guards", "alerts"],
-    "engineer": ["board", "explorer", "guards", "alerts", "stress"],
-    "manager": ["board", "explorer", "overrides", "guards", "alerts", "audit", "stress"],
-    "admin": ["board", "explorer", "overrides", "guards", "alerts", "audit", "stress"],
+    "operator": ["board", "explorer", "overrides", "guards", "alerts", "launch"],
+    "engineer": ["board", "explorer", "guards", "alerts", "stress", "launch"],
+    "manager": ["board", "explorer", "overrides", "guards", "alerts", "audit", "stress", "launch"],
+    "admin": ["board", "explorer", "overrides", "guards", "alerts", "audit", "stress", "launch"],
 }
 EXPLORER_VIEWS = ("decision", "compare", "global", "model")
 @pytest.fixture(scope="module")
@@ -41,6 +42,14 @@ def store(tmp_path_factory):
     clock.advance(120)
     control.expire_overrides()
     assert control.overrides([OverrideStatus.PROPOSED]) == [waiting]
+    # The launch page: a version launched, another gated with a failing verdict and its request waiting.
+    register(control.engine, "roi-v2", "gmv-v3")
+    room = room_for(control)
+    room.launches.record_gate(users["engineer"], "roi-v2", gate_report("roi-v2", prior={"k": 0.97, "orders": 150.0}))
+    first = room.request_launch(users["engineer"], "roi-v2", "校准良好")
+    room.approve_launch(users["manager"], first.launch_id, first.version, "同意")
+    room.launches.record_gate(users["engineer"], "gmv-v3", gate_report("gmv-v3", "fail", FAILING))
+    room.request_launch(users["engineer"], "gmv-v3", "大促前试运行")
     return control, seeded, clock
 
 
