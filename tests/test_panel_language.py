@@ -58,6 +58,8 @@ def _walk_page(panel: Panel, page: str, seeded) -> list[str]:
     if page == "explorer":
         panel.at.session_state["explore_campaign"] = seeded.tripped[0]
         panel.open(page)
+        if not panel.at.get("button_group"):  # no raw explanations for this role: the reasons in words only
+            return panel.rendered()
         for view in EXPLORER_VIEWS:
             panel.at.get("button_group")[0].set_value(view)
             panel.run()
