@@ -271,10 +271,13 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
 
     breakers = {c: feeds.breakers.get(c, np.full(n, np.nan)) for c in BREAKER_COLUMNS}
     index = feeds.features.get("competitor_price_index", np.full(n, np.nan))
-    # A feed with no row in the lookback counts as lookback old, if the other feed has rows.
+    # A feed with no row in the lookback counts as lookback old, if the other feed has rows. The outcome
+    # feed is one feed: its freshness is its newest row over every campaign. A campaign of its own sends
+    # no outcome while it buys no click (paused, or its budget spent), which is not stale data.
+    feed_outcome = np.nanmax(last_outcome) if np.any(~np.isnan(last_outcome)) else np.nan
     has_any = ~np.isnan(latest) | ~np.isnan(last_outcome)
     oldest = np.fmin(np.where(np.isnan(latest), now_ts - lookback, latest),
-                     np.where(np.isnan(last_outcome), now_ts - lookback, last_outcome))
+                     np.full(n, now_ts - lookback if np.isnan(feed_outcome) else feed_outcome))
     return {
         "latest_bucket_ts": latest,
         "pred_roi": pred_roi,

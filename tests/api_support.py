@@ -35,8 +35,14 @@ def without_launch_gate(engine, now_ts: int = NOW) -> None:
     from app.launch import Launches
     from control.config import Settings
     from control.domain import Role, User
+    from tests.helpers import add_users
 
-    Launches(engine, lambda: now_ts, Settings()).set_gate(User("root", "Ada", Role.ADMIN), False,
+    admin = User("root", "Ada", Role.ADMIN)
+    with engine.connect() as conn:
+        known = repo.get_user_record(conn, admin.username) is not None
+    if not known:
+        add_users(engine, admin)
+    Launches(engine, lambda: now_ts, Settings()).set_gate(admin, False,
                                                           "these tests send decisions of a version never launched")
 
 

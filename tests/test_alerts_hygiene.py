@@ -55,6 +55,7 @@ from tests.alerts_support import (  # noqa: F401 - the *_fixture names: pytest f
     trip,
 )
 from tests.guards_helpers import T0, make_store
+from tests.helpers import add_users
 from tests.test_guards_worker import SETTINGS, play
 
 T = START
@@ -337,6 +338,7 @@ def test_kill_switch_and_override_steps_alert_and_tell_the_proposer(tmp_path, se
     control = Control(engine, ManualClock(T0), Settings(), alert_sink=enqueue_alert)
     assert open_control(load_settings()).alert_sink is enqueue_alert
     manager, operator = User("mia", "Mia", Role.MANAGER), User("olivia", "Olivia", Role.OPERATOR)
+    add_users(engine, manager, operator)
     control.set_kill_switch(manager, True, "818 incident")
     control.set_kill_switch(manager, False, "over")
     proposed = control.propose_override(operator, campaign_id="c1", audience_package=None, field=OverrideField.BUDGET,
@@ -361,6 +363,7 @@ def test_an_override_that_expires_tells_its_proposer(tmp_path, env_config):
     engine = make_store(tmp_path / "b.db")
     clock = ManualClock(T0)
     control = Control(engine, clock, Settings(), alert_sink=enqueue_alert)
+    add_users(engine, User("olivia", "Olivia", Role.OPERATOR))
     proposed = control.propose_override(User("olivia", "Olivia", Role.OPERATOR), campaign_id="c1",
                                         audience_package="pets", field=OverrideField.BID, value=1.0,
                                         reason="test", expires_ts=T0 + 600)

@@ -142,7 +142,11 @@ def test_the_cli_prints_a_json_summary(tmp_path, monkeypatch, capsys):
     assert [r["field"] for r in summary["first_refusals"]] == ["bid"] + ["model_version"] * 5
     assert "not approved to serve" in summary["first_refusals"][1]["reason"]
     without_launch_gate(engine)
-    assert main(["ingest", "decisions", str(tmp_path / "d.parquet"), "--json"]) == 0
+    # The same file again stores nothing twice (its progress is kept by SHA-256): the next file is another.
+    again = decision_rows(6, seed=2)
+    again[0]["bid"] = 2000.0
+    pd.DataFrame(again).to_parquet(tmp_path / "d2.parquet")
+    assert main(["ingest", "decisions", str(tmp_path / "d2.parquet"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["rows"], summary["accepted"], summary["refused"]) == (6, 5, 1)
     assert summary["quarantine"]["table"] == "quarantine"

@@ -11,6 +11,7 @@ from explain.explainer import Explainer
 from explain.store import explanation_batch, load_explanation, load_explanations, save_explanations, stack
 from store import repo
 from store.engine import open_store
+from tests.api_support import without_launch_gate
 from tests.explain_helpers import artifact, feature_rows
 from tests.helpers import PROMOTION_START, seed_campaigns
 
@@ -224,6 +225,7 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
 
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join(json.dumps(r) for r in rows([dict(zip(NAMES, x.tolist())) for x in X[:50]])))
+    without_launch_gate(store, now)  # the bidder's version was registered, never launched through the gate
     assert main(["ingest", "decisions", str(good)]) == 0
     with store.connect() as conn:
         ids = [r[0] for r in conn.exec_driver_sql("SELECT decision_id FROM decisions ORDER BY decision_id")]
@@ -240,9 +242,11 @@ def test_a_bidders_own_model_registered_from_the_cli_explains_the_decisions_it_s
     # The panel explains the bidder's decision exactly as the CLI does (one function: app.explanations).
     from app.wiring import control_room, open_control
     from cli.explain_cmd import explanation_document
-    from control.domain import Role
+    from control.domain import Role, User
+    from tests.helpers import add_users
     room = control_room(open_control())
-    viewer = room.control.add_user(None, "viewer", "Viewer", Role.ENGINEER, "pw-viewer-1")
+    viewer = User("viewer", "Viewer", Role.ENGINEER)
+    add_users(store, viewer)
     with store.connect() as conn:
         slot = conn.exec_driver_sql(f"SELECT campaign_id, audience_package, bucket_ts FROM decisions "
                                     f"WHERE decision_id = {ids[0]}").one()
