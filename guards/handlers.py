@@ -134,12 +134,18 @@ def loss_avoided(roi_model: float, model_spend: float, roi_pool: float, pool_spe
     return profit_pool - profit_model
 
 
+def _open_trip_of(conn: Connection, event: GuardEvent):
+    """The ledger's open trip of the event's guard and campaign (its newest), or None."""
+    t = s.guard_trips
+    return conn.execute(select(t).where(t.c.guard == event.guard, t.c.campaign_id == event.campaign_id,
+                                        t.c.restored_ts.is_(None))
+                        .order_by(t.c.trip_id.desc()).limit(1)).first()
+
+
 def _note_on_trip(conn: Connection, event: GuardEvent, event_id: int) -> None:
     """One ledger line on the open trip: an action changed, or a probation failed (with its time)."""
     t = s.guard_trips
-    open_trip = conn.execute(select(t).where(t.c.guard == event.guard, t.c.campaign_id == event.campaign_id,
-                                             t.c.restored_ts.is_(None))
-                             .order_by(t.c.trip_id.desc()).limit(1)).first()
+    open_trip = _open_trip_of(conn, event)
     if open_trip is None:
         return
     notes = [*open_trip.details.get("notes", []), {"ts": event.ts, "event_id": event_id, **event.payload()}]
@@ -151,9 +157,7 @@ def _note_on_trip(conn: Connection, event: GuardEvent, event_id: int) -> None:
 
 def _close_trip(conn: Connection, event: GuardEvent, observe: ObserveConfig) -> None:
     t = s.guard_trips
-    open_trip = conn.execute(select(t).where(t.c.guard == event.guard, t.c.campaign_id == event.campaign_id,
-                                             t.c.restored_ts.is_(None))
-                             .order_by(t.c.trip_id.desc()).limit(1)).first()
+    open_trip = _open_trip_of(conn, event)
     if open_trip is None:
         return
     campaign = repo.load_campaigns(conn).get(event.campaign_id)
