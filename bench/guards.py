@@ -18,7 +18,8 @@ from control.config import Settings
 from guards.config import parse_guard_settings
 from guards.machine import MachineState
 from guards.observe import load_inputs, lookback_s, observations, observe
-from guards.registry import GUARDS, evaluate
+from guards.registry import GUARDS, evaluate, feeds_stale_after_s
+from guards.roi import sequential_for
 from store.engine import open_store
 
 T0 = 1_786_982_400
@@ -57,14 +58,16 @@ def bench_tick(ctx: BenchContext) -> list[BenchResult]:
     baseline_n = 50 if ctx.quick else 300
     settings = parse_guard_settings()
     config = settings.observe
-    lookback = lookback_s(config, 600)
-    buckets = (config.maturity_s + config.realised_window_s) // 60 + 2
+    # The worker's window: everything its rules read, the sequential evidence's two hours included.
+    lookback = lookback_s(config, feeds_stale_after_s(settings, GUARDS), settings.defaults["roi"].cusum_window_s)
+    buckets = lookback // 60
     frames = synthetic_inputs(n, buckets, np.random.default_rng(5))
     now = T0 + 60 * buckets
     states = {(g, c): MachineState(since_ts=T0) for g in GUARDS for c in frames[3]["campaign_id"]}
 
     start = time.perf_counter()
-    obs_list = observations(observe(*frames, now, config, lookback))
+    sequential = sequential_for(settings, frames[3]["campaign_id"].tolist())
+    obs_list = observations(observe(*frames, now, config, lookback, sequential))
     observed = time.perf_counter() - start
     for guard in GUARDS:
         cfg = settings.defaults[guard]

@@ -162,8 +162,11 @@ def model_calibration(gmv: np.ndarray, orders: np.ndarray, predicted: np.ndarray
 
 
 def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
-    """Row -> campaign position in `index` (-1: a campaign not in the campaigns table)."""
-    return index.get_indexer(frame["campaign_id"].array)
+    """Row -> campaign position in `index` (-1: a campaign not in the campaigns table). The rows name few
+    campaigns many times: each distinct name is looked up once."""
+    rows, names = pd.factorize(frame["campaign_id"].array)
+    where = index.get_indexer(names)
+    return np.where(rows >= 0, where[rows], -1)
 
 
 def _sum_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:

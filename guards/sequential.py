@@ -44,21 +44,34 @@ def cusum_by_campaign(codes: np.ndarray, bucket: np.ndarray, gmv_units: np.ndarr
     """The bucket-time CUSUM per campaign (module docstring).
 
     Per campaign x bucket row: its campaign code, bucket, GMV known / s and spend x F / s; `floor` per
-    campaign. Returns S (n,), 0 for a campaign without rows."""
+    campaign. Returns S (n,), 0 for a campaign without rows.
+
+    With a campaign's buckets in time order and P_k the sum of its first k llr (P_0 = 0), the largest
+    sum over a run of its newest buckets is P_m - min(P_0 .. P_m-1): running sums and one segment
+    reduction per fall over all campaigns at once, no loop over campaigns."""
     ok = codes >= 0
     codes, bucket, g, e = codes[ok], bucket[ok], gmv_units[ok], exposure_units[ok]
     out = np.zeros(n)
     if not len(codes):
         return out
-    order = np.lexsort((-bucket, codes))  # each campaign's buckets, newest first
-    codes, g, e = codes[order], g[order], e[order]
+    step = np.diff(codes)
+    if not ((step > 0) | ((step == 0) & (np.diff(bucket) > 0))).all():  # load_inputs' order is usually this
+        order = np.lexsort((bucket, codes))
+        codes, g, e = codes[order], g[order], e[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    rho0 = floor[codes] * (1.0 + above)
+    ends = np.r_[starts[1:], len(codes)] - 1
+    sizes = np.diff(np.r_[starts, len(codes)])
+    # llr = g ln(rho1/rho0) - (rho1 - rho0) e is linear in g and floor x e, whose ratio and difference
+    # factors are the same for every campaign: two running sums serve all the falls.
+    fe = floor[codes] * e
+    g_sum, fe_sum = np.cumsum(g), np.cumsum(fe)
+    g_prefix = g_sum - np.repeat(np.r_[0.0, g_sum][starts], sizes)   # within each campaign, inclusive
+    fe_prefix = fe_sum - np.repeat(np.r_[0.0, fe_sum][starts], sizes)
+    g_before, fe_before = g_prefix - g, fe_prefix - fe                # the sums before each bucket
+    campaigns = codes[starts]
     for b in below:
-        rho1 = floor[codes] * (1.0 - b)
-        llr = g * np.log(rho1 / rho0) - (rho1 - rho0) * e
-        total = np.cumsum(llr)
-        before = np.r_[0.0, total][starts]  # the running sum where each campaign starts
-        suffix = total - np.repeat(before, np.diff(np.r_[starts, len(total)]))
-        np.maximum.at(out, codes[starts], np.maximum.reduceat(suffix, starts))
+        log_ratio, spread = np.log((1.0 - b) / (1.0 + above)), (1.0 - b) - (1.0 + above)
+        before = log_ratio * g_before - spread * fe_before              # P_k-1 for this fall
+        best = (log_ratio * g_prefix[ends] - spread * fe_prefix[ends]) - np.minimum.reduceat(before, starts)
+        out[campaigns] = np.maximum(out[campaigns], best)
     return np.maximum(out, 0.0)
