@@ -20,7 +20,7 @@ from control.clock import AcceleratedClock
 from guards.pool_store import submit_pool
 from guards.rule_pool import PoolBounds
 from store import repo
-from tests.api_support import NOW, decision_rows, seeded_store
+from tests.api_support import NOW, decision_rows, seeded_store, without_launch_gate
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = """
@@ -48,6 +48,7 @@ def test_the_served_api_uses_the_demo_clock_the_rule_pool_and_its_shadow_score(t
         repo.set_flag(conn, repo.KILL_SWITCH_KEY, {"global": False, "campaigns": ["c1"]}, "t", NOW)
     assert main(["token", "create", "--role", "bidder", "--json"]) == 0
     token = json.loads(capsys.readouterr().out)["token"]
+    without_launch_gate(engine)  # the sample rows' version was never launched through the gate
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -251,10 +251,13 @@ def test_trip_reaches_wecom_and_a_person_follows_the_link_explains_and_overrides
         expect(focus).to_be_visible()
         said = focus.inner_text()  # the alert the link opened is the one the message was about
         assert campaign in said and "ROI 守护熔断" in said, said
+        from guards.alerts.outbox import list_alerts
+        from guards.alerts.templates import GUARD_ACTIONS
         with control.engine.connect() as conn:
-            row = conn.exec_driver_sql(f"SELECT kind, campaign_id FROM alerts WHERE alert_id = {int(alert_id)}").one()
-        assert tuple(row) == ("guard_tripped", campaign)
-        expect(page.get_by_text("处理：流量已切换到人工规则池").first).to_be_visible()
+            [alert] = [a for a in list_alerts(conn, limit=None) if a.alert_id == int(alert_id)]
+        assert (alert.kind.value, alert.campaign_id) == ("guard_tripped", campaign)
+        # What the guard chose to do with the traffic (rule pool, bid cut or pause), as the alert says it.
+        expect(page.get_by_text(f"处理：{GUARD_ACTIONS['zh'][alert.payload['action']]}").first).to_be_visible()
         shot(page, "demo_01_alert_from_wecom")
         page.locator(".st-key-focus_ack button").click()
         expect(page.get_by_text(f"告警 {alert_id} 已确认。")).to_be_visible()
