@@ -62,7 +62,7 @@ import pandas as pd
 from sqlalchemy import Connection, text
 
 from guards.config import ObserveConfig
-from guards.sequential import cusum_by_campaign, lag_share_at_end
+from guards.sequential import cusum, lag_share_at_end
 
 DAY_S = 86400
 
@@ -170,8 +170,28 @@ def _codes(frame: pd.DataFrame, index: pd.Index) -> np.ndarray:
 
 
 def _sum_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    ok = codes >= 0
-    return np.bincount(codes[ok], weights=values[ok], minlength=n)
+    # Bin 0 takes the rows of no campaign (code -1), then is dropped: no mask, no copy of the rows.
+    return np.bincount(codes + 1, weights=values, minlength=n + 1)[1:]
+
+
+def _bucket_table(codes: np.ndarray, bucket: np.ndarray, n: int, bucket_s: int):
+    """(the distinct buckets, sorted; table(values) -> an n x buckets array of `values` summed per campaign
+    and bucket). Rows of no campaign (code -1) are left out."""
+    if len(bucket) == 0:
+        return np.zeros(0, dtype=np.int64), lambda values: np.zeros((n, 0))
+    first = int(bucket.min())
+    if ((bucket - first) % bucket_s == 0).all():  # the usual grid: no sort needed
+        where = (bucket - first) // bucket_s
+        grid = first + bucket_s * np.arange(int(where.max()) + 1, dtype=np.int64)
+    else:
+        grid, where = np.unique(bucket, return_inverse=True)
+    width = len(grid)
+    key = (codes + 1) * width + where
+
+    def table(values: np.ndarray) -> np.ndarray:
+        return np.bincount(key, weights=values, minlength=(n + 1) * width).reshape(n + 1, width)[1:]
+
+    return grid, table
 
 
 def _max_by(codes: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
@@ -217,19 +237,18 @@ class Sequential:
     order_value_cv: float
 
 
-def sequential_evidence(feeds: Feeds, watermark: int, avg_order_value: np.ndarray, config: ObserveConfig,
-                        params: Sequential) -> np.ndarray:
+def sequential_evidence(buckets: np.ndarray, gmv: np.ndarray, spend: np.ndarray, watermark: int,
+                        avg_order_value: np.ndarray, config: ObserveConfig, params: Sequential) -> np.ndarray:
     """Per campaign, the bucket-time CUSUM of its realised GMV against its floor (guards.sequential), over
-    the buckets of the last window that have ended by the feed's watermark."""
-    age = watermark - feeds.o_bucket - config.bucket_s
-    rows = (age >= 0) & (age < params.window_s)
-    share = lag_share_at_end(age[rows], np.asarray(config.lag_minutes, dtype=np.float64) * 60,
+    the buckets of the last window that have ended by the feed's watermark (`gmv`, `spend`: campaigns x
+    `buckets` tables)."""
+    age = watermark - buckets - config.bucket_s
+    window = (age >= 0) & (age < params.window_s)
+    share = lag_share_at_end(age[window], np.asarray(config.lag_minutes, dtype=np.float64) * 60,
                              np.asarray(config.lag_cdf, dtype=np.float64))
-    codes = feeds.o_codes[rows]
-    scale = np.append(avg_order_value * (1.0 + params.order_value_cv ** 2), 1.0)[codes]
-    return cusum_by_campaign(codes, feeds.o_bucket[rows], feeds.gmv[rows] / scale,
-                             feeds.spend[rows] * share / scale, params.floor, params.above, params.below,
-                             len(avg_order_value))
+    scale = (np.asarray(avg_order_value, dtype=np.float64) * (1.0 + params.order_value_cv ** 2))[:, None]
+    return cusum(gmv[:, window] / scale, spend[:, window] * share / scale, params.floor, params.above,
+                 params.below)
 
 
 def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config: ObserveConfig,
@@ -246,19 +265,23 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
     pool_sum = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_w) * in_pred)
     pool_n = _sum_by(d_codes, n, np.nan_to_num(feeds.pool_n) * in_pred)
 
-    o_codes, o_bucket, spend = feeds.o_codes, feeds.o_bucket, feeds.spend
+    o_codes, o_bucket = feeds.o_codes, feeds.o_bucket
     watermark = min(now_ts, int(feeds.last_known.max())) if len(feeds.last_known) else now_ts
-    age = watermark - o_bucket
+    # Every window below weighs a campaign's buckets by the bucket's age alone: sum each outcome column
+    # into a campaign x bucket table once, then each window is one product with its weights by bucket.
+    buckets, table = _bucket_table(o_codes, o_bucket, n, config.bucket_s)
+    spend, gmv, orders, pred_gmv = (table(v) for v in (feeds.spend, feeds.gmv, feeds.orders, feeds.pred_gmv))
+    age = watermark - buckets
     share = lag_share(age, config)
-    mature = (age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)
-    realised_spend = _sum_by(o_codes, n, spend * share * mature)
-    realised_gmv = _sum_by(o_codes, n, feeds.gmv * mature)
-    realised_orders = _sum_by(o_codes, n, feeds.orders * mature)
-    realised_pred_gmv = _sum_by(o_codes, n, feeds.pred_gmv * share * mature)
+    mature = ((age >= config.maturity_s) & (age < config.maturity_s + config.realised_window_s)).astype(np.float64)
+    realised_spend = spend @ (share * mature)
+    realised_gmv = gmv @ mature
+    realised_orders = orders @ mature
+    realised_pred_gmv = pred_gmv @ (share * mature)
     cal_s = config.calibration_maturity_s
-    cal = (age >= cal_s) & (age < cal_s + config.realised_window_s)
-    recent = o_bucket > watermark - config.spend_window_s
-    recent_spend = _sum_by(o_codes, n, spend * recent)
+    cal = ((age >= cal_s) & (age < cal_s + config.realised_window_s)).astype(np.float64)
+    recent = (buckets > watermark - config.spend_window_s).astype(np.float64)
+    recent_spend = spend @ recent
     spend_rate = recent_spend / config.spend_window_s
     last_outcome = _max_by(o_codes, n, feeds.last_known)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -266,11 +289,8 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         pool_pred_roi = np.where(pool_n > 0, pool_sum / pool_n, np.nan)
         realised_roi = np.where(realised_spend > 0, realised_gmv / realised_spend, np.nan)
         value_calibration = np.where(realised_pred_gmv > 0, realised_gmv / realised_pred_gmv, np.nan)
-        bought_pred_roi = np.where(recent_spend > 0, _sum_by(o_codes, n, feeds.pred_gmv * recent) / recent_spend,
-                                   np.nan)
-    k, k_orders, prior_share = model_calibration(
-        _sum_by(o_codes, n, feeds.gmv * cal), _sum_by(o_codes, n, feeds.orders * cal),
-        _sum_by(o_codes, n, feeds.pred_gmv * share * cal), prior)
+        bought_pred_roi = np.where(recent_spend > 0, (pred_gmv @ recent) / recent_spend, np.nan)
+    k, k_orders, prior_share = model_calibration(gmv @ cal, orders @ cal, pred_gmv @ (share * cal), prior)
 
     breakers = {c: feeds.breakers.get(c, np.full(n, np.nan)) for c in BREAKER_COLUMNS}
     index = feeds.features.get("competitor_price_index", np.full(n, np.nan))
@@ -299,7 +319,7 @@ def observe_feeds(feeds: Feeds, avg_order_value: np.ndarray, now_ts: int, config
         "model_calibration": np.full(n, k),
         "model_calibration_orders": np.full(n, k_orders),
         "cusum": (np.zeros(n) if sequential is None else
-                  sequential_evidence(feeds, watermark, avg_order_value, config, sequential)),
+                  sequential_evidence(buckets, gmv, spend, watermark, avg_order_value, config, sequential)),
         "gross_margin": np.full(n, np.nan) if gross_margin is None else np.asarray(gross_margin, dtype=np.float64),
         "model_calibration_prior_share": np.full(n, prior_share),
         **{c: breakers[c] for c in BREAKER_FIGURES},

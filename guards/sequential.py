@@ -39,39 +39,25 @@ def lag_share_at_end(age_since_end: np.ndarray, lag_seconds: np.ndarray, lag_cdf
     return np.where(idx >= 0, lag_cdf[np.clip(idx, 0, None)], 0.0)
 
 
-def cusum_by_campaign(codes: np.ndarray, bucket: np.ndarray, gmv_units: np.ndarray, exposure_units: np.ndarray,
-                      floor: np.ndarray, above: float, below: tuple[float, ...], n: int) -> np.ndarray:
+def cusum(gmv_units: np.ndarray, exposure_units: np.ndarray, floor: np.ndarray, above: float,
+          below: tuple[float, ...]) -> np.ndarray:
     """The bucket-time CUSUM per campaign (module docstring).
 
-    Per campaign x bucket row: its campaign code, bucket, GMV known / s and spend x F / s; `floor` per
-    campaign. Returns S (n,), 0 for a campaign without rows.
+    `gmv_units`, `exposure_units`: campaigns x buckets in time order, GMV known / s and spend x F / s (0
+    where a campaign has no outcome in a bucket); `floor` per campaign. Returns S per campaign.
 
-    With a campaign's buckets in time order and P_k the sum of its first k llr (P_0 = 0), the largest
-    sum over a run of its newest buckets is P_m - min(P_0 .. P_m-1): running sums and one segment
-    reduction per fall over all campaigns at once, no loop over campaigns."""
-    ok = codes >= 0
-    codes, bucket, g, e = codes[ok], bucket[ok], gmv_units[ok], exposure_units[ok]
+    With P_k the sum of a campaign's first k llr (P_0 = 0), the largest sum over a run of its newest
+    buckets is P_m - min(P_0 .. P_m-1). llr = g ln(rho1/rho0) - (rho1 - rho0) e is linear in g and
+    floor x e with factors the same for every campaign, so two running sums serve all the falls."""
+    n, width = gmv_units.shape
+    if width == 0:
+        return np.zeros(n)
+    g_sum = np.cumsum(gmv_units, axis=1)
+    fe_sum = np.cumsum(exposure_units * floor[:, None], axis=1)
     out = np.zeros(n)
-    if not len(codes):
-        return out
-    step = np.diff(codes)
-    if not ((step > 0) | ((step == 0) & (np.diff(bucket) > 0))).all():  # load_inputs' order is usually this
-        order = np.lexsort((bucket, codes))
-        codes, g, e = codes[order], g[order], e[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], len(codes)] - 1
-    sizes = np.diff(np.r_[starts, len(codes)])
-    # llr = g ln(rho1/rho0) - (rho1 - rho0) e is linear in g and floor x e, whose ratio and difference
-    # factors are the same for every campaign: two running sums serve all the falls.
-    fe = floor[codes] * e
-    g_sum, fe_sum = np.cumsum(g), np.cumsum(fe)
-    g_prefix = g_sum - np.repeat(np.r_[0.0, g_sum][starts], sizes)   # within each campaign, inclusive
-    fe_prefix = fe_sum - np.repeat(np.r_[0.0, fe_sum][starts], sizes)
-    g_before, fe_before = g_prefix - g, fe_prefix - fe                # the sums before each bucket
-    campaigns = codes[starts]
     for b in below:
         log_ratio, spread = np.log((1.0 - b) / (1.0 + above)), (1.0 - b) - (1.0 + above)
-        before = log_ratio * g_before - spread * fe_before              # P_k-1 for this fall
-        best = (log_ratio * g_prefix[ends] - spread * fe_prefix[ends]) - np.minimum.reduceat(before, starts)
-        out[campaigns] = np.maximum(out[campaigns], best)
+        prefix = log_ratio * g_sum - spread * fe_sum                     # P_1 .. P_m
+        lowest = np.minimum(prefix[:, :-1].min(axis=1, initial=0.0), 0.0)  # min(P_0 .. P_m-1)
+        out = np.maximum(out, prefix[:, -1] - lowest)
     return np.maximum(out, 0.0)
