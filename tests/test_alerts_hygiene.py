@@ -95,11 +95,13 @@ def test_a_failed_probation_folds_into_the_open_trip_and_never_messages():
     assert plan_enqueue(failed, ["ops"], [], HOUR, T).insert == ("ops",)  # nothing open: it is news, not lost
 
 
-def test_an_action_change_folds_into_an_unsent_trip_else_one_message_a_channel():
+def test_an_action_change_folds_into_its_trip_sent_or_not():
+    """The demo day had 140 action changes for 41 trips: each as a message, they drowned the trips."""
     changed = AlertEvent(AlertKind.ACTION_CHANGED, "warning", T, campaign_id="c1", guard="roi")
     waiting = [OpenAlert("ops", 7, T - 10, False, queued=True), OpenAlert("file", 8, T - 10, False)]
     plan = plan_enqueue(changed, ["ops", "file"], waiting, HOUR, T)
-    assert plan.updated == (("ops", 7),) and plan.insert == ("file",) and not plan.resolve
+    assert plan.updated == (("ops", 7),) and plan.insert == () and plan.suppressed == (("file", 8),)
+    assert not plan.resolve
     assert plan_enqueue(changed, ["ops"], [], HOUR, T).insert == ("ops",)
 
 
@@ -252,14 +254,13 @@ def test_failed_probations_and_action_changes_stay_on_the_open_trip(engine, serv
     for k in range(3):  # failed probations, hours apart: counted on the trip, never a message
         alert(guard_event(ProbationFailed, "c01", t + 3600 * k, reason="breach", cooldown_s=1800,
                           modes=(GuardMode.PROBATION, GuardMode.TRIPPED)), 3 + k)
-    alert(change("bid_cut", "pause", t + 10), 9)  # after it was sent: one message saying what changed
+    alert(change("bid_cut", "pause", t + 10), 9)  # after it was sent: counted on the trip, which now says it
     drain(engine, channels, clock, until=t + 120, step=10)
-    assert len(server.state.received) == 2
-    assert "处理方式变更：模型出价下调 → 暂停投放" in server.state.received[1].content
+    assert len(server.state.received) == 1
     with engine.connect() as conn:
         assert board.open_alert_count(conn) == 1
         [row] = board.alerts_frame(conn, open_only=True).itertuples()
-    assert row.kind == "guard_tripped" and row.repeats == 3
+    assert row.kind == "guard_tripped" and row.repeats == 4 and row.payload["action"] == "pause"
 
 
 @pytest.fixture(name="env_config")

@@ -150,9 +150,11 @@ def plan_enqueue(event: AlertEvent, routed: Sequence[str], open_alerts: Sequence
         return EnqueuePlan(insert=(), suppressed=tuple((ch, a.alert_id) for ch, a in sorted(newest.items())),
                            resolve=False)
     if phase is AlertPhase.UPDATE:
+        # Folded into the open alert: rewritten while it waits to be sent, counted on it once it was (a guard
+        # may change its action every review, and each change as a message drowned the trips).
         queued = tuple((ch, a.alert_id) for ch, a in sorted(newest.items()) if a.queued)
-        return EnqueuePlan(insert=tuple(ch for ch in sorted(newest) if not newest[ch].queued), suppressed=(),
-                           resolve=False, updated=queued)
+        sent = tuple((ch, a.alert_id) for ch, a in sorted(newest.items()) if not a.queued)
+        return EnqueuePlan(insert=(), suppressed=sent, resolve=False, updated=queued)
     joined = members | {event.member} if event.member else None
     insert, suppressed = [], []
     for ch in routed:

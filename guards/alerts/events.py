@@ -45,7 +45,7 @@ class AlertKind(StrEnum):
 class AlertPhase(StrEnum):
     FIRING = "firing"        # opens a condition; repeats only after the repeat interval
     REPEAT = "repeat"        # counted on the open condition, never a message of its own while it is open
-    UPDATE = "update"        # changes the open condition: folded into its alert if not sent yet, else one message
+    UPDATE = "update"        # changes the open condition: folded into its alert if not sent yet, else counted on it
     RESOLVING = "resolving"  # closes the open condition; announced once
     INFO = "info"            # delivered as is
 

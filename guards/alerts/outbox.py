@@ -178,7 +178,10 @@ def enqueue_alert(conn: Connection, event: AlertEvent, now_ts: int, *,
     for _, alert_id in plan.suppressed:
         conn.execute(update(a).where(a.c.alert_id == alert_id)
                      .values(repeats=a.c.repeats + repeat, last_seen_ts=now_ts))
-    for _, alert_id in plan.updated:  # not sent yet: its message will say the new state
+    # Not sent yet: its message will say the new state. An update folded into a sent alert changes it too,
+    # so the panel and the next reminder say what is now so.
+    changed = plan.updated + (plan.suppressed if event.phase is AlertPhase.UPDATE else ())
+    for _, alert_id in changed:
         kept = conn.execute(select(a.c.payload).where(a.c.alert_id == alert_id)).scalar() or {}
         conn.execute(update(a).where(a.c.alert_id == alert_id)
                      .values(payload={**kept, **event.payload, "guard_event_id": kept.get("guard_event_id")},
