@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -37,7 +35,7 @@ from guards.alerts.core import AlertRecord, OpenAlert, most_severe, plan_enqueue
 from guards.alerts.notices import kill_switch_alerts
 from guards.alerts.templates import Style, render
 from guards.alerts.wecom import WeComRobot
-from guards.machine import DataFresh, DataStale, GuardEvent, GuardTripped, ProbationFailed
+from guards.machine import ActionChanged, DataFresh, DataStale, GuardEvent, GuardTripped, ProbationFailed
 from guards.worker import GuardWorker
 from store import repo
 from store import schema as s
@@ -218,17 +216,6 @@ def test_a_stale_storm_is_one_alert_and_fresh_data_one_announcement(engine, serv
     assert len(server.state.received) == 2 and "数据已恢复" in server.state.received[1].content
     with engine.connect() as conn:
         assert board.open_alert_count(conn) == 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActionChanged(GuardEvent):
-    """As the guard redesign reports it (guards.machine on main): the guard switched its action while tripped."""
-
-    kind: ClassVar[str] = "action_changed"
-    severity: ClassVar[str] = "warning"
-    action_before: str
-    action_after: str
-    bid_factor: float
 
 
 def test_failed_probations_and_action_changes_stay_on_the_open_trip(engine, server, tmp_path, clock):
