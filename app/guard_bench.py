@@ -16,6 +16,11 @@ alone, the model under the guard, and the oracle (sim.oracle). Over all days:
   below the floor. alpha is the guard's own false-trip rate per healthy campaign-day
   (at least one in the number measured): under no change the ratio reaches ln(1/alpha)
   with probability at most alpha, so it raises no more false alarms than the guard;
+  beside it **the ideal below-floor detector**, told the same, weighs the true path
+  against ROI = the floor instead: the best any detector can do that trips a campaign
+  sitting at the floor (healthy, by the issue's definition) with probability at most
+  alpha. A campaign that falls from 3.0 to 2.3 has changed as much as one that falls
+  to 1.9; only this detector must tell them apart, as a guard must;
 - **false trips** per 100 healthy campaign-days (campaigns whose true ROI never goes
   below the floor), on the healthy families and on the untouched campaigns of the
   other days;
@@ -67,9 +72,9 @@ class DayResult:
     day_seed: int
     report: dict               # the stress report without the per-hour and per-campaign tables
     campaigns: list[CampaignDay]
-    # degraded campaign -> (the ideal detector's log-likelihood ratio per minute from its change, whether its
-    # true expected ROI that minute is below the floor)
-    ideal: dict[str, tuple[np.ndarray, np.ndarray]]
+    # degraded campaign -> (the ideal detector's log-likelihood ratio per minute from its change, the ideal
+    # below-floor detector's, whether its true expected ROI that minute is below the floor)
+    ideal: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _lag(settings) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +82,12 @@ def _lag(settings) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(o.lag_minutes, dtype=np.float64), np.asarray(o.lag_cdf, dtype=np.float64)
 
 
-def ideal_lr_path(model: ArmRun, c: int, change_at: int, aov: float, cv: float, lag: tuple[np.ndarray, np.ndarray]
-                  ) -> np.ndarray:
+def ideal_lr_path(model: ArmRun, c: int, change_at: int, aov: float, cv: float, lag: tuple[np.ndarray, np.ndarray],
+                  null_roi: float | None = None) -> np.ndarray:
     """The ideal detector's log-likelihood ratio per minute from `change_at`: the campaign's true expected ROI
     path against its ROI over the hour before the change, on the GMV known of each bucket since the change.
+    With `null_roi` (the floor: the ideal below-floor detector) the null is the nearest path that never goes
+    below it, max(rho_b, null_roi): only buckets whose true ROI is under the floor add evidence.
 
     At watermark w it is the sum over buckets b in [change_at, w) of (gmv known of b / s) ln(rho_b / rho0)
     - (rho_b - rho0) spend_b F(w - end of b) / s (guards.sequential's step with the true rho_b): the first
@@ -88,10 +95,13 @@ def ideal_lr_path(model: ArmRun, c: int, change_at: int, aov: float, cv: float, 
     scale = aov * (1.0 + cv * cv)
     spend_exp, gmv_exp = model.values_spend[MODEL, c], model.values_gmv[MODEL, c]
     before = slice(max(0, change_at - 60), max(change_at, 1))
-    rho0 = gmv_exp[before].sum() / max(spend_exp[before].sum(), 1e-9)
     spend = model.spend[c, change_at:]
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = gmv_exp[change_at:] / spend_exp[change_at:]
+    if null_roi is None:
+        rho0 = np.full_like(rho, gmv_exp[before].sum() / max(spend_exp[before].sum(), 1e-9))
+    else:
+        rho0 = np.fmax(rho, null_roi)
     ok = (rho > 0) & (spend > 0) & (rho0 > 0)
     log_ratio = np.where(ok, np.log(np.where(ok, rho, 1.0) / rho0), 0.0)
     drift = np.where(ok, (rho - rho0) * spend / scale, 0.0)
@@ -135,8 +145,8 @@ def play_day(day: Day, data_dir: str) -> DayResult:
         after = [t["at_minute"] for t in trips if crossing is None or t["at_minute"] >= crossing - 60]
         degradation = affected.get(cid)
         if degradation is not None and crossing is not None and degradation.kind != "model":
-            paths[cid] = (ideal_lr_path(model, i, degradation.at_minute, aov[cid], roi.order_value_cv, lag),
-                          instant_below[i])
+            told = (model, i, degradation.at_minute, aov[cid], roi.order_value_cv, lag)
+            paths[cid] = (ideal_lr_path(*told), ideal_lr_path(*told, null_roi=played.floor), instant_below[i])
         campaigns.append(CampaignDay(day.family, day.seed, cid, degradation.kind if degradation else "",
                                      degradation.size if degradation else 0.0, crossing,
                                      min(after) if after else None, sum(t["false"] for t in trips)))
@@ -165,23 +175,18 @@ def summarise(days: list[DayResult]) -> dict:
     false_rate = sum(c.false_trips > 0 for c in healthy) / max(len(healthy), 1)
     alpha = max(false_rate, 1.0 / max(len(healthy), 1))
     threshold = float(np.log(1.0 / alpha))
-    delays, ideal, delays_all, ideal_all, misses = [], [], [], [], 0
+    # per crossing: (its fall, our delay, the ideal's, the ideal below-floor detector's); None: never tripped
+    crossings: list[tuple[float, int | None, int | None, int | None]] = []
     for d in days:
         for c in d.campaigns:
             if c.crossing is None or c.kind == "" or c.kind == "model":
                 continue
-            ideal_path = d.ideal.get(c.campaign_id)
-            ideal_trip = None if ideal_path is None else _ideal_trip(*ideal_path, threshold)
-            ours = None if c.trip is None else c.trip - c.crossing
-            best = None if ideal_trip is None else ideal_trip - c.crossing
-            if ours is None:
-                misses += 1
-            if ours is not None and best is not None:
-                delays_all.append(ours)
-                ideal_all.append(best)
-                if c.size >= LARGE_FALL:
-                    delays.append(ours)
-                    ideal.append(best)
+            paths = d.ideal.get(c.campaign_id)
+            ideal_trips = (None, None) if paths is None else (
+                _ideal_trip(paths[0], paths[2], threshold), _ideal_trip(paths[1], paths[2], threshold))
+            crossings.append((c.size, None if c.trip is None else c.trip - c.crossing,
+                              *(None if t is None else t - c.crossing for t in ideal_trips)))
+    large = [x for x in crossings if x[0] >= LARGE_FALL]
     material = [d for d in days if d.report["oracle_capture"] is not None]
 
     def capture(subset: list[DayResult]) -> float | None:
@@ -199,15 +204,15 @@ def summarise(days: list[DayResult]) -> dict:
         "oracle_capture": capture(material),
         "oracle_capture_by_family": {f: capture([d for d in material if d.family == f]) for f in families},
         "material_days": len(material),
-        "detection_delay_min": {**_quantiles(delays), "ideal": _quantiles(ideal),
-                                "ratio_median": _ratio(delays, ideal, 50), "ratio_p90": _ratio(delays, ideal, 90)},
-        "detection_delay_min_all": {**_quantiles(delays_all), "ideal": _quantiles(ideal_all)},
-        "missed_crossings": misses,
+        "detection_delay_min": _delays(large),
+        "detection_delay_min_all": _delays(crossings),
+        "missed_crossings": sum(x[1] is None for x in crossings),
         "false_trips_per_100_healthy_campaign_days": round(100 * false_rate, 3),
         "false_trips_per_100_healthy_family_campaign_days": round(
             100 * sum(c.false_trips > 0 for c in healthy_family) / max(len(healthy_family), 1), 3),
         "ideal_alpha": round(alpha, 5),
         "restores": len(restores),
+        "restores_judged": [{"family": d.family, "seed": d.day_seed, **r} for d in days for r in d.report["restores"]],
         "restores_below_floor_plus_hysteresis": sum(r["below_floor_plus_hysteresis"] for r in restores),
         "failed_probations_per_campaign_day": round(
             sum(d.report["probation_failures"] for d in days) / max(sum(len(d.campaigns) for d in days), 1), 4),
@@ -218,6 +223,20 @@ def summarise(days: list[DayResult]) -> dict:
                      "false_trips": d.report["false_trips"], "trips": sum(t["kind"] == "trip" for t in d.report["trips"])}
                     for d in days],
     }
+
+
+def _delays(crossings: list[tuple[float, int | None, int | None, int | None]]) -> dict:
+    """Our delays and each ideal's, over the crossings both tripped (never tripped: counted apart)."""
+    ours = [x[1] for x in crossings if x[1] is not None and x[2] is not None]
+    ideal = [x[2] for x in crossings if x[1] is not None and x[2] is not None]
+    ours_b = [x[1] for x in crossings if x[1] is not None and x[3] is not None]
+    below = [x[3] for x in crossings if x[1] is not None and x[3] is not None]
+    return {**_quantiles(ours), "ideal": {**_quantiles(ideal), "never": sum(x[2] is None for x in crossings)},
+            "ratio_median": _ratio(ours, ideal, 50), "ratio_p90": _ratio(ours, ideal, 90),
+            "ours_where_ideal_below_floor_trips": _quantiles(ours_b),
+            "ideal_below_floor": {**_quantiles(below), "never": sum(x[3] is None for x in crossings)},
+            "ratio_p90_below_floor": _ratio(ours_b, below, 90), "crossings": len(crossings),
+            "never": sum(x[1] is None for x in crossings)}
 
 
 def _ratio(ours: list[float], ideal: list[float], q: int) -> float | None:

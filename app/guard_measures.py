@@ -40,6 +40,8 @@ class BenchMeasure:
     delay_median_min: float | None      # degradations of 30% or more, from the first sustained crossing
     delay_p90_min: float | None
     ideal_median_min: float | None      # the ideal detector told the change (same false-alarm rate)
+    ideal_p90_min: float | None
+    ideal_below_floor_p90_min: float | None  # told the change, but it must prove ROI below the floor
     false_trips_per_100: float | None   # per 100 healthy campaign-days
     restores_below: int                 # restores with the model's true ROI below floor + hysteresis
     failed_probations_per_campaign_day: float | None
@@ -72,7 +74,9 @@ def _bench(path: Path, doc: dict) -> BenchMeasure:
     delay = doc.get("detection_delay_min") or {}
     return BenchMeasure(int(doc.get("seed", 0)), int(doc.get("days", 0)), int(path.stat().st_mtime),
                         doc.get("oracle_capture"), delay.get("median"), delay.get("p90"),
-                        (delay.get("ideal") or {}).get("median"), doc.get("false_trips_per_100_healthy_campaign_days"),
+                        (delay.get("ideal") or {}).get("median"), (delay.get("ideal") or {}).get("p90"),
+                        (delay.get("ideal_below_floor") or {}).get("p90"),
+                        doc.get("false_trips_per_100_healthy_campaign_days"),
                         int(doc.get("restores_below_floor_plus_hysteresis", 0)),
                         doc.get("failed_probations_per_campaign_day"))
 

@@ -52,6 +52,24 @@ def test_the_ideal_detector_needs_the_evidence_a_fall_brings(spend_per_minute):
     assert 0.5 * expected <= first - 600 <= 2 * expected + 30
 
 
+def test_the_ideal_below_floor_detector_tells_a_fall_under_the_floor_from_one_just_over_it():
+    # Both campaigns fall by the same share from 2.9; only one ends under the floor. Against its ROI before, the
+    # ideal detector sees both falls alike; made to prove ROI below the floor (2.0), it fires only on the one
+    # that ends under it, and later than the ideal does.
+    rng = np.random.default_rng(3)
+    minute = np.arange(MINUTES_PER_DAY)
+    under, over = (np.where(minute < 600, 2.9, after) for after in (1.6, 2.3))
+    fired = {}
+    for name, roi in (("under", under), ("over", over)):
+        day = one_campaign_day(rng, roi, 300.0)
+        told = ideal_lr_path(day, 0, 600, AOV, CV, (LAG_MINUTES, LAG_CDF))
+        proving = ideal_lr_path(day, 0, 600, AOV, CV, (LAG_MINUTES, LAG_CDF), null_roi=2.0)
+        fired[name] = [int(np.argmax(np.nan_to_num(p, nan=-np.inf) >= np.log(1000))) or None for p in (told, proving)]
+    assert fired["over"][0] is not None and fired["over"][1] is None
+    assert fired["under"][0] is not None and fired["under"][1] is not None
+    assert 600 < fired["under"][0] < fired["under"][1]
+
+
 @pytest.mark.parametrize("alpha", [0.1])
 def test_without_a_change_the_ideal_detector_alarms_at_most_alpha_of_the_days(alpha):
     # Ville's inequality: a likelihood ratio martingale reaches 1/alpha with probability at most alpha, which is
@@ -88,7 +106,7 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
                                                 restores=[{"below_floor_plus_hysteresis": False}]),
                          [_campaign(crossing=420, trip=450, cid="c01"), _campaign(cid="c02")] +
                          [_campaign(kind="", size=0.0, cid=f"h{i}") for i in range(8)],
-                         {"c01": (path, below)})
+                         {"c01": (path, path - 3.0, below)})
     healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
                         [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", false_trips=int(i == 0))
                          for i in range(10)], {})
@@ -102,6 +120,11 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
     ideal_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(18)) & below)[0])
     assert result["detection_delay_min"]["median"] == 30.0
     assert result["detection_delay_min"]["ideal"]["median"] == float(ideal_minute - 420)
+    # the ideal below-floor detector's ratio is 3 lower here: it needs ln 18 + 3
+    below_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(18) + 3.0) & below)[0])
+    assert result["detection_delay_min"]["ideal_below_floor"]["median"] == float(below_minute - 420)
+    assert result["detection_delay_min"]["ideal_below_floor"]["never"] == 0
+    assert result["detection_delay_min"]["ours_where_ideal_below_floor_trips"]["median"] == 30.0
     assert result["missed_crossings"] == 0
     assert result["restores"] == 1 and result["restores_below_floor_plus_hysteresis"] == 0
     assert result["failed_probations_per_campaign_day"] == round(2 / 20, 4)

@@ -661,8 +661,8 @@ def test_the_guard_page_shows_the_guard_against_the_oracle_from_the_newest_measu
     (reports / "stress-broken-2").mkdir()
     (reports / "stress-broken-2" / "report.json").write_text("{not json")  # skipped, not shown half
     (reports / "guard-bench-1-60.json").write_text(json.dumps({
-        "seed": 1, "days": 60, "oracle_capture": 0.84, "detection_delay_min": {"median": 52.0, "p90": 190.0,
-                                                                                 "ideal": {"median": 41.0}},
+        "seed": 1, "days": 60, "oracle_capture": 0.84, "detection_delay_min": {
+            "median": 52.0, "p90": 190.0, "ideal": {"median": 41.0, "p90": 60.0}, "ideal_below_floor": {"p90": 240.0}},
         "false_trips_per_100_healthy_campaign_days": 0.21, "restores_below_floor_plus_hysteresis": 0,
         "failed_probations_per_campaign_day": 0.012}))
     page = Panel(control).login("operator").open("guards")
@@ -674,3 +674,4 @@ def test_the_guard_page_shows_the_guard_against_the_oracle_from_the_newest_measu
     assert len(stress) == 2
     row = bench.iloc[0]
     assert (row[zh("st.oracle_capture")], row[zh("gd.delay_median")], row[zh("gd.delay_ideal")]) == ("84.0%", "52", "41")
+    assert (row[zh("gd.delay_ideal_p90")], row[zh("gd.delay_ideal_below_floor_p90")]) == ("60", "240")

@@ -67,6 +67,9 @@ def _measures(ctx: Ctx) -> None:
             ctx.t("gd.delay_median"): [fmt_num(m.delay_median_min, 0) for m in measures.bench],
             ctx.t("gd.delay_p90"): [fmt_num(m.delay_p90_min, 0) for m in measures.bench],
             ctx.t("gd.delay_ideal"): [fmt_num(m.ideal_median_min, 0) for m in measures.bench],
+            ctx.t("gd.delay_ideal_p90"): [fmt_num(m.ideal_p90_min, 0) for m in measures.bench],
+            ctx.t("gd.delay_ideal_below_floor_p90"): [fmt_num(m.ideal_below_floor_p90_min, 0)
+                                                     for m in measures.bench],
             ctx.t("gd.false_per_100"): [fmt_num(m.false_trips_per_100, 2) for m in measures.bench],
             ctx.t("gd.restores_below"): [m.restores_below for m in measures.bench],
             ctx.t("gd.failed_per_day"): [fmt_num(m.failed_probations_per_campaign_day, 3) for m in measures.bench],
