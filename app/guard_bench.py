@@ -16,11 +16,14 @@ alone, the model under the guard, and the oracle (sim.oracle). Over all days:
   below the floor. alpha is the guard's own false-trip rate per healthy campaign-day
   (at least one in the number measured): under no change the ratio reaches ln(1/alpha)
   with probability at most alpha, so it raises no more false alarms than the guard;
-  beside it **the ideal below-floor detector**, told the same, weighs the true path
-  against ROI = the floor instead: the best any detector can do that trips a campaign
-  sitting at the floor (healthy, by the issue's definition) with probability at most
-  alpha. A campaign that falls from 3.0 to 2.3 has changed as much as one that falls
-  to 1.9; only this detector must tell them apart, as a guard must;
+  beside it two ideal detectors told the same but made to prove the fall below a level
+  (the null is the nearest path that never goes below it): **below the floor**, the best
+  any detector can do that trips a campaign sitting at the floor (healthy, by the
+  issue's definition) with probability at most alpha, and **below the guard's null**
+  (floor x (1 + cusum_above), the level the guard's CUSUM keeps safe at alpha), the best
+  a detector with the guard's own contract can do. A campaign that falls from 3.0 to 2.3
+  has changed as much as one that falls to 1.9; only these must tell them apart, as a
+  guard must;
 - **false trips** per 100 healthy campaign-days (campaigns whose true ROI never goes
   below the floor), on the healthy families and on the untouched campaigns of the
   other days;
@@ -72,9 +75,12 @@ class DayResult:
     day_seed: int
     report: dict               # the stress report without the per-hour and per-campaign tables
     campaigns: list[CampaignDay]
-    # degraded campaign -> (the ideal detector's log-likelihood ratio per minute from its change, the ideal
-    # below-floor detector's, whether its true expected ROI that minute is below the floor)
-    ideal: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    # degraded campaign -> (each ideal detector's log-likelihood ratio per minute from its change (IDEALS),
+    # whether its true expected ROI that minute is below the floor)
+    ideal: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]
+
+
+IDEALS = ("ideal", "ideal_below_floor", "ideal_below_guard_null")
 
 
 def _lag(settings) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +152,9 @@ def play_day(day: Day, data_dir: str) -> DayResult:
         degradation = affected.get(cid)
         if degradation is not None and crossing is not None and degradation.kind != "model":
             told = (model, i, degradation.at_minute, aov[cid], roi.order_value_cv, lag)
-            paths[cid] = (ideal_lr_path(*told), ideal_lr_path(*told, null_roi=played.floor), instant_below[i])
+            nulls = (None, played.floor, played.floor * (1.0 + roi.cusum_above))
+            paths[cid] = ({name: ideal_lr_path(*told, null_roi=null) for name, null in zip(IDEALS, nulls)},
+                          instant_below[i])
         campaigns.append(CampaignDay(day.family, day.seed, cid, degradation.kind if degradation else "",
                                      degradation.size if degradation else 0.0, crossing,
                                      min(after) if after else None, sum(t["false"] for t in trips)))
@@ -175,18 +183,17 @@ def summarise(days: list[DayResult]) -> dict:
     false_rate = sum(c.false_trips > 0 for c in healthy) / max(len(healthy), 1)
     alpha = max(false_rate, 1.0 / max(len(healthy), 1))
     threshold = float(np.log(1.0 / alpha))
-    # per crossing: (its fall, our delay, the ideal's, the ideal below-floor detector's); None: never tripped
-    crossings: list[tuple[float, int | None, int | None, int | None]] = []
+    crossings: list[Crossing] = []
     for d in days:
         for c in d.campaigns:
             if c.crossing is None or c.kind == "" or c.kind == "model":
                 continue
-            paths = d.ideal.get(c.campaign_id)
-            ideal_trips = (None, None) if paths is None else (
-                _ideal_trip(paths[0], paths[2], threshold), _ideal_trip(paths[1], paths[2], threshold))
-            crossings.append((c.size, None if c.trip is None else c.trip - c.crossing,
-                              *(None if t is None else t - c.crossing for t in ideal_trips)))
-    large = [x for x in crossings if x[0] >= LARGE_FALL]
+            paths, below = d.ideal.get(c.campaign_id, ({}, None))
+            trips = {name: _ideal_trip(path, below, threshold) for name, path in paths.items()}
+            crossings.append(Crossing(c.size, None if c.trip is None else c.trip - c.crossing,
+                                      {name: None if trips.get(name) is None else trips[name] - c.crossing
+                                       for name in IDEALS}))
+    large = [x for x in crossings if x.size >= LARGE_FALL]
     material = [d for d in days if d.report["oracle_capture"] is not None]
 
     def capture(subset: list[DayResult]) -> float | None:
@@ -206,7 +213,7 @@ def summarise(days: list[DayResult]) -> dict:
         "material_days": len(material),
         "detection_delay_min": _delays(large),
         "detection_delay_min_all": _delays(crossings),
-        "missed_crossings": sum(x[1] is None for x in crossings),
+        "missed_crossings": sum(x.ours is None for x in crossings),
         "false_trips_per_100_healthy_campaign_days": round(100 * false_rate, 3),
         "false_trips_per_100_healthy_family_campaign_days": round(
             100 * sum(c.false_trips > 0 for c in healthy_family) / max(len(healthy_family), 1), 3),
@@ -225,18 +232,30 @@ def summarise(days: list[DayResult]) -> dict:
     }
 
 
-def _delays(crossings: list[tuple[float, int | None, int | None, int | None]]) -> dict:
-    """Our delays and each ideal's, over the crossings both tripped (never tripped: counted apart)."""
-    ours = [x[1] for x in crossings if x[1] is not None and x[2] is not None]
-    ideal = [x[2] for x in crossings if x[1] is not None and x[2] is not None]
-    ours_b = [x[1] for x in crossings if x[1] is not None and x[3] is not None]
-    below = [x[3] for x in crossings if x[1] is not None and x[3] is not None]
-    return {**_quantiles(ours), "ideal": {**_quantiles(ideal), "never": sum(x[2] is None for x in crossings)},
-            "ratio_median": _ratio(ours, ideal, 50), "ratio_p90": _ratio(ours, ideal, 90),
-            "ours_where_ideal_below_floor_trips": _quantiles(ours_b),
-            "ideal_below_floor": {**_quantiles(below), "never": sum(x[3] is None for x in crossings)},
-            "ratio_p90_below_floor": _ratio(ours_b, below, 90), "crossings": len(crossings),
-            "never": sum(x[1] is None for x in crossings)}
+@dataclass(frozen=True)
+class Crossing:
+    """A degraded campaign's sustained crossing: minutes from it to our trip and to each ideal's (None: never)."""
+
+    size: float
+    ours: int | None
+    ideals: dict[str, int | None]
+
+
+def _delays(crossings: list[Crossing]) -> dict:
+    """Our delays (over the crossings we and the ideal both tripped) and, per ideal detector, its delays
+    beside ours over the crossings both tripped, the ratio of the quantiles and the crossings it never trips."""
+    def paired(name: str) -> tuple[list[int], list[int]]:
+        both = [x for x in crossings if x.ours is not None and x.ideals[name] is not None]
+        return [x.ours for x in both], [x.ideals[name] for x in both]
+
+    figures = {}
+    for name in IDEALS:
+        ours, ideal = paired(name)
+        figures[name] = {**_quantiles(ideal), "never": sum(x.ideals[name] is None for x in crossings),
+                         "ours": _quantiles(ours), "ratio_median": _ratio(ours, ideal, 50),
+                         "ratio_p90": _ratio(ours, ideal, 90)}
+    return {**figures["ideal"]["ours"], **figures, "crossings": len(crossings),
+            "never": sum(x.ours is None for x in crossings)}
 
 
 def _ratio(ours: list[float], ideal: list[float], q: int) -> float | None:

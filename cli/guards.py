@@ -281,10 +281,9 @@ def _bench_text(result: dict) -> str:
              f"by family {result['oracle_capture_by_family']}",
              f"detection delay from the first sustained crossing, falls >= 30%: median {d['median']} min, "
              f"p90 {d['p90']} (n {d['n']}); ideal detector median {d['ideal']['median']}, p90 {d['ideal']['p90']}",
-             f"ideal below-floor detector median {d['ideal_below_floor']['median']}, p90 {d['ideal_below_floor']['p90']} "
-             f"(n {d['ideal_below_floor']['n']}, never {d['ideal_below_floor']['never']}); ours on the same crossings "
-             f"median {d['ours_where_ideal_below_floor_trips']['median']}, "
-             f"p90 {d['ours_where_ideal_below_floor_trips']['p90']}",
+             *(f"{name.replace('_', ' ')} median {d[name]['median']}, p90 {d[name]['p90']} (n {d[name]['n']}, never "
+               f"{d[name]['never']}); ours on the same crossings median {d[name]['ours']['median']}, "
+               f"p90 {d[name]['ours']['p90']}" for name in ("ideal_below_floor", "ideal_below_guard_null")),
              f"missed crossings {result['missed_crossings']}",
              f"false trips per 100 healthy campaign-days {result['false_trips_per_100_healthy_campaign_days']} "
              f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']})",

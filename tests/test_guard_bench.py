@@ -106,7 +106,8 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
                                                 restores=[{"below_floor_plus_hysteresis": False}]),
                          [_campaign(crossing=420, trip=450, cid="c01"), _campaign(cid="c02")] +
                          [_campaign(kind="", size=0.0, cid=f"h{i}") for i in range(8)],
-                         {"c01": (path, path - 3.0, below)})
+                         {"c01": ({"ideal": path, "ideal_below_floor": path - 3.0,
+                                   "ideal_below_guard_null": path - 1.0}, below)})
     healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
                         [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", false_trips=int(i == 0))
                          for i in range(10)], {})
@@ -124,7 +125,8 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
     below_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(18) + 3.0) & below)[0])
     assert result["detection_delay_min"]["ideal_below_floor"]["median"] == float(below_minute - 420)
     assert result["detection_delay_min"]["ideal_below_floor"]["never"] == 0
-    assert result["detection_delay_min"]["ours_where_ideal_below_floor_trips"]["median"] == 30.0
+    assert result["detection_delay_min"]["ideal_below_floor"]["ours"]["median"] == 30.0
+    assert result["detection_delay_min"]["ideal_below_floor"]["ratio_p90"] == round(30 / (below_minute - 420), 2)
     assert result["missed_crossings"] == 0
     assert result["restores"] == 1 and result["restores_below_floor_plus_hysteresis"] == 0
     assert result["failed_probations_per_campaign_day"] == round(2 / 20, 4)
