@@ -29,8 +29,8 @@ is significantly below the floor (the upper end of a `calibration_confidence` bo
 better) gives way to the next best.
 
 **Probation** passes when the lower end of a `restore_confidence` bound of the model's calibrated
-ROI (its plan's predicted ROI x the campaign's value calibration over mature outcomes) is at least
-floor + hysteresis, and fails when the upper end of a `calibration_confidence` bound is below the
+ROI (its plan's predicted ROI x the campaign's value calibration over mature outcomes, at most the
+pooled model-wide bound while the model over-promises) is at least floor + hysteresis, and fails when the upper end of a `calibration_confidence` bound is below the
 floor: a restore needs evidence, and a canary still losing money is sent back at once.
 """
 
@@ -223,7 +223,12 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
         action, factor = choose_action(obs, config, state, excluded=state.action)  # what is served is no better
     elif state.mode is GuardMode.PROBATION and obs.pred_roi == obs.pred_roi and k == k:
         checks.append(Check("canary", obs.pred_roi * k_up_strict < floor, 1))
-        healthy = obs.pred_roi * k_low >= floor + config.hysteresis
+        # The campaign's own calibration is measured mostly on the clicks the pool bought while it held the
+        # traffic; the model's own bids buy others. While the model over-promises model-wide (the pooled
+        # bound below 1), its canary is worth at most what the pooled rule grants: a restore the
+        # model_calibration rule would trip again at once is no restore.
+        k_restore = min(k_low, k_pool_up) if k_pool_up == k_pool_up else k_low
+        healthy = obs.pred_roi * k_restore >= floor + config.hysteresis
     values = action_values(obs, config, state)
     figures = {"floor": floor, "pred_roi": obs.pred_roi, "pred_spend": obs.pred_spend,
                "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,

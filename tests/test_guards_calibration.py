@@ -209,3 +209,19 @@ def test_a_launch_gates_calibration_is_a_prior_that_live_evidence_outweighs():
     o = obs(2.5, model_calibration=0.6, model_calibration_orders=150.0)
     check = next(c for c in roi_signal(o, ROI, MachineState()).checks if c.rule == RULE)
     assert check.breached is True
+
+
+@pytest.mark.parametrize("pooled_k, orders, restores", [
+    (math.nan, 0.0, True),      # no pooled evidence: the campaign's own calibration decides
+    (1.0, 5_000.0, True),       # a well-calibrated model: the same
+    (0.6, 5_000.0, False),      # the model over-promises model-wide by 40%: 3.0 x 0.6 < 2.2
+])
+def test_a_canary_is_not_restored_while_the_model_wide_calibration_would_trip_it_again(pooled_k, orders, restores):
+    # The campaign's own calibration looks fine (k 1.0 on 400 orders, mostly the pool's clicks); the
+    # model's plan predicts 3.0 for its canary.
+    o = obs(3.0, value_calibration=1.0, realised_roi=3.0, realised_spend=40_000.0, realised_orders=400.0,
+            model_calibration=pooled_k, model_calibration_orders=orders)
+    probation = MachineState(mode=GuardMode.PROBATION, since_ts=T0 - 600)
+    signal = roi_signal(o, ROI, probation)
+    assert signal.healthy is restores
+    assert not any(c.breached for c in signal.checks)  # not a failure either: the canary goes on
