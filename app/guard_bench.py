@@ -26,7 +26,8 @@ alone, the model under the guard, and the oracle (sim.oracle). Over all days:
   guard must;
 - **false trips** per 100 healthy campaign-days (campaigns whose true ROI never goes
   below the floor), on the healthy families and on the untouched campaigns of the
-  other days;
+  other days; apart, on whole-model-failure days, the campaigns whose own ROI stays
+  above the floor (the pooled calibration rule may take them with the rest);
 - **restores** with the model's true ROI below floor + hysteresis, and **failed
   probations** per campaign-hour the guard held.
 
@@ -180,6 +181,7 @@ def summarise(days: list[DayResult]) -> dict:
     """The benchmark's figures over all days (module docstring)."""
     healthy = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == ""]
     healthy_family = [c for c in healthy if c.family in HEALTHY_FAMILIES]
+    spared = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == "model"]
     false_rate = sum(c.false_trips > 0 for c in healthy) / max(len(healthy), 1)
     alpha = max(false_rate, 1.0 / max(len(healthy), 1))
     threshold = float(np.log(1.0 / alpha))
@@ -217,6 +219,11 @@ def summarise(days: list[DayResult]) -> dict:
         "false_trips_per_100_healthy_campaign_days": round(100 * false_rate, 3),
         "false_trips_per_100_healthy_family_campaign_days": round(
             100 * sum(c.false_trips > 0 for c in healthy_family) / max(len(healthy_family), 1), 3),
+        # On a whole-model failure every campaign is affected; those whose own ROI stays above the floor are
+        # healthy by the truth, and the pooled calibration rule may take them with the rest.
+        "false_trips_per_100_model_failure_campaign_days_above_floor": round(
+            100 * sum(c.false_trips > 0 for c in spared) / len(spared), 3) if spared else None,
+        "model_failure_campaign_days_above_floor": len(spared),
         "ideal_alpha": round(alpha, 5),
         "restores": len(restores),
         "restores_judged": [{"family": d.family, "seed": d.day_seed, **r} for d in days for r in d.report["restores"]],

@@ -286,7 +286,9 @@ def _bench_text(result: dict) -> str:
                f"p90 {d[name]['ours']['p90']}" for name in ("ideal_below_floor", "ideal_below_guard_null")),
              f"missed crossings {result['missed_crossings']}",
              f"false trips per 100 healthy campaign-days {result['false_trips_per_100_healthy_campaign_days']} "
-             f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']})",
+             f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']}); on whole-model "
+             f"failures, of {result['model_failure_campaign_days_above_floor']} campaign-days above the floor "
+             f"{result['false_trips_per_100_model_failure_campaign_days_above_floor']}",
              f"restores {result['restores']}, below floor + hysteresis {result['restores_below_floor_plus_hysteresis']}; "
              f"failed probations per campaign-day {result['failed_probations_per_campaign_day']}, "
              f"per held campaign-hour {result['failed_probations_per_held_campaign_hour']}"]

@@ -117,6 +117,7 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
     assert result["healthy_campaign_days"] == 18
     assert result["false_trips_per_100_healthy_campaign_days"] == round(100 / 18, 3)
     assert result["false_trips_per_100_healthy_family_campaign_days"] == 10.0
+    assert result["false_trips_per_100_model_failure_campaign_days_above_floor"] is None  # no such day here
     # alpha = 1/18: the ideal trips where its ratio reaches ln 18 and the truth is below the floor
     ideal_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(18)) & below)[0])
     assert result["detection_delay_min"]["median"] == 30.0
@@ -131,3 +132,16 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
     assert result["restores"] == 1 and result["restores_below_floor_plus_hysteresis"] == 0
     assert result["failed_probations_per_campaign_day"] == round(2 / 20, 4)
     assert result["failed_probations_per_held_campaign_hour"] == 0.5
+
+
+def test_campaigns_a_failing_model_spares_count_their_false_trips_apart():
+    failing = DayResult("model_failure", 3, _report(5e6, 5e6),
+                        [_campaign(family="model_failure", kind="model", size=1.0, cid="m1", false_trips=1),
+                         _campaign(family="model_failure", kind="model", size=1.0, cid="m2"),
+                         _campaign(family="model_failure", kind="model", size=1.0, cid="m3", crossing=0, trip=2)], {})
+    healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
+                        [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}") for i in range(4)], {})
+    result = summarise([failing, healthy])
+    assert result["model_failure_campaign_days_above_floor"] == 2
+    assert result["false_trips_per_100_model_failure_campaign_days_above_floor"] == 50.0
+    assert result["healthy_campaign_days"] == 4 and result["false_trips_per_100_healthy_campaign_days"] == 0.0
