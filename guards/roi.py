@@ -30,8 +30,9 @@ better) gives way to the next best.
 
 **Probation** passes when the lower end of a `restore_confidence` bound of the model's calibrated
 ROI (its plan's predicted ROI x the campaign's value calibration over mature outcomes, at most the
-pooled model-wide bound while the model over-promises) is at least floor + hysteresis, and fails when the upper end of a `calibration_confidence` bound is below the
-floor: a restore needs evidence, and a canary still losing money is sent back at once.
+pooled model-wide upper bound, itself at most 1) is at least floor + hysteresis, and fails when the
+upper end of a `calibration_confidence` bound is below the floor: a restore needs evidence, and a
+canary still losing money is sent back at once.
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     elif state.mode is GuardMode.PROBATION and obs.pred_roi == obs.pred_roi and k == k:
         checks.append(Check("canary", obs.pred_roi * k_up_strict < floor, 1))
         # The campaign's own calibration is measured mostly on the clicks the pool bought while it held the
-        # traffic; the model's own bids buy others. While the model over-promises model-wide (the pooled
-        # bound below 1), its canary is worth at most what the pooled rule grants: a restore the
+        # traffic; the model's own bids buy others. Where there is pooled evidence, the canary is worth at
+        # most its upper bound (at most 1): while the model over-promises model-wide, a restore the
         # model_calibration rule would trip again at once is no restore.
         k_restore = min(k_low, k_pool_up) if k_pool_up == k_pool_up else k_low
         healthy = obs.pred_roi * k_restore >= floor + config.hysteresis
