@@ -28,6 +28,10 @@ alone, the model under the guard, and the oracle (sim.oracle). Over all days:
   below the floor), on the healthy families and on the untouched campaigns of the
   other days; apart, on whole-model-failure days, the campaigns whose own ROI stays
   above the floor (the pooled calibration rule may take them with the rest);
+- **the null tail**: each healthy campaign-day's highest sequential evidence S, how many
+  came within reach of the guard's threshold, and the false trips per campaign-day the
+  tail of those peaks predicts at it, a rate far below what the days can count
+  (guards.sequential.null_tail), with the threshold the budget of one in 8,000 allows;
 - **restores** with the model's true ROI below floor + hysteresis, and **failed
   probations** per campaign-hour the guard held.
 
@@ -46,7 +50,7 @@ import numpy as np
 
 from app.stress_guard import make_guard_hook
 from guards.config import load_guard_settings
-from guards.sequential import lag_share_at_end
+from guards.sequential import FALSE_TRIP_BUDGET, lag_share_at_end, null_tail
 from sim.catalog import MINUTES_PER_DAY
 from sim.families import HEALTHY_FAMILIES, Day, draw_days
 from sim.kit import prepare
@@ -68,6 +72,7 @@ class CampaignDay:
     crossing: int | None       # first minute of its first sustained below-floor episode (true ROI)
     trip: int | None           # the guard's first trip at or after crossing - 60 (or any, untouched)
     false_trips: int
+    peak_cusum: float = 0.0    # the highest sequential evidence S the guard saw for it that day
 
 
 @dataclass(frozen=True)
@@ -135,8 +140,9 @@ def play_day(day: Day, data_dir: str) -> DayResult:
     kit = prepare(day.scenario, data_dir)
     settings = load_guard_settings(os.environ.get("BIDLENS_GUARD_CONFIG", ""))
     roi = settings.defaults["roi"]
-    played = play_stress(day.scenario, day.seed, kit.bidders, kit.history, kit.pool,
-                         guard_hook=make_guard_hook(day.scenario, kit.catalog), arms=("model",))
+    hook = make_guard_hook(day.scenario, kit.catalog)
+    played = play_stress(day.scenario, day.seed, kit.bidders, kit.history, kit.pool, guard_hook=hook,
+                         arms=("model",))
     report = stress_report(played, roi.hysteresis)
     model = played.reference
     below = true_roi(model) < played.floor
@@ -158,7 +164,8 @@ def play_day(day: Day, data_dir: str) -> DayResult:
                           instant_below[i])
         campaigns.append(CampaignDay(day.family, day.seed, cid, degradation.kind if degradation else "",
                                      degradation.size if degradation else 0.0, crossing,
-                                     min(after) if after else None, sum(t["false"] for t in trips)))
+                                     min(after) if after else None, sum(t["false"] for t in trips),
+                                     float(hook.peak_cusum[i])))
     slim = {k: v for k, v in report.items() if k not in ("arms",)}
     slim["arms"] = {a: {k: v for k, v in d.items() if k not in ("by_hour", "by_campaign")}
                     for a, d in report["arms"].items()}
@@ -177,8 +184,9 @@ def _quantiles(values: list[float]) -> dict:
             "p90": round(float(np.percentile(values, 90)), 1)}
 
 
-def summarise(days: list[DayResult]) -> dict:
-    """The benchmark's figures over all days (module docstring)."""
+def summarise(days: list[DayResult], cusum_threshold: float) -> dict:
+    """The benchmark's figures over all days (module docstring); `cusum_threshold`: the guard's, which the
+    healthy campaign-days' peak evidence is judged against (guards.sequential.null_tail)."""
     healthy = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == ""]
     healthy_family = [c for c in healthy if c.family in HEALTHY_FAMILIES]
     spared = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == "model"]
@@ -225,6 +233,7 @@ def summarise(days: list[DayResult]) -> dict:
             100 * sum(c.false_trips > 0 for c in spared) / len(spared), 3) if spared else None,
         "model_failure_campaign_days_above_floor": len(spared),
         "ideal_alpha": round(alpha, 5),
+        "cusum_null_tail": _null_tail([c.peak_cusum for c in healthy], cusum_threshold),
         "restores": len(restores),
         "restores_judged": [{"family": d.family, "seed": d.day_seed, **r} for d in days for r in d.report["restores"]],
         "restores_below_floor_plus_hysteresis": sum(r["below_floor_plus_hysteresis"] for r in restores),
@@ -237,6 +246,20 @@ def summarise(days: list[DayResult]) -> dict:
                      "false_trips": d.report["false_trips"], "trips": sum(t["kind"] == "trip" for t in d.report["trips"])}
                     for d in days],
     }
+
+
+def _null_tail(peaks: list[float], threshold: float) -> dict:
+    """The healthy campaign-days' peak evidence: how many reached each level, and the tail's estimate of the
+    false trips per campaign-day at the threshold and of the threshold the budget allows (the most cautious
+    of the fits, guards.sequential.null_tail)."""
+    fits = null_tail(np.asarray(peaks), threshold)
+    return {"campaign_days": len(peaks), "threshold": threshold, "budget_per_campaign_day": FALSE_TRIP_BUDGET,
+            "reached": {str(level): sum(p >= level for p in peaks) for level in (4.0, 5.0, 6.0, threshold)},
+            "false_trips_per_campaign_day": max((f.at_threshold for f in fits), default=None),
+            "threshold_for_budget": round(max(f.threshold_for_budget for f in fits), 2) if fits else None,
+            "fits": [{"level": f.level, "exceedances": f.exceedances, "rate_per_nat": round(f.rate_per_nat, 3),
+                      "rate_low": round(f.rate_low, 3), "false_trips_per_campaign_day": f.at_threshold,
+                      "threshold_for_budget": round(f.threshold_for_budget, 2)} for f in fits]}
 
 
 @dataclass(frozen=True)
@@ -281,4 +304,5 @@ def run_bench(n_days: int, seed: int, data_dir: str, workers: int = 2) -> dict:
     else:  # spawned, not forked: a forked child inherits LightGBM's OpenMP pool locked and hangs
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             played = list(pool.map(play_day, days, [data_dir] * len(days)))
-    return {"seed": seed, **summarise(played)}
+    threshold = load_guard_settings(os.environ.get("BIDLENS_GUARD_CONFIG", "")).defaults["roi"].cusum_threshold
+    return {"seed": seed, **summarise(played, threshold)}

@@ -38,6 +38,8 @@ class SimGuardHook:
         # minute -> each slot's pred_value: outcome increments (late ones too) meet their bucket's prediction
         self._values: dict[int, np.ndarray] = {}
         self._lookback_min = self.evaluator.lookback // BUCKET_SECONDS
+        # each campaign's highest sequential evidence S of the day: how near a healthy one came to a trip
+        self.peak_cusum = np.zeros(len(catalog.campaigns))
 
     def _feed(self, last) -> None:
         columns = last.columns
@@ -74,6 +76,7 @@ class SimGuardHook:
         if last is not None:
             self._feed(last)
         self.evaluator.tick(now_ts)
+        np.fmax(self.peak_cusum, [o.cusum for o in self.evaluator.observed], out=self.peak_cusum)
         return self.evaluator.guard_states()
 
     @property

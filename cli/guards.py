@@ -274,7 +274,7 @@ def cmd_compare(args) -> int:
 
 
 def _bench_text(result: dict) -> str:
-    d = result["detection_delay_min"]
+    d, t = result["detection_delay_min"], result["cusum_null_tail"]
     lines = [f"{result['days']} days (seed {result['seed']}): {result['families']}",
              f"degraded campaign-days {result['degraded_campaign_days']}, healthy {result['healthy_campaign_days']}",
              f"oracle capture {result['oracle_capture']} over {result['material_days']} days with a material loss; "
@@ -289,6 +289,9 @@ def _bench_text(result: dict) -> str:
              f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']}); on whole-model "
              f"failures, of {result['model_failure_campaign_days_above_floor']} campaign-days above the floor "
              f"{result['false_trips_per_100_model_failure_campaign_days_above_floor']}",
+             f"healthy campaign-days' peak evidence S (threshold {t['threshold']}): reached {t['reached']} of "
+             f"{t['campaign_days']}; the tail predicts {t['false_trips_per_campaign_day']} false trips per "
+             f"campaign-day at the threshold, and {t['threshold_for_budget']} for {t['budget_per_campaign_day']}",
              f"restores {result['restores']}, below floor + hysteresis {result['restores_below_floor_plus_hysteresis']}; "
              f"failed probations per campaign-day {result['failed_probations_per_campaign_day']}, "
              f"per held campaign-hour {result['failed_probations_per_held_campaign_hour']}"]

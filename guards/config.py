@@ -79,7 +79,7 @@ class RoiConfig:
     cusum_enabled: bool = True
     cusum_above: float = 0.10
     cusum_below: tuple[float, ...] = (0.075, 0.2, 0.35, 0.5)
-    cusum_threshold: float = 7.4
+    cusum_threshold: float = 8.1
     cusum_window_s: int = 7200
     realised_min_spend: float = 300.0
     restore_confidence: float = 0.9

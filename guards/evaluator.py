@@ -29,6 +29,7 @@ from guards.observe import (
     FEATURE_COLUMNS,
     CalibrationPrior,
     Feeds,
+    Observation,
     lookback_s,
     observations_from,
     observe_feeds,
@@ -66,6 +67,7 @@ class GuardEvaluator:
         self.prior = prior  # the serving version's calibration from its launch gate (guards.observe)
         self.states: dict[tuple[str, str], MachineState] = {}
         self.events: list[GuardEvent] = []
+        self.observed: list[Observation] = []  # the last tick's observations, one per campaign in campaign_ids order
         # bucket_ts -> (campaigns, sums + a presence column): the store's GROUP BY, kept in memory.
         self._decisions: dict[int, np.ndarray] = {}
         self._outcomes: dict[int, np.ndarray] = {}
@@ -222,6 +224,7 @@ class GuardEvaluator:
         columns = observe_feeds(feeds, self._aov, now_ts, self.settings.observe, self.lookback, self._margin,
                                 self._sequential, self.prior)
         observed = observations_from(self.campaign_ids, columns)
+        self.observed = observed
         events: list[GuardEvent] = []
         for guard in self.guards:
             for obs in observed:

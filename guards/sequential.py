@@ -29,6 +29,9 @@ best possible detector needs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from statistics import NormalDist
+
 import numpy as np
 
 
@@ -61,3 +64,49 @@ def cusum(gmv_units: np.ndarray, exposure_units: np.ndarray, floor: np.ndarray, 
         lowest = np.minimum(prefix[:, :-1].min(axis=1, initial=0.0), 0.0)  # min(P_0 .. P_m-1)
         out = np.maximum(out, prefix[:, -1] - lowest)
     return np.maximum(out, 0.0)
+
+
+# Peaks-over-threshold levels for `null_tail`: most healthy campaign-days' peaks lie below 4, and each level
+# keeps enough peaks over it on a 60-day benchmark (MIN_EXCEEDANCES) to estimate a rate.
+TAIL_LEVELS = (4.0, 4.5, 5.0)
+MIN_EXCEEDANCES = 10
+# The issue asks for no false trip over normal seeds 1-20 (800 campaign-days): one in 8,000 campaign-days shows
+# none there with 90% probability (e^(-0.1)).
+FALSE_TRIP_BUDGET = 1 / 8000
+
+
+@dataclass(frozen=True)
+class TailFit:
+    """The exponential tail of healthy campaign-days' daily peak S beyond one level."""
+
+    level: float
+    exceedances: int
+    rate_per_nat: float          # lambda: P(peak >= level + x) = P(peak >= level) e^(-lambda x)
+    rate_low: float              # its lower confidence bound (the cautious side: a slower fall of the tail)
+    at_threshold: float          # estimated false trips per campaign-day at the threshold, with rate_low
+    threshold_for_budget: float  # the threshold whose estimate (with rate_low) is the budget
+
+
+def null_tail(peaks: np.ndarray, threshold: float, budget: float = FALSE_TRIP_BUDGET, confidence: float = 0.9,
+              levels: tuple[float, ...] = TAIL_LEVELS) -> list[TailFit]:
+    """How often healthy campaign-days would reach S >= `threshold`, from each one's highest S of the day.
+
+    A CUSUM's excursions above a level have an exponential tail, so beyond a level u the peaks' excess is
+    exponential with rate lambda = 1 / mean excess (its maximum-likelihood estimate from the k peaks over u,
+    with relative standard error 1 / sqrt(k)). Extrapolating with the lower bound of lambda answers far
+    rarer events than the days measured hold (a threshold's false trips per campaign-day is well below one
+    in the number of days a benchmark can play). Levels with fewer than MIN_EXCEEDANCES peaks are left out."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    z = NormalDist().inv_cdf(confidence)
+    fits = []
+    for u in levels:
+        excess = peaks[peaks >= u] - u
+        k = len(excess)
+        if k < MIN_EXCEEDANCES or excess.mean() <= 0:
+            continue
+        rate = 1.0 / float(excess.mean())
+        low = rate * max(1.0 - z / np.sqrt(k), 0.1)
+        p_u = k / len(peaks)
+        fits.append(TailFit(u, k, rate, low, p_u * float(np.exp(-low * (threshold - u))),
+                            u + float(np.log(p_u / budget)) / low))
+    return fits

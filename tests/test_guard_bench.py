@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.guard_bench import CampaignDay, DayResult, ideal_lr_path, summarise
+from guards.sequential import FALSE_TRIP_BUDGET, null_tail
 from sim.catalog import MINUTES_PER_DAY
 from sim.oracle import ACTIONS, MODEL
 from sim.stress import ArmRun
@@ -86,8 +87,9 @@ def test_without_a_change_the_ideal_detector_alarms_at_most_alpha_of_the_days(al
     assert alarms <= 40 * alpha * 2  # at most alpha in expectation; twice that allows for 40 days' sampling
 
 
-def _campaign(family="degraded", kind="cvr_shift", size=0.4, crossing=None, trip=None, false_trips=0, cid="c01"):
-    return CampaignDay(family, 7, cid, kind, size, crossing, trip, false_trips)
+def _campaign(family="degraded", kind="cvr_shift", size=0.4, crossing=None, trip=None, false_trips=0, cid="c01",
+              peak=0.0):
+    return CampaignDay(family, 7, cid, kind, size, crossing, trip, false_trips, peak)
 
 
 def _report(loss, oracle, spend_share_material=True, failures=0, held=0.0, restores=()):
@@ -111,7 +113,7 @@ def test_the_summary_counts_capture_on_material_days_delays_against_the_ideal_an
     healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
                         [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", false_trips=int(i == 0))
                          for i in range(10)], {})
-    result = summarise([degraded, healthy])
+    result = summarise([degraded, healthy], 8.3)
     assert result["oracle_capture"] == 0.8 and result["material_days"] == 1
     assert result["oracle_capture_by_family"] == {"degraded": 0.8, "healthy": None}
     assert result["healthy_campaign_days"] == 18
@@ -141,7 +143,36 @@ def test_campaigns_a_failing_model_spares_count_their_false_trips_apart():
                          _campaign(family="model_failure", kind="model", size=1.0, cid="m3", crossing=0, trip=2)], {})
     healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
                         [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}") for i in range(4)], {})
-    result = summarise([failing, healthy])
+    result = summarise([failing, healthy], 8.3)
     assert result["model_failure_campaign_days_above_floor"] == 2
     assert result["false_trips_per_100_model_failure_campaign_days_above_floor"] == 50.0
     assert result["healthy_campaign_days"] == 4 and result["false_trips_per_100_healthy_campaign_days"] == 0.0
+
+
+def test_the_null_tail_extrapolates_rare_false_trips_from_the_peaks_on_the_cautious_side():
+    """Peaks with a known exponential tail, P(peak >= h) = e^(-1.5 h): each fit finds the rate, and its
+    estimates at a threshold far beyond the peaks measured err towards more false trips, never fewer."""
+    rate = 1.5
+    peaks = np.random.default_rng(3).exponential(1 / rate, 200_000)
+    fits = null_tail(peaks, threshold=8.3)
+    assert [f.level for f in fits] == [4.0, 4.5, 5.0]
+    for f in fits:
+        assert f.exceedances == int((peaks >= f.level).sum())
+        assert abs(f.rate_per_nat - rate) < 0.2 * rate and f.rate_low < f.rate_per_nat
+        assert f.at_threshold >= np.exp(-rate * 8.3)
+        assert np.log(1 / FALSE_TRIP_BUDGET) / rate <= f.threshold_for_budget < np.log(1 / FALSE_TRIP_BUDGET) / rate + 2
+    assert null_tail(np.full(500, 3.0), threshold=8.3) == []  # no peak reaches a level: nothing to fit
+
+
+def test_the_summary_reports_how_near_healthy_campaign_days_came_to_the_threshold():
+    peaks = np.random.default_rng(5).exponential(1 / 1.5, 4000) + 2.0
+    healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
+                        [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", peak=float(p))
+                         for i, p in enumerate(peaks)], {})
+    tail = summarise([healthy], 8.3)["cusum_null_tail"]
+    assert tail["campaign_days"] == 4000 and tail["threshold"] == 8.3
+    assert tail["reached"]["4.0"] == int((peaks >= 4).sum()) and tail["reached"]["8.3"] == int((peaks >= 8.3).sum())
+    fits = null_tail(peaks, 8.3)
+    assert len(fits) == 3
+    assert tail["false_trips_per_campaign_day"] == max(f.at_threshold for f in fits)
+    assert tail["threshold_for_budget"] == round(max(f.threshold_for_budget for f in fits), 2)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app.stress_guard import make_guard_hook
 from sim.kit import prepare
 from sim.scenario import load_scenario
-from sim.stress import run_stress
+from sim.stress import run_arm, run_stress
 
 pytestmark = pytest.mark.slow
 
@@ -53,3 +54,20 @@ def test_818_trips_the_affected_campaigns_and_avoids_loss(data_dir):
 def test_normal_day_has_no_false_trips(data_dir, seed):
     report, _ = stress("normal", seed, data_dir)
     assert report["false_trips"] == 0
+
+
+def test_the_guarded_arm_keeps_each_campaigns_highest_evidence_of_the_day(data_dir):
+    """The guard bench judges healthy campaign-days by how near their sequential evidence came to a trip."""
+    scenario = load_scenario("normal")
+    kit = prepare(scenario, data_dir)
+    hook = make_guard_hook(scenario, kit.catalog)
+    seen = np.zeros(len(kit.catalog.campaigns))
+
+    class Watch:
+        def guard_states(self, now_ts, last):
+            states = hook.guard_states(now_ts, last)
+            np.maximum(seen, [o.cusum for o in hook.evaluator.observed], out=seen)
+            return states
+
+    run_arm(scenario, 3, kit.bidders, kit.history, kit.pool, guard_hook=Watch(), minutes=90)
+    assert np.array_equal(hook.peak_cusum, seen) and (seen > 0).any()
