@@ -43,6 +43,7 @@ class BenchMeasure:
     ideal_p90_min: float | None
     ideal_below_floor_p90_min: float | None  # told the change, but it must prove ROI below the floor
     false_trips_per_100: float | None   # per 100 healthy campaign-days
+    predicted_false_trips_per_10000: float | None  # at the threshold, from the tail of healthy days' peak evidence
     restores_below: int                 # restores with the model's true ROI below floor + hysteresis
     failed_probations_per_campaign_day: float | None
 
@@ -76,9 +77,14 @@ def _bench(path: Path, doc: dict) -> BenchMeasure:
                         doc.get("oracle_capture"), delay.get("median"), delay.get("p90"),
                         (delay.get("ideal") or {}).get("median"), (delay.get("ideal") or {}).get("p90"),
                         (delay.get("ideal_below_floor") or {}).get("p90"),
-                        doc.get("false_trips_per_100_healthy_campaign_days"),
+                        doc.get("false_trips_per_100_healthy_campaign_days"), _per_10000(doc),
                         int(doc.get("restores_below_floor_plus_hysteresis", 0)),
                         doc.get("failed_probations_per_campaign_day"))
+
+
+def _per_10000(doc: dict) -> float | None:
+    rate = (doc.get("cusum_null_tail") or {}).get("false_trips_per_campaign_day")
+    return None if rate is None else 10_000 * rate
 
 
 def guard_measures(data_dir: str | Path, limit: int = 10) -> GuardMeasures:

@@ -664,6 +664,7 @@ def test_the_guard_page_shows_the_guard_against_the_oracle_from_the_newest_measu
         "seed": 1, "days": 60, "oracle_capture": 0.84, "detection_delay_min": {
             "median": 52.0, "p90": 190.0, "ideal": {"median": 41.0, "p90": 60.0}, "ideal_below_floor": {"p90": 240.0}},
         "false_trips_per_100_healthy_campaign_days": 0.21, "restores_below_floor_plus_hysteresis": 0,
+        "cusum_null_tail": {"false_trips_per_campaign_day": 0.000123},
         "failed_probations_per_campaign_day": 0.012}))
     page = Panel(control).login("operator").open("guards")
     frames = [d.value for d in page.at.dataframe]
@@ -675,3 +676,4 @@ def test_the_guard_page_shows_the_guard_against_the_oracle_from_the_newest_measu
     row = bench.iloc[0]
     assert (row[zh("st.oracle_capture")], row[zh("gd.delay_median")], row[zh("gd.delay_ideal")]) == ("84.0%", "52", "41")
     assert (row[zh("gd.delay_ideal_p90")], row[zh("gd.delay_ideal_below_floor_p90")]) == ("60", "240")
+    assert row[zh("gd.false_predicted")] == "1.23"  # per 10,000 healthy campaign-days

@@ -71,6 +71,7 @@ def _measures(ctx: Ctx) -> None:
             ctx.t("gd.delay_ideal_below_floor_p90"): [fmt_num(m.ideal_below_floor_p90_min, 0)
                                                      for m in measures.bench],
             ctx.t("gd.false_per_100"): [fmt_num(m.false_trips_per_100, 2) for m in measures.bench],
+            ctx.t("gd.false_predicted"): [fmt_num(m.predicted_false_trips_per_10000, 2) for m in measures.bench],
             ctx.t("gd.restores_below"): [m.restores_below for m in measures.bench],
             ctx.t("gd.failed_per_day"): [fmt_num(m.failed_probations_per_campaign_day, 3) for m in measures.bench],
             ctx.t("gd.measured_at"): [fmt_ts(m.written_ts) for m in measures.bench],
