@@ -14,8 +14,9 @@ alone, the model under the guard, and the oracle (sim.oracle). Over all days:
   before) on the same evidence (the GMV known of each bucket, bucket time), and trips
   at the first minute the likelihood ratio reaches ln(1/alpha) while the true ROI is
   below the floor. alpha is the guard's own false-trip rate per healthy campaign-day
-  (at least one in the number measured): under no change the ratio reaches ln(1/alpha)
-  with probability at most alpha, so it raises no more false alarms than the guard;
+  (counted, or where none were counted, the null tail's cautious estimate below): under
+  no change the ratio reaches ln(1/alpha) with probability at most alpha, so it raises
+  no more false alarms than the guard;
   beside it two ideal detectors told the same but made to prove the fall below a level
   (the null is the nearest path that never goes below it): **below the floor**, the best
   any detector can do that trips a campaign sitting at the floor (healthy, by the
@@ -191,7 +192,11 @@ def summarise(days: list[DayResult], cusum_threshold: float) -> dict:
     healthy_family = [c for c in healthy if c.family in HEALTHY_FAMILIES]
     spared = [c for d in days for c in d.campaigns if c.crossing is None and c.kind == "model"]
     false_rate = sum(c.false_trips > 0 for c in healthy) / max(len(healthy), 1)
-    alpha = max(false_rate, 1.0 / max(len(healthy), 1))
+    tail = _null_tail([c.peak_cusum for c in healthy], cusum_threshold)
+    # The ideals get the guard's false-alarm rate: counted where the days can count it, else the tail's
+    # estimate of it (cautious, so it errs towards a faster ideal), else one in the days measured.
+    predicted = tail["false_trips_per_campaign_day"]
+    alpha = max(false_rate, predicted if predicted is not None else 1.0 / max(len(healthy), 1))
     threshold = float(np.log(1.0 / alpha))
     crossings: list[Crossing] = []
     for d in days:
@@ -232,8 +237,8 @@ def summarise(days: list[DayResult], cusum_threshold: float) -> dict:
         "false_trips_per_100_model_failure_campaign_days_above_floor": round(
             100 * sum(c.false_trips > 0 for c in spared) / len(spared), 3) if spared else None,
         "model_failure_campaign_days_above_floor": len(spared),
-        "ideal_alpha": round(alpha, 5),
-        "cusum_null_tail": _null_tail([c.peak_cusum for c in healthy], cusum_threshold),
+        "ideal_alpha": float(f"{alpha:.3g}"),
+        "cusum_null_tail": tail,
         "restores": len(restores),
         "restores_judged": [{"family": d.family, "seed": d.day_seed, **r} for d in days for r in d.report["restores"]],
         "restores_below_floor_plus_hysteresis": sum(r["below_floor_plus_hysteresis"] for r in restores),
@@ -273,7 +278,8 @@ class Crossing:
 
 def _delays(crossings: list[Crossing]) -> dict:
     """Our delays (over the crossings we and the ideal both tripped) and, per ideal detector, its delays
-    beside ours over the crossings both tripped, the ratio of the quantiles and the crossings it never trips."""
+    beside ours over the crossings both tripped, the ratio of the quantiles, the crossings it never trips and
+    those it trips and we never do."""
     def paired(name: str) -> tuple[list[int], list[int]]:
         both = [x for x in crossings if x.ours is not None and x.ideals[name] is not None]
         return [x.ours for x in both], [x.ideals[name] for x in both]
@@ -282,6 +288,7 @@ def _delays(crossings: list[Crossing]) -> dict:
     for name in IDEALS:
         ours, ideal = paired(name)
         figures[name] = {**_quantiles(ideal), "never": sum(x.ideals[name] is None for x in crossings),
+                         "ours_never": sum(x.ours is None and x.ideals[name] is not None for x in crossings),
                          "ours": _quantiles(ours), "ratio_median": _ratio(ours, ideal, 50),
                          "ratio_p90": _ratio(ours, ideal, 90)}
     return {**figures["ideal"]["ours"], **figures, "crossings": len(crossings),

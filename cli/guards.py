@@ -283,7 +283,9 @@ def _bench_text(result: dict) -> str:
              f"p90 {d['p90']} (n {d['n']}); ideal detector median {d['ideal']['median']}, p90 {d['ideal']['p90']}",
              *(f"{name.replace('_', ' ')} median {d[name]['median']}, p90 {d[name]['p90']} (n {d[name]['n']}, never "
                f"{d[name]['never']}); ours on the same crossings median {d[name]['ours']['median']}, "
-               f"p90 {d[name]['ours']['p90']}" for name in ("ideal_below_floor", "ideal_below_guard_null")),
+               f"p90 {d[name]['ours']['p90']}; it trips {d[name]['ours_never']} we never do"
+               for name in ("ideal_below_floor", "ideal_below_guard_null")),
+             f"the ideal detectors' false-alarm rate per campaign-day (the guard's) {result['ideal_alpha']}",
              f"missed crossings {result['missed_crossings']}",
              f"false trips per 100 healthy campaign-days {result['false_trips_per_100_healthy_campaign_days']} "
              f"(healthy families {result['false_trips_per_100_healthy_family_campaign_days']}); on whole-model "

@@ -176,3 +176,28 @@ def test_the_summary_reports_how_near_healthy_campaign_days_came_to_the_threshol
     assert len(fits) == 3
     assert tail["false_trips_per_campaign_day"] == max(f.at_threshold for f in fits)
     assert tail["threshold_for_budget"] == round(max(f.threshold_for_budget for f in fits), 2)
+
+
+def test_the_ideals_get_the_guards_false_alarm_rate_the_tail_predicts_when_no_false_trip_is_counted():
+    peaks = np.random.default_rng(7).exponential(1 / 2.0, 4000) + 2.0
+    healthy = DayResult("healthy", 2, _report(0.0, 10.0, spend_share_material=False),
+                        [_campaign(family="healthy", kind="", size=0.0, cid=f"g{i}", peak=float(p))
+                         for i, p in enumerate(peaks)], {})
+    path = np.full(MINUTES_PER_DAY, np.nan)
+    path[400:] = np.linspace(0, 20, MINUTES_PER_DAY - 400)
+    below = np.zeros(MINUTES_PER_DAY, dtype=bool)
+    below[410:] = True
+    ideals = {"ideal": path, "ideal_below_floor": path - 3.0, "ideal_below_guard_null": path - 1.0}
+    degraded = DayResult("degraded", 1, _report(800.0, 1000.0),
+                         [_campaign(crossing=420, trip=450, cid="c01"), _campaign(crossing=420, cid="c02")],
+                         {"c01": (ideals, below), "c02": (ideals, below)})
+    result = summarise([healthy, degraded], 8.3)
+    predicted = result["cusum_null_tail"]["false_trips_per_campaign_day"]
+    assert predicted < 1 / 4000  # the tail says rarer than the days could count
+    assert result["ideal_alpha"] == float(f"{predicted:.3g}")
+    ideal_minute = int(np.flatnonzero((np.nan_to_num(path, nan=-1) >= np.log(1 / predicted)) & below)[0])
+    delays = result["detection_delay_min"]
+    assert delays["ideal"]["median"] == float(ideal_minute - 420)
+    # c02 the ideals trip and the guard never does: counted, not hidden by pairing the crossings both trip
+    assert delays["never"] == 1 and delays["ideal"]["ours_never"] == 1
+    assert delays["ideal_below_guard_null"]["ours_never"] == 1
