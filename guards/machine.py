@@ -25,7 +25,7 @@ Why these rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -49,6 +49,31 @@ class Check:
     rule: str
     breached: bool | None
     needed: int
+
+
+class LazyFigures(Mapping[str, float]):
+    """A signal's figures, worked out when something first reads them: a tick evaluates every campaign,
+    and most evaluations write no event, the only reader."""
+
+    __slots__ = ("_make", "_figures")
+
+    def __init__(self, make: Callable[[], dict[str, float]]):
+        self._make = make
+        self._figures: dict[str, float] | None = None
+
+    def _all(self) -> dict[str, float]:
+        if self._figures is None:
+            self._figures = self._make()
+        return self._figures
+
+    def __getitem__(self, key: str) -> float:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ import numpy as np
 
 from control.domain import GuardAction, GuardMode
 from guards.config import GuardSettings, RoiConfig
-from guards.machine import Check, MachineState, Signal, step
+from guards.machine import Check, LazyFigures, MachineState, Signal, step
 from guards.observe import Observation, Sequential
 
 GUARD = "roi"
@@ -96,12 +96,17 @@ def realised_upper(obs: Observation, config: RoiConfig, confidence: float) -> fl
     return poisson_upper(0.0, confidence) * obs.avg_order_value / obs.realised_spend
 
 
-def campaign_calibration(obs: Observation, config: RoiConfig, confidence: float) -> tuple[float, float, float]:
-    """(k, lower, upper): the campaign's value calibration over mature outcomes (GMV known / the value the
-    model predicted for the clicks, lag-corrected) and its one-sided bounds at `confidence`; NaN without
-    enough mature spend."""
+def own_calibration(obs: Observation, config: RoiConfig) -> float:
+    """The campaign's value calibration over mature outcomes (GMV known / the value the model predicted for
+    the clicks, lag-corrected); NaN without enough mature spend."""
     k = obs.value_calibration
-    if not (obs.realised_spend >= config.realised_min_spend and k == k):
+    return k if obs.realised_spend >= config.realised_min_spend and k == k else math.nan
+
+
+def campaign_calibration(obs: Observation, config: RoiConfig, confidence: float) -> tuple[float, float, float]:
+    """(k, lower, upper): the campaign's own calibration and its one-sided bounds at `confidence`."""
+    k = own_calibration(obs, config)
+    if k != k:
         return math.nan, math.nan, math.nan
     n = effective_orders(obs.realised_orders, config.order_value_cv)
     if n <= 0:
@@ -130,18 +135,18 @@ def calibrated_bought_roi(figures: Mapping[str, float]) -> float | None:
 def best_calibration(obs: Observation, config: RoiConfig) -> float:
     """The point estimate of how far the model's value predictions are off for this campaign: its own
     when it has the evidence, else the pooled one, else none (1)."""
-    k, _, _ = campaign_calibration(obs, config, config.restore_confidence)
+    k = own_calibration(obs, config)
     if k == k:
         return k
     pooled = obs.model_calibration
     return pooled if pooled == pooled and obs.model_calibration_orders >= config.calibration_min_orders else 1.0
 
 
-def model_roi_estimate(obs: Observation, config: RoiConfig, below_floor: bool) -> float:
-    """The model's ROI as the evidence has it: its predicted ROI of the clicks bought x how far its value
-    predictions are off. When a rule has just shown it below the floor, at most the floor x (1 - the
-    smallest fall the sequential evidence weighs): the estimate may not contradict the evidence."""
-    k = best_calibration(obs, config)
+def model_roi_estimate(obs: Observation, config: RoiConfig, below_floor: bool, k: float) -> float:
+    """The model's ROI as the evidence has it: its predicted ROI of the clicks bought x `k`, how far its
+    value predictions are off (best_calibration). When a rule has just shown it below the floor, at most
+    the floor x (1 - the smallest fall the sequential evidence weighs): the estimate may not contradict
+    the evidence."""
     bought = obs.bought_pred_roi if obs.bought_pred_roi == obs.bought_pred_roi else obs.pred_roi
     roi = k * bought if bought == bought else math.nan
     if below_floor and roi == roi:
@@ -159,7 +164,7 @@ def action_values(obs: Observation, config: RoiConfig, state: MachineState,
     factor) and its spend falls with f^2 (fewer auctions won, each cheaper); a pause earns and spends
     nothing."""
     k = best_calibration(obs, config)
-    model_roi = model_roi_estimate(obs, config, below_floor)
+    model_roi = model_roi_estimate(obs, config, below_floor, k)
     spend = obs.spend_per_hour if obs.spend_per_hour == obs.spend_per_hour else 0.0
     margin = obs.gross_margin if obs.gross_margin == obs.gross_margin else 0.0
     pool_roi, pool_spend = math.nan, 0.0
@@ -183,7 +188,7 @@ def choose_action(obs: Observation, config: RoiConfig, state: MachineState,
     the pool, a bid cut and a pause (not `excluded`: the action found below the floor too)."""
     fixed = _CHOSEN.get(config.action_choice)
     values = action_values(obs, config, state, below_floor=True)
-    model_roi = model_roi_estimate(obs, config, below_floor=True)
+    model_roi = values["model"][0]
     factor = min(1.0, max(config.min_bid_factor, model_roi / config.floor)) if model_roi == model_roi else 1.0
     if fixed is not None and fixed is not excluded:
         return fixed, factor
@@ -199,7 +204,6 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
     breached_cusum = obs.cusum >= config.cusum_threshold
     at_risk = obs.pred_spend >= config.min_pred_spend
     k, k_low, k_up = campaign_calibration(obs, config, config.restore_confidence)
-    _, _, k_up_strict = campaign_calibration(obs, config, config.calibration_confidence)
     k_pool_up = calibration_upper(obs, config)
     checks: list[Check] = []
     healthy = None
@@ -223,6 +227,7 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
             and realised_upper(obs, config, config.calibration_confidence) < floor:
         action, factor = choose_action(obs, config, state, excluded=state.action)  # what is served is no better
     elif state.mode is GuardMode.PROBATION and obs.pred_roi == obs.pred_roi and k == k:
+        _, _, k_up_strict = campaign_calibration(obs, config, config.calibration_confidence)
         checks.append(Check("canary", obs.pred_roi * k_up_strict < floor, 1))
         # The campaign's own calibration is measured mostly on the clicks the pool bought while it held the
         # traffic; the model's own bids buy others. Where there is pooled evidence, the canary is worth at
@@ -230,21 +235,25 @@ def roi_signal(obs: Observation, config: RoiConfig, state: MachineState) -> Sign
         # model_calibration rule would trip again at once is no restore.
         k_restore = min(k_low, k_pool_up) if k_pool_up == k_pool_up else k_low
         healthy = obs.pred_roi * k_restore >= floor + config.hysteresis
-    values = action_values(obs, config, state)
-    figures = {"floor": floor, "pred_roi": obs.pred_roi, "pred_spend": obs.pred_spend,
-               "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
-               "realised_spend": obs.realised_spend, "pool_pred_roi": obs.pool_pred_roi,
-               "value_calibration": obs.value_calibration, "calibration_low": k_low, "calibration_up": k_up,
-               "bought_pred_roi": obs.bought_pred_roi, "model_calibration": obs.model_calibration,
-               "model_calibration_upper": k_pool_up, "calibration_prior_share": obs.model_calibration_prior_share,
-               "cusum": obs.cusum, "cusum_threshold": config.cusum_threshold,
-               "calibrated_pred_roi": obs.pred_roi * k if k == k else math.nan,
-               **{f"{a}_expected_roi": v[0] for a, v in values.items() if a != "pause"},
-               **{f"{a}_expected_profit_per_hour": v[2] for a, v in values.items() if math.isfinite(v[2])}}
-    if action is GuardAction.BID_CUT:
-        figures["bid_factor"] = factor
-    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, figures, action=action,
-                  bid_factor=factor)
+
+    def figures() -> dict[str, float]:
+        values = action_values(obs, config, state)
+        shown = {"floor": floor, "pred_roi": obs.pred_roi, "pred_spend": obs.pred_spend,
+                 "spend_per_hour": obs.spend_per_hour, "realised_roi": obs.realised_roi,
+                 "realised_spend": obs.realised_spend, "pool_pred_roi": obs.pool_pred_roi,
+                 "value_calibration": obs.value_calibration, "calibration_low": k_low, "calibration_up": k_up,
+                 "bought_pred_roi": obs.bought_pred_roi, "model_calibration": obs.model_calibration,
+                 "model_calibration_upper": k_pool_up, "calibration_prior_share": obs.model_calibration_prior_share,
+                 "cusum": obs.cusum, "cusum_threshold": config.cusum_threshold,
+                 "calibrated_pred_roi": obs.pred_roi * k if k == k else math.nan,
+                 **{f"{a}_expected_roi": v[0] for a, v in values.items() if a != "pause"},
+                 **{f"{a}_expected_profit_per_hour": v[2] for a, v in values.items() if math.isfinite(v[2])}}
+        if action is GuardAction.BID_CUT:
+            shown["bid_factor"] = factor
+        return shown
+
+    return Signal(obs.latest_bucket_ts, tuple(checks), healthy, obs.data_age_s, LazyFigures(figures),
+                  action=action, bid_factor=factor)
 
 
 def transition(state: MachineState, observation: Observation, config: RoiConfig,
